@@ -1,0 +1,22 @@
+"""The dataset contract every step relies on: train/test Parquet files with
+``sample_id`` (string, stable forever: deletion requests name it), ``label`` (int32) and
+``image`` (PNG bytes), plus ``classes.json`` naming the classes in label order."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SPLITS = ("train", "test")
+CLASSES_FILE = "classes.json"
+SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("label", pa.int32(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+    ]
+)
+
+
+def split_file(split: str) -> str:
+    """File name of a split inside a dataset directory."""
+    return f"{split}.parquet"

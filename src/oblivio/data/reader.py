@@ -1,0 +1,214 @@
+"""Read a dataset in the contract's shape from a directory or an ``s3://`` URI.
+
+Each split is read once, its PNGs decoded once into a uint8 tensor (N, C, H, W), and from then on
+batches are gathered by sample id with vectorised lookups: no per-sample Python in the hot path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from oblivio.data import storage
+from oblivio.data.contract import CLASSES_FILE, SCHEMA, SPLITS, split_file
+from oblivio.errors import OblivioError
+
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def _decode_one(data: bytes, mode: str) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        if img.mode != mode:
+            img = img.convert(mode)
+        return np.asarray(img)
+
+
+def decode_pngs(blobs: Sequence[bytes], where: str) -> torch.Tensor:
+    """Decode encoded images into one uint8 tensor (N, C, H, W). All images must share a shape;
+    grayscale vs RGB is decided by the first image."""
+    if len(blobs) == 0:
+        raise OblivioError(f"{where} holds no images")
+    try:
+        with Image.open(io.BytesIO(blobs[0])) as first:
+            mode = "L" if first.mode in _GRAY_MODES else "RGB"
+    except OSError as exc:
+        raise OblivioError(f"{where}: row 0 is not a decodable image") from exc
+    probe = _decode_one(blobs[0], mode)
+    out = np.empty((len(blobs), *probe.shape), dtype=np.uint8)
+
+    def fill(start: int) -> None:
+        stop = min(start + 1024, len(blobs))
+        for i in range(start, stop):
+            try:
+                img = _decode_one(blobs[i], mode)
+            except OSError as exc:
+                raise OblivioError(f"{where}: row {i} is not a decodable image") from exc
+            if img.shape != probe.shape:
+                raise OblivioError(
+                    f"{where}: row {i} has shape {img.shape}, row 0 has {probe.shape}; "
+                    "all images of a dataset must share one size"
+                )
+            out[i] = img
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(fill, range(0, len(blobs), 1024)))
+    tensor = torch.from_numpy(out)
+    return tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2).contiguous()
+
+
+class Split:
+    """One split held in memory: ids, labels and decoded images, addressable by sample id."""
+
+    def __init__(self, name: str, sample_ids: pa.Array, labels: torch.Tensor,
+                 images: torch.Tensor) -> None:
+        self.name = name
+        self.sample_ids = sample_ids
+        self.labels = labels
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def ids_at(self, indices: np.ndarray | torch.Tensor) -> list[str]:
+        """Sample ids of the given row indices."""
+        return self.sample_ids.take(pa.array(np.asarray(indices, dtype=np.int64))).to_pylist()
+
+    def indices(self, ids: Sequence[str] | pa.Array) -> np.ndarray:
+        """Row indices of ``ids`` (int64), in the given order. Unknown ids are an error."""
+        query = ids if isinstance(ids, pa.Array) else pa.array(list(ids), pa.string())
+        if len(query) == 0:
+            raise OblivioError(f"no sample ids given for split {self.name!r}")
+        found = pc.index_in(query, value_set=self.sample_ids)
+        if found.null_count:
+            missing = pc.filter(query, pc.is_null(found)).to_pylist()
+            shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+            raise OblivioError(
+                f"{len(missing)} sample id(s) not in split {self.name!r}: {shown}"
+            )
+        return found.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def batch(self, indices: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float images in [0, 1] and int64 labels of the given rows."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return self.images[idx].float().div_(255.0), self.labels[idx]
+
+    def batches(self, indices: np.ndarray | torch.Tensor | None = None, batch_size: int = 512
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (images, labels) over ``indices`` (all rows when None), in order."""
+        rows = np.arange(len(self)) if indices is None else np.asarray(indices)
+        for start in range(0, len(rows), batch_size):
+            yield self.batch(rows[start:start + batch_size])
+
+
+class Dataset:
+    """A dataset directory or URI. Splits are loaded on first use and kept."""
+
+    def __init__(self, uri: str | os.PathLike[str]) -> None:
+        self.uri = os.fspath(uri)
+        self._fs, self._base = storage.resolve(self.uri)
+        meta = self._read_classes()
+        self.name: str = meta.get("name", os.path.basename(self._base.rstrip("/")))
+        self.classes: list[str] = list(meta["classes"])
+        self._splits: dict[str, Split] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_indices(self, spec: str | list[int] | list[str]) -> list[int]:
+        """Sorted class indices from "3,5", "Coat,Bag" or a list of either; unknown classes
+        are an error."""
+        items = spec.split(",") if isinstance(spec, str) else list(spec)
+        out = set()
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            if text.lstrip("-").isdigit():
+                index = int(text)
+                if not 0 <= index < self.num_classes:
+                    raise OblivioError(f"class {index} out of range: {self.uri} has classes "
+                                       f"0..{self.num_classes - 1}")
+            elif text in self.classes:
+                index = self.classes.index(text)
+            else:
+                raise OblivioError(f"unknown class {text!r}; classes of {self.uri}: "
+                                   + ", ".join(self.classes))
+            out.add(index)
+        if not out:
+            raise OblivioError("no class given")
+        return sorted(out)
+
+    def _read_classes(self) -> dict:
+        path = storage.join(self._base, CLASSES_FILE)
+        try:
+            with self._fs.open_input_stream(path) as f:
+                meta = json.loads(f.read())
+        except FileNotFoundError as exc:
+            raise OblivioError(f"dataset {self.uri}: missing {CLASSES_FILE}") from exc
+        except json.JSONDecodeError as exc:
+            raise OblivioError(f"dataset {self.uri}: {CLASSES_FILE} is not valid JSON") from exc
+        except OSError as exc:
+            raise OblivioError(f"dataset {self.uri}: {storage.first_line(exc)}") from exc
+        classes = meta.get("classes") if isinstance(meta, dict) else meta
+        if not isinstance(classes, list) or not classes or not all(
+            isinstance(c, str) for c in classes
+        ):
+            raise OblivioError(f"dataset {self.uri}: {CLASSES_FILE} must list class names")
+        return meta if isinstance(meta, dict) else {"classes": classes}
+
+    def split(self, name: str) -> Split:
+        """The named split ("train" or "test"), loaded and validated on first use."""
+        if name not in SPLITS:
+            raise OblivioError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        if name not in self._splits:
+            self._splits[name] = self._load(name)
+        return self._splits[name]
+
+    @cached_property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of every image."""
+        return tuple(self.split("train").images.shape[1:])  # type: ignore[return-value]
+
+    def _load(self, name: str) -> Split:
+        where = f"dataset {self.uri}, split {name}"
+        path = storage.join(self._base, split_file(name))
+        try:
+            table = pq.read_table(path, filesystem=self._fs)
+        except FileNotFoundError as exc:
+            raise OblivioError(f"{where}: missing {split_file(name)}") from exc
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise OblivioError(f"{where}: cannot read {split_file(name)}: "
+                               f"{storage.first_line(exc)}") from exc
+        missing = [f.name for f in SCHEMA if f.name not in table.column_names]
+        if missing:
+            raise OblivioError(f"{where}: missing column(s) {', '.join(missing)}")
+        ids = table.column("sample_id").combine_chunks().cast(pa.string())
+        if ids.null_count or pc.count_distinct(ids).as_py() != len(ids):
+            raise OblivioError(f"{where}: sample_id has duplicate or empty values")
+        labels = table.column("label").combine_chunks().cast(pa.int64())
+        lo, hi = pc.min_max(labels).values()
+        if labels.null_count or lo.as_py() < 0 or hi.as_py() >= self.num_classes:
+            raise OblivioError(
+                f"{where}: label out of range [0, {self.num_classes - 1}] "
+                f"(found {lo.as_py()}..{hi.as_py()})"
+            )
+        blobs = table.column("image").combine_chunks().to_pylist()
+        images = decode_pngs(blobs, where)
+        return Split(name, ids, torch.tensor(labels.to_numpy()), images)
+
+
+def open_dataset(uri: str | os.PathLike[str]) -> Dataset:
+    """Open a dataset directory or ``s3://`` URI in the contract's shape."""
+    return Dataset(uri)

@@ -1,0 +1,55 @@
+"""Read lists of sample ids (deletion requests, sample sets) from text or Parquet files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from oblivio.data import storage
+from oblivio.errors import OblivioError
+
+
+def read_sample_ids(uri: str | os.PathLike[str]) -> pa.Array:
+    """Sample ids from a Parquet file (column ``sample_id``) or a text file (one id a line).
+
+    Empty lists and duplicate ids are errors: a deletion request must name each image once.
+    """
+    text = os.fspath(uri)
+    if text.endswith(".parquet"):
+        fs, path = storage.resolve(text)
+        try:
+            table = pq.read_table(path, filesystem=fs, columns=["sample_id"])
+        except FileNotFoundError as exc:
+            raise OblivioError(f"file not found: {text}") from exc
+        except (KeyError, pa.ArrowInvalid, OSError) as exc:
+            raise OblivioError(f"{text}: no readable sample_id column "
+                               f"({storage.first_line(exc)})") from exc
+        ids = table.column("sample_id").combine_chunks().cast(pa.string())
+    else:
+        lines = storage.read_bytes(text).decode("utf-8", errors="strict").splitlines()
+        ids = pa.array([line.strip() for line in lines if line.strip()], pa.string())
+    if len(ids) == 0:
+        raise OblivioError(f"{text} names no sample ids")
+    if ids.null_count or pc.count_distinct(ids).as_py() != len(ids):
+        raise OblivioError(f"{text} has duplicate or empty sample ids")
+    return ids
+
+
+def write_sample_ids(uri: str | os.PathLike[str], ids: pa.Array | list[str]) -> None:
+    """Write sample ids as a one-column Parquet file."""
+    fs, path = storage.resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    table = pa.table({"sample_id": pa.array(ids, pa.string())})
+    pq.write_table(table, path, filesystem=fs)
+
+
+def ids_sha256(ids: pa.Array | list[str]) -> str:
+    """SHA-256 of the sorted ids, one per line: names a deletion request without listing it."""
+    values = sorted(ids.to_pylist() if isinstance(ids, pa.Array) else ids)
+    return hashlib.sha256("".join(f"{v}\n" for v in values).encode()).hexdigest()

@@ -1,0 +1,111 @@
+"""The model directory contract: ``model.safetensors`` + ``config.json``.
+
+Weights are safetensors, so loading an untrusted model never executes code. The config carries
+everything needed to rebuild the network and the SHA-256 of the weights file, which is both the
+corruption check and the model's fingerprint in lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from oblivio.data import storage
+from oblivio.errors import OblivioError
+from oblivio.models.build import ImageClassifier, build
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "oblivio-model/1"
+_REQUIRED = ("arch", "num_classes", "in_chans", "img_size", "normalization", "class_names",
+             "weights_sha256")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_model(model: ImageClassifier, path: str | os.PathLike[str], *, arch: str,
+               class_names: list[str], img_size: int, parent_fingerprint: str | None = None,
+               provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``model`` to a model directory (local or s3://) and return its config.
+
+    The weights are written first and the config last, so a directory with a config is whole.
+    """
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    blob = save_safetensors(state)
+    config = {
+        "format": FORMAT,
+        "arch": arch,
+        "num_classes": len(class_names),
+        "in_chans": int(model.mean.shape[1]),
+        "img_size": int(img_size),
+        "normalization": {"mean": model.mean.flatten().tolist(),
+                          "std": model.std.flatten().tolist()},
+        "class_names": list(class_names),
+        "weights_sha256": sha256(blob),
+        "parent_fingerprint": parent_fingerprint,
+        "provenance": provenance or {},
+    }
+    fs, base = storage.resolve(path)
+    fs.create_dir(base, recursive=True)
+    with fs.open_output_stream(storage.join(base, WEIGHTS_FILE)) as f:
+        f.write(blob)
+    with fs.open_output_stream(storage.join(base, CONFIG_FILE)) as f:
+        f.write(json.dumps(config, indent=2, sort_keys=True).encode())
+    return config
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The validated ``config.json`` of a model directory."""
+    raw = storage.read_bytes(storage.join(os.fspath(path), CONFIG_FILE))
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise OblivioError(f"model {os.fspath(path)}: {CONFIG_FILE} is not valid JSON") from exc
+    missing = [k for k in _REQUIRED if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise OblivioError(f"model {os.fspath(path)}: {CONFIG_FILE} lacks {', '.join(missing)}")
+    return config
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
+               ) -> ImageClassifier:
+    """Load a model directory into an eval-mode module; the config travels as ``model.config``.
+
+    Corrupt weights, a config that does not match them, or an unknown architecture each give
+    one :class:`OblivioError`.
+    """
+    where = f"model {os.fspath(path)}"
+    config = read_config(path)
+    blob = storage.read_bytes(storage.join(os.fspath(path), WEIGHTS_FILE))
+    if sha256(blob) != config["weights_sha256"]:
+        raise OblivioError(f"{where}: {WEIGHTS_FILE} does not match the SHA-256 in {CONFIG_FILE}"
+                           " (corrupt or replaced file)")
+    try:
+        state = load_safetensors(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise OblivioError(f"{where}: {WEIGHTS_FILE} is not a valid safetensors file") from exc
+    model = build(config["arch"], config["num_classes"], config["in_chans"], config["img_size"],
+                  config["normalization"])
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:2]}" if missing else
+                  f"unexpected {unexpected[:2]}" if unexpected else
+                  f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, "
+                  f"{config['arch']} expects {tuple(expected[wrong[0]].shape)}")
+        raise OblivioError(f"{where}: weights do not fit {config['arch']} "
+                           f"with {config['num_classes']} classes ({detail})")
+    model.load_state_dict(state)
+    model.config = config
+    return model.to(device).eval()
