@@ -72,5 +72,38 @@ def train(
                       "seconds": round(metrics["seconds"], 1), "epochs": epochs}))
 
 
+@app.command()
+@one_line_errors
+def forget(
+    model: Annotated[str, typer.Option(help="Model directory (or s3:// URI) to unlearn from.")],
+    data: Annotated[str, typer.Option(help="Dataset the model was trained on.")],
+    classes: Annotated[str, typer.Option(help="Classes to forget: indices or names, e.g. 7,2.")],
+    out: Annotated[str, typer.Option(help="Model directory to write.")],
+    alpha: Annotated[str, typer.Option(help="'auto': choose (alpha_r, alpha_f) on a validation "
+                                             "split of the training data.")] = "auto",
+    alpha_r: Annotated[float | None, typer.Option(help="Fixed retain alpha.")] = None,
+    alpha_f: Annotated[float | None, typer.Option(help="Fixed forget alpha.")] = None,
+    retain_per_class: Annotated[int, typer.Option(help="Retain samples per kept class.")] = 100,
+    forget_samples: Annotated[int, typer.Option(help="Samples of the forget class(es).")] = 1000,
+    val_per_class: Annotated[int, typer.Option(help="Validation samples per class.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the sample draws.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """Forget whole classes, training-free (activation-subspace weight projection)."""
+    from oblivio.unlearn.class_forgetting import forget_classes
+
+    if (alpha_r is None) != (alpha_f is None):
+        raise OblivioError("give both --alpha-r and --alpha-f, or neither (--alpha auto)")
+    if alpha_r is None and alpha != "auto":
+        raise OblivioError(f"--alpha takes 'auto', got {alpha!r}; fix a pair with "
+                           "--alpha-r and --alpha-f")
+    chosen = "auto" if alpha_r is None else (alpha_r, alpha_f)
+    result = forget_classes(model, data, classes, out, chosen, retain_per_class,
+                            forget_samples, val_per_class, seed, device)
+    print(json.dumps({"out": out, "forgotten_classes": result["forgotten_classes"],
+                      "alpha": result["alpha"], "validation": result["validation"],
+                      "seconds": {k: round(v, 2) for k, v in result["seconds"].items()}}))
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,1 @@
+"""Unlearning methods. Plain functions on plain inputs: nothing here knows KFP or MLflow."""

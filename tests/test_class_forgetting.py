@@ -1,0 +1,301 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import oblivio
+from oblivio.cli import app
+from oblivio.data.reader import Split
+from oblivio.models import build
+from oblivio.unlearn.class_forgetting import alpha_grid, forget_classes
+from oblivio.unlearn.layers import projectable_layers
+from oblivio.unlearn.projection import Projector, importance
+from oblivio.unlearn.statistics import (capture_statistics, load_statistics, merge_statistics,
+                                        save_statistics)
+from oblivio.unlearn.subspaces import compute_subspaces, load_subspaces, save_subspaces
+
+runner = CliRunner()
+
+
+def split_of(images: torch.Tensor, labels: torch.Tensor | None = None) -> Split:
+    """A Split over given uint8 images (N, C, H, W)."""
+    n = len(images)
+    labels = torch.zeros(n, dtype=torch.long) if labels is None else labels
+    return Split("train", pa.array([f"s{i}" for i in range(n)]), labels, images)
+
+
+def random_images(n: int, c: int = 2, size: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, c, size, size), generator=torch.Generator().manual_seed(seed),
+                         dtype=torch.uint8)
+
+
+class Wrap(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def hand_unfolded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """R (d, n) built patch by patch with explicit loops: an independent reference."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, \
+        conv.dilation
+    xp = nn.functional.pad(x, (pw, pw, ph, ph))
+    cols = []
+    for img in xp:
+        for i in range(0, xp.shape[2] - dh * (kh - 1), sh):
+            for j in range(0, xp.shape[3] - dw * (kw - 1), sw):
+                cols.append(img[:, i:i + dh * kh:dh, j:j + dw * kw:dw].reshape(-1))
+    return torch.stack(cols, 1).double()
+
+
+@pytest.mark.parametrize("n", [1, 40])  # 9 columns < d = 18: factor form; 360: Gram
+def test_conv_gram_equals_r_rt_of_unfolded_input(n: int) -> None:
+    conv = nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1)
+    images = random_images(n)
+    stats = capture_statistics(Wrap(conv), split_of(images), np.arange(n), batch_size=7,
+                               progress=False)
+    stat = stats.layers["layer"]
+    assert (stat.factor is not None) == (n == 1)
+    r = hand_unfolded(conv, images.float() / 255)
+    assert stat.count == r.shape[1] == n * 9
+    torch.testing.assert_close(stat.as_gram()[0], r @ r.T, rtol=1e-5, atol=1e-4)
+
+
+def test_sharded_statistics_sum_to_the_whole(tmp_path: Path) -> None:
+    model = build("resnet18", 10, 1, 28)
+    images = random_images(24, 1, 28)
+    whole = capture_statistics(model, split_of(images), np.arange(24), 8, progress=False)
+    parts = [capture_statistics(model, split_of(images), np.arange(a, b), 8, progress=False)
+             for a, b in ((0, 8), (8, 24))]
+    save_statistics(parts[1], tmp_path / "part.safetensors")
+    merged = merge_statistics([parts[0], load_statistics(tmp_path / "part.safetensors")])
+    assert merged.samples == 24
+    for name, stat in whole.layers.items():
+        assert merged.layers[name].count == stat.count
+        torch.testing.assert_close(merged.layers[name].as_gram(), stat.as_gram(),
+                                   rtol=1e-5, atol=1e-3)
+
+
+def linear_stats_case(shared: float) -> tuple[nn.Linear, Projector, torch.Tensor, torch.Tensor]:
+    """A linear layer whose retain inputs span e0..e2 and forget inputs span e3,e4 (plus
+    ``shared`` of e0)."""
+    gen = torch.Generator().manual_seed(0)
+    d = 8
+    layer = nn.Linear(d, 5)
+    retain = torch.zeros(200, d)
+    retain[:, :3] = torch.rand(200, 3, generator=gen)
+    forget = torch.zeros(200, d)
+    forget[:, 3:5] = torch.rand(200, 2, generator=gen)
+    forget[:, 0] = shared
+    def stats(x: torch.Tensor):
+        images = (x * 255).round().to(torch.uint8).view(len(x), 1, 1, d)
+        model = nn.Sequential(nn.Flatten(), layer)
+        return capture_statistics(model, split_of(images), np.arange(len(x)), 64,
+                                  progress=False), model
+    (r_stats, model), (f_stats, _) = stats(retain), stats(forget)
+    projector = Projector(model, compute_subspaces(r_stats, f_stats))
+    return layer, projector, (retain * 255).round() / 255, (forget * 255).round() / 255
+
+
+def test_projection_keeps_retain_outputs_and_suppresses_forget_outputs() -> None:
+    layer, projector, retain, forget = linear_stats_case(shared=0.0)
+    with torch.no_grad():
+        before_r, before_f = retain @ layer.weight.T, forget @ layer.weight.T
+        bias = layer.bias.clone()
+        projector.apply(1000.0, 1000.0)
+        after_r, after_f = retain @ layer.weight.T, forget @ layer.weight.T
+    torch.testing.assert_close(after_r, before_r, rtol=0, atol=1e-5)
+    assert after_f.norm() < 0.01 * before_f.norm()
+    assert torch.equal(layer.bias, bias)
+    projector.restore()
+    torch.testing.assert_close(forget @ layer.weight.T, before_f)
+
+
+def test_shared_directions_are_kept() -> None:
+    layer, projector, retain, forget = linear_stats_case(shared=1.0)
+    with torch.no_grad():
+        e0 = torch.eye(8)[0]
+        before = layer.weight @ e0
+        projector.apply(1000.0, 1000.0)
+        # e0 carries retain and forget energy alike: it is shared, not class-discriminative
+        assert (layer.weight @ e0 - before).norm() < 0.05 * before.norm()
+
+
+def dense_projection(sub, alpha_r: float, alpha_f: float) -> torch.Tensor:
+    """P = I - (M_f - M_f M_r), formed densely: the reference the thin form must match."""
+    def m(basis, alpha):
+        lam = importance(basis.energy[0], alpha)
+        return basis.u[0] @ torch.diag(lam) @ basis.u[0].T
+    m_r, m_f = m(sub.retain, alpha_r), m(sub.forget, alpha_f)
+    return torch.eye(m_r.shape[0], dtype=torch.float64) - (m_f - m_f @ m_r)
+
+
+def test_vit_qkv_share_one_projector_and_match_dense_form() -> None:
+    torch.manual_seed(0)
+    model = build("vit_tiny_patch16_224", 10, 1, 28).eval()
+    specs, skipped = projectable_layers(model)
+    names = {s.name for s in specs}
+    assert "net.blocks.0.attn.qkv" in names and not skipped
+    assert {"net.patch_embed.proj", "net.blocks.0.attn.proj", "net.blocks.0.mlp.fc1",
+            "net.blocks.0.mlp.fc2", "net.head"} <= names
+    images = random_images(6, 1, 28)
+    r = capture_statistics(model, split_of(images[:3]), np.arange(3), 3, progress=False)
+    f = capture_statistics(model, split_of(images[3:]), np.arange(3), 3, progress=False)
+    subspaces = compute_subspaces(r, f)
+    qkv = model.net.blocks[0].attn.qkv
+    w0 = qkv.weight.detach().double().clone()
+    norm_before = model.net.blocks[0].norm1.weight.clone()
+    Projector(model, subspaces).apply(100.0, 3.0)
+    expected = w0 @ dense_projection(subspaces["net.blocks.0.attn.qkv"], 100.0, 3.0).T
+    torch.testing.assert_close(qkv.weight.double(), expected, rtol=1e-4, atol=1e-5)
+    assert torch.equal(model.net.blocks[0].norm1.weight, norm_before)
+
+
+def test_grouped_conv_gets_one_projector_per_group(tmp_path: Path) -> None:
+    conv = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+    images = random_images(30, 4, 6)
+    model = Wrap(conv)
+    r = capture_statistics(model, split_of(images[:20]), np.arange(20), 10, progress=False)
+    f = capture_statistics(model, split_of(images[20:]), np.arange(10), 10, progress=False)
+    subspaces = compute_subspaces(r, f)
+    save_subspaces(subspaces, tmp_path / "s.safetensors")
+    subspaces = load_subspaces(tmp_path / "s.safetensors")
+    assert subspaces["layer"].retain.u.shape[:2] == (2, 18)
+    w0 = conv.weight.detach().double().clone().reshape(2, 2, 18)
+    Projector(model, subspaces).apply(30.0, 10.0)
+    for g in range(2):
+        sub = subspaces["layer"]
+        one = type(sub)(*(type(b)(b.u[g:g + 1], b.energy[g:g + 1]) for b in (sub.retain,
+                                                                           sub.forget)))
+        expected = w0[g] @ dense_projection(one, 30.0, 10.0).T
+        torch.testing.assert_close(conv.weight.double().reshape(2, 2, 18)[g], expected,
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_alpha_grid_skips_degenerate_pairs() -> None:
+    grid = alpha_grid()
+    assert (1000.0, 1.0) not in grid and (100.0, 3.0) in grid and len(grid) == 24
+
+
+@pytest.fixture(scope="module")
+def trained_rgb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.conftest import make_rgb_dataset
+    from oblivio.training import Recipe, train_to_dir
+
+    root = tmp_path_factory.mktemp("cf")
+    data = make_rgb_dataset(root / "data", classes=4, per_class=60, size=16)
+    train_to_dir(str(data), "resnet18", str(root / "model"),
+                 Recipe(epochs=3, batch_size=32, lr=0.05), device="cpu", progress=False)
+    return data, root / "model"
+
+
+def test_forget_classes_end_to_end_and_deterministic(trained_rgb, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    outs = []
+    for name in ("a", "b"):
+        prov = forget_classes(str(model_dir), str(data), "1", str(tmp_path / name),
+                              retain_per_class=20, forget_samples=30, val_per_class=10,
+                              device="cpu", progress=False)
+        outs.append(oblivio.load_model(tmp_path / name))
+    assert outs[0].config["weights_sha256"] == outs[1].config["weights_sha256"]
+    assert prov["forgotten_classes"] == [1] and len(prov["alpha_grid"]) == 24
+    assert prov["samples"] == {"retain": 60, "forget": 30, "validation": 40,
+                               "retain_per_class": 20}
+    assert set(prov["seconds"]) >= {"capture_retain", "capture_forget", "subspaces",
+                                    "projection", "total"}
+    parent = oblivio.load_model(model_dir)
+    assert outs[0].config["parent_fingerprint"] == parent.config["weights_sha256"]
+    from oblivio.data import open_dataset
+    from oblivio.models.inference import predict_logits
+
+    test = open_dataset(data).split("test")
+    pred = predict_logits(outs[0], test).argmax(1)
+    is_forget = test.labels == 1
+    assert float((pred[is_forget] == 1).float().mean()) <= 0.05
+    original = predict_logits(parent, test).argmax(1)
+    keep_before = float((original[~is_forget] == test.labels[~is_forget]).float().mean())
+    keep_after = float((pred[~is_forget] == test.labels[~is_forget]).float().mean())
+    assert keep_after >= keep_before - 0.1
+    for a, b in zip(parent.state_dict().items(), outs[0].state_dict().items()):
+        if not a[0].endswith(".weight") or a[1].ndim == 1:
+            assert torch.equal(a[1], b[1]), a[0]  # biases, norms, running stats untouched
+
+
+def test_second_forget_extends_the_forgotten_set(trained_rgb, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    forget_classes(str(model_dir), str(data), "1", str(tmp_path / "one"), alpha=(100, 3),
+                   retain_per_class=20, forget_samples=30, val_per_class=10, device="cpu",
+                   progress=False)
+    prov = forget_classes(str(tmp_path / "one"), str(data), "2", str(tmp_path / "two"),
+                          alpha=(100, 3), retain_per_class=20, forget_samples=30,
+                          val_per_class=10, device="cpu", progress=False)
+    assert prov["forgotten_classes"] == [1, 2] and prov["alpha_mode"] == "fixed"
+    assert prov["samples"]["retain"] == 40  # the classes already forgotten are not retained
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--classes", "9"], "error: class 9 out of range"),
+        (["--classes", "0,1,2,3"], "error: cannot forget every class"),
+        (["--classes", "1", "--forget-samples", "0"], "error: need at least one retain"),
+        (["--classes", "1", "--alpha-r", "10"], "error: give both --alpha-r and --alpha-f"),
+        (["--classes", "1", "--alpha", "best"], "error: --alpha takes 'auto'"),
+    ],
+)
+def test_cli_bad_input(trained_rgb, tmp_path: Path, args: list[str], message: str) -> None:
+    data, model_dir = trained_rgb
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["forget", "--model", str(model_dir), "--data", str(data),
+                                 "--out", str(out), "--device", "cpu", *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_class_absent_and_class_count_mismatch(trained_rgb, tmp_path: Path) -> None:
+    from tests.conftest import make_rgb_dataset
+
+    data, model_dir = trained_rgb
+    sparse = make_rgb_dataset(tmp_path / "sparse", classes=4, per_class=10, size=16)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sparse / "train.parquet")
+    labels = table.column("label").to_numpy().copy()
+    table = table.filter(pa.array(labels != 3))
+    pq.write_table(table, sparse / "train.parquet")
+    result = runner.invoke(app, ["forget", "--model", str(model_dir), "--data", str(sparse),
+                                 "--classes", "3", "--out", str(tmp_path / "o1")])
+    assert result.exit_code == 2 and "class 3 has no training samples" in result.stderr
+    three = make_rgb_dataset(tmp_path / "three", classes=3, per_class=10, size=16)
+    result = runner.invoke(app, ["forget", "--model", str(model_dir), "--data", str(three),
+                                 "--classes", "1", "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 2
+    assert "model has 4 classes, dataset" in result.stderr
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_cli_forget_writes_config(trained_rgb, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    result = runner.invoke(app, ["forget", "--model", str(model_dir), "--data", str(data),
+                                 "--classes", "colour2", "--out", str(tmp_path / "u"),
+                                 "--retain-per-class", "20", "--forget-samples", "30",
+                                 "--val-per-class", "10", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["forgotten_classes"] == [2]
+    config = json.loads((tmp_path / "u/config.json").read_text())
+    assert config["provenance"]["method"] == "projection"
+    assert {"alpha_r", "alpha_f", "retain_acc", "forget_acc", "score"} <= set(
+        config["provenance"]["alpha_grid"][0])
