@@ -28,12 +28,21 @@ fashion-mnist:
 test: setup fashion-mnist
 	$(VENV)/bin/pytest
 
+DEMO_MODEL := $(OBLIVIO_HOME)/models/demo-resnet18
+DEMO_CLASS ?= 7
+
+# Convert the data and train a short-recipe model once (reused on later runs), then forget
+# one class training-free.
 demo: setup fashion-mnist
 	@if [ ! -f $(DEMO_DATA)/train.parquet ]; then \
 		$(VENV)/bin/oblivio data fashion-mnist --out $(DEMO_DATA) --idx-dir $(IDX_DIR); \
 	fi
-	$(VENV)/bin/oblivio train --data $(DEMO_DATA) --arch resnet18 --epochs 1 \
-		--out $(OBLIVIO_HOME)/models/demo-resnet18
+	@if [ ! -f $(DEMO_MODEL)/config.json ]; then \
+		$(VENV)/bin/oblivio train --data $(DEMO_DATA) --arch resnet18 --epochs 1 \
+			--out $(DEMO_MODEL); \
+	fi
+	$(VENV)/bin/oblivio forget --model $(DEMO_MODEL) --data $(DEMO_DATA) --classes $(DEMO_CLASS) \
+		--out $(DEMO_MODEL)-forget$(DEMO_CLASS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

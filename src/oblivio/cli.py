@@ -53,7 +53,7 @@ def train(
     data: Annotated[str, typer.Option(help="Dataset directory or s3:// URI.")],
     out: Annotated[str, typer.Option(help="Model directory to write.")],
     arch: Annotated[str, typer.Option(help="timm architecture name.")] = "resnet18",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 4,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 6,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same weights).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 0.1,
@@ -87,6 +87,9 @@ def forget(
     forget_samples: Annotated[int, typer.Option(help="Samples of the forget class(es).")] = 1000,
     val_per_class: Annotated[int, typer.Option(help="Validation samples per class.")] = 50,
     seed: Annotated[int, typer.Option(help="Seed of the sample draws.")] = 0,
+    forget_target: Annotated[float, typer.Option(
+        help="With --alpha auto: the validation forget accuracy a pair must reach; among those, "
+             "the best retain accuracy wins.")] = 0.01,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Forget whole classes, training-free (activation-subspace weight projection)."""
@@ -99,7 +102,8 @@ def forget(
                            "--alpha-r and --alpha-f")
     chosen = "auto" if alpha_r is None else (alpha_r, alpha_f)
     result = forget_classes(model, data, classes, out, chosen, retain_per_class,
-                            forget_samples, val_per_class, seed, device)
+                            forget_samples, val_per_class, seed, device,
+                            forget_target=forget_target)
     print(json.dumps({"out": out, "forgotten_classes": result["forgotten_classes"],
                       "alpha": result["alpha"], "validation": result["validation"],
                       "seconds": {k: round(v, 2) for k, v in result["seconds"].items()}}))

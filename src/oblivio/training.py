@@ -31,13 +31,13 @@ from oblivio.models.inference import accuracy
 class Recipe:
     """Hyper-parameters of one training run; recorded with the model."""
 
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
-    shift: int = 2
+    shift: int = 0
     flip: bool = True
     warmup: float = 0.2
     seed: int = 0

@@ -1,7 +1,7 @@
 """Read a dataset in the contract's shape from a directory or an ``s3://`` URI.
 
-Each split is read once, its PNGs decoded once into a uint8 tensor (N, C, H, W), and from then on
-batches are gathered by sample id with vectorised lookups: no per-sample Python in the hot path.
+Each split is read once; its PNGs are decoded once, on first use, into a uint8 tensor
+(N, C, H, W), and batches are gathered by sample id with vectorised lookups.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -34,51 +33,80 @@ def _decode_one(data: bytes, mode: str) -> np.ndarray:
         return np.asarray(img)
 
 
-def decode_pngs(blobs: Sequence[bytes], where: str) -> torch.Tensor:
-    """Decode encoded images into one uint8 tensor (N, C, H, W). All images must share a shape;
-    grayscale vs RGB is decided by the first image."""
-    if len(blobs) == 0:
-        raise OblivioError(f"{where} holds no images")
-    try:
-        with Image.open(io.BytesIO(blobs[0])) as first:
-            mode = "L" if first.mode in _GRAY_MODES else "RGB"
-    except OSError as exc:
-        raise OblivioError(f"{where}: row 0 is not a decodable image") from exc
-    probe = _decode_one(blobs[0], mode)
-    out = np.empty((len(blobs), *probe.shape), dtype=np.uint8)
-
-    def fill(start: int) -> None:
-        stop = min(start + 1024, len(blobs))
-        for i in range(start, stop):
-            try:
-                img = _decode_one(blobs[i], mode)
-            except OSError as exc:
-                raise OblivioError(f"{where}: row {i} is not a decodable image") from exc
-            if img.shape != probe.shape:
-                raise OblivioError(
-                    f"{where}: row {i} has shape {img.shape}, row 0 has {probe.shape}; "
-                    "all images of a dataset must share one size"
-                )
-            out[i] = img
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(fill, range(0, len(blobs), 1024)))
-    tensor = torch.from_numpy(out)
-    return tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2).contiguous()
-
-
 class Split:
-    """One split held in memory: ids, labels and decoded images, addressable by sample id."""
+    """One split held in memory: ids, labels and images, addressable by sample id.
+
+    Images are decoded on first use, row by row, into one uint8 tensor (N, C, H, W) and kept:
+    a step that touches 2,000 samples of 60,000 decodes 2,000.
+    """
 
     def __init__(self, name: str, sample_ids: pa.Array, labels: torch.Tensor,
-                 images: torch.Tensor) -> None:
+                 blobs: pa.Array, where: str) -> None:
         self.name = name
         self.sample_ids = sample_ids
         self.labels = labels
-        self.images = images
+        self._blobs = blobs
+        self._where = where
+        if len(blobs) == 0:
+            raise OblivioError(f"{where} holds no images")
+        try:
+            with Image.open(io.BytesIO(blobs[0].as_py())) as first:
+                self._mode = "L" if first.mode in _GRAY_MODES else "RGB"
+        except OSError as exc:
+            raise OblivioError(f"{where}: row 0 is not a decodable image") from exc
+        probe = _decode_one(blobs[0].as_py(), self._mode)
+        self._store = np.empty((len(blobs), *probe.shape), dtype=np.uint8)
+        store = torch.from_numpy(self._store)
+        self._images = store.unsqueeze(1) if store.ndim == 3 else store.permute(0, 3, 1, 2)
+        self._decoded = torch.zeros(len(blobs), dtype=torch.bool)
+
+    @classmethod
+    def from_images(cls, name: str, sample_ids: pa.Array, labels: torch.Tensor,
+                    images: torch.Tensor) -> Split:
+        """A split over uint8 images (N, C, H, W) already in memory."""
+        split = cls.__new__(cls)
+        split.name, split.sample_ids, split.labels = name, sample_ids, labels
+        split._images = images
+        split._decoded = torch.ones(len(images), dtype=torch.bool)
+        return split
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of every image."""
+        return tuple(self._images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """All images, uint8 (N, C, H, W), decoding whatever is not yet decoded."""
+        self._decode(torch.arange(len(self)))
+        return self._images
+
+    def _decode(self, rows: torch.Tensor) -> None:
+        todo = rows[~self._decoded[rows]].unique().numpy()
+        if len(todo) == 0:
+            return
+        shape = self._store.shape[1:]
+
+        def fill(chunk: np.ndarray) -> None:
+            for i, blob in zip(chunk, self._blobs.take(pa.array(chunk)).to_pylist()):
+                try:
+                    img = _decode_one(blob, self._mode)
+                except OSError as exc:
+                    raise OblivioError(f"{self._where}: row {i} is not a decodable image") \
+                        from exc
+                if img.shape != shape:
+                    raise OblivioError(
+                        f"{self._where}: row {i} has shape {img.shape}, row 0 has {shape}; "
+                        "all images of a dataset must share one size")
+                self._store[i] = img
+
+        chunks = np.array_split(todo, max(1, min(len(todo) // 512, 64)))
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(fill, chunks))
+        self._decoded[torch.from_numpy(todo)] = True
 
     def ids_at(self, indices: np.ndarray | torch.Tensor) -> list[str]:
         """Sample ids of the given row indices."""
@@ -101,7 +129,8 @@ class Split:
     def batch(self, indices: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images in [0, 1] and int64 labels of the given rows."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return self.images[idx].float().div_(255.0), self.labels[idx]
+        self._decode(idx)
+        return self._images[idx].float().div_(255.0), self.labels[idx]
 
     def batches(self, indices: np.ndarray | torch.Tensor | None = None, batch_size: int = 512
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -176,10 +205,10 @@ class Dataset:
             self._splits[name] = self._load(name)
         return self._splits[name]
 
-    @cached_property
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of every image."""
-        return tuple(self.split("train").images.shape[1:])  # type: ignore[return-value]
+        return self.split("train").image_shape
 
     def _load(self, name: str) -> Split:
         where = f"dataset {self.uri}, split {name}"
@@ -204,9 +233,8 @@ class Dataset:
                 f"{where}: label out of range [0, {self.num_classes - 1}] "
                 f"(found {lo.as_py()}..{hi.as_py()})"
             )
-        blobs = table.column("image").combine_chunks().to_pylist()
-        images = decode_pngs(blobs, where)
-        return Split(name, ids, torch.tensor(labels.to_numpy()), images)
+        blobs = table.column("image").combine_chunks()
+        return Split(name, ids, torch.tensor(labels.to_numpy()), blobs, where)
 
 
 def open_dataset(uri: str | os.PathLike[str]) -> Dataset:

@@ -61,18 +61,53 @@ def score_on(model: nn.Module, split: Split, rows: np.ndarray, forget: list[int]
                      float(correct[is_forget].float().mean()))
 
 
+def _winner(grid: list[GridPoint], forget_target: float) -> GridPoint:
+    forgetting = [p for p in grid if p.forget_acc <= forget_target]
+    if forgetting:
+        return max(forgetting, key=lambda p: (round(p.retain_acc, 9), -round(p.forget_acc, 9),
+                                              -grid.index(p)))
+    return max(grid, key=lambda p: (round(p.score, 9), -grid.index(p)))
+
+
 def select_alpha(projector: Projector, split: Split, rows: np.ndarray, forget: list[int],
-                 pairs: list[tuple[float, float]], device: str = "cpu",
-                 progress: bool = True) -> tuple[GridPoint, list[GridPoint]]:
-    """Score every pair on the validation rows; the best score wins, ties going to the higher
-    retain accuracy, then to the earlier (milder) pair. The model is left at the winner."""
-    grid = []
-    for pair in tqdm(pairs, desc="alpha grid", disable=not progress or len(pairs) == 1,
-                     leave=False):
+                 pairs: list[tuple[float, float]], forget_target: float = 0.01,
+                 device: str = "cpu", progress: bool = True
+                 ) -> tuple[GridPoint, list[GridPoint]]:
+    """Score the grid on the validation rows and leave the model at the winner.
+
+    Among pairs whose validation forget accuracy is at most ``forget_target``, the highest
+    retain accuracy wins: forgetting is the requirement, then the least damage. (Maximising
+    retain x (1 - forget) alone trades retain points for forget points one for one and picks
+    needlessly harsh pairs.) If no pair reaches the target, the best product wins.
+
+    Each alpha_r row is scanned by increasing alpha_f, which only forgets more and keeps less,
+    so a row stops at its first pair that reaches the target: the rest are dominated. Then the
+    geometric midpoint between the winner's alpha_f and the row's last miss is tried once.
+    """
+    grid: list[GridPoint] = []
+
+    def evaluate(pair: tuple[float, float]) -> GridPoint:
         projector.apply(*pair)
-        grid.append(score_on(projector.model, split, rows, forget, pair, device))
-    best = max(grid, key=lambda p: (round(p.score, 9), round(p.retain_acc, 9),
-                                    -grid.index(p)))
+        point = score_on(projector.model, split, rows, forget, pair, device)
+        grid.append(point)
+        return point
+
+    rows_by_r: dict[float, list[float]] = {}
+    for r, f in pairs:
+        rows_by_r.setdefault(r, []).append(f)
+    bar = tqdm(total=len(pairs), desc="alpha grid", disable=not progress or len(pairs) == 1,
+               leave=False)
+    for r, fs in rows_by_r.items():
+        for f in sorted(fs):
+            bar.update()
+            if evaluate((r, f)).forget_acc <= forget_target:
+                break
+    bar.close()
+    best = _winner(grid, forget_target)
+    misses = [p.alpha_f for p in grid if p.alpha_r == best.alpha_r and p.alpha_f < best.alpha_f]
+    if len(pairs) > 1 and misses and best.forget_acc <= forget_target:
+        evaluate((best.alpha_r, round(float(np.sqrt(best.alpha_f * max(misses))), 3)))
+        best = _winner(grid, forget_target)
     projector.apply(best.alpha_r, best.alpha_f)
     return best, grid
 
@@ -89,8 +124,8 @@ def forgotten_classes(config: dict) -> list[int]:
 def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str,
                    alpha: str | tuple[float, float] = "auto", retain_per_class: int = 100,
                    forget_samples: int = 1000, val_per_class: int = 50, seed: int = 0,
-                   device: str = "auto", batch_size: int = 250,
-                   progress: bool = True) -> dict:
+                   device: str = "auto", batch_size: int = 250, progress: bool = True,
+                   forget_target: float = 0.01) -> dict:
     """Forget whole classes from a model directory; write the unlearned model to ``out``.
 
     Returns the provenance recorded in the new model's config. Every input is checked before
@@ -137,7 +172,8 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
     t = time.perf_counter()
     projector = Projector(model, subspaces, device)
     val_rows = sets.validation
-    best, grid = select_alpha(projector, train, val_rows, forget_all, pairs, device, progress)
+    best, grid = select_alpha(projector, train, val_rows, forget_all, pairs, forget_target,
+                              device, progress)
     timings["projection"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     provenance = {
@@ -147,6 +183,7 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
         "forgotten_classes": forget_all,
         "alpha": {"retain": best.alpha_r, "forget": best.alpha_f},
         "alpha_mode": "auto" if alpha == "auto" else "fixed",
+        "forget_target": forget_target,
         "alpha_grid": [{**asdict(p), "score": p.score} for p in grid],
         "validation": {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc},
         "samples": {"retain": len(sets.retain), "forget": len(sets.forget),
