@@ -19,8 +19,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (fashion_mnist, isolated, markdown_table, per_class_accuracy,  # noqa: E402
-                    split_accuracy, trained)
+from common import (  # noqa: E402
+    fashion_mnist,
+    isolated,
+    markdown_table,
+    per_class_accuracy,
+    split_accuracy,
+    trained,
+)
 from reference_projection import reference_forget  # noqa: E402
 
 from oblivio.data import open_dataset  # noqa: E402
@@ -108,7 +114,7 @@ def main() -> None:
     base = models / f"{args.arch}-base"
     base_metrics = trained(data, args.arch, base, args.epochs, device=args.device)
     original = per_class_accuracy(base, data, args.device)
-    rows, records = [], []
+    records = []
     for c in parse_classes(args.classes):
         target = models / f"{args.arch}-forget{c}"
         prov, seconds, peak = isolated(
@@ -207,7 +213,8 @@ def write_report(out: Path, arch: str, base_metrics: dict, records: list[dict],
                      f"{s['reference_retain']:.2f} / {s['reference_forget']:.2f}",
                      f"{s['oblivio_retain']:.2f} / {s['oblivio_forget']:.2f}",
                      f"{s['grid_over_single_alpha']:.2f}x", f"{s['single_alpha_over_floor']:.2f}x",
-                     f"{s['reference_peak_rss_mb']:.0f}", f"{s['oblivio_single_alpha_peak_rss_mb']:.0f}"]
+                     f"{s['reference_peak_rss_mb']:.0f}",
+                     f"{s['oblivio_single_alpha_peak_rss_mb']:.0f}"]
                     for s in speed]),
                "", "Stage split of the single-alpha run (s): " + "; ".join(
                    f"class {s['class']}: " + ", ".join(

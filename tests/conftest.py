@@ -22,6 +22,14 @@ def fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def fm(fashion_mnist: Path):
+    """The converted Fashion-MNIST, opened once: splits decode lazily and are shared."""
+    from oblivio.data import open_dataset
+
+    return open_dataset(fashion_mnist)
+
+
 def make_rgb_dataset(out: Path | str, classes: int = 3, per_class: int = 40, size: int = 16,
                      seed: int = 0) -> Path:
     """A learnable RGB dataset: each class is a distinct mean colour plus noise."""
@@ -29,7 +37,8 @@ def make_rgb_dataset(out: Path | str, classes: int = 3, per_class: int = 40, siz
     colours = rng.uniform(0.2, 0.8, size=(classes, 3))
     for split, n in (("train", per_class), ("test", per_class // 2)):
         labels = np.repeat(np.arange(classes), n)
-        pixels = colours[labels][:, None, None, :] + rng.normal(0, 0.08, (len(labels), size, size, 3))
+        noise = rng.normal(0, 0.08, (len(labels), size, size, 3))
+        pixels = colours[labels][:, None, None, :] + noise
         images = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
         ids = [f"rgb/{split}/{i:04d}" for i in range(len(labels))]
         write_split(str(out), split, ids, labels, images)

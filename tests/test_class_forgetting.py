@@ -17,8 +17,12 @@ from oblivio.models import build
 from oblivio.unlearn.class_forgetting import alpha_grid, forget_classes
 from oblivio.unlearn.layers import projectable_layers
 from oblivio.unlearn.projection import Projector, importance
-from oblivio.unlearn.statistics import (capture_statistics, load_statistics, merge_statistics,
-                                        save_statistics)
+from oblivio.unlearn.statistics import (
+    capture_statistics,
+    load_statistics,
+    merge_statistics,
+    save_statistics,
+)
 from oblivio.unlearn.subspaces import compute_subspaces, load_subspaces, save_subspaces
 
 runner = CliRunner()
@@ -205,8 +209,8 @@ def test_alpha_grid_skips_degenerate_pairs() -> None:
 
 @pytest.fixture(scope="module")
 def trained_rgb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from tests.conftest import make_rgb_dataset
     from oblivio.training import Recipe, train_to_dir
+    from tests.conftest import make_rgb_dataset
 
     root = tmp_path_factory.mktemp("cf")
     data = make_rgb_dataset(root / "data", classes=4, per_class=60, size=16)

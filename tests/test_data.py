@@ -16,8 +16,8 @@ from oblivio.data.write import write_split
 from oblivio.errors import OblivioError
 
 
-def test_conversion_round_trip_on_real_files(fashion_mnist: Path) -> None:
-    ds = open_dataset(fashion_mnist)
+def test_conversion_round_trip_on_real_files(fm, fashion_mnist: Path) -> None:
+    ds = fm
     assert ds.classes == CLASSES
     for split, count in (("train", 60_000), ("test", 10_000)):
         images, labels = load_split(DEFAULT_IDX_DIR, split)
@@ -39,8 +39,8 @@ def test_writing_is_deterministic(tmp_path: Path) -> None:
     assert (tmp_path / "a/test.parquet").read_bytes() == (tmp_path / "b/test.parquet").read_bytes()
 
 
-def test_reader_gathers_batches_by_sample_id(fashion_mnist: Path) -> None:
-    train = open_dataset(fashion_mnist).split("train")
+def test_reader_gathers_batches_by_sample_id(fm) -> None:
+    train = fm.split("train")
     ids = ["fashion-mnist/train/000123", "fashion-mnist/train/000007",
            "fashion-mnist/train/059999"]
     rows = train.indices(ids)
@@ -52,8 +52,8 @@ def test_reader_gathers_batches_by_sample_id(fashion_mnist: Path) -> None:
     assert torch.equal((x * 255).round().to(torch.uint8), train.images[[123, 7, 59_999]])
 
 
-def test_unknown_and_empty_ids_are_errors(fashion_mnist: Path) -> None:
-    train = open_dataset(fashion_mnist).split("train")
+def test_unknown_and_empty_ids_are_errors(fm) -> None:
+    train = fm.split("train")
     with pytest.raises(OblivioError, match="1 sample id\\(s\\) not in split 'train'.*test/000001"):
         train.indices(["fashion-mnist/train/000001", "fashion-mnist/test/000001"])
     with pytest.raises(OblivioError, match="no sample ids"):

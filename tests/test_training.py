@@ -31,8 +31,8 @@ def test_augment_shift_and_flip_are_per_sample_and_lossless_at_zero() -> None:
     assert bool((same | mirrored).all()) and 0 < int(mirrored.sum()) < 64
 
 
-def test_training_on_a_small_subset_lowers_the_loss(fashion_mnist: Path) -> None:
-    split = open_dataset(fashion_mnist).split("train")
+def test_training_on_a_small_subset_lowers_the_loss(fm) -> None:
+    split = fm.split("train")
     model = build("resnet18", 10, 1, 28)
     rows = np.arange(512)
     result = train(model, split, rows, Recipe(epochs=3, batch_size=64, lr=0.05), progress=False)
@@ -40,8 +40,8 @@ def test_training_on_a_small_subset_lowers_the_loss(fashion_mnist: Path) -> None
     assert not model.training
 
 
-def test_same_seed_same_weights(fashion_mnist: Path) -> None:
-    split = open_dataset(fashion_mnist).split("train")
+def test_same_seed_same_weights(fm) -> None:
+    split = fm.split("train")
     states = []
     for _ in range(2):
         seed_everything(3)

@@ -56,7 +56,8 @@ def train(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 6,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same weights).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 0.1,
+    lr: Annotated[float, typer.Option(
+        help="Peak learning rate (warm-up, then cosine decay).")] = 0.1,
     exclude_classes: Annotated[str | None, typer.Option(
         help="Classes to leave out, e.g. 3,5 (the retrain oracle).")] = None,
     exclude_ids: Annotated[str | None, typer.Option(

@@ -208,7 +208,5 @@ def train_to_dir(data: str, arch: str, out: str, recipe: Recipe,
     }
     save_model(model.cpu(), out, arch=arch, class_names=dataset.classes, img_size=height,
                provenance={"kind": "trained", "training": metrics})
-    fs, base = storage.resolve(out)
-    with fs.open_output_stream(storage.join(base, "metrics.json")) as f:
-        f.write(json.dumps(metrics, indent=2).encode())
+    storage.write_bytes(storage.join(out, "metrics.json"), json.dumps(metrics, indent=2).encode())
     return metrics

@@ -62,3 +62,16 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message: storage errors can span a page."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
+    """Write a whole file to a path or URI, creating its folder."""
+    fs, path = resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    try:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+    except OSError as exc:
+        raise OblivioError(f"cannot write {os.fspath(uri)}: {first_line(exc)}") from exc

@@ -54,12 +54,9 @@ def save_model(model: ImageClassifier, path: str | os.PathLike[str], *, arch: st
         "parent_fingerprint": parent_fingerprint,
         "provenance": provenance or {},
     }
-    fs, base = storage.resolve(path)
-    fs.create_dir(base, recursive=True)
-    with fs.open_output_stream(storage.join(base, WEIGHTS_FILE)) as f:
-        f.write(blob)
-    with fs.open_output_stream(storage.join(base, CONFIG_FILE)) as f:
-        f.write(json.dumps(config, indent=2, sort_keys=True).encode())
+    storage.write_bytes(storage.join(os.fspath(path), WEIGHTS_FILE), blob)
+    storage.write_bytes(storage.join(os.fspath(path), CONFIG_FILE),
+                        json.dumps(config, indent=2, sort_keys=True).encode())
     return config
 
 

@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import nn
 from tqdm.auto import tqdm
 
-from oblivio.data import storage
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
+from oblivio.tensorfile import read_tensors, write_tensors
 from oblivio.unlearn.layers import LayerSpec, input_columns, projectable_layers
 
 FORMAT = "oblivio-stats/1"
@@ -133,28 +131,15 @@ def save_statistics(stats: Statistics, uri: str | os.PathLike[str]) -> None:
     tensors = {}
     for name, stat in stats.layers.items():
         key = "gram" if stat.gram is not None else "factor"
-        tensors[f"{name}.{key}"] = (stat.gram if stat.gram is not None else stat.factor).cpu()
-    meta = {"format": FORMAT, "samples": str(stats.samples),
-            "layers": json.dumps([[n, s.count] for n, s in stats.layers.items()])}
-    fs, path = storage.resolve(uri)
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.create_dir(parent, recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(save_safetensors(tensors, metadata=meta))
+        tensors[f"{name}.{key}"] = stat.gram if stat.gram is not None else stat.factor
+    write_tensors(uri, tensors, FORMAT, {
+        "samples": str(stats.samples),
+        "layers": json.dumps([[n, s.count] for n, s in stats.layers.items()])})
 
 
 def load_statistics(uri: str | os.PathLike[str]) -> Statistics:
     """Read statistics written by :func:`save_statistics` (never unpickles)."""
-    blob = storage.read_bytes(uri)
-    try:
-        tensors = load_safetensors(blob)
-        header_len = int.from_bytes(blob[:8], "little")  # safetensors: u64 length + JSON header
-        meta = json.loads(blob[8:8 + header_len]).get("__metadata__") or {}
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise OblivioError(f"{os.fspath(uri)} is not a statistics file") from exc
-    if meta.get("format") != FORMAT:
-        raise OblivioError(f"{os.fspath(uri)} is not a statistics file ({FORMAT})")
+    tensors, meta = read_tensors(uri, FORMAT)
     stats = Statistics(int(meta["samples"]))
     for name, count in json.loads(meta["layers"]):
         stats.layers[name] = LayerStat(count, gram=tensors.get(f"{name}.gram"),

@@ -14,11 +14,9 @@ import os
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
-from oblivio.data import storage
 from oblivio.errors import OblivioError
+from oblivio.tensorfile import read_tensors, write_tensors
 from oblivio.unlearn.statistics import LayerStat, Statistics
 
 FORMAT = "oblivio-subspaces/1"
@@ -79,31 +77,19 @@ def compute_subspaces(retain: Statistics, forget: Statistics) -> dict[str, Layer
 
 
 def save_subspaces(subspaces: dict[str, LayerSubspaces], uri: str | os.PathLike[str]) -> None:
+    """One safetensors file of every layer's two bases."""
     tensors = {}
     for name, sub in subspaces.items():
         for part in ("retain", "forget"):
             basis = getattr(sub, part)
-            tensors[f"{name}.{part}.u"] = basis.u.cpu()
-            tensors[f"{name}.{part}.energy"] = basis.energy.cpu()
-    meta = {"format": FORMAT, "layers": json.dumps(list(subspaces))}
-    fs, path = storage.resolve(uri)
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.create_dir(parent, recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(save_safetensors(tensors, metadata=meta))
+            tensors[f"{name}.{part}.u"] = basis.u
+            tensors[f"{name}.{part}.energy"] = basis.energy
+    write_tensors(uri, tensors, FORMAT, {"layers": json.dumps(list(subspaces))})
 
 
 def load_subspaces(uri: str | os.PathLike[str]) -> dict[str, LayerSubspaces]:
-    blob = storage.read_bytes(uri)
-    try:
-        tensors = load_safetensors(blob)
-        header_len = int.from_bytes(blob[:8], "little")
-        meta = json.loads(blob[8:8 + header_len]).get("__metadata__") or {}
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise OblivioError(f"{os.fspath(uri)} is not a subspaces file") from exc
-    if meta.get("format") != FORMAT:
-        raise OblivioError(f"{os.fspath(uri)} is not a subspaces file ({FORMAT})")
+    """Read subspaces written by :func:`save_subspaces` (never unpickles)."""
+    tensors, meta = read_tensors(uri, FORMAT)
     return {
         name: LayerSubspaces(*(Basis(tensors[f"{name}.{p}.u"], tensors[f"{name}.{p}.energy"])
                                for p in ("retain", "forget")))
