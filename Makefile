@@ -15,7 +15,6 @@ setup: $(STAMP)
 # The venv is rebuilt when pyproject.toml changes; pip skips what is already installed.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 

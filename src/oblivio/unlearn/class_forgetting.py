@@ -146,6 +146,10 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
     if len(forget_all) >= dataset.num_classes:
         raise OblivioError("cannot forget every class: nothing would be left to keep")
     pairs = alpha_grid() if alpha == "auto" else [tuple(map(float, alpha))]
+    if any(a <= 0 for pair in pairs for a in pair):
+        raise OblivioError(f"alpha values must be positive, got {pairs[0]}")
+    if not 0.0 <= forget_target <= 1.0:
+        raise OblivioError(f"forget target must be in [0, 1], got {forget_target}")
     train = dataset.split("train")
     absent = [c for c in new if not bool((train.labels == c).any())]
     if absent:
