@@ -225,11 +225,11 @@ def test_forget_classes_end_to_end_and_deterministic(trained_rgb, tmp_path: Path
     for name in ("a", "b"):
         prov = forget_classes(str(model_dir), str(data), "1", str(tmp_path / name),
                               retain_per_class=20, forget_samples=30, val_per_class=10,
-                              device="cpu", progress=False)
+                              device="cpu", progress=False, val_forget_samples=20)
         outs.append(oblivio.load_model(tmp_path / name))
     assert outs[0].config["weights_sha256"] == outs[1].config["weights_sha256"]
     assert prov["forgotten_classes"] == [1] and 1 <= len(prov["alpha_grid"]) <= 25
-    assert prov["samples"] == {"retain": 60, "forget": 30, "validation": 40,
+    assert prov["samples"] == {"retain": 60, "forget": 30, "validation": 50,
                                "retain_per_class": 20}
     assert set(prov["seconds"]) >= {"capture_retain", "capture_forget", "subspaces",
                                     "projection", "total"}

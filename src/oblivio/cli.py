@@ -86,7 +86,9 @@ def forget(
     alpha_f: Annotated[float | None, typer.Option(help="Fixed forget alpha.")] = None,
     retain_per_class: Annotated[int, typer.Option(help="Retain samples per kept class.")] = 100,
     forget_samples: Annotated[int, typer.Option(help="Samples of the forget class(es).")] = 1000,
-    val_per_class: Annotated[int, typer.Option(help="Validation samples per class.")] = 50,
+    val_per_class: Annotated[int, typer.Option(help="Validation samples per kept class.")] = 50,
+    val_forget_samples: Annotated[int, typer.Option(
+        help="Validation samples of the forget class(es).")] = 250,
     seed: Annotated[int, typer.Option(help="Seed of the sample draws.")] = 0,
     forget_target: Annotated[float, typer.Option(
         help="With --alpha auto: the validation forget accuracy a pair must reach; among those, "
@@ -104,7 +106,8 @@ def forget(
     chosen = "auto" if alpha_r is None else (alpha_r, alpha_f)
     result = forget_classes(model, data, classes, out, chosen, retain_per_class,
                             forget_samples, val_per_class, seed, device,
-                            forget_target=forget_target)
+                            forget_target=forget_target,
+                            val_forget_samples=val_forget_samples)
     print(json.dumps({"out": out, "forgotten_classes": result["forgotten_classes"],
                       "alpha": result["alpha"], "validation": result["validation"],
                       "seconds": {k: round(v, 2) for k, v in result["seconds"].items()}}))

@@ -125,7 +125,7 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
                    alpha: str | tuple[float, float] = "auto", retain_per_class: int = 100,
                    forget_samples: int = 1000, val_per_class: int = 50, seed: int = 0,
                    device: str = "auto", batch_size: int = 250, progress: bool = True,
-                   forget_target: float = 0.01) -> dict:
+                   forget_target: float = 0.01, val_forget_samples: int = 250) -> dict:
     """Forget whole classes from a model directory; write the unlearned model to ``out``.
 
     Returns the provenance recorded in the new model's config. Every input is checked before
@@ -158,7 +158,7 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
     labels = train.labels.clone()
     labels[torch.isin(labels, torch.tensor(already or [-1]))] = -1  # drawn by no one
     sets = draw_class_samples(labels, dataset.num_classes, new, retain_per_class,
-                              forget_samples, val_per_class, seed)
+                              forget_samples, val_per_class, seed, val_forget_samples)
     timings["load_and_sample"] = time.perf_counter() - start
 
     t = time.perf_counter()

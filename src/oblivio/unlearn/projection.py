@@ -4,9 +4,10 @@ With M = U diag(lambda) U^T and P = I - (M_f - M_f M_r), the update W <- W P^T i
 
     W_new = W - Q diag(lambda_f) U_f^T,   Q = W U_f - (W U_r) diag(lambda_r) (U_r^T U_f).
 
-W U_f, W U_r and U_r^T U_f are computed once per layer (float64); Q once per alpha_r; each
-(alpha_r, alpha_f) pair then costs one (out x k_f) @ (k_f x d) float32 product per layer (the
-precision of the weights themselves), so a whole alpha grid costs little more than one alpha.
+W U_f, W U_r and U_r^T U_f are computed once per layer; Q once per alpha_r; each
+(alpha_r, alpha_f) pair then costs one (out x k_f) @ (k_f x d) product per layer, so a whole
+alpha grid costs little more than one alpha. Products run in float32, the precision of the
+weights themselves; importances are computed in float64.
 Biases, norm layers and embeddings are never touched.
 """
 
@@ -30,16 +31,16 @@ def importance(energy: torch.Tensor, alpha: float) -> torch.Tensor:
 class _Layer:
     def __init__(self, module: nn.Module, sub: LayerSubspaces, device: str) -> None:
         self.module = module
-        w = weight_matrix(module).detach().to(device, torch.float64)
+        w = weight_matrix(module).detach().to(device, torch.float32)
         self.w0 = module.weight.detach().clone()
-        u_f = sub.forget.u.to(device, torch.float64)
-        u_r = sub.retain.u.to(device, torch.float64)
+        u_f = sub.forget.u.to(device, torch.float32)
+        u_r = sub.retain.u.to(device, torch.float32)
         if u_f.shape[:2] != w.shape[:1] + w.shape[2:]:
             raise OblivioError(
                 f"subspaces do not fit layer with weight {tuple(module.weight.shape)}")
         self.e_f = sub.forget.energy.to(device, torch.float64)
         self.e_r = sub.retain.energy.to(device, torch.float64)
-        self.u_f_t = u_f.transpose(1, 2).float().contiguous()
+        self.u_f_t = u_f.transpose(1, 2).contiguous()
         self.a = w @ u_f
         self.b = w @ u_r
         self.c = u_r.transpose(1, 2) @ u_f
@@ -48,7 +49,7 @@ class _Layer:
     def delta(self, alpha_r: float, alpha_f: float) -> torch.Tensor:
         if alpha_r not in self._q:
             lam_r = importance(self.e_r, alpha_r)
-            self._q[alpha_r] = (self.a - (self.b * lam_r.unsqueeze(1)) @ self.c).float()
+            self._q[alpha_r] = self.a - (self.b * lam_r.float().unsqueeze(1)) @ self.c
         lam_f = importance(self.e_f, alpha_f).float()
         return -(self._q[alpha_r] * lam_f.unsqueeze(1)) @ self.u_f_t
 
