@@ -37,10 +37,6 @@ class ImageClassifier(nn.Module):
         hidden = self.net.forward_features((x - self.mean) / self.std)
         return self.net.forward_head(hidden, pre_logits=True)
 
-    @property
-    def classifier(self) -> nn.Module:
-        return self.net.get_classifier()
-
 
 def _resnet(name: str) -> Callable[[int, int, int], nn.Module]:
     # timm's own stem (7x7/2 + max-pool) is kept at 28x28: a 3x3/1 stem doubles the resolution

@@ -30,7 +30,6 @@ from oblivio.unlearn.subspaces import compute_subspaces
 
 ALPHA_R = (10.0, 30.0, 100.0, 300.0, 1000.0)
 ALPHA_F = (1.0, 3.0, 10.0, 30.0, 100.0)
-DEFAULT_ALPHA = (100.0, 3.0)  # the authors' constants for 10-class data
 
 
 def alpha_grid() -> list[tuple[float, float]]:
@@ -98,9 +97,11 @@ def select_alpha(projector: Projector, split: Split, rows: np.ndarray, forget: l
     bar = tqdm(total=len(pairs), desc="alpha grid", disable=not progress or len(pairs) == 1,
                leave=False)
     for r, fs in rows_by_r.items():
-        for f in sorted(fs):
+        ordered = sorted(fs)
+        for i, f in enumerate(ordered):
             bar.update()
             if evaluate((r, f)).forget_acc <= forget_target:
+                bar.update(len(ordered) - i - 1)  # the rest of the row is dominated
                 break
     bar.close()
     best = _winner(grid, forget_target)
