@@ -53,7 +53,7 @@ def train(
     data: Annotated[str, typer.Option(help="Dataset directory or s3:// URI.")],
     out: Annotated[str, typer.Option(help="Model directory to write.")],
     arch: Annotated[str, typer.Option(help="timm architecture name.")] = "resnet18",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 6,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same weights).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
     lr: Annotated[float, typer.Option(

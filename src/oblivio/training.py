@@ -31,7 +31,7 @@ from oblivio.models.inference import accuracy
 class Recipe:
     """Hyper-parameters of one training run; recorded with the model."""
 
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
