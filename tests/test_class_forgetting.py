@@ -272,6 +272,8 @@ def test_second_forget_extends_the_forgotten_set(trained_rgb, tmp_path: Path) ->
         (["--classes", "1", "--alpha-r", "10"], "error: give both --alpha-r and --alpha-f"),
         (["--classes", "1", "--alpha", "best"], "error: --alpha takes 'auto'"),
         (["--classes", "1", "--alpha-r", "0", "--alpha-f", "3"], "error: alpha values must be"),
+        (["--classes", "1", "--val-forget-samples", "0"], "error: need at least one validation"),
+        (["--classes", "1", "--val-per-class", "0"], "error: need at least one validation"),
     ],
 )
 def test_cli_bad_input(trained_rgb, tmp_path: Path, args: list[str], message: str) -> None:

@@ -176,8 +176,7 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
     timings["subspaces"] = time.perf_counter() - t
     t = time.perf_counter()
     projector = Projector(model, subspaces, device)
-    val_rows = sets.validation
-    best, grid = select_alpha(projector, train, val_rows, forget_all, pairs, forget_target,
+    best, grid = select_alpha(projector, train, sets.validation, forget_all, pairs, forget_target,
                               device, progress)
     timings["projection"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
@@ -192,7 +191,7 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
         "alpha_grid": [{**asdict(p), "score": p.score} for p in grid],
         "validation": {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc},
         "samples": {"retain": len(sets.retain), "forget": len(sets.forget),
-                    "validation": len(val_rows), "retain_per_class": retain_per_class},
+                    "validation": len(sets.validation), "retain_per_class": retain_per_class},
         "seed": seed,
         "device": device,
         "seconds": timings,

@@ -29,6 +29,8 @@ def draw_class_samples(labels: torch.Tensor, num_classes: int, forget_classes: l
     retain class): a 1% forget target needs a few hundred to be resolved at all."""
     if retain_per_class < 1 or forget_samples < 1:
         raise OblivioError("need at least one retain sample per class and one forget sample")
+    if val_per_class < 1 or (val_forget_samples is not None and val_forget_samples < 1):
+        raise OblivioError("need at least one validation sample per class to choose alpha")
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=gen)
     shuffled = labels[order]
