@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 IDX_DIR ?= /usr/share/datasets/fashion-mnist
 OBLIVIO_HOME ?= $(HOME)/.oblivio
-DEMO_DATA := $(OBLIVIO_HOME)/data/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup fashion-mnist test demo clean
@@ -27,21 +26,12 @@ fashion-mnist:
 test: setup fashion-mnist
 	$(VENV)/bin/pytest
 
-DEMO_MODEL := $(OBLIVIO_HOME)/models/demo-resnet18
-DEMO_CLASS ?= 7
-
-# Convert the data and train a short-recipe model once (reused on later runs), then forget
-# one class training-free.
+# The main job, locally: on a fresh machine it converts Fashion-MNIST, trains and registers the
+# original model (MLflow on SQLite under $(OBLIVIO_HOME)), then runs the Kubeflow pipeline with
+# kfp's local runner: forget a class, evaluate, register, promote. Each further run forgets the
+# next class the champion still knows, extending the lineage.
 demo: setup fashion-mnist
-	@if [ ! -f $(DEMO_DATA)/train.parquet ]; then \
-		$(VENV)/bin/oblivio data fashion-mnist --out $(DEMO_DATA) --idx-dir $(IDX_DIR); \
-	fi
-	@if [ ! -f $(DEMO_MODEL)/config.json ]; then \
-		$(VENV)/bin/oblivio train --data $(DEMO_DATA) --arch resnet18 --epochs 1 \
-			--out $(DEMO_MODEL); \
-	fi
-	$(VENV)/bin/oblivio forget --model $(DEMO_MODEL) --data $(DEMO_DATA) --classes $(DEMO_CLASS) \
-		--out $(DEMO_MODEL)-forget$(DEMO_CLASS)
+	OBLIVIO_HOME=$(OBLIVIO_HOME) $(VENV)/bin/oblivio run
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -16,7 +16,12 @@ from oblivio.data.reader import Split
 from oblivio.models import build
 from oblivio.unlearn.class_forgetting import alpha_grid, forget_classes
 from oblivio.unlearn.layers import projectable_layers
-from oblivio.unlearn.projection import Projector, importance
+from oblivio.unlearn.projection import (
+    Projector,
+    direct_operators,
+    eigen_operators,
+    importance,
+)
 from oblivio.unlearn.statistics import (
     capture_statistics,
     load_statistics,
@@ -112,7 +117,7 @@ def linear_stats_case(shared: float) -> tuple[nn.Linear, Projector, torch.Tensor
         return capture_statistics(model, split_of(images), np.arange(len(x)), 64,
                                   progress=False), model
     (r_stats, model), (f_stats, _) = stats(retain), stats(forget)
-    projector = Projector(model, compute_subspaces(r_stats, f_stats))
+    projector = Projector(model, eigen_operators(compute_subspaces(r_stats, f_stats)))
     return layer, projector, (retain * 255).round() / 255, (forget * 255).round() / 255
 
 
@@ -164,7 +169,7 @@ def test_vit_qkv_share_one_projector_and_match_dense_form() -> None:
     qkv = model.net.blocks[0].attn.qkv
     w0 = qkv.weight.detach().double().clone()
     norm_before = model.net.blocks[0].norm1.weight.clone()
-    Projector(model, subspaces).apply(100.0, 3.0)
+    Projector(model, eigen_operators(subspaces)).apply(100.0, 3.0)
     expected = w0 @ dense_projection(subspaces["net.blocks.0.attn.qkv"], 100.0, 3.0).T
     torch.testing.assert_close(qkv.weight.double(), expected, rtol=1e-4, atol=1e-5)
     assert torch.equal(model.net.blocks[0].norm1.weight, norm_before)
@@ -181,7 +186,7 @@ def test_grouped_conv_gets_one_projector_per_group(tmp_path: Path) -> None:
     subspaces = load_subspaces(tmp_path / "s.safetensors")
     assert subspaces["layer"].retain.u.shape[:2] == (2, 18)
     w0 = conv.weight.detach().double().clone().reshape(2, 2, 18)
-    Projector(model, subspaces).apply(30.0, 10.0)
+    Projector(model, eigen_operators(subspaces)).apply(30.0, 10.0)
     for g in range(2):
         sub = subspaces["layer"]
         one = type(sub)(*(type(b)(b.u[g:g + 1], b.energy[g:g + 1]) for b in (sub.retain,
@@ -191,15 +196,73 @@ def test_grouped_conv_gets_one_projector_per_group(tmp_path: Path) -> None:
                                    rtol=1e-4, atol=1e-6)
 
 
+def test_each_pair_is_projected_from_the_original_weights() -> None:
+    """Scoring a grid applies pairs one after another: every result must equal a fresh
+    projection of the original weights, whatever came before."""
+    torch.manual_seed(0)
+    model = GroupedThenWide()
+    images = random_images(30, 4, 6, seed=2)
+    r = capture_statistics(model, split_of(images[:20]), np.arange(20), 10, progress=False)
+    f = capture_statistics(model, split_of(images[20:]), np.arange(10), 10, progress=False)
+    subspaces = compute_subspaces(r, f)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    for make in (lambda: eigen_operators(subspaces), lambda: direct_operators(r, f)):
+        model.load_state_dict(original)
+        fresh = Projector(model, make())
+        fresh.apply(30.0, 10.0)
+        expected = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(original)
+        busy = Projector(model, make())
+        for pair in ((100.0, 3.0), (10.0, 1.0), (30.0, 100.0)):
+            busy.apply(*pair)
+        busy.apply(30.0, 10.0)
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6)
+
+
+class GroupedThenWide(nn.Module):
+    """A grouped conv (Gram form) feeding a linear layer wider than the sample count (factor
+    form): both statistic forms of both operators in one model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).flatten(1))
+
+
+@pytest.mark.parametrize("alphas", [(100.0, 3.0), (1.0, 1.0), (0.5, 30.0)])
+def test_direct_operators_match_the_eigenbasis_form(alphas: tuple[float, float]) -> None:
+    torch.manual_seed(0)
+    model = GroupedThenWide()
+    images = random_images(30, 4, 6, seed=1)
+    r = capture_statistics(model, split_of(images[:20]), np.arange(20), 10, progress=False)
+    f = capture_statistics(model, split_of(images[20:]), np.arange(10), 10, progress=False)
+    assert r.layers["conv"].gram is not None and r.layers["fc"].factor is not None
+    w0 = {k: v.clone() for k, v in model.state_dict().items()}
+    eigen = Projector(model, eigen_operators(compute_subspaces(r, f)))
+    eigen.apply(*alphas)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    eigen.restore()
+    Projector(model, direct_operators(r, f)).apply(*alphas)
+    for name in ("conv.weight", "fc.weight"):
+        assert not torch.equal(expected[name], w0[name])
+        torch.testing.assert_close(model.state_dict()[name], expected[name], rtol=1e-3,
+                                   atol=1e-5)
+
+
 def test_alpha_selection_requires_forgetting_then_keeps_most() -> None:
     from oblivio.unlearn.class_forgetting import GridPoint, _winner
 
     grid = [GridPoint(300, 10, 0.93, 0.04), GridPoint(300, 30, 0.91, 0.0),
-            GridPoint(100, 10, 0.90, 0.0), GridPoint(1000, 100, 0.95, 0.2)]
+            GridPoint(100, 10, 0.90, 0.0), GridPoint(1000, 100, 0.95, 0.2),
+            GridPoint(1000, 30, None, 0.3)]
     # the best product (0.93 * 0.96 = 0.893) misses the 1% target; the best keeper that
     # forgets wins
     assert (_winner(grid, 0.01).alpha_r, _winner(grid, 0.01).alpha_f) == (300, 30)
-    assert _winner(grid[:1] + grid[3:], 0.01).alpha_f == 10  # no pair forgets: best product
+    assert _winner(grid[:1] + grid[3:4], 0.01).alpha_f == 10  # no pair forgets: best product
 
 
 def test_alpha_grid_skips_degenerate_pairs() -> None:
@@ -228,7 +291,15 @@ def test_forget_classes_end_to_end_and_deterministic(trained_rgb, tmp_path: Path
                               device="cpu", progress=False, val_forget_samples=20)
         outs.append(oblivio.load_model(tmp_path / name))
     assert outs[0].config["weights_sha256"] == outs[1].config["weights_sha256"]
-    assert prov["forgotten_classes"] == [1] and 1 <= len(prov["alpha_grid"]) <= 25
+    assert prov["forgotten_classes"] == [1] and 1 <= len(prov["alpha_grid"]) <= 27
+    chosen = next(p for p in prov["alpha_grid"] if p["alpha_r"] == prov["alpha"]["retain"]
+                  and p["alpha_f"] == prov["alpha"]["forget"])
+    assert chosen["retain_acc"] is not None and prov["solver"] == "eigen"
+    assert any(p["alpha_r"] == chosen["alpha_r"]  # the margin step above a pair that forgot
+               and abs(p["alpha_f"] * 3 ** 0.5 - chosen["alpha_f"]) < 1e-2
+               and p["forget_acc"] <= 0.01 for p in prov["alpha_grid"])
+    missed = [p for p in prov["alpha_grid"] if p["forget_acc"] > 0.01]
+    assert all(p["retain_acc"] is None for p in missed)  # scored on forget rows only
     assert prov["samples"] == {"retain": 60, "forget": 30, "validation": 50,
                                "retain_per_class": 20}
     assert set(prov["seconds"]) >= {"capture_retain", "capture_forget", "subspaces",
@@ -260,6 +331,7 @@ def test_second_forget_extends_the_forgotten_set(trained_rgb, tmp_path: Path) ->
                           alpha=(100, 3), retain_per_class=20, forget_samples=30,
                           val_per_class=10, device="cpu", progress=False)
     assert prov["forgotten_classes"] == [1, 2] and prov["alpha_mode"] == "fixed"
+    assert prov["solver"] == "direct" and prov["alpha"] == {"retain": 100.0, "forget": 3.0}
     assert prov["samples"]["retain"] == 40  # the classes already forgotten are not retained
 
 

@@ -1,0 +1,114 @@
+"""Evidence benchmark (issue 4): for each forgotten class, the full metric set of the original,
+the projection-unlearned model and the retrain oracle, plus the time to evaluate one model.
+
+    python bench/evidence.py --arch resnet18 --classes 0-9
+
+Uses the models cached by ``bench/class_forgetting.py`` (unlearned ``<arch>-forget<c>``, oracle
+``<arch>-oracle<c>-<epochs>ep``); classes without an oracle are reported without one. Writes
+``bench/out/evidence-<arch>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from class_forgetting import parse_classes
+from common import fashion_mnist, markdown_table
+
+from oblivio.data import open_dataset
+from oblivio.evaluation.evaluate import forget_spec
+from oblivio.evaluation.metrics import CLASS_KEYS, compute_metrics
+from oblivio.evaluation.outputs import collect_outputs
+from oblivio.models import load_model
+from oblivio.training import Recipe
+
+SHOWN = ["retain_test_acc", "forget_test_acc", "mia_efficacy_confidence", "mia_efficacy_entropy",
+         "mia_efficacy_m_entropy", "mia_entropy_lr_member_rate", "mia_loss_lr_cv_acc",
+         "probe_forget_test_acc"]
+
+
+def outputs_of(path: Path, dataset, device: str):
+    model = load_model(path, device)
+    return (collect_outputs(model, dataset.split("train"), device=device, progress=False),
+            collect_outputs(model, dataset.split("test"), device=device, progress=False))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--classes", default="0-9")
+    ap.add_argument("--epochs", type=int, default=Recipe().epochs)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    models = out / "models"
+    dataset = open_dataset(fashion_mnist(out))
+    start = time.perf_counter()
+    original = outputs_of(models / f"{args.arch}-base-{args.epochs}ep", dataset, args.device)
+    predict_seconds = time.perf_counter() - start
+    records = []
+    for c in parse_classes(args.classes):
+        spec, _ = forget_spec(dataset, str(c), None)
+        rec = {"class": c}
+        roles = {"original": original,
+                 "unlearned": outputs_of(models / f"{args.arch}-forget{c}", dataset, args.device)}
+        oracle = models / f"{args.arch}-oracle{c}-{args.epochs}ep"
+        if (oracle / "metrics.json").exists():
+            roles["oracle"] = outputs_of(oracle, dataset, args.device)
+        for role, (train, test) in roles.items():
+            t = time.perf_counter()
+            rec[role] = compute_metrics(train, test, spec, dataset.num_classes)
+            rec[f"{role}_metric_seconds"] = time.perf_counter() - t
+        records.append(rec)
+        print(json.dumps(rec), flush=True)
+    write(out, args.arch, records, predict_seconds)
+
+
+def write(out: Path, arch: str, records: list[dict], predict_seconds: float) -> None:
+    def row(label: str, role: str, agg) -> list:
+        cells = []
+        for k in SHOWN:
+            values = [r[role][k] for r in records if role in r and not math.isnan(r[role][k])]
+            cells.append(float(agg(values)) if values else "-")
+        return [label, role] + cells
+
+    rows = []
+    for r in records:
+        for role in ("original", "unlearned", "oracle"):
+            if role in r:
+                rows.append([r["class"], role] + [r[role][k] for k in SHOWN])
+    for role in ("original", "unlearned", "oracle"):
+        rows.append(row("mean", role, np.mean))
+    gaps = [abs(r["unlearned"]["mia_efficacy_confidence"] - r["oracle"]["mia_efficacy_confidence"])
+            for r in records if "oracle" in r]
+    metric_seconds = np.mean([r["unlearned_metric_seconds"] for r in records])
+    md = [f"## Evidence of forgetting, {arch} on Fashion-MNIST",
+          "Accuracies and attack scores as fractions; directions: forget_test_acc and "
+          "mia_entropy_lr_member_rate lower = more forgotten, mia_efficacy_* higher = more "
+          "forgotten, mia_loss_lr_cv_acc 0.5 = indistinguishable from unseen data, "
+          "probe_forget_test_acc lower = forgotten deeper than the head.",
+          f"One model's predictions on train + test: {predict_seconds:.1f} s; all metrics from "
+          f"them: {metric_seconds:.1f} s.",
+          (f"Unlearned vs oracle MIA-efficacy (confidence), mean absolute gap: "
+           f"{100 * np.mean(gaps):.2f} points over {len(gaps)} class(es) with an oracle."
+           if gaps else "No oracle cached."), "",
+          markdown_table(["class", "model"] + SHOWN, rows)]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"evidence-{arch}.md").write_text("\n".join(md) + "\n")
+    (out / f"evidence-{arch}.json").write_text(json.dumps(
+        {"arch": arch, "predict_seconds": predict_seconds, "classes": records,
+         "keys": CLASS_KEYS}, indent=2))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

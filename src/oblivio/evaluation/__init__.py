@@ -1,0 +1,1 @@
+"""Evidence of forgetting (ALGORITHMS.md section 4): accuracy, membership inference, depth."""

@@ -1,0 +1,74 @@
+"""Membership-inference attacks (ALGORITHMS.md 4.2). Every feature comes from the model under
+test. Directions: MIA-efficacy, higher = more forgotten; entropy-LR member rate, lower = more
+forgotten; loss-LR accuracy, 0.5 = indistinguishable from unseen data."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.svm import SVC
+
+EPS = 1e-30
+
+
+def confidence(probs: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """p_y, the probability of the true label."""
+    return probs.gather(1, labels[:, None])[:, 0].numpy()
+
+
+def entropy(probs: torch.Tensor) -> np.ndarray:
+    """Shannon entropy of the prediction, in nats."""
+    return (-(probs * probs.clamp_min(EPS).log()).sum(1)).numpy()
+
+
+def modified_entropy(probs: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Mentr = -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i) (Song & Mittal)."""
+    p_y = probs.gather(1, labels[:, None])[:, 0]
+    others = -(probs * (1 - probs).clamp_min(EPS).log())
+    others = others.sum(1) - others.gather(1, labels[:, None])[:, 0]
+    return (-(1 - p_y) * p_y.clamp_min(EPS).log() + others).numpy()
+
+
+def cross_entropy(probs: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Per-sample loss -log p_y."""
+    return -np.log(np.maximum(confidence(probs, labels), EPS))
+
+
+def _column(x: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(np.asarray(x, dtype=np.float64)).reshape(-1, 1)
+
+
+def svc_efficacy(members: np.ndarray, non_members: np.ndarray, target: np.ndarray) -> float:
+    """MIA-efficacy: an RBF SVC fitted on one feature (members vs non-members, balanced by the
+    caller); the fraction of ``target`` it calls NON-member."""
+    x = np.concatenate([_column(members), _column(non_members)])
+    y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+    attack = SVC(C=3, kernel="rbf", gamma="auto").fit(x, y)
+    return float((attack.predict(_column(target)) == 0).mean())
+
+
+def entropy_lr_member_rate(members: np.ndarray, non_members: np.ndarray,
+                           target: np.ndarray) -> float:
+    """Entropy-LR: balanced logistic regression on entropy; the fraction of ``target`` it calls
+    member."""
+    x = np.concatenate([_column(members), _column(non_members)])
+    y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+    attack = LogisticRegression(class_weight="balanced").fit(x, y)
+    return float((attack.predict(_column(target)) == 1).mean())
+
+
+def loss_lr_cv_accuracy(forget_loss: np.ndarray, test_loss: np.ndarray,
+                        rng: np.random.Generator, splits: int = 10) -> float:
+    """Loss-LR: logistic regression telling forget from test by their loss, balanced by
+    subsampling the larger side, scored by stratified ``splits``-fold cross-validation."""
+    n = min(len(forget_loss), len(test_loss))
+    if n < splits:
+        return float("nan")
+    f = rng.choice(forget_loss, n, replace=False)
+    t = rng.choice(test_loss, n, replace=False)
+    x = np.concatenate([_column(f), _column(t)])
+    y = np.r_[np.ones(n), np.zeros(n)]
+    folds = StratifiedKFold(splits, shuffle=True, random_state=int(rng.integers(2**31)))
+    return float(cross_val_score(LogisticRegression(), x, y, cv=folds).mean())

@@ -1,0 +1,123 @@
+"""``oblivio evaluate``: one report on whether a model forgot, kept the rest, and resists
+membership inference, beside the original and the retrain oracle when given.
+
+Each model's train and test predictions are computed once and shared by every metric.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+from oblivio.data import open_dataset
+from oblivio.data.reader import Dataset
+from oblivio.data.sample_ids import ids_sha256, read_sample_ids
+from oblivio.errors import OblivioError
+from oblivio.evaluation.metrics import (
+    CLASS_KEYS,
+    DIRECTIONS,
+    INSTANCE_KEYS,
+    ForgetSpec,
+    compute_metrics,
+    mia_features,
+    per_class_accuracy,
+)
+from oblivio.evaluation.outputs import collect_outputs
+from oblivio.evaluation.report import write_report
+from oblivio.models.checkpoint import load_model
+from oblivio.training import resolve_device
+
+
+def forget_spec(dataset: Dataset, classes: str | list[int] | None,
+                ids_file: str | os.PathLike[str] | None) -> tuple[ForgetSpec, dict]:
+    """The forget set as train/test masks, and how the report names it."""
+    if (classes is None) == (ids_file is None):
+        raise OblivioError("give exactly one of --forget-classes and --forget-ids")
+    train, test = dataset.split("train"), dataset.split("test")
+    train_mask = np.zeros(len(train), dtype=bool)
+    test_mask = np.zeros(len(test), dtype=bool)
+    if classes is not None:
+        chosen = dataset.class_indices(classes)
+        if len(chosen) >= dataset.num_classes:
+            raise OblivioError("cannot evaluate forgetting every class: nothing is retained")
+        train_mask[np.isin(train.labels.numpy(), chosen)] = True
+        test_mask[np.isin(test.labels.numpy(), chosen)] = True
+        return ForgetSpec(chosen, train_mask, test_mask), {"forget_classes": chosen}
+    ids = read_sample_ids(ids_file)
+    train_mask[train.indices(ids)] = True
+    if train_mask.all():
+        raise OblivioError("the forget ids cover the whole train split: nothing is retained")
+    return ForgetSpec([], train_mask, test_mask), {"forget_ids_sha256": ids_sha256(ids),
+                                                   "forget_ids_count": len(ids)}
+
+
+def _model_metrics(path: str, dataset: Dataset, spec: ForgetSpec, device: str, seed: int,
+                   svc_cap: int | None, progress: bool) -> tuple[dict, list[float], dict]:
+    model = load_model(path, device)
+    if model.config["num_classes"] != dataset.num_classes:
+        raise OblivioError(f"model {path} has {model.config['num_classes']} classes, the "
+                           f"dataset has {dataset.num_classes}")
+    train = collect_outputs(model, dataset.split("train"), device=device, progress=progress,
+                            desc=f"predict train ({os.path.basename(str(path))})")
+    test = collect_outputs(model, dataset.split("test"), device=device, progress=progress,
+                           desc="predict test")
+    metrics = compute_metrics(train, test, spec, dataset.num_classes, seed, svc_cap)
+    features = {"retain_train": {k: v[~spec.train_mask] for k, v in mia_features(train).items()},
+                "forget_train": {k: v[spec.train_mask] for k, v in mia_features(train).items()},
+                "test": mia_features(test)}
+    return metrics, per_class_accuracy(test, dataset.num_classes), {
+        "config": model.config, "features": features}
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def evaluate(model: str, data: str, out: str | os.PathLike[str],
+             forget_classes: str | list[int] | None = None,
+             forget_ids: str | os.PathLike[str] | None = None, original: str | None = None,
+             oracle: str | None = None, device: str = "auto", seed: int = 0,
+             svc_cap: int | None = 5000, progress: bool = True) -> dict:
+    """Evaluate ``model`` (and ``original``/``oracle`` beside it); write report.json, .md and
+    .html to ``out``. Every input is checked before any prediction; ``out`` appears whole or
+    not at all."""
+    start = time.perf_counter()
+    device = resolve_device(device)
+    dataset = open_dataset(data)
+    spec, named = forget_spec(dataset, forget_classes, forget_ids)
+    paths = {"model": model, "original": original, "oracle": oracle}
+    for path in paths.values():  # fail on a bad checkpoint before minutes of predictions
+        if path is not None:
+            load_model(path)
+    results = {role: _model_metrics(path, dataset, spec, device, seed, svc_cap, progress)
+               for role, path in paths.items() if path is not None}
+    keys = CLASS_KEYS if spec.mode == "class" else INSTANCE_KEYS
+    metrics, _, extra = results["model"]
+    report: dict = {k: _clean(metrics[k]) for k in keys}
+    if "oracle" in results:
+        for k in keys:
+            a, b = metrics[k], results["oracle"][0][k]
+            report[f"{k}_gap_to_oracle"] = _clean(a - b)
+    config = extra["config"]
+    report.update({
+        "mode": spec.mode,
+        **named,
+        "forget_train_samples": int(spec.train_mask.sum()),
+        "directions": {k: DIRECTIONS[k] for k in keys},
+        "models": {role: {"path": str(paths[role]),
+                          "weights_sha256": res[2]["config"]["weights_sha256"],
+                          "metrics": {k: _clean(res[0][k]) for k in keys}}
+                   for role, res in results.items()},
+        "per_class_test_acc": {role: res[1] for role, res in results.items()},
+        "class_names": dataset.classes,
+        "alpha_grid": config.get("provenance", {}).get("alpha_grid"),
+        "alpha": config.get("provenance", {}).get("alpha"),
+        "seed": seed,
+        "svc_samples_per_side": svc_cap,
+        "seconds": time.perf_counter() - start,
+    })
+    write_report(report, extra["features"], out)
+    return report

@@ -1,0 +1,135 @@
+"""Write an evaluation report: ``report.json`` (flat keys), ``report.md`` and a self-contained
+``report.html`` with its plots (PNG files beside it and inlined), for people and the KFP UI."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt
+
+ROLES = ("original", "model", "oracle")
+
+
+def _fmt(value: object) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def markdown(report: dict) -> str:
+    roles = [r for r in ROLES if r in report["models"]]
+    forget = (f"classes {', '.join(report['class_names'][c] for c in report['forget_classes'])}"
+              if report["mode"] == "class"
+              else f"{report['forget_ids_count']} instances (sha256 "
+                   f"{report['forget_ids_sha256'][:12]})")
+    lines = [f"# Forgetting report ({report['mode']} mode)", "",
+             f"Forget set: {forget}; {report['forget_train_samples']} training samples.", "",
+             "| metric | " + " | ".join(roles) + (" | gap to oracle" if "oracle" in roles else "")
+             + " | direction |",
+             "|---|" + "---|" * len(roles) + ("---|" if "oracle" in roles else "") + "---|"]
+    for key, direction in report["directions"].items():
+        row = [key] + [_fmt(report["models"][r]["metrics"][key]) for r in roles]
+        if "oracle" in roles:
+            row.append(_fmt(report.get(f"{key}_gap_to_oracle")))
+        lines.append("| " + " | ".join(row + [direction]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig: plt.Figure, path: Path) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    path.write_bytes(buf.getvalue())
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _per_class_plot(report: dict) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    roles = [r for r in ROLES if r in report["per_class_test_acc"]]
+    names = report["class_names"]
+    width = 0.8 / len(roles)
+    for i, role in enumerate(roles):
+        ax.bar(np.arange(len(names)) + i * width, report["per_class_test_acc"][role], width,
+               label=role)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(ncol=len(roles), fontsize=8)
+    ax.set_title("Per-class test accuracy")
+    return fig
+
+
+def _mia_plot(features: dict) -> plt.Figure:
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    for ax, name in zip(axes, ("confidence", "entropy", "m_entropy")):
+        values = np.concatenate([features[g][name] for g in features])
+        bins = np.linspace(np.nanmin(values), np.nanmax(values) + 1e-12, 40)
+        for group in ("retain_train", "forget_train", "test"):
+            ax.hist(features[group][name], bins=bins, density=True, histtype="step",
+                    label=group.replace("_", " "))
+        ax.set_yscale("log")
+        ax.set_title(name.replace("_", "-"))
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Membership-inference features of the model under test")
+    return fig
+
+
+def _alpha_plot(report: dict) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    grid = report["alpha_grid"]
+    scored = [p for p in grid if p["retain_acc"] is not None]
+    ax.scatter([p["forget_acc"] for p in scored], [p["retain_acc"] for p in scored], s=14)
+    for p in scored:
+        ax.annotate(f"{p['alpha_r']:g}/{p['alpha_f']:g}", (p["forget_acc"], p["retain_acc"]),
+                    fontsize=6)
+    chosen = report["alpha"]
+    best = [p for p in scored if p["alpha_r"] == chosen["retain"]
+            and p["alpha_f"] == chosen["forget"]]
+    if best:
+        ax.scatter([best[0]["forget_acc"]], [best[0]["retain_acc"]], s=60, facecolors="none",
+                   edgecolors="red", label="chosen")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("validation forget accuracy")
+    ax.set_ylabel("validation retain accuracy")
+    ax.set_title(f"alpha grid ({len(grid)} pairs scored)")
+    return fig
+
+
+def write_report(report: dict, features: dict, out: str | os.PathLike[str]) -> None:
+    """Write the report directory atomically: built aside, then renamed into place."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "plots").mkdir()
+        figures = {"per_class_accuracy": _per_class_plot(report),
+                   "mia_features": _mia_plot(features)}
+        if report.get("alpha_grid"):
+            figures["alpha_grid"] = _alpha_plot(report)
+        images = {name: _png(fig, tmp / "plots" / f"{name}.png") for name, fig in figures.items()}
+        md = markdown(report)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "report.md").write_text(md)
+        body = "".join(f'<h2>{html.escape(name.replace("_", " "))}</h2>'
+                       f'<img alt="{name}" src="data:image/png;base64,{data}">'
+                       for name, data in images.items())
+        (tmp / "report.html").write_text(
+            "<!doctype html><html><head><meta charset='utf-8'><title>oblivio report</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}</style>"
+            f"</head><body><pre>{html.escape(md)}</pre>{body}</body></html>\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

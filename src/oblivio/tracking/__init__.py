@@ -1,0 +1,1 @@
+"""MLflow: where runs and the model registry live, lineage tags, gates and promotion."""

@@ -1,0 +1,86 @@
+"""Promotion through gates, and the deletion rule: a version may become ``champion`` only if it
+has forgotten everything the current champion has forgotten, so neither promotion nor rollback
+can bring deleted data back."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from mlflow.exceptions import MlflowException
+
+from oblivio.errors import OblivioError
+from oblivio.tracking.registry import CHAMPION, TAG, client, forgotten, resolve_version
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Thresholds an unlearned version must meet (fractions, not percent)."""
+
+    max_forget_acc: float = 0.01
+    max_retain_drop: float = 0.025
+    min_mia_efficacy: float = 0.9
+
+    def as_params(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def check_gates(metrics: dict[str, float], gates: Gates) -> list[str]:
+    """Reasons the metrics fail the gates (empty: passed). Class mode is judged on the test
+    split's forget classes, instance mode on the forget instances themselves."""
+    failures = []
+    forget = metrics.get("forget_test_acc", metrics.get("forget_train_acc"))
+    if forget is None or math.isnan(forget):
+        failures.append("no forget accuracy recorded")
+    elif forget > gates.max_forget_acc:
+        failures.append(f"forget accuracy {forget:.4f} > {gates.max_forget_acc}")
+    before = metrics.get("original_retain_test_acc")
+    after = metrics.get("retain_test_acc")
+    if before is None or after is None:
+        failures.append("no retain accuracy of the original and the new version recorded")
+    elif before - after > gates.max_retain_drop:
+        failures.append(f"retain accuracy dropped {before - after:.4f} > {gates.max_retain_drop}")
+    mia = metrics.get("mia_efficacy_confidence")
+    if mia is None or mia < gates.min_mia_efficacy:
+        failures.append(f"MIA-efficacy {mia} < {gates.min_mia_efficacy}")
+    return failures
+
+
+def verdict(failures: list[str]) -> str:
+    return "passed" if not failures else "failed: " + "; ".join(failures)
+
+
+def deletion_conflicts(candidate_tags: dict[str, str], champion_tags: dict[str, str]) -> list[str]:
+    """What the champion has forgotten that the candidate still knows."""
+    classes_c, batches_c = forgotten(candidate_tags)
+    classes_h, batches_h = forgotten(champion_tags)
+    out = [f"class {c}" for c in sorted(classes_h - classes_c)]
+    out += [f"deletion batch {b[:12]}" for b in sorted(batches_h - batches_c)]
+    return out
+
+
+def promote(name: str, version: str, gates: Gates | None = None) -> str:
+    """Make ``version`` of ``name`` the champion if it passes the gates (unlearned versions)
+    and honours every deletion the current champion honours. Returns a one-line summary."""
+    gates = gates or Gates()
+    target = resolve_version(f"models:/{name}/{version}")
+    try:
+        champion = client().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no champion yet: nothing to honour
+        champion = None
+    if champion is not None and champion.version == target.version:
+        return f"{name} version {version} is already {CHAMPION}"
+    if champion is not None:
+        conflicts = deletion_conflicts(target.tags, champion.tags)
+        if conflicts:
+            raise OblivioError(
+                f"refused: version {version} still knows what {CHAMPION} version "
+                f"{champion.version} has forgotten ({', '.join(conflicts)})")
+    if target.tags.get(f"{TAG}method", "trained") != "trained":
+        metrics = client().get_run(target.run_id).data.metrics if target.run_id else {}
+        failures = check_gates(metrics, gates)
+        if failures:
+            raise OblivioError(f"refused: version {version} fails the gates ({verdict(failures)})")
+    client().set_registered_model_alias(name, CHAMPION, target.version)
+    before = f" (was version {champion.version})" if champion is not None else ""
+    return f"{name} version {version} is now {CHAMPION}{before}"

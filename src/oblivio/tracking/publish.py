@@ -1,0 +1,86 @@
+"""The pipeline's ends: resolve the registered parent model, and register the unlearned one
+with its lineage, gate verdict and aliases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from oblivio.errors import OblivioError
+from oblivio.models.checkpoint import read_config
+from oblivio.tracking.promotion import Gates, check_gates, promote, verdict
+from oblivio.tracking.registry import (
+    CANDIDATE,
+    TAG,
+    Lineage,
+    client,
+    download_model_dir,
+    forgotten,
+    log_model_version,
+    resolve_version,
+)
+from oblivio.tracking.runs import flat_metrics, run_id_of, start_run
+from oblivio.tracking.store import connect
+
+
+def resolve_parent(model_uri: str, dst: str, job_id: str, job_name: str, params: dict) -> dict:
+    """Download the registered model ``model_uri`` to ``dst``, start the job's MLflow run and
+    log the parent model as its input. Returns the parent's name and version."""
+    import shutil
+
+    from mlflow.entities import LoggedModelInput
+
+    connect()
+    version = resolve_version(model_uri)
+    local = download_model_dir(f"models:/{version.name}/{version.version}")
+    shutil.copytree(local, dst, dirs_exist_ok=True)
+    read_config(dst)
+    run_id = start_run(job_id, job_name, {**params, "parent_version": version.version})
+    if getattr(version, "model_id", None):
+        client().log_inputs(run_id, models=[LoggedModelInput(version.model_id)])
+    return {"name": version.name, "version": str(version.version)}
+
+
+def register_unlearned(model_dir: str, report_dir: str, name: str, parent_version: str,
+                       job_id: str, job_name: str, gates: Gates, deletion_batch: str = "",
+                       promote_if_passed: bool = True) -> dict:
+    """Register ``model_dir`` as a new version of ``name`` (alias ``candidate``) with lineage
+    tags and the gate verdict; make it ``champion`` when the gates pass and it honours every
+    deletion of the current champion."""
+    import mlflow
+
+    connect()
+    config = read_config(model_dir)
+    prov = config.get("provenance", {})
+    report = json.loads(Path(report_dir, "report.json").read_text())
+    failures = check_gates(flat_metrics(report), gates)
+    parent = resolve_version(f"models:/{name}/{parent_version}")
+    _, parent_batches = forgotten(parent.tags)
+    ids_digest = report.get("forget_ids_sha256")
+    lineage = Lineage(
+        method=prov.get("method", "unknown"),
+        params={k: prov[k] for k in ("alpha", "alpha_mode", "forget_target", "forget_margin",
+                                     "samples", "seed", "solver") if k in prov},
+        parent_version=str(parent_version),
+        forget_classes=prov.get("forget_classes", []),
+        forget_ids_sha256=ids_digest,
+        forgotten_classes=prov.get("forgotten_classes", []),
+        forgotten_batches=sorted(parent_batches | ({ids_digest} if ids_digest else set())),
+        deletion_batch=deletion_batch or None,
+        pipeline_run=job_name or job_id,
+        gate=verdict(failures))
+    with mlflow.start_run(run_id=run_id_of(job_id)):
+        version = log_model_version(model_dir, name, lineage, alias=CANDIDATE)
+    result = {"name": name, "version": str(version.version), "gate": lineage.gate,
+              "champion": False, "promotion": "gates failed: not promoted"}
+    if not failures and promote_if_passed:
+        try:
+            result["promotion"] = promote(name, str(version.version), gates)
+            result["champion"] = True
+        except OblivioError as exc:
+            result["promotion"] = str(exc)
+    elif not promote_if_passed:
+        result["promotion"] = "promotion not requested"
+    client().set_model_version_tag(name, str(version.version), f"{TAG}promotion",
+                                   result["promotion"][:5000])
+    return result

@@ -1,0 +1,172 @@
+"""Registered model versions and their lineage (ARCHITECTURE.md, "MLflow lineage").
+
+A version is logged with ``mlflow.pytorch`` (so MLflow users load it as usual) and carries the
+oblivio model directory beside it (``extra_files``), which :func:`download_model_dir` fetches
+for ``oblivio.load_model("models:/NAME@ALIAS")``: that path never unpickles.
+Lineage tags are set when the version is created, in the same call, so no version exists
+without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oblivio.errors import OblivioError
+
+TAG = "oblivio."
+CHAMPION, CANDIDATE = "champion", "candidate"
+
+
+@dataclass
+class Lineage:
+    """What a version is and what it has forgotten, as registry tags."""
+
+    method: str
+    params: dict = field(default_factory=dict)
+    parent_version: str | None = None
+    forget_classes: list[int] = field(default_factory=list)
+    forget_ids_sha256: str | None = None
+    forgotten_classes: list[int] = field(default_factory=list)  # cumulative
+    forgotten_batches: list[str] = field(default_factory=list)  # cumulative ids digests
+    deletion_batch: str | None = None
+    pipeline_run: str | None = None
+    gate: str = "not checked"
+
+    def tags(self) -> dict[str, str]:
+        tags = {f"{TAG}method": self.method, f"{TAG}params": json.dumps(self.params,
+                                                                       sort_keys=True),
+                f"{TAG}forgotten_classes": ",".join(map(str, sorted(self.forgotten_classes))),
+                f"{TAG}forgotten_batches": ",".join(sorted(self.forgotten_batches)),
+                f"{TAG}gate": self.gate}
+        if self.parent_version is not None:
+            tags[f"{TAG}parent_version"] = str(self.parent_version)
+        if self.forget_classes:
+            tags[f"{TAG}forget_classes"] = ",".join(map(str, sorted(self.forget_classes)))
+        if self.forget_ids_sha256:
+            tags[f"{TAG}forget_ids_sha256"] = self.forget_ids_sha256
+        for key in ("deletion_batch", "pipeline_run"):
+            if getattr(self, key):
+                tags[f"{TAG}{key}"] = str(getattr(self, key))
+        return tags
+
+
+def _split(text: str | None) -> list[str]:
+    return [v for v in (text or "").split(",") if v]
+
+
+def forgotten(tags: dict[str, str]) -> tuple[set[int], set[str]]:
+    """The classes and deletion batches a version has forgotten, from its tags."""
+    return ({int(v) for v in _split(tags.get(f"{TAG}forgotten_classes"))},
+            set(_split(tags.get(f"{TAG}forgotten_batches"))))
+
+
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def log_model_version(model_dir: str | os.PathLike[str], name: str, lineage: Lineage,
+                      alias: str | None = None):
+    """Log the model in the active run, register it as a new version of ``name`` with its
+    lineage tags, and point ``alias`` at it. Returns the ModelVersion."""
+    import mlflow
+    import numpy as np
+
+    from oblivio.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model
+
+    model = load_model(model_dir)
+    cfg = model.config
+    example = np.zeros((1, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), np.float32)
+    info = mlflow.pytorch.log_model(
+        model, name="model", input_example=example, serialization_format="pt2",
+        extra_files=[str(Path(model_dir, WEIGHTS_FILE)), str(Path(model_dir, CONFIG_FILE))],
+        pip_requirements=["torch", "timm", "oblivio"])
+    version = mlflow.register_model(info.model_uri, name, tags=lineage.tags())
+    if alias:
+        client().set_registered_model_alias(name, alias, version.version)
+    return version
+
+
+def resolve_version(uri: str):
+    """The ModelVersion named by ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/"):
+        raise OblivioError(f"not a registry URI: {uri!r} (expected models:/NAME@ALIAS)")
+    ref = uri.removeprefix("models:/")
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            return client().get_model_version_by_alias(name, alias)
+        name, _, number = ref.partition("/")
+        return client().get_model_version(name, number)
+    except MlflowException as exc:
+        raise OblivioError(f"{uri}: {exc.message.splitlines()[0]}") from None
+
+
+def download_model_dir(uri: str, dst: str | os.PathLike[str] | None = None) -> Path:
+    """The oblivio model directory of a registered version, downloaded to ``dst``."""
+    import mlflow
+
+    from oblivio.tracking.store import connect
+
+    connect()
+    version = resolve_version(uri)
+    target = Path(dst or tempfile.mkdtemp(prefix="oblivio-model-"))
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(target))
+    return Path(local) / "extra_files"
+
+
+def versions(name: str) -> list:
+    """Every version of ``name``, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client().search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        raise OblivioError(f"{name}: {exc.message.splitlines()[0]}") from None
+    if not found:
+        raise OblivioError(f"no registered model named {name!r}")
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def model_exists(name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client().get_registered_model(name)
+    except MlflowException:
+        return False
+    return True
+
+
+KEY_METRICS = ("retain_test_acc", "forget_test_acc", "forget_train_acc", "mia_efficacy_confidence")
+
+
+def lineage(name: str) -> list[dict]:
+    """One row per version, oldest first: parent, method, what it forgot, key metrics, aliases."""
+    rows = []
+    aliases: dict[str, list[str]] = {}
+    for alias, number in client().get_registered_model(name).aliases.items():
+        aliases.setdefault(str(number), []).append(alias)
+    for v in versions(name):
+        metrics = client().get_run(v.run_id).data.metrics if v.run_id else {}
+        tags = v.tags
+        rows.append({
+            "version": str(v.version),
+            "parent": tags.get(f"{TAG}parent_version"),
+            "method": tags.get(f"{TAG}method", "?"),
+            "forget": tags.get(f"{TAG}forget_classes")
+            or (tags.get(f"{TAG}forget_ids_sha256", "")[:12] or None),
+            "forgotten_classes": tags.get(f"{TAG}forgotten_classes", ""),
+            "gate": tags.get(f"{TAG}gate"),
+            "aliases": sorted(aliases.get(str(v.version), [])),
+            "metrics": {k: metrics[k] for k in KEY_METRICS if k in metrics},
+        })
+    return rows

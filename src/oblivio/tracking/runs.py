@@ -1,0 +1,87 @@
+"""One MLflow run per pipeline run: every step finds it by the pipeline's job id (a tag), logs
+into it, and the exit handler closes it as FINISHED or FAILED."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from oblivio.errors import OblivioError
+from oblivio.tracking.registry import TAG, client
+from oblivio.tracking.store import connect
+
+JOB_TAG = f"{TAG}pipeline_run"
+
+
+def _find(experiment_id: str, job_id: str):
+    found = client().search_runs([experiment_id], f"tags.`{JOB_TAG}` = '{job_id}'",
+                                 max_results=1)
+    return found[0] if found else None
+
+
+def start_run(job_id: str, job_name: str, params: dict) -> str:
+    """The MLflow run of pipeline job ``job_id`` (created on first call), with its params."""
+    experiment_id = connect()
+    run = _find(experiment_id, job_id)
+    if run is None:
+        run = client().create_run(experiment_id, run_name=job_name or None,
+                                  tags={JOB_TAG: job_id})
+    for key, value in params.items():
+        client().log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def run_id_of(job_id: str) -> str:
+    run = _find(connect(), job_id)
+    if run is None:
+        raise OblivioError(f"no MLflow run for pipeline job {job_id}")
+    return run.info.run_id
+
+
+def finish_run(job_id: str, state: str, error: str | None = None) -> None:
+    """Close the job's run: FINISHED when the pipeline succeeded, FAILED (with why) otherwise."""
+    run = _find(connect(), job_id)
+    if run is None:
+        return  # the pipeline failed before its first MLflow step: nothing to close
+    if state != "SUCCEEDED":
+        client().set_tag(run.info.run_id, f"{TAG}failure", (error or state)[:5000])
+    client().set_terminated(run.info.run_id, "FINISHED" if state == "SUCCEEDED" else "FAILED")
+
+
+def flat_metrics(report: dict) -> dict[str, float]:
+    """The numeric metrics of a report, the original's and oracle's under a prefix."""
+    out = {k: v for k, v in report.items() if isinstance(v, float) and not math.isnan(v)}
+    for role in ("original", "oracle"):
+        for k, v in report.get("models", {}).get(role, {}).get("metrics", {}).items():
+            if isinstance(v, float) and not math.isnan(v):
+                out[f"{role}_{k}"] = v
+    return out
+
+
+def log_report(job_id: str, report_dir: str) -> dict[str, float]:
+    """Log a report's metrics and files (JSON, Markdown, HTML, plots) into the job's run."""
+    from mlflow.entities import Metric
+
+    run_id = run_id_of(job_id)
+    report = json.loads(Path(report_dir, "report.json").read_text())
+    metrics = flat_metrics(report)
+    client().log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    client().log_artifacts(run_id, report_dir, "report")
+    return metrics
+
+
+def log_sample_sets(job_id: str, samples_dir: str, dataset_uri: str) -> None:
+    """Log the retain / forget / validation id lists as the run's dataset inputs."""
+    import mlflow
+    import pandas as pd
+
+    run_id = run_id_of(job_id)
+    inputs = []
+    for name in ("retain", "forget", "validation"):
+        frame = pd.read_parquet(Path(samples_dir, f"{name}.parquet"))
+        dataset = mlflow.data.from_pandas(frame, source=dataset_uri, name=f"{name}-samples")
+        inputs.append(mlflow.entities.DatasetInput(dataset._to_mlflow_entity(), [
+            mlflow.entities.InputTag("mlflow.data.context", name)]))
+    client().log_inputs(run_id, datasets=inputs)
+    client().log_artifacts(run_id, samples_dir, "samples")

@@ -1,0 +1,99 @@
+"""Class forgetting as separately runnable steps over files, one per pipeline step
+(ARCHITECTURE.md): sample -> capture (retain and forget, in parallel) -> subspaces -> project.
+
+Each step reads what the previous one wrote (sample-id Parquet files, safetensors statistics and
+subspaces, model directories), so a step can run in its own process or pod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from oblivio.data import open_dataset
+from oblivio.data.sample_ids import read_sample_ids, write_sample_ids
+from oblivio.errors import OblivioError
+from oblivio.models.checkpoint import load_model
+from oblivio.training import resolve_device
+from oblivio.unlearn.class_forgetting import (
+    FORGET_MARGIN,
+    Plan,
+    alpha_pairs,
+    plan_forgetting,
+    project_and_save,
+)
+from oblivio.unlearn.projection import eigen_operators
+from oblivio.unlearn.samples import ClassSamples
+from oblivio.unlearn.statistics import capture_statistics, load_statistics, save_statistics
+from oblivio.unlearn.subspaces import compute_subspaces, load_subspaces, save_subspaces
+
+SETS = ("retain", "forget", "validation")
+PLAN_FILE = "plan.json"
+
+
+def sample_step(model_dir: str, data: str, classes: str | list[int], out_dir: str,
+                retain_per_class: int = 100, forget_samples: int = 1000, val_per_class: int = 50,
+                val_forget_samples: int = 250, seed: int = 0) -> dict:
+    """Draw the retain, forget and validation sets; write each as sample ids (Parquet) plus
+    ``plan.json`` (the classes to forget now and in all)."""
+    plan = plan_forgetting(model_dir, data, classes, retain_per_class, forget_samples,
+                           val_per_class, seed, "cpu", val_forget_samples)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for name in SETS:
+        write_sample_ids(os.path.join(out_dir, f"{name}.parquet"),
+                         plan.train.ids_at(getattr(plan.sets, name)))
+    summary = {"forget_classes": plan.forget_new, "forgotten_classes": plan.forget_all,
+               "retain_per_class": retain_per_class, "seed": seed,
+               **{name: len(getattr(plan.sets, name)) for name in SETS}}
+    Path(out_dir, PLAN_FILE).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def capture_step(model_dir: str, data: str, ids_file: str, out_file: str,
+                 batch_size: int = 250, device: str = "auto") -> dict:
+    """Per-layer input statistics of one sample list, as one safetensors file."""
+    device = resolve_device(device)
+    model = load_model(model_dir, device)
+    train = open_dataset(data).split("train")
+    rows = train.indices(read_sample_ids(ids_file))
+    start = time.perf_counter()
+    stats = capture_statistics(model, train, rows, batch_size, device)
+    save_statistics(stats, out_file)
+    return {"samples": stats.samples, "layers": len(stats.layers),
+            "seconds": time.perf_counter() - start}
+
+
+def subspaces_step(retain_file: str, forget_file: str, out_file: str) -> dict:
+    """Retain and forget eigenbases of every layer, as one safetensors file."""
+    start = time.perf_counter()
+    subspaces = compute_subspaces(load_statistics(retain_file), load_statistics(forget_file))
+    save_subspaces(subspaces, out_file)
+    return {"layers": len(subspaces), "seconds": time.perf_counter() - start}
+
+
+def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: str, out: str,
+                 alpha: str | tuple[float, float] = "auto", forget_target: float = 0.01,
+                 forget_margin: float = FORGET_MARGIN, device: str = "auto") -> dict:
+    """Project the weights with alpha chosen on the validation set; write the unlearned model."""
+    start = time.perf_counter()
+    device = resolve_device(device)
+    pairs = alpha_pairs(alpha, forget_target, forget_margin)
+    summary = json.loads(Path(samples_dir, PLAN_FILE).read_text())
+    model = load_model(model_dir, device)
+    if sorted(summary["forgotten_classes"]) != sorted(
+            set(summary["forget_classes"]) | set(
+                model.config.get("provenance", {}).get("forgotten_classes", []))):
+        raise OblivioError("the sample sets were drawn for another model")
+    train = open_dataset(data).split("train")
+    rows = {name: train.indices(read_sample_ids(Path(samples_dir, f"{name}.parquet")))
+            for name in SETS}
+    plan = Plan(model, train, summary["forget_classes"], summary["forgotten_classes"],
+                ClassSamples(*(np.asarray(rows[n]) for n in SETS)), summary["retain_per_class"])
+    operators = eigen_operators(load_subspaces(subspaces_file), device)
+    provenance = {"solver": "eigen", "seed": summary["seed"], "seconds": {}}
+    return project_and_save(plan, operators, pairs, out, forget_target, forget_margin, device,
+                            False, provenance, start)

@@ -1,0 +1,13 @@
+"""One KFP v2 lightweight component per step of ARCHITECTURE.md's table, same names."""
+
+from oblivio_pipeline.components.apply_projection import apply_projection
+from oblivio_pipeline.components.capture_activations import capture_activations
+from oblivio_pipeline.components.compute_subspaces import compute_subspaces
+from oblivio_pipeline.components.evaluate_model import evaluate_model
+from oblivio_pipeline.components.record_outcome import record_outcome
+from oblivio_pipeline.components.register_model import register_model
+from oblivio_pipeline.components.resolve_model import resolve_model
+from oblivio_pipeline.components.sample_data import sample_data
+
+__all__ = ["apply_projection", "capture_activations", "compute_subspaces", "evaluate_model",
+           "record_outcome", "register_model", "resolve_model", "sample_data"]

@@ -1,0 +1,40 @@
+from kfp import dsl
+
+from oblivio_pipeline import IMAGE
+
+
+@dsl.component(base_image=IMAGE)
+def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Model],
+                   dataset_uri: str, device: str, job_id: str,
+                   metrics: dsl.Output[dsl.Metrics], report: dsl.Output[dsl.Artifact],
+                   summary: dsl.Output[dsl.Markdown], html: dsl.Output[dsl.HTML]) -> None:
+    """Accuracy, membership-inference attacks and a linear probe, original beside unlearned.
+
+    Judged on every class the unlearned model has forgotten, this run's and earlier ones.
+
+    Args:
+        original: The parent model.
+        unlearned: The unlearned model.
+        dataset_uri: Dataset directory or s3:// URI.
+        device: cpu, cuda or auto.
+        job_id: The pipeline job's id (metrics and report go to its MLflow run).
+        metrics: Flat numeric metrics for the KFP UI.
+        report: The report folder (JSON, Markdown, HTML, plots).
+        summary: The report's Markdown table.
+        html: The report's self-contained HTML page.
+    """
+    import shutil
+
+    from oblivio.evaluation.evaluate import evaluate
+    from oblivio.evaluation.report import markdown
+    from oblivio.models.checkpoint import read_config
+    from oblivio.tracking.runs import log_report
+
+    forgotten = read_config(unlearned.path)["provenance"]["forgotten_classes"]
+    result = evaluate(unlearned.path, dataset_uri, report.path, forget_classes=forgotten,
+                      original=original.path, device=device, progress=False)
+    for key, value in log_report(job_id, report.path).items():
+        metrics.log_metric(key, value)
+    with open(summary.path, "w") as f:
+        f.write(markdown(result))
+    shutil.copyfile(f"{report.path}/report.html", html.path)

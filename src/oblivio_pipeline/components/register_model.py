@@ -1,0 +1,38 @@
+from kfp import dsl
+
+from oblivio_pipeline import IMAGE
+
+
+@dsl.component(base_image=IMAGE)
+def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifact],
+                   model_name: str, parent_version: str, deletion_batch: str,
+                   max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
+                   promote: bool, job_id: str, job_name: str) -> str:
+    """Register the unlearned model with its lineage; promote it when the gates pass.
+
+    Args:
+        unlearned: The unlearned model directory.
+        report: The evaluation report folder.
+        model_name: Registered model name.
+        parent_version: The version it was unlearned from.
+        deletion_batch: Id of the deletion batch this run honours ("" for none).
+        max_forget_acc: Gate: highest forget accuracy allowed.
+        max_retain_drop: Gate: largest retain accuracy drop allowed vs the parent.
+        min_mia_efficacy: Gate: lowest MIA-efficacy (confidence) allowed.
+        promote: Make it champion when the gates pass.
+        job_id: The pipeline job's id.
+        job_name: The pipeline job's name (lineage tag).
+
+    Returns:
+        The new version number.
+    """
+    import json
+
+    from oblivio.tracking.promotion import Gates
+    from oblivio.tracking.publish import register_unlearned
+
+    result = register_unlearned(unlearned.path, report.path, model_name, parent_version, job_id,
+                                job_name, Gates(max_forget_acc, max_retain_drop,
+                                                min_mia_efficacy), deletion_batch, promote)
+    print(json.dumps(result))
+    return result["version"]

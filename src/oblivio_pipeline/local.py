@@ -1,0 +1,93 @@
+"""``oblivio run``: the same pipeline on this machine, through ``kfp.local.SubprocessRunner``,
+against the local MLflow (SQLite under the oblivio home). On a fresh machine it prepares
+Fashion-MNIST and trains and registers the original model first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oblivio.errors import OblivioError
+from oblivio.tracking.registry import CHAMPION, Lineage, forgotten, log_model_version
+from oblivio.tracking.store import connect, oblivio_home
+
+#: Classes ``oblivio run`` forgets when none is given: the first one the champion still knows.
+DEMO_ORDER = (7, 2, 9, 5, 0, 1, 3, 4, 6, 8)
+
+
+def ensure_dataset(home: Path, idx_dir: str) -> Path:
+    from oblivio.data.fashion_mnist import convert
+
+    data = home / "data" / "fashion-mnist"
+    if not (data / "train.parquet").exists():
+        convert(str(data), idx_dir)
+    return data
+
+
+def ensure_registered(name: str, data: Path, home: Path, arch: str, epochs: int,
+                      device: str) -> str:
+    """Train and register the original as version 1 (alias champion) unless ``name`` exists."""
+    import mlflow
+
+    from oblivio.tracking.registry import model_exists
+    from oblivio.training import Recipe, train_to_dir
+
+    experiment = connect()
+    if model_exists(name):
+        return "reused"
+    out = home / "models" / f"{name}-original"
+    if not (out / "metrics.json").exists():
+        train_to_dir(str(data), arch, str(out), Recipe(epochs=epochs), device=device)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"train {name}"):
+        import json
+
+        metrics = json.loads((out / "metrics.json").read_text())
+        mlflow.log_params({"arch": arch, "epochs": epochs, "dataset": str(data)})
+        mlflow.log_metric("test_acc", metrics["test_acc"])
+        log_model_version(out, name, Lineage(method="trained", params={"arch": arch,
+                                                                       "epochs": epochs}),
+                          alias=CHAMPION)
+    return "trained and registered"
+
+
+def next_class(name: str) -> str:
+    from oblivio.tracking.registry import client
+
+    classes, _ = forgotten(client().get_model_version_by_alias(name, CHAMPION).tags)
+    left = [c for c in DEMO_ORDER if c not in classes]
+    if len(left) <= 1:
+        raise OblivioError(f"{name}@{CHAMPION} has forgotten all but one class")
+    return str(left[0])
+
+
+def run_local(name: str = "fashion-classifier", forget_classes: str | None = None,
+              data: str | None = None, idx_dir: str = "/usr/share/datasets/fashion-mnist",
+              arch: str = "resnet18", epochs: int = 1, device: str = "auto",
+              **params) -> dict:
+    """Run the class-forgetting pipeline locally; returns the registered version's summary."""
+    from kfp import local
+
+    from oblivio_pipeline.pipelines.class_forgetting import make_class_forgetting
+
+    home = oblivio_home()
+    connect()  # fails fast, with one line, when MLflow is unreachable
+    dataset = Path(data) if data else ensure_dataset(home, idx_dir)
+    ensure_registered(name, dataset, home, arch, epochs, device)
+    classes = forget_classes or next_class(name)
+    local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
+               pipeline_root=str(home / "kfp"))
+    pipeline = make_class_forgetting(on_cluster=False)
+    pipeline(model_name=name, dataset_uri=str(dataset), forget_classes=classes, device=device,
+             gpu_count=0, **params)
+    return {"forget_classes": classes, "report": candidate_report(name)}
+
+
+def candidate_report(name: str) -> str:
+    """The Markdown report of the newest unlearned version (alias candidate)."""
+    import mlflow
+
+    from oblivio.tracking.registry import CANDIDATE, client
+
+    version = client().get_model_version_by_alias(name, CANDIDATE)
+    path = mlflow.artifacts.download_artifacts(run_id=version.run_id,
+                                               artifact_path="report/report.md")
+    return Path(path).read_text()

@@ -1,0 +1,145 @@
+"""The class-forgetting pipeline: ARCHITECTURE.md's table, one task per row."""
+
+from kfp import dsl, kubernetes
+
+from oblivio_pipeline.components import (
+    apply_projection,
+    capture_activations,
+    compute_subspaces,
+    evaluate_model,
+    record_outcome,
+    register_model,
+    resolve_model,
+    sample_data,
+)
+
+#: Keys of the Kubernetes secret that reach every step as environment variables.
+SECRET_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
+              "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+              "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
+              "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+              "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+              "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
+
+
+def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
+               node_selector_json: str, tolerations_json: str, gpu_count: int | None = None,
+               retries: int = 0) -> dsl.PipelineTask:
+    """Credentials from the secret, scheduling from the JSON parameters, GPUs when asked:
+    Kubernetes settings, which kfp's local runner cannot resolve, so it gets none."""
+    if on_cluster:
+        kubernetes.use_secret_as_env(task, secret_name, SECRET_ENV, optional=True)
+        kubernetes.add_node_selector_json(task, node_selector_json)
+        kubernetes.add_toleration_json(task, tolerations_json)
+        if gpu_count is not None:
+            task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
+    if retries:
+        task.set_retry(retries, backoff_duration="30s", backoff_factor=2.0)
+    return task
+
+
+def make_class_forgetting(on_cluster: bool = True):
+    """The pipeline; ``on_cluster=False`` leaves out the Kubernetes settings for kfp.local."""
+
+    @dsl.pipeline(name="oblivio-class-forgetting",
+                  description="Forget whole classes from a registered image classifier, training-"
+                              "free; evaluate with membership inference; register the unlearned "
+                              "version with its lineage and promote it through gates.")
+    def class_forgetting(
+        model_name: str = "fashion-classifier",
+        model_alias: str = "champion",
+        dataset_uri: str = "s3://oblivio/datasets/fashion-mnist",
+        forget_classes: str = "7",
+        retain_per_class: int = 100,
+        forget_samples: int = 1000,
+        val_per_class: int = 50,
+        val_forget_samples: int = 250,
+        seed: int = 0,
+        alpha_mode: str = "auto",
+        alpha_r: float = 100.0,
+        alpha_f: float = 3.0,
+        forget_target: float = 0.01,
+        max_forget_acc: float = 0.01,
+        max_retain_drop: float = 0.025,
+        min_mia_efficacy: float = 0.9,
+        promote: bool = True,
+        deletion_batch: str = "none",
+        device: str = "auto",
+        gpu_count: int = 1,
+        node_selector_json: str = "{}",
+        tolerations_json: str = "[]",
+        secret_name: str = "oblivio-credentials",
+    ) -> None:
+        """Class forgetting, parameterised for the Kubeflow UI.
+
+        Args:
+            model_name: Registered model to unlearn from.
+            model_alias: Its alias (or version number) to start from.
+            dataset_uri: Dataset the model was trained on (directory or s3:// URI).
+            forget_classes: Classes to forget, indices or names, comma-separated.
+            retain_per_class: Retain samples per kept class.
+            forget_samples: Samples of the forget classes.
+            val_per_class: Validation samples per kept class for alpha selection.
+            val_forget_samples: Validation samples of the forget classes.
+            seed: Seed of every random draw.
+            alpha_mode: auto (grid on validation) or fixed (alpha_r and alpha_f).
+            alpha_r: Retain alpha in fixed mode.
+            alpha_f: Forget alpha in fixed mode.
+            forget_target: Validation forget accuracy alpha selection must reach.
+            max_forget_acc: Gate: highest forget-class test accuracy.
+            max_retain_drop: Gate: largest retain test accuracy drop vs the parent.
+            min_mia_efficacy: Gate: lowest MIA-efficacy (confidence).
+            promote: Make the new version champion when the gates pass.
+            deletion_batch: Id of the deletion batch this run honours.
+            device: cpu, cuda or auto.
+            gpu_count: GPUs (nvidia.com/gpu) for the steps that compute.
+            node_selector_json: Node selector for every step, as JSON.
+            tolerations_json: Tolerations for every step, as a JSON list.
+            secret_name: Kubernetes secret with MLflow and S3 credentials.
+        """
+        job_id, job_name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+        cluster = {"on_cluster": on_cluster, "secret_name": secret_name,
+                   "node_selector_json": node_selector_json,
+                   "tolerations_json": tolerations_json}
+        outcome = _configure(record_outcome(job_id=job_id), **cluster)
+        with dsl.ExitHandler(outcome, name="unlearn"):
+            resolved = _configure(resolve_model(
+                model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
+                params_json=f'{{"forget_classes": "{forget_classes}", '
+                            f'"alpha_mode": "{alpha_mode}", "seed": "{seed}", '
+                            f'"dataset_uri": "{dataset_uri}"}}'),
+                **cluster, retries=3)
+            resolved.set_caching_options(False)  # the alias moves: always ask the registry
+            model = resolved.outputs["model"]
+            samples = _configure(sample_data(
+                model=model, dataset_uri=dataset_uri, forget_classes=forget_classes,
+                retain_per_class=retain_per_class, forget_samples=forget_samples,
+                val_per_class=val_per_class, val_forget_samples=val_forget_samples, seed=seed,
+                job_id=job_id), **cluster, retries=3).outputs["samples"]
+            stats = {which: _configure(capture_activations(
+                model=model, dataset_uri=dataset_uri, samples=samples, which=which, device=device),
+                **cluster, gpu_count=gpu_count, retries=2).set_display_name(f"capture {which}")
+                for which in ("retain", "forget")}
+            subspaces = _configure(compute_subspaces(
+                retain_statistics=stats["retain"].outputs["statistics"],
+                forget_statistics=stats["forget"].outputs["statistics"]),
+                **cluster, gpu_count=gpu_count)
+            projected = _configure(apply_projection(
+                model=model, dataset_uri=dataset_uri, subspaces=subspaces.outputs["subspaces"],
+                samples=samples, alpha_mode=alpha_mode, alpha_r=alpha_r, alpha_f=alpha_f,
+                forget_target=forget_target, device=device), **cluster, gpu_count=gpu_count)
+            evaluated = _configure(evaluate_model(
+                original=model, unlearned=projected.outputs["unlearned"], dataset_uri=dataset_uri,
+                device=device, job_id=job_id), **cluster, gpu_count=gpu_count, retries=2)
+            registered = _configure(register_model(
+                unlearned=projected.outputs["unlearned"], report=evaluated.outputs["report"],
+                model_name=model_name, parent_version=resolved.outputs["Output"],
+                deletion_batch=deletion_batch, max_forget_acc=max_forget_acc,
+                max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
+                promote=promote, job_id=job_id, job_name=job_name), **cluster)
+            registered.set_caching_options(False)  # never skip a registration
+
+    return class_forgetting
+
+
+class_forgetting = make_class_forgetting()

@@ -1,0 +1,191 @@
+"""The pipeline as users run it: compiled YAML, the local kfp runner against a real
+``mlflow server`` process, the registry's lineage, gates and the deletion rule.
+
+No Kubernetes cluster can run here: cluster settings (GPU, node selector, tolerations, secret)
+are checked in the compiled YAML, not executed."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import oblivio
+from oblivio.cli import app
+from oblivio.tracking.promotion import Gates, promote
+from oblivio.tracking.registry import CHAMPION, Lineage, client, lineage, log_model_version
+from oblivio.tracking.store import connect
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+LENIENT = {"max_forget_acc": 1.0, "max_retain_drop": 1.0, "min_mia_efficacy": 0.0}
+SMALL = {"retain_per_class": 20, "forget_samples": 30, "val_per_class": 10,
+         "val_forget_samples": 20}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real MLflow tracking server (SQLite backend, local artifact root) on loopback."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if requests.get(f"{uri}/health", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start")
+    yield uri
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture()
+def tracked(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
+    connect()
+    return mlflow_server
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from oblivio.training import Recipe, train_to_dir
+    from tests.conftest import make_rgb_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = make_rgb_dataset(root / "data", classes=4, per_class=60, size=16)
+    train_to_dir(str(data), "resnet18", str(root / "model"),
+                 Recipe(epochs=3, batch_size=32, lr=0.05), device="cpu", progress=False)
+    return data, root / "model"
+
+
+def register_original(name: str, model_dir: Path) -> None:
+    with mlflow.start_run(experiment_id=connect()):
+        log_model_version(model_dir, name, Lineage("trained"), alias=CHAMPION)
+
+
+def test_pipeline_twice_extends_the_lineage(tracked: str, tiny, tmp_path: Path) -> None:
+    from oblivio_pipeline.local import run_local
+
+    data, model_dir = tiny
+    register_original("tiny", model_dir)
+    for classes in ("1", "2"):
+        run_local("tiny", classes, str(data), device="cpu", **SMALL, **LENIENT)
+    rows = lineage("tiny")
+    assert [r["version"] for r in rows] == ["1", "2", "3"]
+    assert [r["parent"] for r in rows] == [None, "1", "2"]
+    assert [r["forgotten_classes"] for r in rows] == ["", "1", "1,2"]
+    assert rows[2]["aliases"] == ["candidate", "champion"] and rows[1]["aliases"] == []
+    assert rows[2]["gate"] == "passed" and "forget_test_acc" in rows[2]["metrics"]
+    v3 = client().get_model_version("tiny", "3")
+    run = client().get_run(v3.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["forget_classes"] == "2"
+    assert v3.tags["oblivio.pipeline_run"] and v3.tags["oblivio.method"] == "projection"
+    artifacts = {a.path for a in client().list_artifacts(v3.run_id, "report")}
+    assert {"report/report.json", "report/report.html", "report/plots"} <= artifacts
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"retain-samples",
+                                                                    "forget-samples"}
+    ours = oblivio.load_model("models:/tiny@champion")
+    theirs = mlflow.pytorch.load_model("models:/tiny/3")
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(theirs(x), ours(x), rtol=1e-4, atol=1e-4)
+    assert ours.config["provenance"]["forgotten_classes"] == [1, 2]
+    result = runner.invoke(app, ["lineage", "tiny"])
+    assert result.exit_code == 0 and "champion" in result.stdout
+
+
+def test_gates_and_the_deletion_rule(tracked: str, tiny) -> None:
+    _, model_dir = tiny
+    register_original("gated", model_dir)  # version 1, knows every class
+    with mlflow.start_run(experiment_id=connect()) as run:
+        mlflow.log_metrics({"forget_test_acc": 0.0, "retain_test_acc": 0.90,
+                            "original_retain_test_acc": 0.91, "mia_efficacy_confidence": 0.99})
+        log_model_version(model_dir, "gated", Lineage("projection", forgotten_classes=[3],
+                                                      parent_version="1"))
+    with mlflow.start_run(experiment_id=connect()):
+        mlflow.log_metrics({"forget_test_acc": 0.2, "retain_test_acc": 0.90,
+                            "original_retain_test_acc": 0.91, "mia_efficacy_confidence": 0.99})
+        log_model_version(model_dir, "gated", Lineage("projection", forgotten_classes=[3],
+                                                      parent_version="1"))
+    result = runner.invoke(app, ["promote", "gated", "3"])
+    assert result.exit_code == 2 and "fails the gates" in result.stderr
+    assert "forget accuracy 0.2000 > 0.01" in result.stderr
+    assert "is now champion" in promote("gated", "2", Gates())
+    result = runner.invoke(app, ["promote", "gated", "1"])  # a rollback that un-forgets
+    assert result.exit_code == 2
+    assert "still knows what champion version 2 has forgotten (class 3)" in result.stderr
+    assert client().get_model_version_by_alias("gated", CHAMPION).version == "2"
+    assert run.info.run_id
+
+
+def test_unreachable_mlflow_is_one_error_and_registers_nothing(tiny, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    data, _ = tiny
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
+    started = time.perf_counter()
+    result = runner.invoke(app, ["run", "--data", str(data), "--forget-classes", "1"])
+    assert result.exit_code == 2 and time.perf_counter() - started < 30
+    assert result.stderr.startswith("error: MLflow at http://127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "home" / "kfp").exists()
+    assert runner.invoke(app, ["lineage", "x"]).exit_code == 2
+
+
+def test_compiled_yaml_is_current_and_carries_cluster_settings(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["pipeline", "compile", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    fresh = (tmp_path / "class_forgetting.yaml").read_text()
+    committed = (ROOT / "pipelines" / "class_forgetting.yaml").read_text()
+    assert fresh == committed, "pipelines/class_forgetting.yaml is stale: oblivio pipeline compile"
+    docs = list(yaml.safe_load_all(fresh))
+    spec, platform = docs[0], docs[1]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    capture = executors["exec-capture-activations"]
+    assert capture["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith(
+        "node_selector_json")
+    assert capture["tolerations"][0]["tolerationJson"]["componentInputParameter"].endswith(
+        "tolerations_json")
+    assert capture["secretAsEnv"][0]["secretNameParameter"]["componentInputParameter"].endswith(
+        "secret_name")
+    resources = spec["deploymentSpec"]["executors"]["exec-capture-activations"]["container"][
+        "resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"gpu_count", "node_selector_json", "tolerations_json", "secret_name", "model_name",
+            "forget_classes", "alpha_mode"} <= set(params)
+    assert all("defaultValue" in p and p.get("description") for p in params.values())
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert tasks["register-model"]["cachingOptions"] == {}  # no caching on registration
+    assert tasks["resolve-model"]["cachingOptions"] == {}
+    assert tasks["resolve-model"]["retryPolicy"]["maxRetryCount"] == 3  # I/O steps retry
+    assert "retryPolicy" not in tasks["register-model"]
+    assert {"capture-activations", "capture-activations-2"} <= set(tasks)  # retain || forget
+    exit_task = spec["root"]["dag"]["tasks"]["record-outcome"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    image = spec["deploymentSpec"]["executors"]["exec-register-model"]["container"]["image"]
+    assert image.rsplit(":", 1)[0].endswith("/oblivio")
