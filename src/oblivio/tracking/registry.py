@@ -81,7 +81,8 @@ def log_model_version(model_dir: str | os.PathLike[str], name: str, lineage: Lin
 
     model = load_model(model_dir)
     cfg = model.config
-    example = np.zeros((1, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), np.float32)
+    # a batch of 2: torch.export would specialise a batch of 1 and reject other sizes
+    example = np.zeros((2, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), np.float32)
     info = mlflow.pytorch.log_model(
         model, name="model", input_example=example, serialization_format="pt2",
         extra_files=[str(Path(model_dir, WEIGHTS_FILE)), str(Path(model_dir, CONFIG_FILE))],
