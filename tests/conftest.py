@@ -49,3 +49,15 @@ def make_rgb_dataset(out: Path | str, classes: int = 3, per_class: int = 40, siz
 @pytest.fixture()
 def rgb_dataset(tmp_path: Path) -> Path:
     return make_rgb_dataset(tmp_path / "rgb")
+
+
+@pytest.fixture(scope="session")
+def trained_rgb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 4-class RGB dataset and a resnet18 trained on it for 3 epochs (seconds)."""
+    from oblivio.training import Recipe, train_to_dir
+
+    root = tmp_path_factory.mktemp("trained-rgb")
+    data = make_rgb_dataset(root / "data", classes=4, per_class=60, size=16)
+    train_to_dir(str(data), "resnet18", str(root / "model"),
+                 Recipe(epochs=3, batch_size=32, lr=0.05), device="cpu", progress=False)
+    return data, root / "model"

@@ -20,6 +20,7 @@ from oblivio.unlearn.projection import (
     Projector,
     direct_operators,
     eigen_operators,
+    grid_operators,
     importance,
 )
 from oblivio.unlearn.statistics import (
@@ -206,7 +207,8 @@ def test_each_pair_is_projected_from_the_original_weights() -> None:
     f = capture_statistics(model, split_of(images[20:]), np.arange(10), 10, progress=False)
     subspaces = compute_subspaces(r, f)
     original = {k: v.clone() for k, v in model.state_dict().items()}
-    for make in (lambda: eigen_operators(subspaces), lambda: direct_operators(r, f)):
+    for make in (lambda: eigen_operators(subspaces), lambda: direct_operators(r, f),
+                 lambda: grid_operators(r, f)):
         model.load_state_dict(original)
         fresh = Projector(model, make())
         fresh.apply(30.0, 10.0)
@@ -246,11 +248,13 @@ def test_direct_operators_match_the_eigenbasis_form(alphas: tuple[float, float])
     eigen.apply(*alphas)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
     eigen.restore()
-    Projector(model, direct_operators(r, f)).apply(*alphas)
-    for name in ("conv.weight", "fc.weight"):
-        assert not torch.equal(expected[name], w0[name])
-        torch.testing.assert_close(model.state_dict()[name], expected[name], rtol=1e-3,
-                                   atol=1e-5)
+    for operators in (direct_operators(r, f), grid_operators(r, f)):
+        model.load_state_dict(w0)
+        Projector(model, operators).apply(*alphas)
+        for name in ("conv.weight", "fc.weight"):
+            assert not torch.equal(expected[name], w0[name])
+            torch.testing.assert_close(model.state_dict()[name], expected[name], rtol=1e-3,
+                                       atol=1e-5)
 
 
 def test_alpha_selection_requires_forgetting_then_keeps_most() -> None:
@@ -270,18 +274,6 @@ def test_alpha_grid_skips_degenerate_pairs() -> None:
     assert (1000.0, 1.0) not in grid and (100.0, 3.0) in grid and len(grid) == 24
 
 
-@pytest.fixture(scope="module")
-def trained_rgb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from oblivio.training import Recipe, train_to_dir
-    from tests.conftest import make_rgb_dataset
-
-    root = tmp_path_factory.mktemp("cf")
-    data = make_rgb_dataset(root / "data", classes=4, per_class=60, size=16)
-    train_to_dir(str(data), "resnet18", str(root / "model"),
-                 Recipe(epochs=3, batch_size=32, lr=0.05), device="cpu", progress=False)
-    return data, root / "model"
-
-
 def test_forget_classes_end_to_end_and_deterministic(trained_rgb, tmp_path: Path) -> None:
     data, model_dir = trained_rgb
     outs = []
@@ -294,7 +286,7 @@ def test_forget_classes_end_to_end_and_deterministic(trained_rgb, tmp_path: Path
     assert prov["forgotten_classes"] == [1] and 1 <= len(prov["alpha_grid"]) <= 27
     chosen = next(p for p in prov["alpha_grid"] if p["alpha_r"] == prov["alpha"]["retain"]
                   and p["alpha_f"] == prov["alpha"]["forget"])
-    assert chosen["retain_acc"] is not None and prov["solver"] == "eigen"
+    assert chosen["retain_acc"] is not None and prov["solver"] == "direct+eigen"
     assert any(p["alpha_r"] == chosen["alpha_r"]  # the margin step above a pair that forgot
                and abs(p["alpha_f"] * 3 ** 0.5 - chosen["alpha_f"]) < 1e-2
                and p["forget_acc"] <= 0.01 for p in prov["alpha_grid"])

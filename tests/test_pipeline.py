@@ -71,27 +71,15 @@ def tracked(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return mlflow_server
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from oblivio.training import Recipe, train_to_dir
-    from tests.conftest import make_rgb_dataset
-
-    root = tmp_path_factory.mktemp("tiny")
-    data = make_rgb_dataset(root / "data", classes=4, per_class=60, size=16)
-    train_to_dir(str(data), "resnet18", str(root / "model"),
-                 Recipe(epochs=3, batch_size=32, lr=0.05), device="cpu", progress=False)
-    return data, root / "model"
-
-
 def register_original(name: str, model_dir: Path) -> None:
     with mlflow.start_run(experiment_id=connect()):
         log_model_version(model_dir, name, Lineage("trained"), alias=CHAMPION)
 
 
-def test_pipeline_twice_extends_the_lineage(tracked: str, tiny, tmp_path: Path) -> None:
+def test_pipeline_twice_extends_the_lineage(tracked: str, trained_rgb, tmp_path: Path) -> None:
     from oblivio_pipeline.local import run_local
 
-    data, model_dir = tiny
+    data, model_dir = trained_rgb
     register_original("tiny", model_dir)
     for classes in ("1", "2"):
         run_local("tiny", classes, str(data), device="cpu", **SMALL, **LENIENT)
@@ -118,8 +106,8 @@ def test_pipeline_twice_extends_the_lineage(tracked: str, tiny, tmp_path: Path) 
     assert result.exit_code == 0 and "champion" in result.stdout
 
 
-def test_gates_and_the_deletion_rule(tracked: str, tiny) -> None:
-    _, model_dir = tiny
+def test_gates_and_the_deletion_rule(tracked: str, trained_rgb) -> None:
+    _, model_dir = trained_rgb
     register_original("gated", model_dir)  # version 1, knows every class
     with mlflow.start_run(experiment_id=connect()) as run:
         mlflow.log_metrics({"forget_test_acc": 0.0, "retain_test_acc": 0.90,
@@ -142,9 +130,9 @@ def test_gates_and_the_deletion_rule(tracked: str, tiny) -> None:
     assert run.info.run_id
 
 
-def test_unreachable_mlflow_is_one_error_and_registers_nothing(tiny, tmp_path: Path,
+def test_unreachable_mlflow_is_one_error_and_registers_nothing(trained_rgb, tmp_path: Path,
                                                                monkeypatch) -> None:
-    data, _ = tiny
+    data, _ = trained_rgb
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
     started = time.perf_counter()

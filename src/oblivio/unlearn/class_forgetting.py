@@ -23,10 +23,9 @@ from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import load_model, save_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import resolve_device, seed_everything
-from oblivio.unlearn.projection import Projector, direct_operators, eigen_operators
+from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
 from oblivio.unlearn.statistics import capture_statistics
-from oblivio.unlearn.subspaces import compute_subspaces
 
 ALPHA_R = (10.0, 30.0, 100.0, 300.0, 1000.0)
 ALPHA_F = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -109,13 +108,12 @@ def select_alpha(projector: Projector, split: Split, rows: np.ndarray, forget: l
     rows_by_r: dict[float, list[float]] = {}
     for r, f in pairs:
         rows_by_r.setdefault(r, []).append(f)
-    bar = tqdm(total=len(pairs), desc="alpha grid", disable=not progress or len(pairs) == 1,
-               leave=False)
+    bar = tqdm(total=len(pairs), desc="alpha grid", disable=not progress, leave=False)
     for r, fs in rows_by_r.items():
         ordered = sorted(fs)
         for i, f in enumerate(ordered):
             bar.update()
-            if evaluate((r, f), full=len(pairs) == 1).forget_acc <= forget_target:
+            if evaluate((r, f)).forget_acc <= forget_target:
                 bar.update(len(ordered) - i - 1)  # the rest of the row is dominated
                 break
     bar.close()
@@ -215,8 +213,14 @@ def project_and_save(plan: Plan, operators: dict, pairs: list[tuple[float, float
     total times, counted from ``started``)."""
     t = time.perf_counter()
     projector = Projector(plan.model, operators, device)
-    best, grid = select_alpha(projector, plan.train, plan.sets.validation, plan.forget_all, pairs,
-                              forget_target, forget_margin, device, progress)
+    if len(pairs) == 1:  # nothing to choose: the validation set is not needed
+        projector.apply(*pairs[0])
+        alpha, validation, grid = pairs[0], None, []
+    else:
+        best, grid = select_alpha(projector, plan.train, plan.sets.validation, plan.forget_all,
+                                  pairs, forget_target, forget_margin, device, progress)
+        alpha = (best.alpha_r, best.alpha_f)
+        validation = {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc}
     seconds = provenance.setdefault("seconds", {})
     seconds["projection"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
@@ -226,12 +230,12 @@ def project_and_save(plan: Plan, operators: dict, pairs: list[tuple[float, float
         "method": "projection",
         "forget_classes": plan.forget_new,
         "forgotten_classes": plan.forget_all,
-        "alpha": {"retain": best.alpha_r, "forget": best.alpha_f},
+        "alpha": {"retain": alpha[0], "forget": alpha[1]},
         "alpha_mode": "auto" if len(pairs) > 1 else "fixed",
         "forget_target": forget_target,
         "forget_margin": forget_margin,
         "alpha_grid": [{**asdict(p), "score": p.score} for p in grid],
-        "validation": {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc},
+        "validation": validation,
         "samples": {"retain": len(plan.sets.retain), "forget": len(plan.sets.forget),
                     "validation": len(plan.sets.validation),
                     "retain_per_class": plan.retain_per_class},
@@ -273,13 +277,13 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
                                       device, progress, "capture forget")
     timings["capture_forget"] = time.perf_counter() - t
     t = time.perf_counter()
-    if len(pairs) > 1:  # a grid: decompose once, then every pair is one product per layer
-        operators = eigen_operators(compute_subspaces(retain_stats, forget_stats), device)
+    if len(pairs) > 1:  # a grid: forget side decomposed once, each pair one product per layer
+        operators = grid_operators(retain_stats, forget_stats, device)
     else:  # one pair: a Cholesky solve per layer, no decomposition at all
         operators = direct_operators(retain_stats, forget_stats, device)
     del retain_stats, forget_stats
     timings["subspaces"] = time.perf_counter() - t
-    provenance = {"solver": "eigen" if len(pairs) > 1 else "direct", "seed": seed,
+    provenance = {"solver": "direct+eigen" if len(pairs) > 1 else "direct", "seed": seed,
                   "seconds": timings, "parent": {"path": model_dir}}
     return project_and_save(plan, operators, pairs, out, forget_target, forget_margin, device,
                             progress, provenance, start)

@@ -31,7 +31,7 @@ from torch import nn
 from oblivio.errors import OblivioError
 from oblivio.unlearn.layers import weight_matrix
 from oblivio.unlearn.statistics import LayerStat, Statistics
-from oblivio.unlearn.subspaces import Basis, LayerSubspaces
+from oblivio.unlearn.subspaces import Basis, LayerSubspaces, basis_of
 
 
 def importance(energy: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -105,6 +105,18 @@ def eigen_operators(subspaces: dict[str, LayerSubspaces], device: str = "cpu"
     """(retain, forget) operators of every layer from its eigenbases."""
     return {name: (EigenOperator(s.retain, device), EigenOperator(s.forget, device))
             for name, s in subspaces.items()}
+
+
+def grid_operators(retain: Statistics, forget: Statistics, device: str = "cpu"
+                   ) -> dict[str, tuple[Operator, Operator]]:
+    """For an alpha grid: retain side direct (a handful of alpha_r values, one Cholesky each),
+    forget side from its eigenbasis (many alpha_f values, one product each): half the
+    eigendecompositions of ``eigen_operators``, and each pair still one product per layer."""
+    if list(retain.layers) != list(forget.layers):
+        raise OblivioError("retain and forget statistics come from different models")
+    return {name: (DirectOperator(retain.layers[name], device),
+                   EigenOperator(basis_of(forget.layers[name]), device))
+            for name in retain.layers}
 
 
 def direct_operators(retain: Statistics, forget: Statistics, device: str = "cpu"
