@@ -4,6 +4,8 @@ Fashion-MNIST and trains and registers the original model first."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 
 from oblivio.errors import OblivioError
@@ -76,9 +78,17 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
                pipeline_root=str(home / "kfp"))
     pipeline = make_class_forgetting(on_cluster=False)
-    pipeline(model_name=name, dataset_uri=str(dataset), forget_classes=classes, device=device,
-             gpu_count=0, **params)
-    return {"forget_classes": classes, "report": candidate_report(name)}
+    log = home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # the steps' own output (executor JSON, progress bars) goes to the log; kfp's one line per
+    # finished task still reaches stderr
+    with log.open("w") as sink, contextlib.redirect_stdout(sink):
+        try:
+            pipeline(model_name=name, dataset_uri=str(dataset), forget_classes=classes,
+                     device=device, gpu_count=0, **params)
+        except RuntimeError as exc:
+            raise OblivioError(f"{str(exc).splitlines()[0]} (step output: {log})") from None
+    return {"forget_classes": classes, "report": candidate_report(name), "log": str(log)}
 
 
 def candidate_report(name: str) -> str:
