@@ -269,6 +269,27 @@ def test_alpha_selection_requires_forgetting_then_keeps_most() -> None:
     assert _winner(grid[:1] + grid[3:4], 0.01).alpha_f == 10  # no pair forgets: best product
 
 
+class Constant(nn.Module):
+    """Always predicts ``label``."""
+
+    def __init__(self, label: int) -> None:
+        super().__init__()
+        self.label = label
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(torch.full((len(x),), self.label), 3).float()
+
+
+def test_forget_scoring_stops_once_a_pair_surely_misses() -> None:
+    from oblivio.unlearn.class_forgetting import _forget_accuracy
+
+    split = split_of(random_images(200, 1, 4))  # every label is 0
+    rows = np.arange(200)
+    assert _forget_accuracy(Constant(0), split, rows, "cpu", 0.01) == (64 / 200, True)
+    assert _forget_accuracy(Constant(1), split, rows, "cpu", 0.01) == (0.0, False)
+    assert _forget_accuracy(Constant(0), split, rows, "cpu", 1.0) == (1.0, False)
+
+
 def test_alpha_grid_skips_degenerate_pairs() -> None:
     grid = alpha_grid()
     assert (1000.0, 1.0) not in grid and (100.0, 3.0) in grid and len(grid) == 24
