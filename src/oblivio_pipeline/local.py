@@ -5,7 +5,9 @@ Fashion-MNIST and trains and registers the original model first."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
+import warnings
 from pathlib import Path
 
 from oblivio.errors import OblivioError
@@ -80,9 +82,16 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     pipeline = make_class_forgetting(on_cluster=False)
     log = home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"forgetting class(es) {classes} from {name}@champion with kfp.local; the steps' "
+          f"output goes to {log}", file=sys.stderr)
     # the steps' own output (executor JSON, progress bars) goes to the log; kfp's one line per
     # finished task still reaches stderr
-    with log.open("w") as sink, contextlib.redirect_stdout(sink):
+    with log.open("w") as sink, contextlib.redirect_stdout(sink), warnings.catch_warnings():
+        # kfp warns, once per task, that the project image is not a plain Python image and that
+        # display names do nothing locally: both expected here
+        warnings.filterwarnings("ignore", message=".*non-Python base image",
+                                category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
         try:
             pipeline(model_name=name, dataset_uri=str(dataset), forget_classes=classes,
                      device=device, gpu_count=0, **params)
