@@ -177,3 +177,4 @@ def test_compiled_yaml_is_current_and_carries_cluster_settings(tmp_path: Path) -
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     image = spec["deploymentSpec"]["executors"]["exec-register-model"]["container"]["image"]
     assert image.rsplit(":", 1)[0].endswith("/oblivio")
+    assert "pip install" not in fresh  # kfp comes with the project image

@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import component
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def apply_projection(model: dsl.Input[dsl.Model], dataset_uri: str,
                      subspaces: dsl.Input[dsl.Artifact], samples: dsl.Input[dsl.Dataset],
                      alpha_mode: str, alpha_r: float, alpha_f: float, forget_target: float,

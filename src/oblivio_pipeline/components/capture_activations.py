@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import component
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def capture_activations(model: dsl.Input[dsl.Model], dataset_uri: str,
                         samples: dsl.Input[dsl.Dataset], which: str, device: str,
                         statistics: dsl.Output[dsl.Artifact]) -> None:

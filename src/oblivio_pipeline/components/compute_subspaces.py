@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import component
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def compute_subspaces(retain_statistics: dsl.Input[dsl.Artifact],
                       forget_statistics: dsl.Input[dsl.Artifact],
                       subspaces: dsl.Output[dsl.Artifact]) -> None:

@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import component
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Model],
                    dataset_uri: str, device: str, job_id: str,
                    metrics: dsl.Output[dsl.Metrics], report: dsl.Output[dsl.Artifact],

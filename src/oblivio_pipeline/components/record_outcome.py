@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import component
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def record_outcome(job_id: str, status: dsl.PipelineTaskFinalStatus) -> None:
     """Exit handler: close the run's MLflow run as FINISHED, or FAILED with the error.
 

@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import component
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifact],
                    model_name: str, parent_version: str, deletion_batch: str,
                    max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,

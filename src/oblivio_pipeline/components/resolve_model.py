@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import component
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def resolve_model(model_uri: str, job_id: str, job_name: str, params_json: str,
                   model: dsl.Output[dsl.Model]) -> str:
     """Download a registered model and open the pipeline run's MLflow run.

@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import component
 
 
-@dsl.component(base_image=IMAGE)
+@component
 def sample_data(model: dsl.Input[dsl.Model], dataset_uri: str, forget_classes: str,
                 retain_per_class: int, forget_samples: int, val_per_class: int,
                 val_forget_samples: int, seed: int, job_id: str,
