@@ -130,6 +130,17 @@ def test_gates_and_the_deletion_rule(tracked: str, trained_rgb) -> None:
     assert run.info.run_id
 
 
+def test_exit_handler_records_a_failed_run(tracked: str) -> None:
+    from oblivio.tracking.runs import finish_run, run_id_of, start_run
+
+    run_id = start_run("job-42", "oblivio-class-forgetting-42", {"forget_classes": "3"})
+    finish_run("job-42", "FAILED", "Task capture-activations failed: out of memory")
+    run = client().get_run(run_id)
+    assert run.info.status == "FAILED" and run_id_of("job-42") == run_id
+    assert "out of memory" in run.data.tags["oblivio.failure"]
+    finish_run("job-never-started", "FAILED", "before any MLflow step")  # nothing to close
+
+
 def test_unreachable_mlflow_is_one_error_and_registers_nothing(trained_rgb, tmp_path: Path,
                                                                monkeypatch) -> None:
     data, _ = trained_rgb
