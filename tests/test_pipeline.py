@@ -155,6 +155,18 @@ def test_unreachable_mlflow_is_one_error_and_registers_nothing(trained_rgb, tmp_
     assert runner.invoke(app, ["lineage", "x"]).exit_code == 2
 
 
+def test_run_rejects_an_unknown_class_before_any_step(tracked: str, trained_rgb,
+                                                       tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    register_original("strict", model_dir)
+    result = runner.invoke(app, ["run", "--model-name", "strict", "--data", str(data),
+                                 "--forget-classes", "9"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: class 9 out of range")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "home" / "kfp").exists()
+    assert [r["version"] for r in lineage("strict")] == ["1"]
+
+
 def test_compiled_yaml_is_current_and_carries_cluster_settings(tmp_path: Path) -> None:
     result = runner.invoke(app, ["pipeline", "compile", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

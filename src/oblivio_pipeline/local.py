@@ -10,6 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
+from oblivio.data import open_dataset
 from oblivio.errors import OblivioError
 from oblivio.tracking.registry import CHAMPION, Lineage, forgotten, log_model_version
 from oblivio.tracking.store import connect, oblivio_home
@@ -77,6 +78,9 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     dataset = Path(data) if data else ensure_dataset(home, idx_dir)
     ensure_registered(name, dataset, home, arch, epochs, device)
     classes = forget_classes or next_class(name)
+    open_dataset(dataset).class_indices(classes)  # an unknown class: one error, no pipeline run
+    if params.get("alpha_mode", "auto") not in ("auto", "fixed"):
+        raise OblivioError(f"alpha mode must be auto or fixed, got {params['alpha_mode']!r}")
     local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
                pipeline_root=str(home / "kfp"))
     pipeline = make_class_forgetting(on_cluster=False)

@@ -11,6 +11,7 @@ import os
 import time
 
 import numpy as np
+import torch
 
 from oblivio.data import open_dataset
 from oblivio.data.reader import Dataset
@@ -54,22 +55,27 @@ def forget_spec(dataset: Dataset, classes: str | list[int] | None,
                                                    "forget_ids_count": len(ids)}
 
 
-def _model_metrics(path: str, dataset: Dataset, spec: ForgetSpec, device: str, seed: int,
-                   svc_cap: int | None, progress: bool) -> tuple[dict, list[float], dict]:
+def _model_metrics(model: torch.nn.Module, dataset: Dataset, spec: ForgetSpec, device: str,
+                   seed: int, svc_cap: int | None, progress: bool) -> tuple[dict, list[float], dict]:
+    train = collect_outputs(model, dataset.split("train"), device=device, progress=progress,
+                            desc="predict train")
+    test = collect_outputs(model, dataset.split("test"), device=device, progress=progress,
+                           desc="predict test")
+    metrics = compute_metrics(train, test, spec, dataset.num_classes, seed, svc_cap)
+    train_features = mia_features(train)
+    features = {"retain_train": {k: v[~spec.train_mask] for k, v in train_features.items()},
+                "forget_train": {k: v[spec.train_mask] for k, v in train_features.items()},
+                "test": mia_features(test)}
+    return metrics, per_class_accuracy(test, dataset.num_classes), {
+        "config": model.config, "features": features}
+
+
+def _load_checked(path: str, dataset: Dataset, device: str) -> torch.nn.Module:
     model = load_model(path, device)
     if model.config["num_classes"] != dataset.num_classes:
         raise OblivioError(f"model {path} has {model.config['num_classes']} classes, the "
                            f"dataset has {dataset.num_classes}")
-    train = collect_outputs(model, dataset.split("train"), device=device, progress=progress,
-                            desc=f"predict train ({os.path.basename(str(path))})")
-    test = collect_outputs(model, dataset.split("test"), device=device, progress=progress,
-                           desc="predict test")
-    metrics = compute_metrics(train, test, spec, dataset.num_classes, seed, svc_cap)
-    features = {"retain_train": {k: v[~spec.train_mask] for k, v in mia_features(train).items()},
-                "forget_train": {k: v[spec.train_mask] for k, v in mia_features(train).items()},
-                "test": mia_features(test)}
-    return metrics, per_class_accuracy(test, dataset.num_classes), {
-        "config": model.config, "features": features}
+    return model
 
 
 def _clean(value: float) -> float | None:
@@ -89,11 +95,11 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
     dataset = open_dataset(data)
     spec, named = forget_spec(dataset, forget_classes, forget_ids)
     paths = {"model": model, "original": original, "oracle": oracle}
-    for path in paths.values():  # fail on a bad checkpoint before minutes of predictions
-        if path is not None:
-            load_model(path)
-    results = {role: _model_metrics(path, dataset, spec, device, seed, svc_cap, progress)
-               for role, path in paths.items() if path is not None}
+    # every checkpoint is loaded and checked before minutes of predictions
+    models = {role: _load_checked(path, dataset, device) for role, path in paths.items()
+              if path is not None}
+    results = {role: _model_metrics(m, dataset, spec, device, seed, svc_cap, progress)
+               for role, m in models.items()}
     keys = CLASS_KEYS if spec.mode == "class" else INSTANCE_KEYS
     metrics, _, extra = results["model"]
     report: dict = {k: _clean(metrics[k]) for k in keys}

@@ -4,6 +4,7 @@ with its lineage, gate verdict and aliases."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from oblivio.errors import OblivioError
@@ -26,8 +27,6 @@ from oblivio.tracking.store import connect
 def resolve_parent(model_uri: str, dst: str, job_id: str, job_name: str, params: dict) -> dict:
     """Download the registered model ``model_uri`` to ``dst``, start the job's MLflow run and
     log the parent model as its input. Returns the parent's name and version."""
-    import shutil
-
     from mlflow.entities import LoggedModelInput
 
     connect()

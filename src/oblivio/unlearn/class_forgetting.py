@@ -21,7 +21,7 @@ from oblivio.data import open_dataset
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import load_model, save_model
-from oblivio.models.inference import predict_logits
+from oblivio.models.inference import accuracy
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
@@ -57,11 +57,6 @@ class GridPoint:
         return None if self.retain_acc is None else self.retain_acc * (1.0 - self.forget_acc)
 
 
-def _accuracy(model: nn.Module, split: Split, rows: np.ndarray, device: str) -> float:
-    logits = predict_logits(model, split, rows, device=device)
-    return float((logits.argmax(1) == split.labels[torch.as_tensor(rows)]).float().mean())
-
-
 def _forget_accuracy(model: nn.Module, split: Split, rows: np.ndarray, device: str,
                      target: float, chunk: int = 64) -> tuple[float, bool]:
     """Accuracy on the forget rows, stopping as soon as more than ``target`` of them are
@@ -71,8 +66,7 @@ def _forget_accuracy(model: nn.Module, split: Split, rows: np.ndarray, device: s
     correct = 0
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
-        logits = predict_logits(model, split, part, device=device)
-        correct += int((logits.argmax(1) == split.labels[torch.as_tensor(part)]).sum())
+        correct += round(accuracy(model, split, part, device) * len(part))
         if correct > allowed and start + chunk < len(rows):
             return correct / len(rows), True
     return correct / len(rows), False
@@ -118,11 +112,11 @@ def select_alpha(projector: Projector, split: Split, rows: np.ndarray, forget: l
     def evaluate(pair: tuple[float, float], full: bool = False) -> GridPoint:
         projector.apply(*pair)
         if full:
-            forget_acc, partial = _accuracy(projector.model, split, forget_rows, device), False
+            forget_acc, partial = accuracy(projector.model, split, forget_rows, device), False
         else:
             forget_acc, partial = _forget_accuracy(projector.model, split, forget_rows, device,
                                                    forget_target)
-        retain_acc = (_accuracy(projector.model, split, retain_rows, device)
+        retain_acc = (accuracy(projector.model, split, retain_rows, device)
                       if full or forget_acc <= forget_target else None)
         grid.append(GridPoint(pair[0], pair[1], retain_acc, forget_acc, partial))
         return grid[-1]

@@ -107,13 +107,17 @@ def eigen_operators(subspaces: dict[str, LayerSubspaces], device: str = "cpu"
             for name, s in subspaces.items()}
 
 
+def _same_layers(retain: Statistics, forget: Statistics) -> None:
+    if list(retain.layers) != list(forget.layers):
+        raise OblivioError("retain and forget statistics come from different models")
+
+
 def grid_operators(retain: Statistics, forget: Statistics, device: str = "cpu"
                    ) -> dict[str, tuple[Operator, Operator]]:
     """For an alpha grid: retain side direct (a handful of alpha_r values, one Cholesky each),
     forget side from its eigenbasis (many alpha_f values, one product each): half the
     eigendecompositions of ``eigen_operators``, and each pair still one product per layer."""
-    if list(retain.layers) != list(forget.layers):
-        raise OblivioError("retain and forget statistics come from different models")
+    _same_layers(retain, forget)
     return {name: (DirectOperator(retain.layers[name], device),
                    EigenOperator(basis_of(forget.layers[name]), device))
             for name in retain.layers}
@@ -122,8 +126,7 @@ def grid_operators(retain: Statistics, forget: Statistics, device: str = "cpu"
 def direct_operators(retain: Statistics, forget: Statistics, device: str = "cpu"
                      ) -> dict[str, tuple[Operator, Operator]]:
     """(retain, forget) operators of every layer straight from the statistics (no eigh)."""
-    if list(retain.layers) != list(forget.layers):
-        raise OblivioError("retain and forget statistics come from different models")
+    _same_layers(retain, forget)
     return {name: (DirectOperator(retain.layers[name], device),
                    DirectOperator(forget.layers[name], device)) for name in retain.layers}
 

@@ -23,6 +23,7 @@ from oblivio.unlearn.class_forgetting import (
     FORGET_MARGIN,
     Plan,
     alpha_pairs,
+    forgotten_classes,
     plan_forgetting,
     project_and_save,
 )
@@ -84,9 +85,8 @@ def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: st
     pairs = alpha_pairs(alpha, forget_target, forget_margin)
     summary = json.loads(Path(samples_dir, PLAN_FILE).read_text())
     model = load_model(model_dir, device)
-    if sorted(summary["forgotten_classes"]) != sorted(
-            set(summary["forget_classes"]) | set(
-                model.config.get("provenance", {}).get("forgotten_classes", []))):
+    expected = set(summary["forget_classes"]) | set(forgotten_classes(model.config))
+    if sorted(summary["forgotten_classes"]) != sorted(expected):
         raise OblivioError("the sample sets were drawn for another model")
     train = open_dataset(data).split("train")
     rows = {name: train.indices(read_sample_ids(Path(samples_dir, f"{name}.parquet")))
