@@ -73,32 +73,112 @@ def train(
                       "seconds": round(metrics["seconds"], 1), "epochs": epochs}))
 
 
+METHODS = ("projection", "l2ul", "finetune", "neggrad", "neggrad+", "random-label", "ssd",
+           "retrain")
+
+
 @app.command()
 @one_line_errors
 def forget(
     model: Annotated[str, typer.Option(help="Model directory (or s3:// URI) to unlearn from.")],
     data: Annotated[str, typer.Option(help="Dataset the model was trained on.")],
-    classes: Annotated[str, typer.Option(help="Classes to forget: indices or names, e.g. 7,2.")],
     out: Annotated[str, typer.Option(help="Model directory to write.")],
-    alpha: Annotated[str, typer.Option(help="'auto': choose (alpha_r, alpha_f) on a validation "
-                                             "split of the training data.")] = "auto",
-    alpha_r: Annotated[float | None, typer.Option(help="Fixed retain alpha.")] = None,
-    alpha_f: Annotated[float | None, typer.Option(help="Fixed forget alpha.")] = None,
-    retain_per_class: Annotated[int, typer.Option(help="Retain samples per kept class.")] = 100,
-    forget_samples: Annotated[int, typer.Option(help="Samples of the forget class(es).")] = 1000,
-    val_per_class: Annotated[int, typer.Option(help="Validation samples per kept class.")] = 50,
+    classes: Annotated[str | None, typer.Option(
+        help="Classes to forget: indices or names, e.g. 7,2.")] = None,
+    forget_ids: Annotated[str | None, typer.Option(
+        help="Text or Parquet file of training sample ids to forget (a deletion request).")]
+        = None,
+    method: Annotated[str, typer.Option(
+        help="auto (projection for classes, l2ul for ids), " + ", ".join(METHODS) + ".")]
+        = "auto",
+    alpha: Annotated[str, typer.Option(help="projection: 'auto' chooses (alpha_r, alpha_f) on "
+                                             "a validation split of the training data.")] = "auto",
+    alpha_r: Annotated[float | None, typer.Option(help="projection: fixed retain alpha.")] = None,
+    alpha_f: Annotated[float | None, typer.Option(help="projection: fixed forget alpha.")] = None,
+    retain_per_class: Annotated[int, typer.Option(
+        help="projection: retain samples per kept class.")] = 100,
+    forget_samples: Annotated[int, typer.Option(
+        help="projection: samples of the forget class(es).")] = 1000,
+    val_per_class: Annotated[int, typer.Option(
+        help="projection: validation samples per kept class.")] = 50,
     val_forget_samples: Annotated[int, typer.Option(
-        help="Validation samples of the forget class(es).")] = 250,
-    seed: Annotated[int, typer.Option(help="Seed of the sample draws.")] = 0,
-    forget_target: Annotated[float, typer.Option(
-        help="With --alpha auto: the validation forget accuracy a pair must reach; among those, "
-             "the best retain accuracy wins.")] = 0.01,
+        help="projection: validation samples of the forget class(es).")] = 250,
+    forget_target: Annotated[float | None, typer.Option(
+        help="Forget accuracy to reach: projection's validation target (default 0.01), the "
+             "stopping rule of neggrad/neggrad+/random-label (default 0 for ids, 0.01 for "
+             "classes).")] = None,
     forget_margin: Annotated[float, typer.Option(
-        help="With --alpha auto: factor on the chosen alpha_f, because validation images come "
-             "from the training split and forget more readily than unseen ones.")] = 3 ** 0.5,
+        help="projection with --alpha auto: factor on the chosen alpha_f, because validation "
+             "images come from the training split and forget more readily than unseen ones.")]
+        = 3 ** 0.5,
+    ablation: Annotated[str, typer.Option(help="l2ul: naive, adv or adv+imp.")] = "adv+imp",
+    variant: Annotated[str, typer.Option(help="l2ul: misclassify, or relabel (random new "
+                                               "labels, recorded with the model).")]
+        = "misclassify",
+    bn: Annotated[str, typer.Option(help="l2ul: batch norm in train or eval mode.")] = "train",
+    adv_per_instance: Annotated[int | None, typer.Option(
+        help="l2ul: adversarial examples per instance (default 20, 200 from 100 classes).")]
+        = None,
+    pgd_iters: Annotated[int, typer.Option(help="l2ul: L2-PGD iterations.")] = 100,
+    max_epochs: Annotated[int, typer.Option(help="l2ul: cap on epochs over the forget set.")]
+        = 300,
+    epochs: Annotated[float, typer.Option(
+        help="finetune: epochs over D_r; neggrad, neggrad+, random-label: over D_f.")] = 1.0,
+    lr: Annotated[float | None, typer.Option(
+        help="Learning rate (default: 1e-3 for l2ul, 0.01 for the baselines).")] = None,
+    fisher_samples: Annotated[int | None, typer.Option(
+        help="ssd: training samples for the Fisher of D (default: all).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sample draws and of the method.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
-    """Forget whole classes, training-free (activation-subspace weight projection)."""
+    """Forget whole classes or individual training images; every method writes the same model
+    directory, evaluated by `oblivio evaluate`."""
+    if method == "auto":
+        method = "l2ul" if forget_ids is not None else "projection"
+    if method not in METHODS:
+        raise OblivioError(f"unknown method {method!r}; use auto or one of {', '.join(METHODS)}")
+    if method == "projection":
+        if forget_ids is not None:
+            raise OblivioError("projection forgets whole classes; for sample ids use "
+                               "--method l2ul (or a baseline)")
+        if classes is None:
+            raise OblivioError("give the classes to forget with --classes")
+        result = _forget_by_projection(model, data, classes, out, alpha, alpha_r, alpha_f,
+                                       retain_per_class, forget_samples, val_per_class,
+                                       val_forget_samples, forget_target, forget_margin, seed,
+                                       device)
+    elif method == "l2ul":
+        from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
+
+        if classes is not None or forget_ids is None:
+            raise OblivioError("l2ul forgets training images: give --forget-ids (for whole "
+                               "classes use --method projection)")
+        settings = L2ULSettings(ablation=ablation, variant=variant, bn=bn,
+                                adv_per_instance=adv_per_instance, pgd_iters=pgd_iters,
+                                max_epochs=max_epochs, lr=lr or 1e-3, seed=seed)
+        result = forget_instances(model, data, forget_ids, out, settings, device)
+    else:
+        from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
+
+        settings = BaselineSettings(epochs=epochs, lr=lr or 0.01, forget_target=forget_target,
+                                    fisher_samples=fisher_samples, seed=seed)
+        result = forget_with_baseline(model, data, out, method, classes, forget_ids, settings,
+                                      device)
+    if result.get("cap_hit"):
+        print(f"warning: the epoch cap was hit; forget accuracy {result['forget_acc']:.4f} "
+              "(raise --max-epochs)", file=sys.stderr)
+    shown = {k: result[k] for k in ("method", "forget_classes", "forgotten_classes",
+                                    "forget_ids_count", "alpha", "validation", "steps",
+                                    "cap_hit", "forget_acc", "forgotten_acc") if k in result}
+    print(json.dumps({"out": out, **shown,
+                      "seconds": {k: round(v, 2) for k, v in result["seconds"].items()}}))
+
+
+def _forget_by_projection(model: str, data: str, classes: str, out: str, alpha: str,
+                          alpha_r: float | None, alpha_f: float | None, retain_per_class: int,
+                          forget_samples: int, val_per_class: int, val_forget_samples: int,
+                          forget_target: float | None, forget_margin: float, seed: int,
+                          device: str) -> dict:
     from oblivio.unlearn.class_forgetting import forget_classes
 
     if (alpha_r is None) != (alpha_f is None):
@@ -107,13 +187,10 @@ def forget(
         raise OblivioError(f"--alpha takes 'auto', got {alpha!r}; fix a pair with "
                            "--alpha-r and --alpha-f")
     chosen = "auto" if alpha_r is None else (alpha_r, alpha_f)
-    result = forget_classes(model, data, classes, out, chosen, retain_per_class,
-                            forget_samples, val_per_class, seed, device,
-                            forget_target=forget_target, forget_margin=forget_margin,
-                            val_forget_samples=val_forget_samples)
-    print(json.dumps({"out": out, "forgotten_classes": result["forgotten_classes"],
-                      "alpha": result["alpha"], "validation": result["validation"],
-                      "seconds": {k: round(v, 2) for k, v in result["seconds"].items()}}))
+    return forget_classes(model, data, classes, out, chosen, retain_per_class, forget_samples,
+                          val_per_class, seed, device,
+                          forget_target=0.01 if forget_target is None else forget_target,
+                          forget_margin=forget_margin, val_forget_samples=val_forget_samples)
 
 
 @app.command()

@@ -260,6 +260,10 @@ def project_and_save(plan: Plan, operators: dict, pairs: list[tuple[float, float
         **provenance,
         "parent": {"weights_sha256": config["weights_sha256"], **provenance.get("parent", {})},
     }
+    parent = config.get("provenance", {})
+    for key in ("training", "forgotten_ids"):  # the recipe (for retrains), earlier deletions
+        if parent.get(key):
+            provenance[key] = parent[key]
     save_model(plan.model.cpu(), out, arch=config["arch"], class_names=config["class_names"],
                img_size=config["img_size"], parent_fingerprint=config["weights_sha256"],
                provenance=provenance)

@@ -1,0 +1,125 @@
+"""Class forgetting against the baselines (issue 6): projection vs SSD, fine-tune, NegGrad+,
+random label and the retrain oracle, one Fashion-MNIST class at a time.
+
+    python bench/class_baselines.py --classes 0-9
+
+Every method runs in its own process on the same base model; seconds are the method's own
+(load included). Quality: retain / forget test accuracy and the issue-4 metrics on the test split
+and a fixed 12,000-image sample of the training split. Budgets are stated in the table; each
+run is cached in ``bench/out/class_baselines/`` so the bench resumes. Oracles are the cached
+``resnet18-oracle<c>-<epochs>ep`` models (``bench/class_forgetting.py --oracle`` trains them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fashion_mnist, isolated, markdown_table, trained  # noqa: E402
+
+from oblivio.data import open_dataset  # noqa: E402
+from oblivio.evaluation.metrics import ForgetSpec, compute_metrics  # noqa: E402
+from oblivio.evaluation.outputs import collect_outputs  # noqa: E402
+from oblivio.models import load_model  # noqa: E402
+from oblivio.training import Recipe  # noqa: E402
+from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline  # noqa: E402
+from oblivio.unlearn.class_forgetting import forget_classes  # noqa: E402
+
+TRAIN_EVAL = 12_000
+BUDGETS = {  # what each baseline may spend: epochs over D_r (finetune) or D_f (the others)
+    "finetune": BaselineSettings(epochs=0.25, lr=0.01),
+    "neggrad+": BaselineSettings(epochs=1.0, lr=0.01),
+    "random-label": BaselineSettings(epochs=1.0, lr=0.01),
+    "ssd": BaselineSettings(fisher_samples=10_000),
+}
+
+
+def run_method(method: str, base: str, data: str, c: int, out: str) -> dict:
+    if method == "projection":
+        return forget_classes(base, data, [c], out, progress=False, device="cpu")
+    return forget_with_baseline(base, data, out, method, classes=[c], settings=BUDGETS[method],
+                                device="cpu", progress=False)
+
+
+def quality(model_dir: Path, data: Path, c: int) -> dict:
+    ds = open_dataset(data)
+    train, test = ds.split("train"), ds.split("test")
+    rows = np.sort(np.random.default_rng(7).permutation(len(train))[:TRAIN_EVAL])
+    model = load_model(model_dir)
+    tr = collect_outputs(model, train, rows, progress=False)
+    te = collect_outputs(model, test, progress=False)
+    spec = ForgetSpec([c], train.labels.numpy()[rows] == c, test.labels.numpy() == c)
+    return compute_metrics(tr, te, spec, ds.num_classes, seed=0, svc_cap=2000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--classes", default="0-9")
+    ap.add_argument("--methods", nargs="+",
+                    default=["projection", "ssd", "finetune", "neggrad+", "random-label"])
+    ap.add_argument("--epochs", type=int, default=Recipe().epochs)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
+    args = ap.parse_args()
+    lo, _, hi = args.classes.partition("-")
+    classes = list(range(int(lo), int(hi or lo) + 1))
+    out = Path(args.out)
+    work = out / "class_baselines"
+    work.mkdir(parents=True, exist_ok=True)
+    data = fashion_mnist(out)
+    base = out / "models" / f"resnet18-base-{args.epochs}ep"
+    trained(data, "resnet18", base, args.epochs)
+    records = []
+    for c in classes:
+        oracle = out / "models" / f"resnet18-oracle{c}-{args.epochs}ep"
+        runs = [("original", base, None)]
+        if (oracle / "metrics.json").exists():
+            runs.append(("retrain", oracle,
+                         json.loads((oracle / "metrics.json").read_text())["seconds"]))
+        for method in args.methods:
+            cached = work / f"{method}{c}.json"
+            if not cached.exists():
+                model_dir = work / f"{method}{c}"
+                _, seconds, _ = isolated(run_method, method, str(base), str(data), c,
+                                         str(model_dir))
+                cached.write_text(json.dumps({"seconds": seconds,
+                                              **quality(model_dir, data, c)}))
+            runs.append((method, None, json.loads(cached.read_text())))
+        for method, model_dir, info in runs:
+            metrics = info if isinstance(info, dict) else quality(model_dir, data, c)
+            seconds = info["seconds"] if isinstance(info, dict) else info
+            records.append({"class": c, "method": method, **metrics, "seconds": seconds})
+            print(json.dumps(records[-1]), flush=True)
+    md = ["# Class forgetting vs baselines: resnet18, Fashion-MNIST (CPU, 2 threads)", "",
+          f"Classes {', '.join(map(str, classes))}; mean (worst) over classes, accuracy in %. "
+          "Budgets: finetune 0.25 epoch of D_r; neggrad+ and random-label up to 1 epoch of D_f, "
+          "stopping at forget accuracy <= 1%; SSD's Fisher of D on 10,000 images; lr 0.01.", "",
+          summarise(records)]
+    (out / "class_baselines-resnet18.md").write_text("\n".join(md) + "\n")
+    (out / "class_baselines-resnet18.json").write_text(json.dumps(records, indent=2))
+    print("\n".join(md))
+
+
+def summarise(records: list[dict]) -> str:
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in records):
+        rs = [r for r in records if r["method"] == method]
+        retain = [100 * r["retain_test_acc"] for r in rs]
+        forget = [100 * r["forget_test_acc"] for r in rs]
+        mia = [100 * r["mia_efficacy_confidence"] for r in rs]
+        probe = [100 * r["probe_forget_test_acc"] for r in rs]
+        secs = [r["seconds"] for r in rs if r["seconds"] is not None]
+        rows.append([method, len(rs), f"{np.mean(retain):.2f} ({min(retain):.2f})",
+                     f"{np.mean(forget):.2f} ({max(forget):.2f})",
+                     f"{np.mean(mia):.1f} ({min(mia):.1f})", f"{np.mean(probe):.1f}",
+                     f"{np.mean(secs):.1f}" if secs else "-"])
+    return markdown_table(["method", "classes", "retain test acc", "forget test acc",
+                           "MIA-efficacy", "probe forget acc", "seconds"], rows)
+
+
+if __name__ == "__main__":
+    main()

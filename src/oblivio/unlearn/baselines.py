@@ -1,0 +1,260 @@
+"""The baselines every unlearning claim is measured against (ALGORITHMS.md §3), for class and
+instance requests alike: fine-tune, NegGrad, NegGrad+, random label, SSD, and the retrain oracle.
+
+Each changes a model in place given the training rows to forget and to keep, and reports its
+steps and seconds; ``forget_with_baseline`` wraps them into the same model directory as every
+other method. Budgets are in epochs over the data the method learns from, so a run states what
+it cost.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from oblivio.data.reader import Split
+from oblivio.errors import OblivioError
+from oblivio.models.build import build
+from oblivio.models.inference import accuracy
+from oblivio.training import Recipe, resolve_device, seed_everything, train
+from oblivio.unlearn.adversarial import other_classes
+from oblivio.unlearn.requests import ForgetRequest, load_request, save_unlearned
+
+BASELINES = ("finetune", "neggrad", "neggrad+", "random-label", "ssd", "retrain")
+CHECK_ROWS = 512  # forget rows watched by the stopping rule
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    epochs: float = 1.0  # over D_r (finetune) or D_f (neggrad, neggrad+, random-label)
+    lr: float = 0.01
+    batch_size: int = 128
+    forget_target: float | None = None  # None: 0 for instances, 0.01 for classes
+    ssd_alpha: float = 10.0
+    ssd_lambda: float = 1.0
+    fisher_samples: int | None = None  # None: SSD's Fisher over all of D
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
+            raise OblivioError("epochs, learning rate and batch size must be positive")
+        if self.forget_target is not None and not 0 <= self.forget_target <= 1:
+            raise OblivioError(f"forget target must be in [0, 1], got {self.forget_target}")
+        if self.ssd_alpha <= 0 or self.ssd_lambda <= 0:
+            raise OblivioError("SSD's alpha and lambda must be positive")
+
+
+class _Draw:
+    """Random batches of rows, reshuffled each pass, on the model's device."""
+
+    def __init__(self, split: Split, rows: np.ndarray, batch_size: int, gen: torch.Generator,
+                 device: str) -> None:
+        self.split, self.rows, self.size, self.gen, self.device = split, rows, batch_size, gen, device
+        self.order: np.ndarray = np.empty(0, dtype=np.int64)
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self.order) < min(self.size, len(self.rows)):
+            perm = torch.randperm(len(self.rows), generator=self.gen).numpy()
+            self.order = np.concatenate([self.order, self.rows[perm]])
+        take, self.order = self.order[:self.size], self.order[self.size:]
+        x, y = self.split.batch(take)
+        return x.to(self.device, memory_format=torch.channels_last), y.to(self.device)
+
+
+def _optimise(model: nn.Module, settings: BaselineSettings, steps: int,
+              loss_of: Callable[[], torch.Tensor], stop: Callable[[], bool] | None,
+              desc: str, progress: bool) -> dict:
+    """SGD (momentum 0.9, cosine decay over the budget) for up to ``steps`` steps, stopping as
+    soon as ``stop()`` holds after a step."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9,
+                                weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
+    done = stop() if stop else False
+    taken = 0
+    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress or done,
+                  dynamic_ncols=True):
+        if done:
+            break
+        model.train()
+        loss = loss_of()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        taken += 1
+        done = stop() if stop else False
+    model.eval()
+    return {"steps": taken, "budget_steps": steps, "stopped_early": bool(stop and done)}
+
+
+def _steps(rows: np.ndarray, settings: BaselineSettings) -> int:
+    return max(1, math.ceil(settings.epochs * len(rows) / settings.batch_size))
+
+
+def _forget_stop(model: nn.Module, split: Split, forget_rows: np.ndarray, target: float,
+                 device: str, gen: torch.Generator) -> Callable[[], bool]:
+    """Holds once accuracy on (up to CHECK_ROWS of) the forget rows is at most ``target``."""
+    watched = forget_rows[torch.randperm(len(forget_rows), generator=gen)[:CHECK_ROWS].numpy()]
+    return lambda: accuracy(model, split, watched, device=device) <= target
+
+
+def finetune(model: nn.Module, split: Split, retain_rows: np.ndarray, settings: BaselineSettings,
+             device: str, progress: bool = True) -> dict:
+    """Cross-entropy on D_r only: forgetting by catastrophic interference."""
+    gen = seed_everything(settings.seed)
+    draw = _Draw(split, retain_rows, settings.batch_size, gen, device)
+    ce = nn.CrossEntropyLoss()
+
+    def loss() -> torch.Tensor:
+        x, y = draw()
+        return ce(model(x), y)
+    return _optimise(model, settings, _steps(retain_rows, settings), loss, None, "finetune",
+                     progress)
+
+
+def neggrad(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: np.ndarray,
+            settings: BaselineSettings, target: float, device: str, plus: bool = False,
+            progress: bool = True) -> dict:
+    """Gradient ascent on D_f until its accuracy is at most ``target``; NegGrad+ (``plus``)
+    adds descent on a D_r batch in the same step."""
+    gen = seed_everything(settings.seed)
+    forget = _Draw(split, forget_rows, settings.batch_size, gen, device)
+    retain = _Draw(split, retain_rows, settings.batch_size, gen, device)
+    ce = nn.CrossEntropyLoss()
+
+    def loss() -> torch.Tensor:
+        x, y = forget()
+        value = -ce(model(x), y)
+        if plus:
+            xr, yr = retain()
+            value = value + ce(model(xr), yr)
+        return value
+    stop = _forget_stop(model, split, forget_rows, target, device, gen)
+    return _optimise(model, settings, _steps(forget_rows, settings), loss, stop,
+                     "neggrad+" if plus else "neggrad", progress)
+
+
+def random_label(model: nn.Module, split: Split, forget_rows: np.ndarray,
+                 retain_rows: np.ndarray, num_classes: int, settings: BaselineSettings,
+                 target: float, device: str, progress: bool = True) -> dict:
+    """Cross-entropy towards random wrong labels on D_f, plus a D_r batch in the same step."""
+    gen = seed_everything(settings.seed)
+    forget = _Draw(split, forget_rows, settings.batch_size, gen, device)
+    retain = _Draw(split, retain_rows, settings.batch_size, gen, device)
+    ce = nn.CrossEntropyLoss()
+
+    def loss() -> torch.Tensor:
+        x, y = forget()
+        xr, yr = retain()
+        wrong = other_classes(y, num_classes, gen).to(device)
+        return ce(model(torch.cat([x, xr])), torch.cat([wrong, yr]))
+    stop = _forget_stop(model, split, forget_rows, target, device, gen)
+    return _optimise(model, settings, _steps(forget_rows, settings), loss, stop,
+                     "random-label", progress)
+
+
+def diagonal_fisher(model: nn.Module, split: Split, rows: np.ndarray, batch_size: int,
+                    device: str, desc: str, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Mean over batches of the squared CE gradient, per parameter (float64), in eval mode."""
+    model.eval()
+    params = dict(model.named_parameters())
+    fisher = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+    ce = nn.CrossEntropyLoss()
+    batches = 0
+    for x, y in tqdm(split.batches(rows, batch_size), total=math.ceil(len(rows) / batch_size),
+                     desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
+        x = x.to(device, memory_format=torch.channels_last)
+        grads = torch.autograd.grad(ce(model(x), y.to(device)), list(params.values()),
+                                    allow_unused=True)
+        for name, g in zip(params, grads):
+            if g is not None:
+                fisher[name] += g.double().pow(2)
+        batches += 1
+    return {n: f / batches for n, f in fisher.items()}
+
+
+@torch.no_grad()
+def dampen(model: nn.Module, fisher_forget: dict[str, torch.Tensor],
+           fisher_all: dict[str, torch.Tensor], alpha: float, lam: float) -> int:
+    """SSD: where F_f > alpha F_D, scale the parameter by min(1, lam F_D / F_f). Returns the
+    number of parameters dampened."""
+    changed = 0
+    for name, p in model.named_parameters():
+        ff, fd = fisher_forget[name], fisher_all[name]
+        selected = ff > alpha * fd
+        factor = torch.where(selected, (lam * fd / ff.clamp_min(1e-300)).clamp(max=1.0),
+                             torch.ones_like(ff))
+        p.mul_(factor.to(p.dtype))
+        changed += int(selected.sum())
+    return changed
+
+
+def ssd(model: nn.Module, split: Split, forget_rows: np.ndarray, all_rows: np.ndarray,
+        settings: BaselineSettings, device: str, progress: bool = True) -> dict:
+    """Selective synaptic dampening: training-free, from two diagonal Fisher estimates."""
+    gen = seed_everything(settings.seed)
+    rows = all_rows
+    if settings.fisher_samples and settings.fisher_samples < len(all_rows):
+        rows = np.sort(all_rows[torch.randperm(len(all_rows), generator=gen)
+                                [:settings.fisher_samples].numpy()])
+    fisher_all = diagonal_fisher(model, split, rows, settings.batch_size, device, "fisher D",
+                                 progress)
+    fisher_forget = diagonal_fisher(model, split, forget_rows, settings.batch_size, device,
+                                    "fisher D_f", progress)
+    dampened = dampen(model, fisher_forget, fisher_all, settings.ssd_alpha, settings.ssd_lambda)
+    return {"dampened_parameters": dampened, "fisher_rows": len(rows)}
+
+
+def retrain(request: ForgetRequest, device: str, progress: bool = True) -> tuple[nn.Module, dict]:
+    """The oracle: a fresh model trained on D_r with the original model's recipe."""
+    config = request.model.config
+    training = config.get("provenance", {}).get("training") or {}
+    recipe = Recipe(**training.get("recipe", {}))
+    seed_everything(recipe.seed)
+    model = build(config["arch"], config["num_classes"], config["in_chans"], config["img_size"],
+                  config["normalization"])
+    result = train(model, request.train, request.retain_rows, recipe, None, device, progress)
+    return model, {"recipe": asdict(recipe), "recipe_from": "parent" if training else "default",
+                   "train_rows": result.train_rows}
+
+
+def forget_with_baseline(model_dir: str, data: str, out: str, method: str,
+                         classes: str | list[int] | None = None, ids_file: str | None = None,
+                         settings: BaselineSettings = BaselineSettings(), device: str = "auto",
+                         progress: bool = True) -> dict:
+    """Run one baseline on a class or instance request and write the model directory."""
+    if method not in BASELINES:
+        raise OblivioError(f"unknown baseline {method!r}; use one of {', '.join(BASELINES)}")
+    settings.check()
+    device = resolve_device(device)
+    request = load_request(model_dir, data, classes, ids_file, device)
+    target = settings.forget_target
+    if target is None:
+        target = 0.0 if request.mode == "instance" else 0.01
+    model = request.model.to(device, memory_format=torch.channels_last)
+    split, f_rows, r_rows = request.train, request.forget_rows, request.retain_rows
+    t = time.perf_counter()
+    if method == "finetune":
+        result = finetune(model, split, r_rows, settings, device, progress)
+    elif method in ("neggrad", "neggrad+"):
+        result = neggrad(model, split, f_rows, r_rows, settings, target, device,
+                         method == "neggrad+", progress)
+    elif method == "random-label":
+        result = random_label(model, split, f_rows, r_rows, request.dataset.num_classes,
+                              settings, target, device, progress)
+    elif method == "ssd":
+        result = ssd(model, split, f_rows, np.arange(len(split)), settings, device, progress)
+    else:
+        fresh, result = retrain(request, device, progress)
+        fresh.config = request.model.config
+        request.model = fresh
+    result["seconds"] = {"unlearn": time.perf_counter() - t}
+    result["forget_target"] = target
+    return save_unlearned(request, out, method, asdict(settings), result, device)

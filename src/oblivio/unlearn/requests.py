@@ -1,0 +1,141 @@
+"""A checked forget request, for every method: which training rows to forget now, which are kept,
+and what the model had already forgotten (continual requests start from the current model).
+
+Everything is validated before any compute, and the unlearned model is written in one place, so
+every method leaves the same model directory with the same provenance keys.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from oblivio.data import open_dataset
+from oblivio.data.reader import Dataset, Split
+from oblivio.data.sample_ids import ids_sha256, read_sample_ids
+from oblivio.errors import OblivioError
+from oblivio.models.build import ImageClassifier
+from oblivio.models.checkpoint import load_model, save_model
+
+
+@dataclass
+class ForgetRequest:
+    """One request against one model: classes or training sample ids, never both."""
+
+    model: ImageClassifier
+    dataset: Dataset
+    train: Split
+    classes: list[int]
+    forgotten_classes: list[int]
+    ids: list[str]
+    forgotten_ids: list[str]
+    forget_rows: np.ndarray
+    retain_rows: np.ndarray
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def mode(self) -> str:
+        return "instance" if self.ids else "class"
+
+
+def _forgotten(config: dict) -> tuple[list[int], list[str]]:
+    prov = config.get("provenance", {})
+    return list(prov.get("forgotten_classes", [])), list(prov.get("forgotten_ids", []))
+
+
+def _train_rows_of(dataset: Dataset, train: Split, ids: pa.Array, where: str) -> np.ndarray:
+    """Row indices of training ids; ids of the test split get their own error, since a
+    deletion request can only name images the model was trained on."""
+    unknown = pc.invert(pc.is_in(ids, value_set=train.sample_ids))
+    if pc.any(unknown).as_py():
+        missing = pc.filter(ids, unknown)
+        in_test = pc.filter(missing, pc.is_in(missing, value_set=dataset.split("test").sample_ids))
+        if len(in_test):
+            raise OblivioError(f"{where} names test-split sample ids (e.g. {in_test[0]}); a "
+                               "deletion request can only name training images")
+    return train.indices(ids)  # unknown ids: one error that lists them
+
+
+def load_request(model_dir: str, data: str, classes: str | list[int] | None = None,
+                 ids_file: str | os.PathLike[str] | None = None, device: str = "cpu"
+                 ) -> ForgetRequest:
+    """Load the model and data and check the request: exactly one of classes and ids; known,
+    training-split, not yet forgotten; something left to keep."""
+    if (classes is None) == (ids_file is None):
+        raise OblivioError("give exactly one of --classes and --forget-ids")
+    started = time.perf_counter()
+    model = load_model(model_dir, device)
+    dataset = open_dataset(data)
+    config = model.config
+    if config["num_classes"] != dataset.num_classes:
+        raise OblivioError(f"model has {config['num_classes']} classes, dataset {data} has "
+                           f"{dataset.num_classes}")
+    train = dataset.split("train")
+    done_classes, done_ids = _forgotten(config)
+    labels = train.labels.numpy()
+    new_classes: list[int] = []
+    new_ids: list[str] = []
+    if classes is not None:
+        new_classes = dataset.class_indices(classes)
+        forget_rows = np.flatnonzero(np.isin(labels, new_classes))
+        if len(set(new_classes) | set(done_classes)) >= dataset.num_classes:
+            raise OblivioError("cannot forget every class: nothing would be left to keep")
+    else:
+        ids = read_sample_ids(ids_file)
+        forget_rows = _train_rows_of(dataset, train, ids, os.fspath(ids_file))
+        new_ids = ids.to_pylist()
+        again = sorted(set(new_ids) & set(done_ids))
+        if again:
+            raise OblivioError(f"{len(again)} sample id(s) are already forgotten by {model_dir} "
+                               f"(e.g. {again[0]}); request only new ones")
+    all_classes = sorted(set(done_classes) | set(new_classes))
+    all_ids = sorted(set(done_ids) | set(new_ids))
+    keep = ~np.isin(labels, all_classes)
+    if all_ids:
+        keep[train.indices(all_ids)] = False
+    if not keep.any():
+        raise OblivioError("the request leaves no training data to keep")
+    return ForgetRequest(model, dataset, train, new_classes, all_classes, new_ids, all_ids,
+                         forget_rows, np.flatnonzero(keep), started)
+
+
+def forget_batch(request: ForgetRequest) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of the rows to forget now (instance requests are small)."""
+    return request.train.batch(request.forget_rows)
+
+
+def save_unlearned(request: ForgetRequest, out: str, method: str, params: dict,
+                   result: dict, device: str) -> dict:
+    """Write the unlearned model directory; return the provenance recorded in its config."""
+    config = request.model.config
+    training = config.get("provenance", {}).get("training")  # the recipe, for retrains
+    seconds = dict(result.pop("seconds", {}))
+    seconds["total"] = time.perf_counter() - request.started
+    named = ({"forget_ids_sha256": ids_sha256(request.ids), "forget_ids_count": len(request.ids),
+              "forgotten_ids": request.forgotten_ids} if request.mode == "instance" else
+             {"forget_classes": request.classes})
+    provenance = {
+        "kind": "unlearned",
+        "method": method,
+        "params": params,
+        "mode": request.mode,
+        **named,
+        "forgotten_classes": request.forgotten_classes,
+        **result,
+        "seconds": seconds,
+        "device": device,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "parent": {"weights_sha256": config["weights_sha256"]},
+        **({"training": training} if training else {}),
+    }
+    save_model(request.model.cpu(), out, arch=config["arch"], class_names=config["class_names"],
+               img_size=config["img_size"], parent_fingerprint=config["weights_sha256"],
+               provenance=provenance)
+    return provenance

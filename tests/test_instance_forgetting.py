@@ -1,0 +1,245 @@
+"""Instance-wise forgetting (L2UL) and the baselines: PGD, importance, the stopping rule, the
+direction each method moves a model in, continual requests and bad deletion requests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from oblivio.cli import app
+from oblivio.data import open_dataset
+from oblivio.data.sample_ids import write_sample_ids
+from oblivio.data.write import write_classes, write_split
+from oblivio.models import load_model
+from oblivio.models.inference import accuracy
+from oblivio.training import Recipe, train_to_dir
+from oblivio.unlearn.adversarial import adversarial_bank, l2_pgd, other_classes
+from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
+from oblivio.unlearn.importance import anchor_weights, output_sensitivity
+from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
+
+runner = CliRunner()
+MISLABELLED = 8
+
+
+@pytest.fixture(scope="module")
+def mislabelled(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Colour classes with 8 training images given a wrong label, and a model that has
+    memorised them: the realistic deletion case of images the model learned one by one."""
+    root = tmp_path_factory.mktemp("mislabelled")
+    rng = np.random.default_rng(1)
+    colours = rng.uniform(0.15, 0.85, size=(4, 3))
+    data = root / "data"
+    for split, n in (("train", 40), ("test", 25)):
+        labels = np.repeat(np.arange(4), n)
+        pixels = colours[labels][:, None, None, :] + rng.normal(0, 0.1, (len(labels), 12, 12, 3))
+        if split == "train":
+            labels = labels.copy()
+            labels[:MISLABELLED * 20:20] = (labels[:MISLABELLED * 20:20] + 1) % 4
+        write_split(str(data), split, [f"c/{split}/{i:03d}" for i in range(len(labels))],
+                    labels, (np.clip(pixels, 0, 1) * 255).astype(np.uint8))
+    write_classes(str(data), "colours", ["red", "green", "blue", "grey"])
+    forget = [f"c/train/{i:03d}" for i in range(0, MISLABELLED * 20, 20)]
+    write_sample_ids(root / "forget.parquet", forget)
+    (root / "forget.txt").write_text("\n".join(forget) + "\n")
+    recipe = Recipe(epochs=25, batch_size=32, lr=0.05, flip=False, label_smoothing=0.0)
+    train_to_dir(str(data), "resnet18", str(root / "model"), recipe, device="cpu",
+                 progress=False)
+    return {"data": data, "model": root / "model", "ids": root / "forget.parquet",
+            "ids_txt": root / "forget.txt", "forget": forget, "root": root}
+
+
+def _forget_acc(model_dir: Path, data: Path, ids: list[str]) -> float:
+    train = open_dataset(data).split("train")
+    return accuracy(load_model(model_dir), train, train.indices(ids))
+
+
+def _test_acc(model_dir: Path, data: Path) -> float:
+    return accuracy(load_model(model_dir), open_dataset(data).split("test"))
+
+
+def test_l2_pgd_stays_in_the_ball_and_reaches_its_target(trained_rgb) -> None:
+    data, model_dir = trained_rgb
+    model = load_model(model_dir)
+    x, y = open_dataset(data).split("train").batch(np.arange(0, 240, 12))
+    gen = torch.Generator().manual_seed(0)
+    target = other_classes(y, 4, gen)
+    assert bool((target != y).all()) and set(target.tolist()) <= {0, 1, 2, 3}
+    adv = l2_pgd(model, x, target, eps=4.0, step=0.1, iters=100, gen=gen)
+    norms = (adv - x).flatten(1).norm(dim=1)
+    assert float(norms.max()) <= 4.0 + 1e-4 and float(adv.min()) >= 0 and float(adv.max()) <= 1
+    with torch.no_grad():
+        assert float((model(adv).argmax(1) == target).float().mean()) >= 0.9
+    small = l2_pgd(model, x, target, eps=0.5, step=0.1, iters=20, gen=gen)
+    assert float((small - x).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-4
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_adversarial_bank_labels_each_example_with_its_target(trained_rgb) -> None:
+    data, model_dir = trained_rgb
+    model = load_model(model_dir)
+    x, y = open_dataset(data).split("train").batch(np.arange(5))
+    bank, targets = adversarial_bank(model, x, y, 4, 3, torch.Generator().manual_seed(0),
+                                     iters=30, progress=False)
+    assert bank.shape == (15, *x.shape[1:]) and len(targets) == 15
+    assert bool((targets != y.repeat_interleave(3)).all())
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_importance_weights_are_in_unit_range_without_nan(trained_rgb) -> None:
+    data, model_dir = trained_rgb
+    model = load_model(model_dir)
+    x, _ = open_dataset(data).split("train").batch(np.arange(8))
+    omega = output_sensitivity(model, x, batch_size=4)
+    omega["constant"] = torch.full((3, 3), 0.25, dtype=torch.float64)
+    omega["zero"] = torch.zeros(5, dtype=torch.float64)
+    weights = anchor_weights(omega)
+    for name, w in weights.items():
+        assert not torch.isnan(w).any() and float(w.min()) >= 0 and float(w.max()) <= 1, name
+    assert bool((weights["constant"] == 1).all()) and bool((weights["zero"] == 1).all())
+    fc = weights["net.fc.weight"]
+    assert float(fc.min()) == 0.0 and float(fc.max()) == 1.0  # min-max normalised per tensor
+
+
+def test_l2ul_misclassifies_every_forget_instance_and_keeps_test_accuracy(
+        mislabelled: dict, tmp_path: Path) -> None:
+    data, model_dir = mislabelled["data"], mislabelled["model"]
+    assert _forget_acc(model_dir, data, mislabelled["forget"]) == 1.0  # memorised
+    before = _test_acc(model_dir, data)
+    settings = L2ULSettings(adv_per_instance=4, pgd_iters=30, adv_batch=32, max_epochs=400)
+    prov = forget_instances(str(model_dir), str(data), str(mislabelled["ids"]),
+                            str(tmp_path / "u"), settings, device="cpu", progress=False)
+    assert not prov["cap_hit"] and prov["forget_acc"] == 0.0 and prov["steps"] >= 1
+    assert _forget_acc(tmp_path / "u", data, mislabelled["forget"]) == 0.0
+    assert _test_acc(tmp_path / "u", data) >= before - 0.1
+    config = json.loads((tmp_path / "u/config.json").read_text())
+    assert config["provenance"]["method"] == "l2ul" and config["provenance"]["mode"] == "instance"
+    assert config["provenance"]["forgotten_ids"] == sorted(mislabelled["forget"])
+    assert config["parent_fingerprint"] == load_model(model_dir).config["weights_sha256"]
+
+
+def test_l2ul_reports_a_hit_cap_and_relabels(mislabelled: dict, tmp_path: Path) -> None:
+    data, model_dir = mislabelled["data"], mislabelled["model"]
+    capped = forget_instances(str(model_dir), str(data), str(mislabelled["ids"]),
+                              str(tmp_path / "c"),
+                              L2ULSettings(ablation="naive", lr=1e-6, max_epochs=1),
+                              device="cpu", progress=False)
+    assert capped["cap_hit"] and capped["steps"] == 1 and capped["forget_acc"] > 0
+    relabel = forget_instances(str(model_dir), str(data), str(mislabelled["ids"]),
+                               str(tmp_path / "r"),
+                               L2ULSettings(variant="relabel", ablation="naive", lr=0.05,
+                                            max_epochs=100), device="cpu",
+                               progress=False)
+    model = load_model(tmp_path / "r")
+    train = open_dataset(data).split("train")
+    x, _ = train.batch(train.indices(mislabelled["forget"]))
+    with torch.no_grad():
+        assert model(x).argmax(1).tolist() == relabel["new_labels"]
+
+
+def test_continual_requests_start_from_the_current_model(mislabelled: dict,
+                                                         tmp_path: Path) -> None:
+    data, model_dir = mislabelled["data"], mislabelled["model"]
+    first, second = mislabelled["forget"][:4], mislabelled["forget"][4:]
+    (tmp_path / "a.txt").write_text("\n".join(first))
+    (tmp_path / "b.txt").write_text("\n".join(second))
+    settings = L2ULSettings(adv_per_instance=2, pgd_iters=10, adv_batch=32, max_epochs=400)
+    forget_instances(str(model_dir), str(data), str(tmp_path / "a.txt"), str(tmp_path / "m1"),
+                     settings, device="cpu", progress=False)
+    prov = forget_instances(str(tmp_path / "m1"), str(data), str(tmp_path / "b.txt"),
+                            str(tmp_path / "m2"), settings, device="cpu", progress=False)
+    assert prov["forgotten_ids"] == sorted(mislabelled["forget"])
+    assert prov["forget_ids_count"] == 4 and prov["forgotten_acc"] <= 0.25
+    assert prov["parent"]["weights_sha256"] == load_model(tmp_path / "m1").config[
+        "weights_sha256"]
+    result = runner.invoke(app, ["forget", "--model", str(tmp_path / "m2"), "--data", str(data),
+                                 "--forget-ids", str(tmp_path / "a.txt"),
+                                 "--out", str(tmp_path / "m3")])
+    assert result.exit_code == 2 and "already forgotten" in result.stderr
+    assert not (tmp_path / "m3").exists()
+
+
+@pytest.mark.parametrize("method", ["finetune", "neggrad", "neggrad+", "random-label", "ssd"])
+def test_each_baseline_moves_the_model_in_its_direction(mislabelled: dict, tmp_path: Path,
+                                                        method: str) -> None:
+    data, model_dir = mislabelled["data"], mislabelled["model"]
+    settings = BaselineSettings(epochs=20 if method == "finetune" else 50, lr=0.01,
+                                batch_size=16)
+    prov = forget_with_baseline(str(model_dir), str(data), str(tmp_path / "u"), method,
+                                ids_file=str(mislabelled["ids"]), settings=settings,
+                                device="cpu", progress=False)
+    after = _forget_acc(tmp_path / "u", data, mislabelled["forget"])
+    assert prov["method"] == method and prov["mode"] == "instance"
+    if method == "ssd":  # training-free: parameters only shrink, towards forgetting
+        assert prov["dampened_parameters"] > 0 and after < 1.0
+        before, now = load_model(model_dir).state_dict(), load_model(tmp_path / "u").state_dict()
+        assert all(bool((now[k].abs() <= before[k].abs() + 1e-7).all()) for k in before)
+        return
+    elif method == "finetune":  # sees only D_r: the wrong labels are overwritten
+        assert after <= 0.5
+    else:  # stop as soon as no forget instance keeps its label
+        assert prov["stopped_early"] and after == 0.0
+    assert _test_acc(tmp_path / "u", data) >= 0.7
+
+
+def test_retrain_is_the_oracle_and_class_requests_work(trained_rgb, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    prov = forget_with_baseline(str(model_dir), str(data), str(tmp_path / "r"), "retrain",
+                                classes="1", device="cpu", progress=False)
+    assert prov["recipe_from"] == "parent" and prov["recipe"]["epochs"] == 3
+    assert prov["forgotten_classes"] == [1] and prov["train_rows"] == 180
+    test = open_dataset(data).split("test")
+    rows = np.flatnonzero(test.labels.numpy() == 1)
+    assert accuracy(load_model(tmp_path / "r"), test, rows) == 0.0
+    ng = forget_with_baseline(str(model_dir), str(data), str(tmp_path / "n"), "neggrad+",
+                              classes="1", settings=BaselineSettings(epochs=5, batch_size=16),
+                              device="cpu", progress=False)
+    assert ng["forget_target"] == 0.01 and ng["stopped_early"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--forget-ids", "IDS_TEST"], "names test-split sample ids"),
+        (["--forget-ids", "IDS_FOREIGN"], "1 sample id(s) not in split 'train'"),
+        (["--forget-ids", "IDS_DUP"], "has duplicate or empty sample ids"),
+        (["--forget-ids", "IDS_EMPTY"], "names no sample ids"),
+        (["--forget-ids", "IDS_TXT", "--classes", "1", "--method", "neggrad"],
+         "give exactly one of --classes and --forget-ids"),
+        (["--forget-ids", "IDS_TXT", "--method", "projection"], "projection forgets whole"),
+        (["--classes", "1", "--method", "l2ul"], "l2ul forgets training images"),
+        (["--forget-ids", "IDS_TXT", "--method", "magic"], "unknown method 'magic'"),
+        (["--forget-ids", "IDS_TXT", "--ablation", "full"], "unknown ablation 'full'"),
+    ],
+)
+def test_cli_bad_requests_write_nothing(mislabelled: dict, tmp_path: Path, args: list[str],
+                                        message: str) -> None:
+    files = {"IDS_TEST": "c/test/001\n", "IDS_FOREIGN": "c/train/001\nelse/1\n",
+             "IDS_DUP": "c/train/001\nc/train/001\n", "IDS_EMPTY": "\n\n"}
+    for key, text in files.items():
+        (tmp_path / f"{key}.txt").write_text(text)
+    swap = {**{k: str(tmp_path / f"{k}.txt") for k in files}, "IDS_TXT": str(mislabelled["ids_txt"])}
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["forget", "--model", str(mislabelled["model"]), "--data",
+                                 str(mislabelled["data"]), "--out", str(out), "--device", "cpu",
+                                 *[swap.get(a, a) for a in args]])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_forgets_ids_from_a_text_file(mislabelled: dict, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["forget", "--model", str(mislabelled["model"]), "--data",
+                                 str(mislabelled["data"]), "--out", str(tmp_path / "u"),
+                                 "--forget-ids", str(mislabelled["ids_txt"]), "--device", "cpu",
+                                 "--adv-per-instance", "2", "--pgd-iters", "10",
+                                 "--max-epochs", "400", "--lr", "0.01"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["method"] == "l2ul" and summary["forget_ids_count"] == MISLABELLED
+    assert summary["forget_acc"] == 0.0 and not summary["cap_hit"]
