@@ -136,11 +136,12 @@ def summarise(records: list[dict], base_metrics: dict, oracle_seconds: float) ->
             if not rs:
                 continue
             drop = [base[r["seed"]] - r["test_acc"] for r in rs]
-            secs = [r.get("seconds", oracle_seconds if method == "oracle" else 0.0) for r in rs]
+            secs = [r.get("seconds", oracle_seconds if method == "oracle" else None) for r in rs]
             rows.append([k, method, float(np.mean([r["forget_acc"] for r in rs])),
                          float(max(r["forget_acc"] for r in rs)), float(np.mean(drop)),
                          float(max(drop)), float(np.mean([r["retain_train_acc"] for r in rs])),
-                         float(np.mean([r["mia_loss_lr"] for r in rs])), float(np.mean(secs)),
+                         float(np.mean([r["mia_loss_lr"] for r in rs])),
+                         float(np.mean(secs)) if None not in secs else "-",
                          sum(r.get("cap_hit", False) for r in rs)])
     return markdown_table(["k", "method", "forget acc", "worst", "test drop", "worst drop",
                            "retain-train acc", "MIA loss-LR", "seconds", "cap hit"], rows)

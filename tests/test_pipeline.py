@@ -6,6 +6,7 @@ are checked in the compiled YAML, not executed."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -106,6 +107,35 @@ def test_pipeline_twice_extends_the_lineage(tracked: str, trained_rgb, tmp_path:
     assert result.exit_code == 0 and "champion" in result.stdout
 
 
+def test_a_deletion_request_takes_the_instance_branch(tracked: str, trained_rgb,
+                                                      tmp_path: Path) -> None:
+    from oblivio.data.sample_ids import ids_sha256
+    from oblivio_pipeline.local import run_local
+
+    data, model_dir = trained_rgb
+    register_original("deletions", model_dir)
+    ids = ["rgb/train/0000", "rgb/train/0061", "rgb/train/0122"]
+    (tmp_path / "request.txt").write_text("\n".join(ids) + "\n")
+    result = run_local("deletions", None, str(data), device="cpu",
+                       forget_ids=str(tmp_path / "request.txt"), instance_max_epochs=3,
+                       **LENIENT)
+    assert "deletion request" in result["forgot"]
+    rows = lineage("deletions")
+    assert [r["version"] for r in rows] == ["1", "2"] and rows[1]["method"] == "l2ul"
+    v2 = client().get_model_version("deletions", "2")
+    assert v2.tags["oblivio.forget_ids_sha256"] == ids_sha256(ids)
+    assert v2.tags["oblivio.forgotten_batches"] == ids_sha256(ids)
+    assert "forget_train_acc" in rows[1]["metrics"]  # judged on the images (quality: unit tests)
+    assert json.loads(v2.tags["oblivio.params"])["params"]["max_epochs"] == 3
+    assert oblivio.load_model("models:/deletions/2").config["provenance"]["forgotten_ids"] == ids
+    bad = tmp_path / "bad.txt"
+    bad.write_text("rgb/test/0001\n")
+    out = runner.invoke(app, ["run", "--model-name", "deletions", "--data", str(data),
+                              "--forget-ids", str(bad)])
+    assert out.exit_code == 2 and "not in split 'train'" in out.stderr
+    assert [r["version"] for r in lineage("deletions")] == ["1", "2"]
+
+
 def test_gates_and_the_deletion_rule(tracked: str, trained_rgb) -> None:
     _, model_dir = trained_rgb
     register_original("gated", model_dir)  # version 1, knows every class
@@ -188,14 +218,21 @@ def test_compiled_yaml_is_current_and_carries_cluster_settings(tmp_path: Path) -
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"gpu_count", "node_selector_json", "tolerations_json", "secret_name", "model_name",
-            "forget_classes", "alpha_mode"} <= set(params)
+            "forget_classes", "forget_ids_uri", "instance_ablation", "alpha_mode"} <= set(params)
     assert all("defaultValue" in p and p.get("description") for p in params.values())
     tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    assert tasks["register-model"]["cachingOptions"] == {}  # no caching on registration
-    assert tasks["resolve-model"]["cachingOptions"] == {}
+    assert tasks["resolve-model"]["cachingOptions"] == {}  # the alias moves
     assert tasks["resolve-model"]["retryPolicy"]["maxRetryCount"] == 3  # I/O steps retry
-    assert "retryPolicy" not in tasks["register-model"]
-    assert {"capture-activations", "capture-activations-2"} <= set(tasks)  # retain || forget
+    assert set(tasks) == {"resolve-model", "sample-data", "condition-branches-2"}
+    classes = spec["components"]["comp-condition-3"]["dag"]["tasks"]
+    instances = spec["components"]["comp-condition-4"]["dag"]["tasks"]
+    assert {"capture-activations", "capture-activations-2"} <= set(classes)  # retain || forget
+    assert set(instances) == {"unlearn-instances", "evaluate-model-2", "register-model-2"}
+    for register in (classes["register-model"], instances["register-model-2"]):
+        assert register["cachingOptions"] == {}  # never skip a registration
+        assert "retryPolicy" not in register
+    branch = spec["components"]["comp-condition-branches-2"]["dag"]["tasks"]
+    assert "forget_ids_uri" in branch["condition-3"]["triggerPolicy"]["condition"]
     exit_task = spec["root"]["dag"]["tasks"]["record-outcome"]
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     image = spec["deploymentSpec"]["executors"]["exec-register-model"]["container"]["image"]

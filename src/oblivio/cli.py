@@ -244,6 +244,9 @@ def run(
         "fashion-classifier",
     forget_classes: Annotated[str | None, typer.Option(
         help="Classes to forget (default: the next class the champion still knows).")] = None,
+    forget_ids: Annotated[str | None, typer.Option(
+        help="A deletion request instead: text or Parquet file of training sample ids "
+             "(the instance branch, L2UL).")] = None,
     data: Annotated[str | None, typer.Option(
         help="Dataset (default: Fashion-MNIST, converted under the oblivio home).")] = None,
     epochs: Annotated[int, typer.Option(
@@ -255,14 +258,15 @@ def run(
     min_mia_efficacy: Annotated[float, typer.Option(help="Gate: MIA-efficacy.")] = 0.9,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
-    """Run the class-forgetting pipeline locally (kfp.local) against the local MLflow."""
+    """Run the unlearning pipeline locally (kfp.local) against the local MLflow."""
     from oblivio_pipeline.local import run_local
 
     result = run_local(model_name, forget_classes, data, epochs=epochs, device=device,
+                       forget_ids=forget_ids,
                        alpha_mode=alpha_mode, promote=promote, max_forget_acc=max_forget_acc,
                        max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy)
     print(result["report"])
-    print(f"forgot class(es) {result['forget_classes']}")
+    print(f"forgot {result['forgot']}")
     print_lineage(model_name)
 
 

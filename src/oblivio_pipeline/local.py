@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from oblivio.data import open_dataset
+from oblivio.data.sample_ids import read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.tracking.registry import CHAMPION, Lineage, forgotten, log_model_version
 from oblivio.tracking.store import connect, oblivio_home
@@ -67,8 +68,9 @@ def next_class(name: str) -> str:
 def run_local(name: str = "fashion-classifier", forget_classes: str | None = None,
               data: str | None = None, idx_dir: str = "/usr/share/datasets/fashion-mnist",
               arch: str = "resnet18", epochs: int = 1, device: str = "auto",
-              **params) -> dict:
-    """Run the class-forgetting pipeline locally; returns the registered version's summary."""
+              forget_ids: str | None = None, **params) -> dict:
+    """Run the unlearning pipeline locally (classes, or a deletion request of training sample
+    ids); returns the registered version's summary."""
     from kfp import local
 
     from oblivio_pipeline.pipelines.class_forgetting import make_class_forgetting
@@ -77,8 +79,15 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     connect()  # fails fast, with one line, when MLflow is unreachable
     dataset = Path(data) if data else ensure_dataset(home, idx_dir)
     ensure_registered(name, dataset, home, arch, epochs, device)
-    classes = forget_classes or next_class(name)
-    open_dataset(dataset).class_indices(classes)  # an unknown class: one error, no pipeline run
+    if forget_ids is not None:  # bad ids: one error, no pipeline run
+        if forget_classes is not None:
+            raise OblivioError("give classes or sample ids to forget, not both")
+        open_dataset(dataset).split("train").indices(read_sample_ids(forget_ids))
+        classes, what = "", f"the {forget_ids} deletion request"
+    else:
+        classes = forget_classes or next_class(name)
+        open_dataset(dataset).class_indices(classes)  # an unknown class: one error, no run
+        what = f"class(es) {classes}"
     if params.get("alpha_mode", "auto") not in ("auto", "fixed"):
         raise OblivioError(f"alpha mode must be auto or fixed, got {params['alpha_mode']!r}")
     local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
@@ -86,7 +95,7 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     pipeline = make_class_forgetting(on_cluster=False)
     log = home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"forgetting class(es) {classes} from {name}@champion with kfp.local; the steps' "
+    print(f"forgetting {what} from {name}@champion with kfp.local; the steps' "
           f"output goes to {log}", file=sys.stderr)
     # the steps' own output (executor JSON, progress bars) goes to the log; kfp's one line per
     # finished task still reaches stderr
@@ -98,10 +107,11 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
         try:
             pipeline(model_name=name, dataset_uri=str(dataset), forget_classes=classes,
+                     forget_ids_uri=str(Path(forget_ids).resolve()) if forget_ids else "",
                      device=device, gpu_count=0, **params)
         except RuntimeError as exc:
             raise OblivioError(f"{str(exc).splitlines()[0]} (step output: {log})") from None
-    return {"forget_classes": classes, "report": candidate_report(name), "log": str(log)}
+    return {"forget_classes": classes, "forgot": what, "report": candidate_report(name), "log": str(log)}
 
 
 def candidate_report(name: str) -> str:

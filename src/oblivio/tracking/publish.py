@@ -55,11 +55,12 @@ def register_unlearned(model_dir: str, report_dir: str, name: str, parent_versio
     failures = check_gates(flat_metrics(report), gates)
     parent = resolve_version(f"models:/{name}/{parent_version}")
     _, parent_batches = forgotten(parent.tags)
-    ids_digest = report.get("forget_ids_sha256")
+    ids_digest = prov.get("forget_ids_sha256")  # this request's, not the union evaluated
     lineage = Lineage(
         method=prov.get("method", "unknown"),
         params={k: prov[k] for k in ("alpha", "alpha_mode", "forget_target", "forget_margin",
-                                     "samples", "seed", "solver") if k in prov},
+                                     "samples", "seed", "solver", "params", "steps", "cap_hit")
+                if k in prov},
         parent_version=str(parent_version),
         forget_classes=prov.get("forget_classes", []),
         forget_ids_sha256=ids_digest,

@@ -72,13 +72,16 @@ def log_report(job_id: str, report_dir: str) -> dict[str, float]:
 
 
 def log_sample_sets(job_id: str, samples_dir: str, dataset_uri: str) -> None:
-    """Log the retain / forget / validation id lists as the run's dataset inputs."""
+    """Log the retain / forget / validation id lists (a deletion request: the forget list
+    alone) as the run's dataset inputs."""
     import mlflow
     import pandas as pd
 
     run_id = run_id_of(job_id)
     inputs = []
     for name in ("retain", "forget", "validation"):
+        if not Path(samples_dir, f"{name}.parquet").exists():
+            continue
         frame = pd.read_parquet(Path(samples_dir, f"{name}.parquet"))
         dataset = mlflow.data.from_pandas(frame, source=dataset_uri, name=f"{name}-samples")
         inputs.append(mlflow.entities.DatasetInput(dataset._to_mlflow_entity(), [

@@ -105,6 +105,14 @@ def _forget_stop(model: nn.Module, split: Split, forget_rows: np.ndarray, target
     return lambda: accuracy(model, split, watched, device=device) <= target
 
 
+def _forget_and_retain(split: Split, forget_rows: np.ndarray, retain_rows: np.ndarray,
+                       settings: BaselineSettings, device: str
+                       ) -> tuple[torch.Generator, _Draw, _Draw]:
+    gen = seed_everything(settings.seed)
+    return (gen, _Draw(split, forget_rows, settings.batch_size, gen, device),
+            _Draw(split, retain_rows, settings.batch_size, gen, device))
+
+
 def finetune(model: nn.Module, split: Split, retain_rows: np.ndarray, settings: BaselineSettings,
              device: str, progress: bool = True) -> dict:
     """Cross-entropy on D_r only: forgetting by catastrophic interference."""
@@ -124,9 +132,7 @@ def neggrad(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows
             progress: bool = True) -> dict:
     """Gradient ascent on D_f until its accuracy is at most ``target``; NegGrad+ (``plus``)
     adds descent on a D_r batch in the same step."""
-    gen = seed_everything(settings.seed)
-    forget = _Draw(split, forget_rows, settings.batch_size, gen, device)
-    retain = _Draw(split, retain_rows, settings.batch_size, gen, device)
+    gen, forget, retain = _forget_and_retain(split, forget_rows, retain_rows, settings, device)
     ce = nn.CrossEntropyLoss()
 
     def loss() -> torch.Tensor:
@@ -145,9 +151,7 @@ def random_label(model: nn.Module, split: Split, forget_rows: np.ndarray,
                  retain_rows: np.ndarray, num_classes: int, settings: BaselineSettings,
                  target: float, device: str, progress: bool = True) -> dict:
     """Cross-entropy towards random wrong labels on D_f, plus a D_r batch in the same step."""
-    gen = seed_everything(settings.seed)
-    forget = _Draw(split, forget_rows, settings.batch_size, gen, device)
-    retain = _Draw(split, retain_rows, settings.batch_size, gen, device)
+    gen, forget, retain = _forget_and_retain(split, forget_rows, retain_rows, settings, device)
     ce = nn.CrossEntropyLoss()
 
     def loss() -> torch.Tensor:

@@ -17,13 +17,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from oblivio.data import open_dataset
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
-from oblivio.models.checkpoint import load_model, save_model
+from oblivio.models.checkpoint import save_model
 from oblivio.models.inference import accuracy
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
+from oblivio.unlearn.requests import load_matching
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
 from oblivio.unlearn.statistics import capture_statistics
 
@@ -185,12 +185,8 @@ def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
                     val_forget_samples: int = 250) -> Plan:
     """Load and check everything, then draw the sample sets. Classes the model has already
     forgotten stay forgotten and are never drawn as retain or validation samples."""
-    model = load_model(model_dir, device)
-    dataset = open_dataset(data)
+    model, dataset = load_matching(model_dir, data, device)
     config = model.config
-    if config["num_classes"] != dataset.num_classes:
-        raise OblivioError(f"model has {config['num_classes']} classes, dataset {data} has "
-                           f"{dataset.num_classes}")
     new = dataset.class_indices(classes)
     already = forgotten_classes(config)
     forget_all = sorted(set(new) | set(already))

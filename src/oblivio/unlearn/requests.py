@@ -63,6 +63,16 @@ def _train_rows_of(dataset: Dataset, train: Split, ids: pa.Array, where: str) ->
     return train.indices(ids)  # unknown ids: one error that lists them
 
 
+def load_matching(model_dir: str, data: str, device: str) -> tuple[ImageClassifier, Dataset]:
+    """The model and its dataset, checked to have the same classes."""
+    model = load_model(model_dir, device)
+    dataset = open_dataset(data)
+    if model.config["num_classes"] != dataset.num_classes:
+        raise OblivioError(f"model has {model.config['num_classes']} classes, dataset {data} "
+                           f"has {dataset.num_classes}")
+    return model, dataset
+
+
 def load_request(model_dir: str, data: str, classes: str | list[int] | None = None,
                  ids_file: str | os.PathLike[str] | None = None, device: str = "cpu"
                  ) -> ForgetRequest:
@@ -71,12 +81,8 @@ def load_request(model_dir: str, data: str, classes: str | list[int] | None = No
     if (classes is None) == (ids_file is None):
         raise OblivioError("give exactly one of --classes and --forget-ids")
     started = time.perf_counter()
-    model = load_model(model_dir, device)
-    dataset = open_dataset(data)
+    model, dataset = load_matching(model_dir, data, device)
     config = model.config
-    if config["num_classes"] != dataset.num_classes:
-        raise OblivioError(f"model has {config['num_classes']} classes, dataset {data} has "
-                           f"{dataset.num_classes}")
     train = dataset.split("train")
     done_classes, done_ids = _forgotten(config)
     labels = train.labels.numpy()

@@ -1,5 +1,6 @@
-"""Class forgetting as separately runnable steps over files, one per pipeline step
-(ARCHITECTURE.md): sample -> capture (retain and forget, in parallel) -> subspaces -> project.
+"""Forgetting as separately runnable steps over files, one per pipeline step (ARCHITECTURE.md):
+classes: sample -> capture (retain and forget, in parallel) -> subspaces -> project;
+instances: sample (check the deletion request) -> unlearn.
 
 Each step reads what the previous one wrote (sample-id Parquet files, safetensors statistics and
 subspaces, model directories), so a step can run in its own process or pod.
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from oblivio.data import open_dataset
-from oblivio.data.sample_ids import read_sample_ids, write_sample_ids
+from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import load_model
 from oblivio.training import resolve_device
@@ -27,7 +28,9 @@ from oblivio.unlearn.class_forgetting import (
     plan_forgetting,
     project_and_save,
 )
+from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.projection import eigen_operators
+from oblivio.unlearn.requests import load_request
 from oblivio.unlearn.samples import ClassSamples
 from oblivio.unlearn.statistics import capture_statistics, load_statistics, save_statistics
 from oblivio.unlearn.subspaces import compute_subspaces, load_subspaces, save_subspaces
@@ -52,6 +55,29 @@ def sample_step(model_dir: str, data: str, classes: str | list[int], out_dir: st
                **{name: len(getattr(plan.sets, name)) for name in SETS}}
     Path(out_dir, PLAN_FILE).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def sample_instances_step(model_dir: str, data: str, ids_uri: str, out_dir: str) -> dict:
+    """Check a deletion request against the model and data (known training ids, none already
+    forgotten) and keep it as ``forget.parquet`` beside ``plan.json``."""
+    request = load_request(model_dir, data, ids_file=ids_uri)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_sample_ids(os.path.join(out_dir, "forget.parquet"), request.ids)
+    summary = {"mode": "instance", "forget_ids_count": len(request.ids),
+               "forget_ids_sha256": ids_sha256(request.ids),
+               "forgotten_ids_count": len(request.forgotten_ids), "forget": len(request.ids)}
+    Path(out_dir, PLAN_FILE).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def instance_step(model_dir: str, data: str, samples_dir: str, out: str,
+                  settings: L2ULSettings = L2ULSettings(), device: str = "auto") -> dict:
+    """Forget the instances of ``sample_instances_step`` with L2UL; write the unlearned model."""
+    summary = json.loads(Path(samples_dir, PLAN_FILE).read_text())
+    if summary.get("mode") != "instance":
+        raise OblivioError("the sample sets name classes, not a deletion request")
+    return forget_instances(model_dir, data, str(Path(samples_dir, "forget.parquet")), out,
+                            settings, device, progress=False)
 
 
 def capture_step(model_dir: str, data: str, ids_file: str, out_file: str,

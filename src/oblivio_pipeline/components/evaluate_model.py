@@ -10,7 +10,8 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
                    summary: dsl.Output[dsl.Markdown], html: dsl.Output[dsl.HTML]) -> None:
     """Accuracy, membership-inference attacks and a linear probe, original beside unlearned.
 
-    Judged on every class the unlearned model has forgotten, this run's and earlier ones.
+    Judged on everything the unlearned model has forgotten, this run's and earlier ones: its
+    classes, or (after a deletion request) all the training images it has forgotten.
 
     Args:
         original: The parent model.
@@ -30,9 +31,18 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
     from oblivio.models.checkpoint import read_config
     from oblivio.tracking.runs import log_report
 
-    forgotten = read_config(unlearned.path)["provenance"]["forgotten_classes"]
-    result = evaluate(unlearned.path, dataset_uri, report.path, forget_classes=forgotten,
-                      original=original.path, device=device, progress=False)
+    import tempfile
+
+    from oblivio.data.sample_ids import write_sample_ids
+
+    prov = read_config(unlearned.path)["provenance"]
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {"forget_classes": prov["forgotten_classes"]}
+        if prov.get("mode") == "instance":
+            write_sample_ids(f"{tmp}/forgotten.parquet", prov["forgotten_ids"])
+            spec = {"forget_ids": f"{tmp}/forgotten.parquet"}
+        result = evaluate(unlearned.path, dataset_uri, report.path, original=original.path,
+                          device=device, progress=False, **spec)
     for key, value in log_report(job_id, report.path).items():
         metrics.log_metric(key, value)
     with open(summary.path, "w") as f:

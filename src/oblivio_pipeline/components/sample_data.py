@@ -5,15 +5,17 @@ from oblivio_pipeline import component
 
 @component
 def sample_data(model: dsl.Input[dsl.Model], dataset_uri: str, forget_classes: str,
-                retain_per_class: int, forget_samples: int, val_per_class: int,
-                val_forget_samples: int, seed: int, job_id: str,
+                forget_ids_uri: str, retain_per_class: int, forget_samples: int,
+                val_per_class: int, val_forget_samples: int, seed: int, job_id: str,
                 samples: dsl.Output[dsl.Dataset]) -> None:
-    """Draw the retain, forget and validation sample lists from the training split.
+    """Draw the retain, forget and validation sample lists from the training split, or, for a
+    deletion request (``forget_ids_uri``), check it and keep it as the forget list.
 
     Args:
         model: The model to unlearn from (classes it already forgot are never retained).
         dataset_uri: Dataset directory or s3:// URI in oblivio's contract.
         forget_classes: Classes to forget, indices or names, comma-separated.
+        forget_ids_uri: Text or Parquet file of training sample ids ("" for class forgetting).
         retain_per_class: Retain samples per kept class.
         forget_samples: Samples of the forget classes.
         val_per_class: Validation samples per kept class (alpha selection).
@@ -23,10 +25,13 @@ def sample_data(model: dsl.Input[dsl.Model], dataset_uri: str, forget_classes: s
         samples: A folder of retain/forget/validation Parquet id lists and plan.json.
     """
     from oblivio.tracking.runs import log_sample_sets
-    from oblivio.unlearn.steps import sample_step
+    from oblivio.unlearn.steps import sample_instances_step, sample_step
 
-    summary = sample_step(model.path, dataset_uri, forget_classes, samples.path,
-                          retain_per_class, forget_samples, val_per_class, val_forget_samples,
-                          seed)
+    if forget_ids_uri:
+        summary = sample_instances_step(model.path, dataset_uri, forget_ids_uri, samples.path)
+    else:
+        summary = sample_step(model.path, dataset_uri, forget_classes, samples.path,
+                              retain_per_class, forget_samples, val_per_class,
+                              val_forget_samples, seed)
     samples.metadata.update(summary)
     log_sample_sets(job_id, samples.path, dataset_uri)

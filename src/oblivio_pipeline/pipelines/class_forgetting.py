@@ -1,4 +1,7 @@
-"""The class-forgetting pipeline: ARCHITECTURE.md's table, one task per row."""
+"""The unlearning pipeline: ARCHITECTURE.md's table, one task per row. A forget spec naming
+classes takes the projection branch; one naming training sample ids (a deletion request) takes
+the instance branch (L2UL). Both share the sample, evaluate and register steps, so a deletion
+batch of images gets the same evaluation, gates and lineage as a forgotten class."""
 
 from kfp import dsl, kubernetes
 
@@ -11,6 +14,7 @@ from oblivio_pipeline.components import (
     register_model,
     resolve_model,
     sample_data,
+    unlearn_instances,
 )
 
 #: Keys of the Kubernetes secret that reach every step as environment variables.
@@ -42,14 +46,16 @@ def make_class_forgetting(on_cluster: bool = True):
     """The pipeline; ``on_cluster=False`` leaves out the Kubernetes settings for kfp.local."""
 
     @dsl.pipeline(name="oblivio-class-forgetting",
-                  description="Forget whole classes from a registered image classifier, training-"
-                              "free; evaluate with membership inference; register the unlearned "
-                              "version with its lineage and promote it through gates.")
+                  description="Forget whole classes (training-free projection) or the training "
+                              "images of a deletion request (L2UL) from a registered image "
+                              "classifier; evaluate with membership inference; register the "
+                              "unlearned version with its lineage and promote it through gates.")
     def class_forgetting(
         model_name: str = "fashion-classifier",
         model_alias: str = "champion",
         dataset_uri: str = "s3://oblivio/datasets/fashion-mnist",
         forget_classes: str = "7",
+        forget_ids_uri: str = "",
         retain_per_class: int = 100,
         forget_samples: int = 1000,
         val_per_class: int = 50,
@@ -62,6 +68,9 @@ def make_class_forgetting(on_cluster: bool = True):
         max_forget_acc: float = 0.01,
         max_retain_drop: float = 0.025,
         min_mia_efficacy: float = 0.9,
+        instance_min_mia_efficacy: float = 0.0,
+        instance_ablation: str = "adv+imp",
+        instance_max_epochs: int = 300,
         promote: bool = True,
         deletion_batch: str = "none",
         device: str = "auto",
@@ -76,7 +85,10 @@ def make_class_forgetting(on_cluster: bool = True):
             model_name: Registered model to unlearn from.
             model_alias: Its alias (or version number) to start from.
             dataset_uri: Dataset the model was trained on (directory or s3:// URI).
-            forget_classes: Classes to forget, indices or names, comma-separated.
+            forget_classes: Classes to forget, indices or names, comma-separated (used when
+                forget_ids_uri is empty).
+            forget_ids_uri: A deletion request: text or Parquet file (s3:// or path) of
+                training sample ids. When set, the instance branch (L2UL) runs.
             retain_per_class: Retain samples per kept class.
             forget_samples: Samples of the forget classes.
             val_per_class: Validation samples per kept class for alpha selection.
@@ -88,7 +100,12 @@ def make_class_forgetting(on_cluster: bool = True):
             forget_target: Validation forget accuracy alpha selection must reach.
             max_forget_acc: Gate: highest forget-class test accuracy.
             max_retain_drop: Gate: largest retain test accuracy drop vs the parent.
-            min_mia_efficacy: Gate: lowest MIA-efficacy (confidence).
+            min_mia_efficacy: Gate: lowest MIA-efficacy (confidence), class branch.
+            instance_min_mia_efficacy: The same gate for the instance branch. Forgotten images
+                of classes the model still knows look like members even to a retrained model,
+                so this is 0 (off) unless you calibrate it on a retrain.
+            instance_ablation: Instance branch: adv+imp (L2UL), adv or naive.
+            instance_max_epochs: Instance branch: cap on epochs over the request.
             promote: Make the new version champion when the gates pass.
             deletion_batch: Id of the deletion batch this run honours.
             device: cpu, cuda or auto.
@@ -106,38 +123,52 @@ def make_class_forgetting(on_cluster: bool = True):
             resolved = _configure(resolve_model(
                 model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
                 params_json=f'{{"forget_classes": "{forget_classes}", '
+                            f'"forget_ids_uri": "{forget_ids_uri}", '
                             f'"alpha_mode": "{alpha_mode}", "seed": "{seed}", '
                             f'"dataset_uri": "{dataset_uri}"}}'),
                 **cluster, retries=3)
             resolved.set_caching_options(False)  # the alias moves: always ask the registry
             model = resolved.outputs["model"]
+
+            def evaluate_and_register(unlearned, mia_gate) -> None:
+                evaluated = _configure(evaluate_model(
+                    original=model, unlearned=unlearned, dataset_uri=dataset_uri, device=device,
+                    job_id=job_id), **cluster, gpu_count=gpu_count, retries=2)
+                registered = _configure(register_model(
+                    unlearned=unlearned, report=evaluated.outputs["report"],
+                    model_name=model_name, parent_version=resolved.outputs["Output"],
+                    deletion_batch=deletion_batch, max_forget_acc=max_forget_acc,
+                    max_retain_drop=max_retain_drop, min_mia_efficacy=mia_gate,
+                    promote=promote, job_id=job_id, job_name=job_name), **cluster)
+                registered.set_caching_options(False)  # never skip a registration
+
             samples = _configure(sample_data(
                 model=model, dataset_uri=dataset_uri, forget_classes=forget_classes,
-                retain_per_class=retain_per_class, forget_samples=forget_samples,
-                val_per_class=val_per_class, val_forget_samples=val_forget_samples, seed=seed,
-                job_id=job_id), **cluster, retries=3).outputs["samples"]
-            stats = {which: _configure(capture_activations(
-                model=model, dataset_uri=dataset_uri, samples=samples, which=which, device=device),
-                **cluster, gpu_count=gpu_count, retries=2).set_display_name(f"capture {which}")
-                for which in ("retain", "forget")}
-            subspaces = _configure(compute_subspaces(
-                retain_statistics=stats["retain"].outputs["statistics"],
-                forget_statistics=stats["forget"].outputs["statistics"]),
-                **cluster, gpu_count=gpu_count)
-            projected = _configure(apply_projection(
-                model=model, dataset_uri=dataset_uri, subspaces=subspaces.outputs["subspaces"],
-                samples=samples, alpha_mode=alpha_mode, alpha_r=alpha_r, alpha_f=alpha_f,
-                forget_target=forget_target, device=device), **cluster, gpu_count=gpu_count)
-            evaluated = _configure(evaluate_model(
-                original=model, unlearned=projected.outputs["unlearned"], dataset_uri=dataset_uri,
-                device=device, job_id=job_id), **cluster, gpu_count=gpu_count, retries=2)
-            registered = _configure(register_model(
-                unlearned=projected.outputs["unlearned"], report=evaluated.outputs["report"],
-                model_name=model_name, parent_version=resolved.outputs["Output"],
-                deletion_batch=deletion_batch, max_forget_acc=max_forget_acc,
-                max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
-                promote=promote, job_id=job_id, job_name=job_name), **cluster)
-            registered.set_caching_options(False)  # never skip a registration
+                forget_ids_uri=forget_ids_uri, retain_per_class=retain_per_class,
+                forget_samples=forget_samples, val_per_class=val_per_class,
+                val_forget_samples=val_forget_samples, seed=seed, job_id=job_id),
+                **cluster, retries=3).outputs["samples"]
+            with dsl.If(forget_ids_uri == "", name="classes"):
+                stats = {which: _configure(capture_activations(
+                    model=model, dataset_uri=dataset_uri, samples=samples, which=which,
+                    device=device), **cluster, gpu_count=gpu_count,
+                    retries=2).set_display_name(f"capture {which}")
+                    for which in ("retain", "forget")}
+                subspaces = _configure(compute_subspaces(
+                    retain_statistics=stats["retain"].outputs["statistics"],
+                    forget_statistics=stats["forget"].outputs["statistics"]),
+                    **cluster, gpu_count=gpu_count)
+                projected = _configure(apply_projection(
+                    model=model, dataset_uri=dataset_uri, subspaces=subspaces.outputs["subspaces"],
+                    samples=samples, alpha_mode=alpha_mode, alpha_r=alpha_r, alpha_f=alpha_f,
+                    forget_target=forget_target, device=device), **cluster, gpu_count=gpu_count)
+                evaluate_and_register(projected.outputs["unlearned"], min_mia_efficacy)
+            with dsl.Else(name="instances"):
+                forgot = _configure(unlearn_instances(
+                    model=model, dataset_uri=dataset_uri, samples=samples,
+                    ablation=instance_ablation, max_epochs=instance_max_epochs, seed=seed,
+                    device=device), **cluster, gpu_count=gpu_count)
+                evaluate_and_register(forgot.outputs["unlearned"], instance_min_mia_efficacy)
 
     return class_forgetting
 
