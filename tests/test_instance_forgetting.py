@@ -216,6 +216,9 @@ def test_retrain_is_the_oracle_and_class_requests_work(trained_rgb, tmp_path: Pa
         (["--classes", "1", "--method", "l2ul"], "l2ul forgets training images"),
         (["--forget-ids", "IDS_TXT", "--method", "magic"], "unknown method 'magic'"),
         (["--forget-ids", "IDS_TXT", "--ablation", "full"], "unknown ablation 'full'"),
+        (["--forget-ids", "IDS_TXT", "--lr", "0"], "learning rate must be positive"),
+        (["--forget-ids", "IDS_TXT", "--method", "neggrad", "--lr", "0"],
+         "learning rate and batch size must be positive"),
     ],
 )
 def test_cli_bad_requests_write_nothing(mislabelled: dict, tmp_path: Path, args: list[str],

@@ -132,7 +132,7 @@ def test_a_deletion_request_takes_the_instance_branch(tracked: str, trained_rgb,
     bad.write_text("rgb/test/0001\n")
     out = runner.invoke(app, ["run", "--model-name", "deletions", "--data", str(data),
                               "--forget-ids", str(bad)])
-    assert out.exit_code == 2 and "not in split 'train'" in out.stderr
+    assert out.exit_code == 2 and "names test-split sample ids" in out.stderr
     assert [r["version"] for r in lineage("deletions")] == ["1", "2"]
 
 

@@ -155,12 +155,14 @@ def forget(
                                "classes use --method projection)")
         settings = L2ULSettings(ablation=ablation, variant=variant, bn=bn,
                                 adv_per_instance=adv_per_instance, pgd_iters=pgd_iters,
-                                max_epochs=max_epochs, lr=lr or 1e-3, seed=seed)
+                                max_epochs=max_epochs, lr=1e-3 if lr is None else lr,
+                                seed=seed)
         result = forget_instances(model, data, forget_ids, out, settings, device)
     else:
         from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
 
-        settings = BaselineSettings(epochs=epochs, lr=lr or 0.01, forget_target=forget_target,
+        settings = BaselineSettings(epochs=epochs, lr=0.01 if lr is None else lr,
+                                    forget_target=forget_target,
                                     fisher_samples=fisher_samples, seed=seed)
         result = forget_with_baseline(model, data, out, method, classes, forget_ids, settings,
                                       device)

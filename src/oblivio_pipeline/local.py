@@ -15,6 +15,7 @@ from oblivio.data.sample_ids import read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.tracking.registry import CHAMPION, Lineage, forgotten, log_model_version
 from oblivio.tracking.store import connect, oblivio_home
+from oblivio.unlearn.requests import train_rows_of
 
 #: Classes ``oblivio run`` forgets when none is given: the first one the champion still knows.
 DEMO_ORDER = (7, 2, 9, 5, 0, 1, 3, 4, 6, 8)
@@ -82,7 +83,8 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     if forget_ids is not None:  # bad ids: one error, no pipeline run
         if forget_classes is not None:
             raise OblivioError("give classes or sample ids to forget, not both")
-        open_dataset(dataset).split("train").indices(read_sample_ids(forget_ids))
+        ds = open_dataset(dataset)
+        train_rows_of(ds, ds.split("train"), read_sample_ids(forget_ids), forget_ids)
         classes, what = "", f"the {forget_ids} deletion request"
     else:
         classes = forget_classes or next_class(name)
@@ -111,7 +113,8 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
                      device=device, gpu_count=0, **params)
         except RuntimeError as exc:
             raise OblivioError(f"{str(exc).splitlines()[0]} (step output: {log})") from None
-    return {"forget_classes": classes, "forgot": what, "report": candidate_report(name), "log": str(log)}
+    return {"forget_classes": classes, "forgot": what, "report": candidate_report(name),
+            "log": str(log)}
 
 
 def candidate_report(name: str) -> str:

@@ -23,7 +23,7 @@ from oblivio.models.checkpoint import save_model
 from oblivio.models.inference import accuracy
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
-from oblivio.unlearn.requests import load_matching
+from oblivio.unlearn.requests import forgotten_classes, load_matching
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
 from oblivio.unlearn.statistics import capture_statistics
 
@@ -160,11 +160,6 @@ def select_alpha(projector: Projector, split: Split, rows: np.ndarray, forget: l
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def forgotten_classes(config: dict) -> list[int]:
-    """Classes a model directory has already forgotten, from its provenance."""
-    return list(config.get("provenance", {}).get("forgotten_classes", []))
 
 
 @dataclass

@@ -22,7 +22,7 @@ from oblivio.errors import OblivioError
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.adversarial import adversarial_bank, other_classes
 from oblivio.unlearn.importance import anchor_weights, output_sensitivity
-from oblivio.unlearn.requests import forget_batch, load_request, save_unlearned
+from oblivio.unlearn.requests import load_request, save_unlearned
 
 ABLATIONS = ("naive", "adv", "adv+imp")
 VARIANTS = ("misclassify", "relabel")
@@ -192,7 +192,7 @@ def forget_instances(model_dir: str, data: str, ids_file: str, out: str,
     settings.check()
     device = resolve_device(device)
     request = load_request(model_dir, data, ids_file=ids_file, device=device)
-    x, y = forget_batch(request)
+    x, y = request.train.batch(request.forget_rows)  # a deletion request is small
     model = request.model.to(device, memory_format=torch.channels_last)
     result = unlearn_instances(model, x.to(device), y.to(device), request.dataset.num_classes,
                                settings, progress)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from oblivio.data import open_dataset
 from oblivio.data.reader import Dataset, Split
@@ -38,19 +37,24 @@ class ForgetRequest:
     forgotten_ids: list[str]
     forget_rows: np.ndarray
     retain_rows: np.ndarray
-    started: float = field(default_factory=time.perf_counter)
+    started: float
 
     @property
     def mode(self) -> str:
         return "instance" if self.ids else "class"
 
 
-def _forgotten(config: dict) -> tuple[list[int], list[str]]:
-    prov = config.get("provenance", {})
-    return list(prov.get("forgotten_classes", [])), list(prov.get("forgotten_ids", []))
+def forgotten_classes(config: dict) -> list[int]:
+    """Classes a model directory has already forgotten, from its provenance."""
+    return list(config.get("provenance", {}).get("forgotten_classes", []))
 
 
-def _train_rows_of(dataset: Dataset, train: Split, ids: pa.Array, where: str) -> np.ndarray:
+def forgotten_ids(config: dict) -> list[str]:
+    """Training sample ids a model directory has already forgotten, from its provenance."""
+    return list(config.get("provenance", {}).get("forgotten_ids", []))
+
+
+def train_rows_of(dataset: Dataset, train: Split, ids: pa.Array, where: str) -> np.ndarray:
     """Row indices of training ids; ids of the test split get their own error, since a
     deletion request can only name images the model was trained on."""
     unknown = pc.invert(pc.is_in(ids, value_set=train.sample_ids))
@@ -84,18 +88,21 @@ def load_request(model_dir: str, data: str, classes: str | list[int] | None = No
     model, dataset = load_matching(model_dir, data, device)
     config = model.config
     train = dataset.split("train")
-    done_classes, done_ids = _forgotten(config)
+    done_classes, done_ids = forgotten_classes(config), forgotten_ids(config)
     labels = train.labels.numpy()
     new_classes: list[int] = []
     new_ids: list[str] = []
     if classes is not None:
         new_classes = dataset.class_indices(classes)
         forget_rows = np.flatnonzero(np.isin(labels, new_classes))
+        absent = [c for c in new_classes if not (labels == c).any()]
+        if absent:
+            raise OblivioError(f"class {absent[0]} has no training samples in {data}")
         if len(set(new_classes) | set(done_classes)) >= dataset.num_classes:
             raise OblivioError("cannot forget every class: nothing would be left to keep")
     else:
         ids = read_sample_ids(ids_file)
-        forget_rows = _train_rows_of(dataset, train, ids, os.fspath(ids_file))
+        forget_rows = train_rows_of(dataset, train, ids, os.fspath(ids_file))
         new_ids = ids.to_pylist()
         again = sorted(set(new_ids) & set(done_ids))
         if again:
@@ -110,11 +117,6 @@ def load_request(model_dir: str, data: str, classes: str | list[int] | None = No
         raise OblivioError("the request leaves no training data to keep")
     return ForgetRequest(model, dataset, train, new_classes, all_classes, new_ids, all_ids,
                          forget_rows, np.flatnonzero(keep), started)
-
-
-def forget_batch(request: ForgetRequest) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels of the rows to forget now (instance requests are small)."""
-    return request.train.batch(request.forget_rows)
 
 
 def save_unlearned(request: ForgetRequest, out: str, method: str, params: dict,

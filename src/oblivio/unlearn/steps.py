@@ -24,13 +24,12 @@ from oblivio.unlearn.class_forgetting import (
     FORGET_MARGIN,
     Plan,
     alpha_pairs,
-    forgotten_classes,
     plan_forgetting,
     project_and_save,
 )
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.projection import eigen_operators
-from oblivio.unlearn.requests import load_request
+from oblivio.unlearn.requests import forgotten_classes, load_request
 from oblivio.unlearn.samples import ClassSamples
 from oblivio.unlearn.statistics import capture_statistics, load_statistics, save_statistics
 from oblivio.unlearn.subspaces import compute_subspaces, load_subspaces, save_subspaces
@@ -65,7 +64,7 @@ def sample_instances_step(model_dir: str, data: str, ids_uri: str, out_dir: str)
     write_sample_ids(os.path.join(out_dir, "forget.parquet"), request.ids)
     summary = {"mode": "instance", "forget_ids_count": len(request.ids),
                "forget_ids_sha256": ids_sha256(request.ids),
-               "forgotten_ids_count": len(request.forgotten_ids), "forget": len(request.ids)}
+               "forgotten_ids_count": len(request.forgotten_ids)}
     Path(out_dir, PLAN_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -25,15 +25,13 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
         html: The report's self-contained HTML page.
     """
     import shutil
+    import tempfile
 
+    from oblivio.data.sample_ids import write_sample_ids
     from oblivio.evaluation.evaluate import evaluate
     from oblivio.evaluation.report import markdown
     from oblivio.models.checkpoint import read_config
     from oblivio.tracking.runs import log_report
-
-    import tempfile
-
-    from oblivio.data.sample_ids import write_sample_ids
 
     prov = read_config(unlearned.path)["provenance"]
     with tempfile.TemporaryDirectory() as tmp:
