@@ -6,8 +6,8 @@ random label and the retrain oracle, one Fashion-MNIST class at a time.
 Every method runs in its own process on the same base model; seconds are the method's own
 (load included). Quality: retain / forget test accuracy and the issue-4 metrics on the test split
 and a fixed 12,000-image sample of the training split. Budgets are stated in the table; each
-run is cached in ``bench/out/class_baselines/`` so the bench resumes. Oracles are the cached
-``resnet18-oracle<c>-<epochs>ep`` models (``bench/class_forgetting.py --oracle`` trains them).
+run is cached in ``bench/out/class_baselines/`` so the bench resumes. Oracles come from the
+committed ledger ``bench/oracles.json`` (``bench/class_forgetting.py --oracle`` trains them).
 """
 
 from __future__ import annotations
@@ -20,17 +20,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fashion_mnist, isolated, markdown_table, trained  # noqa: E402
+from common import (  # noqa: E402
+    fashion_mnist,
+    isolated,
+    markdown_table,
+    oracle,
+    sampled_quality,
+    trained,
+)
 
-from oblivio.data import open_dataset  # noqa: E402
-from oblivio.evaluation.metrics import ForgetSpec, compute_metrics  # noqa: E402
-from oblivio.evaluation.outputs import collect_outputs  # noqa: E402
-from oblivio.models import load_model  # noqa: E402
 from oblivio.training import Recipe  # noqa: E402
 from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline  # noqa: E402
 from oblivio.unlearn.class_forgetting import forget_classes  # noqa: E402
 
-TRAIN_EVAL = 12_000
 BUDGETS = {  # what each baseline may spend: epochs over D_r (finetune) or D_f (the others)
     "finetune": BaselineSettings(epochs=0.25, lr=0.01),
     "neggrad+": BaselineSettings(epochs=1.0, lr=0.01),
@@ -44,17 +46,6 @@ def run_method(method: str, base: str, data: str, c: int, out: str) -> dict:
         return forget_classes(base, data, [c], out, progress=False, device="cpu")
     return forget_with_baseline(base, data, out, method, classes=[c], settings=BUDGETS[method],
                                 device="cpu", progress=False)
-
-
-def quality(model_dir: Path, data: Path, c: int) -> dict:
-    ds = open_dataset(data)
-    train, test = ds.split("train"), ds.split("test")
-    rows = np.sort(np.random.default_rng(7).permutation(len(train))[:TRAIN_EVAL])
-    model = load_model(model_dir)
-    tr = collect_outputs(model, train, rows, progress=False)
-    te = collect_outputs(model, test, progress=False)
-    spec = ForgetSpec([c], train.labels.numpy()[rows] == c, test.labels.numpy() == c)
-    return compute_metrics(tr, te, spec, ds.num_classes, seed=0, svc_cap=2000)
 
 
 def main() -> None:
@@ -75,11 +66,10 @@ def main() -> None:
     trained(data, "resnet18", base, args.epochs)
     records = []
     for c in classes:
-        oracle = out / "models" / f"resnet18-oracle{c}-{args.epochs}ep"
-        runs = [("original", base, None)]
-        if (oracle / "metrics.json").exists():
-            runs.append(("retrain", oracle,
-                         json.loads((oracle / "metrics.json").read_text())["seconds"]))
+        runs = [("original", {"seconds": None, **sampled_quality(base, data, c)})]
+        om = oracle(data, out, "resnet18", args.epochs, c)
+        if om is not None:
+            runs.append(("retrain", {"seconds": om["seconds"], **om["sampled_quality"]}))
         for method in args.methods:
             cached = work / f"{method}{c}.json"
             if not cached.exists():
@@ -87,12 +77,10 @@ def main() -> None:
                 _, seconds, _ = isolated(run_method, method, str(base), str(data), c,
                                          str(model_dir))
                 cached.write_text(json.dumps({"seconds": seconds,
-                                              **quality(model_dir, data, c)}))
-            runs.append((method, None, json.loads(cached.read_text())))
-        for method, model_dir, info in runs:
-            metrics = info if isinstance(info, dict) else quality(model_dir, data, c)
-            seconds = info["seconds"] if isinstance(info, dict) else info
-            records.append({"class": c, "method": method, **metrics, "seconds": seconds})
+                                              **sampled_quality(model_dir, data, c)}))
+            runs.append((method, json.loads(cached.read_text())))
+        for method, info in runs:
+            records.append({"class": c, "method": method, **info})
             print(json.dumps(records[-1]), flush=True)
     md = ["# Class forgetting vs baselines: resnet18, Fashion-MNIST (CPU, 2 threads)", "",
           f"Classes {', '.join(map(str, classes))}; mean (worst) over classes, accuracy in %. "

@@ -3,8 +3,9 @@ original / unlearned / retrain oracle, plus the speed comparisons measured in th
 
     python bench/class_forgetting.py --arch resnet18 --classes 0-9 --oracle
 
-Writes ``bench/out/class_forgetting-<arch>.json`` and ``.md``. Base and oracle models are cached
-under ``bench/out/models`` and reused.
+Writes ``bench/out/class_forgetting-<arch>.json`` and ``.md``. Base models are cached under
+``bench/out/models``; oracles are read from the committed ledger ``bench/oracles.json``, and
+``--oracle`` trains the missing ones and adds them to it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from common import (  # noqa: E402
     fashion_mnist,
     isolated,
     markdown_table,
+    oracle,
     per_class_accuracy,
     split_accuracy,
     trained,
@@ -127,11 +129,10 @@ def main() -> None:
         rec["original_retain"], rec["original_forget"] = split_accuracy(original, [c])
         acc = per_class_accuracy(target, data, args.device)
         rec["unlearned_retain"], rec["unlearned_forget"] = split_accuracy(acc, [c])
-        oracle_dir = models / f"{args.arch}-oracle{c}-{args.epochs}ep"
-        if args.oracle or (oracle_dir / "metrics.json").exists():
-            om = trained(data, args.arch, oracle_dir, args.epochs, str(c), args.device)
+        om = oracle(data, out, args.arch, args.epochs, c, args.oracle, args.device)
+        if om is not None:
             rec["oracle_retain"], rec["oracle_forget"] = split_accuracy(
-                per_class_accuracy(oracle_dir, data, args.device), [c])
+                torch.tensor(om["per_class_test_acc"]), [c])
             rec["retrain_seconds"] = om["seconds"]
         rec["retrain_seconds_base"] = base_metrics["seconds"]
         records.append(rec)

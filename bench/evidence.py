@@ -3,9 +3,9 @@ the projection-unlearned model and the retrain oracle, plus the time to evaluate
 
     python bench/evidence.py --arch resnet18 --classes 0-9
 
-Uses the models cached by ``bench/class_forgetting.py`` (unlearned ``<arch>-forget<c>``, oracle
-``<arch>-oracle<c>-<epochs>ep``); classes without an oracle are reported without one. Writes
-``bench/out/evidence-<arch>.json`` and ``.md``.
+Uses the unlearned models cached by ``bench/class_forgetting.py`` (``<arch>-forget<c>``) and the
+oracles' metrics from the committed ledger ``bench/oracles.json``; classes without an oracle are
+reported without one. Writes ``bench/out/evidence-<arch>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -21,24 +21,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from class_forgetting import parse_classes
-from common import fashion_mnist, markdown_table
+from common import fashion_mnist, markdown_table, oracle, outputs_of
 
 from oblivio.data import open_dataset
 from oblivio.evaluation.evaluate import forget_spec
 from oblivio.evaluation.metrics import CLASS_KEYS, compute_metrics
-from oblivio.evaluation.outputs import collect_outputs
-from oblivio.models import load_model
 from oblivio.training import Recipe
 
 SHOWN = ["retain_test_acc", "forget_test_acc", "mia_efficacy_confidence", "mia_efficacy_entropy",
          "mia_efficacy_m_entropy", "mia_entropy_lr_member_rate", "mia_loss_lr_cv_acc",
          "probe_forget_test_acc"]
-
-
-def outputs_of(path: Path, dataset, device: str):
-    model = load_model(path, device)
-    return (collect_outputs(model, dataset.split("train"), device=device, progress=False),
-            collect_outputs(model, dataset.split("test"), device=device, progress=False))
 
 
 def main() -> None:
@@ -51,23 +43,26 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     models = out / "models"
-    dataset = open_dataset(fashion_mnist(out))
+    data = fashion_mnist(out)
+    dataset = open_dataset(data)
     start = time.perf_counter()
-    original = outputs_of(models / f"{args.arch}-base-{args.epochs}ep", dataset, args.device)
+    original = outputs_of(models / f"{args.arch}-base-{args.epochs}ep", data,
+                          device=args.device)
     predict_seconds = time.perf_counter() - start
     records = []
     for c in parse_classes(args.classes):
         spec, _ = forget_spec(dataset, str(c), None)
         rec = {"class": c}
         roles = {"original": original,
-                 "unlearned": outputs_of(models / f"{args.arch}-forget{c}", dataset, args.device)}
-        oracle = models / f"{args.arch}-oracle{c}-{args.epochs}ep"
-        if (oracle / "metrics.json").exists():
-            roles["oracle"] = outputs_of(oracle, dataset, args.device)
+                 "unlearned": outputs_of(models / f"{args.arch}-forget{c}", data,
+                                         device=args.device)}
         for role, (train, test) in roles.items():
             t = time.perf_counter()
             rec[role] = compute_metrics(train, test, spec, dataset.num_classes)
             rec[f"{role}_metric_seconds"] = time.perf_counter() - t
+        om = oracle(data, out, args.arch, args.epochs, c)
+        if om is not None:
+            rec["oracle"] = om["evidence"]
         records.append(rec)
         print(json.dumps(rec), flush=True)
     write(out, args.arch, records, predict_seconds)

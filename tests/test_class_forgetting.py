@@ -280,14 +280,69 @@ class Constant(nn.Module):
         return nn.functional.one_hot(torch.full((len(x),), self.label), 3).float()
 
 
-def test_forget_scoring_stops_once_a_pair_surely_misses() -> None:
-    from oblivio.unlearn.class_forgetting import _forget_accuracy
+def test_scoring_stops_once_the_outcome_is_settled() -> None:
+    from oblivio.unlearn.class_forgetting import _accuracy_until
 
     split = split_of(random_images(200, 1, 4))  # every label is 0
     rows = np.arange(200)
-    assert _forget_accuracy(Constant(0), split, rows, "cpu", 0.01) == (64 / 200, True)
-    assert _forget_accuracy(Constant(1), split, rows, "cpu", 0.01) == (0.0, False)
-    assert _forget_accuracy(Constant(0), split, rows, "cpu", 1.0) == (1.0, False)
+    forget_missed = lambda correct, seen: correct > 2  # noqa: E731
+    assert _accuracy_until(Constant(0), split, rows, "cpu", forget_missed) == (16 / 200, 0, True)
+    assert _accuracy_until(Constant(1), split, rows, "cpu", forget_missed) == (0.0, 200, False)
+    assert _accuracy_until(Constant(0), split, rows, "cpu") == (1.0, 0, False)
+    too_many_errors = lambda correct, seen: seen - correct > 40  # noqa: E731
+    assert _accuracy_until(Constant(1), split, rows, "cpu", too_many_errors,
+                           first=16) == (0.0, 48, True)  # 16, then 32 rows
+
+
+class PairModel(nn.Module):
+    """Stands in for a model projected at (alpha_r, alpha_f): an image keeps its label (second
+    pixel) when its first pixel is below the share kept at that pair. The forget class keeps
+    1 - f / (1.5 sqrt(r)), so a pair forgets all of it once f >= 1.5 sqrt(r); the retain
+    classes keep 1 - 0.1 f / sqrt(r). Forgetting grows with alpha_f and shrinks with alpha_r,
+    the monotonicity the grid search relies on. On the grid, row by row, the first pairs that
+    forget keep 68, 82, 70, 83 and 68% of the retain classes: (300, 30) is the best."""
+
+    def __init__(self, forget: int) -> None:
+        super().__init__()
+        self.forget, self.pair = forget, (1.0, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, f = self.pair
+        v, label = x[:, 0, 0, 0], (x[:, 0, 0, 1] * 255).round().long()
+        share = torch.where(label == self.forget, 1 - f / (1.5 * r ** 0.5), 1 - 0.1 * f / r ** 0.5)
+        return nn.functional.one_hot(torch.where(v < share, label, (label + 1) % 3), 3).float()
+
+
+class PairProjector:
+    def __init__(self, model: PairModel) -> None:
+        self.model = model
+
+    def apply(self, alpha_r: float, alpha_f: float) -> None:
+        self.model.pair = (alpha_r, alpha_f)
+
+
+def test_grid_search_skips_dominated_pairs_and_keeps_the_best_forgetter() -> None:
+    from oblivio.unlearn.class_forgetting import select_alpha
+
+    n = 3000
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (n,), generator=gen)
+    images = torch.zeros(n, 1, 1, 2, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.randint(0, 256, (n,), generator=gen, dtype=torch.uint8)
+    images[:, 0, 0, 1] = labels.to(torch.uint8)
+    projector = PairProjector(PairModel(forget=2))
+    best, grid = select_alpha(projector, split_of(images, labels), np.arange(n), [2],
+                              alpha_grid(), forget_margin=1.0, progress=False)
+    assert (best.alpha_r, best.alpha_f) == (300, 30) and projector.model.pair == (300, 30)
+    assert best.forget_acc == 0.0 and 0.82 < best.retain_acc < 0.84
+    scored = [(p.alpha_r, p.alpha_f) for p in grid]
+    # rows start at the previous row's first hit: (100, 1) .. (1000, 10) are never scored
+    assert scored == [(10, 1), (10, 3), (10, 10), (30, 10), (100, 10), (100, 30), (300, 30),
+                      (1000, 30), (1000, 100), (300, 17.321), (30, 5.477)]
+    by_pair = dict(zip(scored, grid))
+    assert by_pair[(10, 1)].forget_partial and by_pair[(10, 1)].retain_acc is None
+    # (1000, 100) forgets but keeps less than the two best so far: its scoring stops early
+    assert by_pair[(1000, 100)].retain_partial and not by_pair[(300, 30)].retain_partial
 
 
 def test_alpha_grid_skips_degenerate_pairs() -> None:

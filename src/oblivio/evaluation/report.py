@@ -86,7 +86,7 @@ def _mia_plot(features: dict) -> plt.Figure:
 def _alpha_plot(report: dict) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     grid = report["alpha_grid"]
-    scored = [p for p in grid if p["retain_acc"] is not None]
+    scored = [p for p in grid if p["retain_acc"] is not None and not p.get("retain_partial")]
     ax.scatter([p["forget_acc"] for p in scored], [p["retain_acc"] for p in scored], s=14)
     for p in scored:
         ax.annotate(f"{p['alpha_r']:g}/{p['alpha_f']:g}", (p["forget_acc"], p["retain_acc"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import save_model
-from oblivio.models.inference import accuracy
+from oblivio.models.inference import predict_logits
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
 from oblivio.unlearn.requests import forgotten_classes, load_matching
@@ -42,14 +43,17 @@ FINALISTS = 2
 
 @dataclass(frozen=True)
 class GridPoint:
-    """Validation accuracies of one pair; ``retain_acc`` is None where the pair missed the
-    forget target and its retain accuracy was not needed."""
+    """Validation accuracies of one pair. Scoring stops as soon as the outcome is settled, so
+    ``forget_acc`` may be a lower bound (``forget_partial``: the pair surely misses the forget
+    target), ``retain_acc`` an upper bound (``retain_partial``: the pair surely keeps less than
+    the finalists so far), and ``retain_acc`` is None where a missed target made it moot."""
 
     alpha_r: float
     alpha_f: float
     retain_acc: float | None
     forget_acc: float
-    forget_partial: bool = False  # scoring stopped early: forget_acc is a lower bound
+    forget_partial: bool = False
+    retain_partial: bool = False
 
     @property
     def score(self) -> float | None:
@@ -57,19 +61,25 @@ class GridPoint:
         return None if self.retain_acc is None else self.retain_acc * (1.0 - self.forget_acc)
 
 
-def _forget_accuracy(model: nn.Module, split: Split, rows: np.ndarray, device: str,
-                     target: float, chunk: int = 64) -> tuple[float, bool]:
-    """Accuracy on the forget rows, stopping as soon as more than ``target`` of them are
-    recognised (the pair then misses whatever the rest say): most pairs of a grid miss by far,
-    and are settled by one chunk. Returns (accuracy or its lower bound, stopped early)."""
-    allowed = target * len(rows)
-    correct = 0
-    for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
-        correct += round(accuracy(model, split, part, device) * len(part))
-        if correct > allowed and start + chunk < len(rows):
-            return correct / len(rows), True
-    return correct / len(rows), False
+def _accuracy_until(model: nn.Module, split: Split, rows: np.ndarray, device: str,
+                    settled: Callable[[int, int], bool] | None = None, first: int = 16,
+                    largest: int = 128) -> tuple[float, int, bool]:
+    """Accuracy on ``rows`` scored in chunks of doubling size (16, 32, 64, up to ``largest``),
+    stopping once ``settled(correct, seen)`` says the rest cannot change the decision at hand:
+    most pairs of a grid are settled by a few dozen images. Without ``settled``, one pass.
+    Returns (correct / len(rows), errors seen, stopped early)."""
+    labels = split.labels[torch.as_tensor(rows)]
+    correct = seen = 0
+    size = first if settled is not None else len(rows)
+    while seen < len(rows):
+        part = slice(seen, seen + size)
+        logits = predict_logits(model, split, rows[part], device=device)
+        correct += int((logits.argmax(1) == labels[part]).sum())
+        seen = min(seen + size, len(rows))
+        size = min(2 * size, max(largest, first))
+        if settled is not None and seen < len(rows) and settled(correct, seen):
+            return correct / len(rows), seen - correct, True
+    return correct / len(rows), seen - correct, False
 
 
 def _winner(grid: list[GridPoint], forget_target: float) -> GridPoint:
@@ -91,47 +101,70 @@ def select_alpha(projector: Projector, split: Split, rows: np.ndarray, forget: l
     retain x (1 - forget) alone trades retain points for forget points one for one and picks
     needlessly harsh pairs.) If no pair reaches the target, the best product wins.
 
-    Each alpha_r row is scanned by increasing alpha_f, which only forgets more and keeps less,
-    so a row stops at its first pair that reaches the target: the rest are dominated. A pair is
-    scored on the forget rows first (stopping once it surely misses), and on the retain rows
-    only if it reaches the target.
-    The ``FINALISTS`` best rows are then refined: the geometric midpoint between the row's
-    first hit and its last miss is tried, and alpha_f is raised by ``forget_margin``, because
-    validation rows come from the training split, which the original model fitted, so they
-    forget more readily than unseen images (measured: class 0 at 0.8% on validation was 2.2% on
-    the test split). The finalist keeping the most, with its margin, wins: the margin costs
-    some rows far more than others (class 6: 7 points at alpha_r 10, under 1 at 100).
+    Raising alpha_f only forgets more, and raising alpha_r only forgets less (it shields more
+    of the retain subspace from the forget projector). So each alpha_r row is scanned by
+    increasing alpha_f and stops at its first pair that reaches the target (the rest are
+    dominated), and rows are taken by increasing alpha_r, each starting at the alpha_f where
+    the row before first reached it (smaller ones would miss). A pair is scored on the forget
+    rows first, stopping once it surely misses, and on the retain rows only if it reaches the
+    target, stopping once it surely keeps less than the ``FINALISTS`` best so far.
+    The finalists are then refined: the geometric midpoint between the row's first hit and
+    its last miss is tried, and alpha_f is raised by ``forget_margin``, because validation rows
+    come from the training split, which the original model fitted, so they forget more readily
+    than unseen images (measured: class 0 at 0.8% on validation was 2.2% on the test split).
+    The finalist keeping the most, with its margin, wins: the margin costs some rows far more
+    than others (class 6: 7 points at alpha_r 10, under 1 at 100).
     """
     labels = split.labels[torch.as_tensor(rows)]
     is_forget = torch.isin(labels, torch.tensor(forget)).numpy()
     forget_rows, retain_rows = rows[is_forget], rows[~is_forget]
     if len(forget_rows) == 0 or len(retain_rows) == 0:
         raise OblivioError("the validation set needs rows of both forget and retain classes")
+    allowed = forget_target * len(forget_rows)
     grid: list[GridPoint] = []
+    errors: dict[tuple[float, float], int] = {}
 
-    def evaluate(pair: tuple[float, float], full: bool = False) -> GridPoint:
+    def evaluate(pair: tuple[float, float], full: bool = False,
+                 max_errors: int | None = None) -> GridPoint:
         projector.apply(*pair)
-        if full:
-            forget_acc, partial = accuracy(projector.model, split, forget_rows, device), False
-        else:
-            forget_acc, partial = _forget_accuracy(projector.model, split, forget_rows, device,
-                                                   forget_target)
-        retain_acc = (accuracy(projector.model, split, retain_rows, device)
-                      if full or forget_acc <= forget_target else None)
-        grid.append(GridPoint(pair[0], pair[1], retain_acc, forget_acc, partial))
+        forget_acc, _, forget_partial = _accuracy_until(
+            projector.model, split, forget_rows, device,
+            None if full else lambda correct, seen: correct > allowed)
+        retain_acc, retain_partial = None, False
+        if full or forget_acc <= forget_target:
+            retain_acc, errors[pair], retain_partial = _accuracy_until(
+                projector.model, split, retain_rows, device,
+                None if max_errors is None else lambda correct, seen: seen - correct > max_errors,
+                first=64)
+            if retain_partial:
+                retain_acc = 1.0 - errors[pair] / len(retain_rows)  # at most this
+        grid.append(GridPoint(pair[0], pair[1], retain_acc, forget_acc, forget_partial,
+                              retain_partial))
         return grid[-1]
+
+    def cutoff(points: list[GridPoint], places: int) -> int | None:
+        """Retain errors of the ``places``-th best complete hit: worse pairs are out."""
+        done = sorted(errors[(p.alpha_r, p.alpha_f)] for p in points if p.retain_acc is not None
+                      and not p.retain_partial and p.forget_acc <= forget_target)
+        return done[places - 1] if len(done) >= places else None
 
     rows_by_r: dict[float, list[float]] = {}
     for r, f in pairs:
         rows_by_r.setdefault(r, []).append(f)
     bar = tqdm(total=len(pairs), desc="alpha grid", disable=not progress, leave=False)
-    for r, fs in rows_by_r.items():
-        ordered = sorted(fs)
+    boundary = 0.0
+    for r in sorted(rows_by_r):
+        ordered = sorted(rows_by_r[r])
         for i, f in enumerate(ordered):
             bar.update()
-            if evaluate((r, f)).forget_acc <= forget_target:
-                bar.update(len(ordered) - i - 1)  # the rest of the row is dominated
+            if f < boundary:
+                continue
+            if evaluate((r, f), max_errors=cutoff(grid, FINALISTS)).forget_acc <= forget_target:
+                boundary = f
+                bar.update(len(ordered) - i - 1)
                 break
+        else:
+            boundary = float("inf")
     bar.close()
     if all(p.retain_acc is None for p in grid):  # nothing forgets: fall back to the product
         missed = [(p.alpha_r, p.alpha_f) for p in grid]
@@ -140,18 +173,19 @@ def select_alpha(projector: Projector, split: Split, rows: np.ndarray, forget: l
             evaluate(pair, full=True)
     best = _winner(grid, forget_target)
     if len(pairs) > 1 and best.forget_acc <= forget_target:
-        hits = sorted((p for p in grid if p.retain_acc is not None
+        hits = sorted((p for p in grid if p.retain_acc is not None and not p.retain_partial
                        and p.forget_acc <= forget_target),
                       key=lambda p: -p.retain_acc)[:FINALISTS]
-        finals = []
+        finals: list[GridPoint] = []
         for hit in hits:
-            misses = [p.alpha_f for p in grid if p.alpha_r == hit.alpha_r
-                      and p.alpha_f < hit.alpha_f]
+            misses = [p.alpha_f for p in grid if p.alpha_r <= hit.alpha_r
+                      and p.alpha_f < hit.alpha_f and p.forget_acc > forget_target]
             if misses:
                 mid = evaluate((hit.alpha_r, round(float(np.sqrt(hit.alpha_f * max(misses))), 3)))
                 hit = mid if mid.forget_acc <= forget_target else hit
             if forget_margin > 1:
-                hit = evaluate((hit.alpha_r, round(hit.alpha_f * forget_margin, 3)), full=True)
+                hit = evaluate((hit.alpha_r, round(hit.alpha_f * forget_margin, 3)), full=True,
+                               max_errors=cutoff(finals, 1))
             finals.append(hit)
         best = _winner(finals, forget_target)
     projector.apply(best.alpha_r, best.alpha_f)

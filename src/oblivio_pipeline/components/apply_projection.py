@@ -34,8 +34,10 @@ def apply_projection(model: dsl.Input[dsl.Model], dataset_uri: str,
                         alpha, forget_target, device=device)
     unlearned.metadata.update({"alpha": prov["alpha"], "forget_classes": prov["forget_classes"]})
     lines = ["| alpha_r | alpha_f | validation retain | validation forget |", "|---|---|---|---|"]
-    for p in prov["alpha_grid"]:
-        retain = "-" if p["retain_acc"] is None else f"{p['retain_acc']:.4f}"
-        lines.append(f"| {p['alpha_r']:g} | {p['alpha_f']:g} | {retain} | {p['forget_acc']:.4f} |")
+    for p in prov["alpha_grid"]:  # scoring stops once settled: <= and >= mark bounds
+        retain = "-" if p["retain_acc"] is None else (
+            ("<= " if p["retain_partial"] else "") + f"{p['retain_acc']:.4f}")
+        forget = (">= " if p["forget_partial"] else "") + f"{p['forget_acc']:.4f}"
+        lines.append(f"| {p['alpha_r']:g} | {p['alpha_f']:g} | {retain} | {forget} |")
     with open(alpha_grid.path, "w") as f:
         f.write(f"chosen: {prov['alpha']}\n\n" + "\n".join(lines) + "\n")
