@@ -23,7 +23,7 @@ from oblivio.evaluation.metrics import ForgetSpec, compute_metrics
 from oblivio.evaluation.outputs import Outputs, collect_outputs
 from oblivio.models import load_model
 from oblivio.models.inference import predict_logits
-from oblivio.training import Recipe, train_to_dir
+from oblivio.training import recipe_for, train_to_dir
 
 ORACLE_LEDGER = Path(__file__).resolve().parent / "oracles.json"
 TRAIN_EVAL = 12_000
@@ -53,7 +53,7 @@ def trained(data: Path, arch: str, out: Path, epochs: int, exclude: str | None =
             device: str = "cpu") -> dict:
     """Train once and cache: the metrics of the model in ``out``."""
     if not (out / "metrics.json").exists():
-        isolated(train_to_dir, str(data), arch, str(out), Recipe(epochs=epochs), exclude,
+        isolated(train_to_dir, str(data), arch, str(out), recipe_for(arch, epochs=epochs), exclude,
                  None, device, False)
     return json.loads((out / "metrics.json").read_text())
 
@@ -123,7 +123,7 @@ def oracle(data: Path, out: Path, arch: str, epochs: int, c: int, train: bool = 
     """
     key = f"{arch}-oracle{c}-{epochs}ep"
     ledger = json.loads(ORACLE_LEDGER.read_text()) if ORACLE_LEDGER.exists() else {}
-    recipe = asdict(Recipe(epochs=epochs))
+    recipe = asdict(recipe_for(arch, epochs=epochs))
     if key in ledger and ledger[key]["recipe"] == recipe:
         return ledger[key]
     model_dir = out / "models" / key

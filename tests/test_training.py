@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 import oblivio
 from oblivio.cli import app
 from oblivio.data import open_dataset
+from oblivio.errors import OblivioError
 from oblivio.models import build
-from oblivio.training import Recipe, augment, seed_everything, select_rows, train
+from oblivio.training import Recipe, augment, recipe_for, seed_everything, select_rows, train
 
 runner = CliRunner()
 
@@ -31,13 +32,27 @@ def test_augment_shift_and_flip_are_per_sample_and_lossless_at_zero() -> None:
     assert bool((same | mirrored).all()) and 0 < int(mirrored.sum()) < 64
 
 
-def test_training_on_a_small_subset_lowers_the_loss(fm) -> None:
+@pytest.mark.parametrize("recipe", [Recipe(epochs=3, batch_size=64, lr=0.05),
+                                    Recipe(epochs=3, batch_size=64, lr=1e-3, optimizer="adamw")])
+def test_training_on_a_small_subset_lowers_the_loss(fm, recipe: Recipe) -> None:
     split = fm.split("train")
     model = build("resnet18", 10, 1, 28)
-    rows = np.arange(512)
-    result = train(model, split, rows, Recipe(epochs=3, batch_size=64, lr=0.05), progress=False)
+    result = train(model, split, np.arange(512), recipe, progress=False)
     assert result.epoch_loss[-1] < result.epoch_loss[0] - 0.3
     assert not model.training
+
+
+def test_vision_transformers_default_to_adamw() -> None:
+    vit, cnn = recipe_for("vit_tiny_patch16_224"), recipe_for("resnet18", epochs=2, lr=None)
+    assert (vit.optimizer, vit.lr, vit.weight_decay) == ("adamw", 1e-3, 0.05)
+    assert (cnn.optimizer, cnn.lr, cnn.epochs) == ("sgd", 0.1, 2)
+    assert recipe_for("vit_small_patch16_224", lr=3e-4).lr == 3e-4
+
+
+def test_unknown_optimizer_is_one_clear_error(fm) -> None:
+    with pytest.raises(OblivioError, match="unknown optimizer 'lamb'"):
+        train(build("resnet18", 10, 1, 28), fm.split("train"), np.arange(64),
+              Recipe(optimizer="lamb"), progress=False)
 
 
 def test_same_seed_same_weights(fm) -> None:

@@ -56,8 +56,9 @@ def train(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same weights).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    lr: Annotated[float, typer.Option(
-        help="Peak learning rate (warm-up, then cosine decay).")] = 0.1,
+    lr: Annotated[float | None, typer.Option(
+        help="Peak learning rate (warm-up, then cosine decay); default 0.1 (SGD), 1e-3 for "
+             "ViTs (AdamW).")] = None,
     exclude_classes: Annotated[str | None, typer.Option(
         help="Classes to leave out, e.g. 3,5 (the retrain oracle).")] = None,
     exclude_ids: Annotated[str | None, typer.Option(
@@ -65,9 +66,9 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Train a classifier with the default recipe and write a model directory."""
-    from oblivio.training import Recipe, train_to_dir
+    from oblivio.training import recipe_for, train_to_dir
 
-    recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    recipe = recipe_for(arch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     metrics = train_to_dir(data, arch, out, recipe, exclude_classes, exclude_ids, device)
     print(json.dumps({"out": out, "test_acc": metrics["test_acc"],
                       "seconds": round(metrics["seconds"], 1), "epochs": epochs}))

@@ -36,14 +36,14 @@ def ensure_registered(name: str, data: Path, home: Path, arch: str, epochs: int,
     import mlflow
 
     from oblivio.tracking.registry import model_exists
-    from oblivio.training import Recipe, train_to_dir
+    from oblivio.training import recipe_for, train_to_dir
 
     experiment = connect()
     if model_exists(name):
         return "reused"
     out = home / "models" / f"{name}-original"
     if not (out / "metrics.json").exists():
-        train_to_dir(str(data), arch, str(out), Recipe(epochs=epochs), device=device)
+        train_to_dir(str(data), arch, str(out), recipe_for(arch, epochs=epochs), device=device)
     with mlflow.start_run(experiment_id=experiment, run_name=f"train {name}"):
         import json
 

@@ -23,7 +23,7 @@ from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.models.build import build
 from oblivio.models.inference import accuracy
-from oblivio.training import Recipe, resolve_device, seed_everything, train
+from oblivio.training import recipe_for, resolve_device, seed_everything, train
 from oblivio.unlearn.adversarial import other_classes
 from oblivio.unlearn.requests import ForgetRequest, load_request, save_unlearned
 
@@ -220,7 +220,7 @@ def retrain(request: ForgetRequest, device: str, progress: bool = True) -> tuple
     """The oracle: a fresh model trained on D_r with the original model's recipe."""
     config = request.model.config
     training = config.get("provenance", {}).get("training") or {}
-    recipe = Recipe(**training.get("recipe", {}))
+    recipe = recipe_for(config["arch"], **training.get("recipe", {}))
     seed_everything(recipe.seed)
     model = build(config["arch"], config["num_classes"], config["in_chans"], config["img_size"],
                   config["normalization"])
