@@ -12,7 +12,7 @@ from oblivio.errors import OblivioError
 from oblivio.models import build, read_config
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn", "vit_tiny_patch16_224"])
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn", "vit_tiny_patch16_224", "test_vit"])
 def test_small_input_architectures(arch: str) -> None:
     torch.manual_seed(0)
     model = build(arch, num_classes=10, in_chans=1, img_size=28).eval()
@@ -24,8 +24,9 @@ def test_small_input_architectures(arch: str) -> None:
     assert layers, "projection needs conv/linear layers"
 
 
-def test_vit_uses_patch_4_on_small_images() -> None:
-    model = build("vit_tiny_patch16_224", 10, 1, 28)
+@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "test_vit"])
+def test_vit_uses_patch_4_on_small_images(arch: str) -> None:
+    model = build(arch, 10, 1, 28)
     assert model.net.patch_embed.proj.kernel_size == (4, 4)
     assert model.net.pos_embed.shape[1] == 49 + 1
 

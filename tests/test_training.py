@@ -47,6 +47,7 @@ def test_vision_transformers_default_to_adamw() -> None:
     assert (vit.optimizer, vit.lr, vit.weight_decay) == ("adamw", 1e-3, 0.05)
     assert (cnn.optimizer, cnn.lr, cnn.epochs) == ("sgd", 0.1, 2)
     assert recipe_for("vit_small_patch16_224", lr=3e-4).lr == 3e-4
+    assert recipe_for("test_vit").optimizer == "adamw"
 
 
 def test_unknown_optimizer_is_one_clear_error(fm) -> None:

@@ -45,12 +45,15 @@ class Recipe:
     optimizer: str = "sgd"  # or "adamw"
 
 
+TRANSFORMER_MARKERS = ("vit", "deit", "beit", "swin", "cait", "xcit", "eva")
+
+
 def recipe_for(arch: str, **overrides: object) -> Recipe:
-    """The default recipe of an architecture. Vision transformers train from scratch with
-    AdamW (lr 1e-3, weight decay 0.05), as in DeiT and timm's recipes: SGD at lr 0.1 is
-    unstable for them. Every other architecture gets SGD."""
-    base = Recipe(optimizer="adamw", lr=1e-3, weight_decay=0.05) if arch.startswith("vit") \
-        else Recipe()
+    """The default recipe of an architecture (a timm name). Vision transformers train from
+    scratch with AdamW (lr 1e-3, weight decay 0.05), as in DeiT and timm's recipes: SGD at
+    lr 0.1 is unstable for them. Every other architecture gets SGD. None values are ignored."""
+    transformer = any(marker in arch for marker in TRANSFORMER_MARKERS)
+    base = Recipe(optimizer="adamw", lr=1e-3, weight_decay=0.05) if transformer else Recipe()
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -79,6 +79,9 @@ ADAPTED: dict[str, Callable[[int, int, int], nn.Module]] = {
     "resnet18": _resnet("resnet18"),
     "resnet34": _resnet("resnet34"),
     "vgg11_bn": _vgg_small,
+    # timm's test_vit: 6 blocks of width 64, the same layer types as vit_tiny at a twentieth of
+    # its cost; the ViT the CPU benchmarks can afford (vit_tiny: about 33 min an epoch there).
+    "test_vit": _vit("test_vit"),
     "vit_tiny_patch16_224": _vit("vit_tiny_patch16_224"),
     "vit_small_patch16_224": _vit("vit_small_patch16_224"),
 }
