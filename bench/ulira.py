@@ -1,0 +1,113 @@
+"""U-LiRA benchmark (issue 4): can a per-example likelihood-ratio attack tell images that were
+trained on and then unlearned from images that were never seen?
+
+    python bench/ulira.py --k 16 --shadows 4 --shadow-size 20000 --epochs 4 --method l2ul
+
+Shadow pair s (s = 0 .. shadows; the last pair is held out to judge the attack): a random
+subset S_s of the training split without the forget images F. "out" trains on S_s (the retrain
+oracle of that world); "in" trains on S_s + F with the same recipe and is then unlearned by the
+method. Every shadow uses the architecture's default recipe with ``--epochs`` epochs, so the
+attack sees models like the one under test at a fraction of its cost. Heavy (2 (shadows + 1)
+trainings): a benchmark, never a test. Each model is cached in ``bench/out/ulira/``, so the run
+resumes. Writes ``bench/out/ulira-<arch>-<method>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fashion_mnist, isolated, markdown_table  # noqa: E402
+
+from oblivio.data import open_dataset  # noqa: E402
+from oblivio.data.sample_ids import write_sample_ids  # noqa: E402
+from oblivio.evaluation.ulira import logit_confidence, ulira  # noqa: E402
+from oblivio.models import load_model  # noqa: E402
+from oblivio.models.inference import predict_logits  # noqa: E402
+from oblivio.training import recipe_for, train_to_dir  # noqa: E402
+from oblivio.unlearn.baselines import BASELINES, forget_with_baseline  # noqa: E402
+from oblivio.unlearn.instance_forgetting import forget_instances  # noqa: E402
+
+
+def unlearn(method: str, model_dir: str, data: str, ids_file: str, out: str) -> dict:
+    if method == "l2ul":
+        return forget_instances(model_dir, data, ids_file, out, device="cpu", progress=False)
+    return forget_with_baseline(model_dir, data, out, method, ids_file=ids_file, device="cpu",
+                                progress=False)
+
+
+def phi_of(model_dir: Path, data: Path, rows: np.ndarray) -> np.ndarray:
+    train = open_dataset(data).split("train")
+    logits = predict_logits(load_model(model_dir), train, rows)
+    return logit_confidence(logits, train.labels[rows])
+
+
+def shadow_pair(s: int, args: argparse.Namespace, data: Path, work: Path,
+                forget: np.ndarray, forget_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """phi of the forget images under the unlearned "in" and the retrained "out" model s."""
+    train = open_dataset(data).split("train")
+    others = np.setdiff1d(np.arange(len(train)), forget)
+    subset = np.random.default_rng(1000 + s).choice(others, args.shadow_size, replace=False)
+    recipe = recipe_for(args.arch, epochs=args.epochs, seed=s)
+    dirs = {}
+    for side, keep in (("out", subset), ("in", np.union1d(subset, forget))):
+        model_dir = work / f"{side}{s}"
+        if not (model_dir / "metrics.json").exists():
+            excluded = work / f"{side}{s}-excluded.parquet"
+            write_sample_ids(excluded, train.ids_at(np.setdiff1d(np.arange(len(train)), keep)))
+            isolated(train_to_dir, str(data), args.arch, str(model_dir), recipe, None,
+                     str(excluded), "cpu", False)
+        dirs[side] = model_dir
+    unlearned = work / f"in{s}-{args.method}"
+    if not (unlearned / "config.json").exists():
+        isolated(unlearn, args.method, str(dirs["in"]), str(data), str(forget_file),
+                 str(unlearned))
+    return phi_of(unlearned, data, forget), phi_of(dirs["out"], data, forget)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--method", default="l2ul", choices=["l2ul", *BASELINES])
+    ap.add_argument("--k", type=int, default=16, help="forget images")
+    ap.add_argument("--shadows", type=int, default=4, help="shadow pairs fitted (one more judges)")
+    ap.add_argument("--shadow-size", type=int, default=20_000)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    data = fashion_mnist(out)
+    work = out / "ulira" / f"{args.arch}-k{args.k}-n{args.shadow_size}-e{args.epochs}-s{args.seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    train = open_dataset(data).split("train")
+    forget = np.sort(np.random.default_rng(args.seed).permutation(len(train))[:args.k])
+    forget_file = work / "forget.parquet"
+    write_sample_ids(forget_file, train.ids_at(forget))
+    pairs = [shadow_pair(s, args, data, work, forget, forget_file)
+             for s in range(args.shadows + 1)]
+    phi_in = np.stack([p[0] for p in pairs[:-1]])
+    phi_out = np.stack([p[1] for p in pairs[:-1]])
+    result = ulira(phi_in, phi_out, *pairs[-1])
+    report = {"arch": args.arch, "method": args.method, "k": args.k, "shadows": args.shadows,
+              "shadow_size": args.shadow_size, "epochs": args.epochs, **result,
+              "mean_phi_unlearned": float(phi_in.mean()), "mean_phi_retrained": float(
+                  phi_out.mean())}
+    name = f"ulira-{args.arch}-{args.method}"
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    md = [f"## U-LiRA, {args.arch} + {args.method}, {args.k} forget images", "",
+          f"{args.shadows} shadow pairs fitted + 1 held out; shadows train on "
+          f"{args.shadow_size} images for {args.epochs} epochs. Ideal: AUC and balanced "
+          "accuracy 0.5 (unlearned indistinguishable from retrained).", "",
+          markdown_table(list(report), [list(report.values())])]
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
