@@ -17,6 +17,8 @@ from oblivio.models import build
 from oblivio.unlearn.class_forgetting import alpha_grid, forget_classes
 from oblivio.unlearn.layers import projectable_layers
 from oblivio.unlearn.projection import (
+    NEGLIGIBLE,
+    EigenOperator,
     Projector,
     direct_operators,
     eigen_operators,
@@ -24,12 +26,18 @@ from oblivio.unlearn.projection import (
     importance,
 )
 from oblivio.unlearn.statistics import (
+    LayerStat,
     capture_statistics,
     load_statistics,
     merge_statistics,
     save_statistics,
 )
-from oblivio.unlearn.subspaces import compute_subspaces, load_subspaces, save_subspaces
+from oblivio.unlearn.subspaces import (
+    basis_of,
+    compute_subspaces,
+    load_subspaces,
+    save_subspaces,
+)
 
 runner = CliRunner()
 
@@ -220,6 +228,38 @@ def test_each_pair_is_projected_from_the_original_weights() -> None:
         busy.apply(30.0, 10.0)
         for k, v in model.state_dict().items():
             torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6)
+
+
+def test_forget_operator_drops_only_directions_no_alpha_would_project() -> None:
+    """A spectrum from 1 down to 1e-9: with the grid's largest alpha known, the operator keeps
+    fewer directions and every alpha up to it stays within NEGLIGIBLE of the full product."""
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(64, 64, generator=gen, dtype=torch.float64))
+    gram = (q * torch.logspace(0, -9, 64, dtype=torch.float64)) @ q.T
+    basis = basis_of(LayerStat(count=1000, gram=gram[None]))
+    full, cut = EigenOperator(basis, "cpu"), EigenOperator(basis, "cpu", alpha_max=100.0)
+    assert cut.u.shape[-1] < full.u.shape[-1] and cut.fan_in == full.fan_in == 64
+    x = torch.randn(1, 8, 64, generator=gen)
+    for alpha in (1.0, 30.0, 100.0):
+        exact = full.finish(full.prepare(x), alpha)
+        assert (cut.finish(cut.prepare(x), alpha) - exact).norm() <= NEGLIGIBLE * x.norm()
+
+
+def test_applying_the_pair_in_place_again_costs_nothing() -> None:
+    torch.manual_seed(0)
+    model = GroupedThenWide()
+    images = random_images(30, 4, 6, seed=2)
+    r = capture_statistics(model, split_of(images[:20]), np.arange(20), 10, progress=False)
+    f = capture_statistics(model, split_of(images[20:]), np.arange(10), 10, progress=False)
+    projector = Projector(model, grid_operators(r, f))
+    projector.apply(30.0, 10.0)
+    calls = []
+    for layer in projector.layers.values():
+        layer.delta = lambda *pair, _d=layer.delta: calls.append(pair) or _d(*pair)
+    projector.apply(30.0, 10.0)
+    assert calls == []
+    projector.apply(100.0, 10.0)
+    assert len(calls) == len(projector.layers)
 
 
 class GroupedThenWide(nn.Module):

@@ -323,7 +323,8 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
     timings["capture_forget"] = time.perf_counter() - t
     t = time.perf_counter()
     if len(pairs) > 1:  # a grid: forget side decomposed once, each pair one product per layer
-        operators = grid_operators(retain_stats, forget_stats, device)
+        operators = grid_operators(retain_stats, forget_stats, device,
+                                   max(f for _, f in pairs) * forget_margin)
     else:  # one pair: a Cholesky solve per layer, no decomposition at all
         operators = direct_operators(retain_stats, forget_stats, device)
     del retain_stats, forget_stats

@@ -52,11 +52,24 @@ class Operator(Protocol):
     def finish(self, z: torch.Tensor, alpha: float) -> torch.Tensor: ...
 
 
+NEGLIGIBLE = 1e-3
+
+
 class EigenOperator:
-    def __init__(self, basis: Basis, device: str) -> None:
-        self.u = basis.u.to(device, torch.float32)
+    """X M from an eigenbasis. Given the largest alpha it will be asked for, directions whose
+    importance stays below ``NEGLIGIBLE`` even there are dropped: the projection would remove
+    less than 0.1% of the weights along them, and on resnet18's forget side they are a third of
+    the product's work (measured, class 0 at alpha 173)."""
+
+    def __init__(self, basis: Basis, device: str, alpha_max: float | None = None) -> None:
+        energy, u = basis.energy, basis.u
+        if alpha_max is not None:
+            keep = importance(energy, alpha_max) >= NEGLIGIBLE
+            k = max(1, int(keep.sum(-1).max()))  # energies are sorted, largest first
+            energy, u = torch.where(keep, energy, 0.0)[..., :k], u[..., :k]
+        self.u = u.to(device, torch.float32)
         self.u_t = self.u.transpose(1, 2).contiguous()
-        self.energy = basis.energy.to(device, torch.float64)
+        self.energy = energy.to(device, torch.float64)
         self.fan_in = self.u.shape[1]
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,14 +125,16 @@ def _same_layers(retain: Statistics, forget: Statistics) -> None:
         raise OblivioError("retain and forget statistics come from different models")
 
 
-def grid_operators(retain: Statistics, forget: Statistics, device: str = "cpu"
-                   ) -> dict[str, tuple[Operator, Operator]]:
+def grid_operators(retain: Statistics, forget: Statistics, device: str = "cpu",
+                   alpha_f_max: float | None = None) -> dict[str, tuple[Operator, Operator]]:
     """For an alpha grid: retain side direct (a handful of alpha_r values, one Cholesky each),
     forget side from its eigenbasis (many alpha_f values, one product each): half the
-    eigendecompositions of ``eigen_operators``, and each pair still one product per layer."""
+    eigendecompositions of ``eigen_operators``, and each pair still one product per layer.
+    ``alpha_f_max``, the largest alpha_f the grid will try, lets the forget side drop
+    directions that no pair would project by more than ``NEGLIGIBLE``."""
     _same_layers(retain, forget)
     return {name: (DirectOperator(retain.layers[name], device),
-                   EigenOperator(basis_of(forget.layers[name]), device))
+                   EigenOperator(basis_of(forget.layers[name]), device, alpha_f_max))
             for name in retain.layers}
 
 
@@ -164,16 +179,21 @@ class Projector:
         self.model = model
         self.layers = {name: _Layer(modules[name], *ops, device)
                        for name, ops in operators.items()}
+        self.applied: tuple[float, float] | None = None
 
     @torch.no_grad()
     def apply(self, alpha_r: float, alpha_f: float) -> None:
-        """Set every projected layer to W0 P(alpha_r, alpha_f)^T."""
+        """Set every projected layer to W0 P(alpha_r, alpha_f)^T (nothing to do if it is)."""
+        if self.applied == (alpha_r, alpha_f):
+            return
         for layer in self.layers.values():
             delta = layer.delta(alpha_r, alpha_f).reshape(layer.w0.shape)
             layer.module.weight.copy_(layer.w0 + delta.to(layer.w0.dtype))
+        self.applied = (alpha_r, alpha_f)
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put the original weights back."""
         for layer in self.layers.values():
             layer.module.weight.copy_(layer.w0)
+        self.applied = None
