@@ -108,7 +108,9 @@ def main() -> None:
     ap.add_argument("--oracle", action="store_true",
                     help="train the missing retrain oracles (cached ones are always reported)")
     ap.add_argument("--reference-classes", default="0",
-                    help="classes on which to run the reference baseline ('' for none)")
+                    help="classes on which to run the speed comparisons ('' for none)")
+    ap.add_argument("--skip-reference", action="store_true",
+                    help="speed comparisons without the (slow) reference baseline")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
     args = ap.parse_args()
@@ -143,25 +145,27 @@ def main() -> None:
         alpha = next(r["alpha"] for r in records if r["class"] == c)
         pair = (alpha["retain"], alpha["forget"])
         ref_dir = models / f"{args.arch}-reference{c}"
-        _, ref_seconds, ref_peak = isolated(run_reference, str(base), str(data), c, pair,
-                                            str(ref_dir))
+        ref_seconds = ref_peak = ref_acc = None
+        if not args.skip_reference:
+            _, ref_seconds, ref_peak = isolated(run_reference, str(base), str(data), c, pair,
+                                                str(ref_dir))
+            ref_acc = split_accuracy(per_class_accuracy(ref_dir, data), [c])
         fixed, fixed_seconds, fixed_peak = isolated(
             forget_classes, str(base), str(data), str(c), str(models / f"{args.arch}-fixed{c}"),
             pair, RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED, args.device, 250, False)
         floor = isolated(linear_algebra_floor, str(base), str(data), c)[0]
-        ref_acc = split_accuracy(per_class_accuracy(ref_dir, data), [c])
         fixed_acc = split_accuracy(per_class_accuracy(models / f"{args.arch}-fixed{c}", data),
                                    [c])
         auto = next(r for r in records if r["class"] == c)
         speed.append({
             "class": c, "alpha": pair,
             "reference_seconds": ref_seconds, "reference_peak_rss_mb": ref_peak,
-            "reference_retain": ref_acc[0], "reference_forget": ref_acc[1],
+            "reference_retain": ref_acc and ref_acc[0], "reference_forget": ref_acc and ref_acc[1],
             "oblivio_single_alpha_seconds": fixed["seconds"]["total"],
             "oblivio_single_alpha_peak_rss_mb": fixed_peak,
             "oblivio_single_alpha_stage_seconds": fixed["seconds"],
             "oblivio_retain": fixed_acc[0], "oblivio_forget": fixed_acc[1],
-            "speedup_vs_reference": ref_seconds / fixed["seconds"]["total"],
+            "speedup_vs_reference": ref_seconds and ref_seconds / fixed["seconds"]["total"],
             "grid_over_single_alpha": auto["unlearn_seconds"] / fixed["seconds"]["total"],
             "single_alpha_over_floor": fixed["seconds"]["total"] / floor["floor_seconds"],
             "floor": floor,
@@ -211,12 +215,13 @@ def write_report(out: Path, arch: str, base_metrics: dict, records: list[dict],
                    ["class", "reference s", "oblivio s", "speed-up", "ref retain/forget",
                     "oblivio retain/forget", "grid / single alpha", "single / floor",
                     "ref peak MiB", "oblivio peak MiB"],
-                   [[s["class"], s["reference_seconds"], s["oblivio_single_alpha_seconds"],
-                     f"{s['speedup_vs_reference']:.1f}x",
-                     f"{s['reference_retain']:.2f} / {s['reference_forget']:.2f}",
+                   [[s["class"], s["reference_seconds"] or "-", s["oblivio_single_alpha_seconds"],
+                     f"{s['speedup_vs_reference']:.1f}x" if s["reference_seconds"] else "-",
+                     f"{s['reference_retain']:.2f} / {s['reference_forget']:.2f}"
+                     if s["reference_seconds"] else "-",
                      f"{s['oblivio_retain']:.2f} / {s['oblivio_forget']:.2f}",
                      f"{s['grid_over_single_alpha']:.2f}x", f"{s['single_alpha_over_floor']:.2f}x",
-                     f"{s['reference_peak_rss_mb']:.0f}",
+                     f"{s['reference_peak_rss_mb']:.0f}" if s["reference_seconds"] else "-",
                      f"{s['oblivio_single_alpha_peak_rss_mb']:.0f}"]
                     for s in speed]),
                "", "Stage split of the single-alpha run (s): " + "; ".join(
