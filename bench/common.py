@@ -19,6 +19,7 @@ import torch
 
 from oblivio.data import open_dataset
 from oblivio.data.fashion_mnist import convert
+from oblivio.data.reader import Dataset
 from oblivio.evaluation.metrics import ForgetSpec, compute_metrics
 from oblivio.evaluation.outputs import Outputs, collect_outputs
 from oblivio.models import load_model
@@ -85,7 +86,11 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
 def outputs_of(model_dir: Path, data: Path, train_rows: np.ndarray | None = None,
                device: str = "cpu") -> tuple[Outputs, Outputs]:
     """One forward pass of the model over (rows of) train and over test."""
-    ds = open_dataset(data)
+    return _outputs(model_dir, open_dataset(data), train_rows, device)
+
+
+def _outputs(model_dir: Path, ds: Dataset, train_rows: np.ndarray | None,
+             device: str) -> tuple[Outputs, Outputs]:
     model = load_model(model_dir, device)
     return (collect_outputs(model, ds.split("train"), train_rows, device=device, progress=False),
             collect_outputs(model, ds.split("test"), device=device, progress=False))
@@ -94,7 +99,7 @@ def outputs_of(model_dir: Path, data: Path, train_rows: np.ndarray | None = None
 def evidence(model_dir: Path, data: Path, c: int, device: str = "cpu") -> dict:
     """The issue-4 metric set of a model for forgetting class ``c``, on all of train and test."""
     ds = open_dataset(data)
-    train, test = outputs_of(model_dir, data, device=device)
+    train, test = _outputs(model_dir, ds, None, device)
     spec = ForgetSpec([c], ds.split("train").labels.numpy() == c,
                       ds.split("test").labels.numpy() == c)
     return compute_metrics(train, test, spec, ds.num_classes)
@@ -106,7 +111,7 @@ def sampled_quality(model_dir: Path, data: Path, c: int) -> dict:
     ds = open_dataset(data)
     labels = ds.split("train").labels.numpy()
     rows = np.sort(np.random.default_rng(7).permutation(len(labels))[:TRAIN_EVAL])
-    train, test = outputs_of(model_dir, data, rows)
+    train, test = _outputs(model_dir, ds, rows, "cpu")
     spec = ForgetSpec([c], labels[rows] == c, ds.split("test").labels.numpy() == c)
     return compute_metrics(train, test, spec, ds.num_classes, seed=0, svc_cap=2000)
 
@@ -132,7 +137,7 @@ def oracle(data: Path, out: Path, arch: str, epochs: int, c: int, train: bool = 
     metrics = trained(data, arch, model_dir, epochs, str(c), device)
     ledger[key] = {
         "recipe": recipe, "seconds": metrics["seconds"], "test_acc": metrics["test_acc"],
-        "weights_sha256": load_model(model_dir).config["weights_sha256"],
+        "weights_sha256": json.loads((model_dir / "config.json").read_text())["weights_sha256"],
         "per_class_test_acc": per_class_accuracy(model_dir, data, device).tolist(),
         "evidence": evidence(model_dir, data, c, device),
         "sampled_quality": sampled_quality(model_dir, data, c),

@@ -231,18 +231,22 @@ def test_each_pair_is_projected_from_the_original_weights() -> None:
 
 
 def test_forget_operator_drops_only_directions_no_alpha_would_project() -> None:
-    """A spectrum from 1 down to 1e-9: with the grid's largest alpha known, the operator keeps
-    fewer directions and every alpha up to it stays within NEGLIGIBLE of the full product."""
+    """A spectrum from 1 down to 1e-9: every product leaves out the directions it would project
+    by less than NEGLIGIBLE (fewer at small alpha), and with the grid's largest alpha known the
+    operator stores fewer directions; every alpha stays within NEGLIGIBLE of the exact product."""
     gen = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(64, 64, generator=gen, dtype=torch.float64))
     gram = (q * torch.logspace(0, -9, 64, dtype=torch.float64)) @ q.T
     basis = basis_of(LayerStat(count=1000, gram=gram[None]))
     full, cut = EigenOperator(basis, "cpu"), EigenOperator(basis, "cpu", alpha_max=100.0)
     assert cut.u.shape[-1] < full.u.shape[-1] and cut.fan_in == full.fan_in == 64
+    assert full.directions(1.0)[0] < full.directions(100.0)[0] == cut.directions(100.0)[0] < 64
     x = torch.randn(1, 8, 64, generator=gen)
+    u, energy = basis.u[0], basis.energy[0]
     for alpha in (1.0, 30.0, 100.0):
-        exact = full.finish(full.prepare(x), alpha)
-        assert (cut.finish(cut.prepare(x), alpha) - exact).norm() <= NEGLIGIBLE * x.norm()
+        exact = (x[0].double() @ u * importance(energy, alpha)) @ u.T
+        for op in (full, cut):
+            assert (op.finish(op.prepare(x), alpha)[0] - exact).norm() <= NEGLIGIBLE * x.norm()
 
 
 def test_applying_the_pair_in_place_again_costs_nothing() -> None:
