@@ -3,9 +3,12 @@ original / unlearned / retrain oracle, plus the speed comparisons measured in th
 
     python bench/class_forgetting.py --arch resnet18 --classes 0-9 --oracle
 
-Writes ``bench/out/class_forgetting-<arch>.json`` and ``.md``. Base models are cached under
-``bench/out/models``; oracles are read from the committed ledger ``bench/oracles.json``, and
-``--oracle`` trains the missing ones and adds them to it.
+    python bench/class_forgetting.py --arch test_vit --epochs 4 --method contrast \
+        --reference-classes ''
+
+Writes ``bench/out/class_forgetting-<arch>[-contrast].json`` and ``.md``. Base models are
+cached under ``bench/out/models``; oracles are read from the committed ledger
+``bench/oracles.json``, and ``--oracle`` trains the missing ones and adds them to it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from reference_projection import reference_forget  # noqa: E402
 from oblivio.data import open_dataset  # noqa: E402
 from oblivio.models import load_model, save_model  # noqa: E402
 from oblivio.training import Recipe  # noqa: E402
-from oblivio.unlearn.class_forgetting import forget_classes  # noqa: E402
+from oblivio.unlearn.class_forgetting import forget_by_contrast, forget_classes  # noqa: E402
 from oblivio.unlearn.layers import input_columns, projectable_layers  # noqa: E402
 from oblivio.unlearn.samples import draw_class_samples  # noqa: E402
 
@@ -111,6 +114,8 @@ def main() -> None:
                     help="classes on which to run the speed comparisons ('' for none)")
     ap.add_argument("--skip-reference", action="store_true",
                     help="speed comparisons without the (slow) reference baseline")
+    ap.add_argument("--method", choices=("projection", "contrast"), default="projection",
+                    help="the class-forgetting method (speed comparisons: projection only)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
     args = ap.parse_args()
@@ -122,11 +127,16 @@ def main() -> None:
     original = per_class_accuracy(base, data, args.device)
     records = []
     for c in parse_classes(args.classes):
-        target = models / f"{args.arch}-forget{c}"
+        contrast = args.method == "contrast"
+        target = models / f"{args.arch}-{'contrast' if contrast else 'forget'}{c}"
         prov, seconds, peak = isolated(
-            forget_classes, str(base), str(data), str(c), str(target), "auto",
-            RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED, args.device, 250, False)
-        rec = {"class": c, "alpha": prov["alpha"], "stage_seconds": prov["seconds"],
+            forget_by_contrast if contrast else forget_classes, str(base), str(data), str(c),
+            str(target), "auto", RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED,
+            args.device, 250, False)
+        rec = {"class": c, "method": args.method,
+               **({"ratio": prov["ratio"], "rounds": prov["rounds"]} if contrast
+                  else {"alpha": prov["alpha"]}),
+               "stage_seconds": prov["seconds"],
                "unlearn_seconds": prov["seconds"]["total"], "peak_rss_mb": peak}
         rec["original_retain"], rec["original_forget"] = split_accuracy(original, [c])
         acc = per_class_accuracy(target, data, args.device)
@@ -141,7 +151,8 @@ def main() -> None:
         print(json.dumps(rec), flush=True)
 
     speed = []
-    for c in parse_classes(args.reference_classes) if args.reference_classes else []:
+    compare = args.reference_classes and args.method == "projection"
+    for c in parse_classes(args.reference_classes) if compare else []:
         alpha = next(r["alpha"] for r in records if r["class"] == c)
         pair = (alpha["retain"], alpha["forget"])
         ref_dir = models / f"{args.arch}-reference{c}"
@@ -171,25 +182,27 @@ def main() -> None:
             "floor": floor,
         })
         print(json.dumps(speed[-1]), flush=True)
-    write_report(out, args.arch, base_metrics, records, speed)
+    write_report(out, args.arch, base_metrics, records, speed, args.method)
 
 
 def write_report(out: Path, arch: str, base_metrics: dict, records: list[dict],
-                 speed: list[dict]) -> None:
+                 speed: list[dict], method: str = "projection") -> None:
+    setting = "alpha (r/f)" if method == "projection" else "ratio x rounds"
     has_oracle = any("oracle_retain" in r for r in records)
     headers = ["class", "orig retain", "orig forget", "unl retain", "unl forget"]
     headers += ["oracle retain", "oracle forget"] if has_oracle else []
-    headers += ["alpha (r/f)", "unlearn s", "retrain s", "unlearn/retrain"]
+    headers += [setting, "unlearn s", "retrain s", "unlearn/retrain"]
     rows = []
     for r in records:
         retrain = r["retrain_seconds_base"]  # oracles may train on a shared machine
         row = [r["class"], r["original_retain"], r["original_forget"], r["unlearned_retain"],
                r["unlearned_forget"]]
         row += [r.get("oracle_retain", "-"), r.get("oracle_forget", "-")] if has_oracle else []
-        row += [f"{r['alpha']['retain']:g}/{r['alpha']['forget']:g}", r["unlearn_seconds"],
+        row += [f"{r['alpha']['retain']:g}/{r['alpha']['forget']:g}" if "alpha" in r
+                else f"{r['ratio']:g} x{r['rounds']}", r["unlearn_seconds"],
                 retrain, f"{100 * r['unlearn_seconds'] / retrain:.1f}%"]
         rows.append(row)
-    numeric = [i for i, h in enumerate(headers) if h not in ("class", "alpha (r/f)",
+    numeric = [i for i, h in enumerate(headers) if h not in ("class", setting,
                                                                "unlearn/retrain")]
     for label, agg in (("mean", np.mean), ("worst", None)):
         row = [label]
@@ -203,7 +216,7 @@ def write_report(out: Path, arch: str, base_metrics: dict, records: list[dict],
                                                                 else min(values)))
         rows.append(row)
     drops = [r["original_retain"] - r["unlearned_retain"] for r in records]
-    md = [f"## Class forgetting, {arch} on Fashion-MNIST",
+    md = [f"## Class forgetting, {arch} on Fashion-MNIST, {method}",
           f"Base model: {base_metrics['recipe']['epochs']} epochs, "
           f"{base_metrics['seconds']:.0f} s, test accuracy {100 * base_metrics['test_acc']:.2f}%. "
           f"Accuracies in % on the test split; retain drop vs original: mean "
@@ -229,9 +242,11 @@ def write_report(out: Path, arch: str, base_metrics: dict, records: list[dict],
                        f"{k} {v:.2f}" for k, v in s["oblivio_single_alpha_stage_seconds"].items())
                    for s in speed)]
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"class_forgetting-{arch}.md").write_text("\n".join(md) + "\n")
-    (out / f"class_forgetting-{arch}.json").write_text(json.dumps(
-        {"arch": arch, "base": base_metrics, "classes": records, "speed": speed}, indent=2))
+    name = f"class_forgetting-{arch}" + ("" if method == "projection" else f"-{method}")
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(
+        {"arch": arch, "method": method, "base": base_metrics, "classes": records,
+         "speed": speed}, indent=2))
     print("\n".join(md))
 
 

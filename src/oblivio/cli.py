@@ -74,8 +74,8 @@ def train(
                       "seconds": round(metrics["seconds"], 1), "epochs": epochs}))
 
 
-METHODS = ("projection", "l2ul", "finetune", "neggrad", "neggrad+", "random-label", "ssd",
-           "retrain")
+METHODS = ("projection", "contrast", "l2ul", "finetune", "neggrad", "neggrad+", "random-label",
+           "ssd", "retrain")
 
 
 @app.command()
@@ -96,6 +96,13 @@ def forget(
                                              "a validation split of the training data.")] = "auto",
     alpha_r: Annotated[float | None, typer.Option(help="projection: fixed retain alpha.")] = None,
     alpha_f: Annotated[float | None, typer.Option(help="projection: fixed forget alpha.")] = None,
+    ratio: Annotated[str, typer.Option(
+        help="contrast: 'auto' chooses the forget/retain energy ratio above which input "
+             "directions are removed on the validation split, or a fixed ratio (> 1).")]
+        = "auto",
+    rounds: Annotated[int, typer.Option(
+        help="contrast: most rounds (each re-captures the edited model's statistics and "
+             "removes again); with --ratio auto the number is chosen too.")] = 2,
     retain_per_class: Annotated[int, typer.Option(
         help="projection: retain samples per kept class.")] = 100,
     forget_samples: Annotated[int, typer.Option(
@@ -148,6 +155,17 @@ def forget(
                                        retain_per_class, forget_samples, val_per_class,
                                        val_forget_samples, forget_target, forget_margin, seed,
                                        device)
+    elif method == "contrast":
+        from oblivio.unlearn.class_forgetting import forget_by_contrast
+
+        if forget_ids is not None or classes is None:
+            raise OblivioError("contrast forgets whole classes: give --classes (for sample ids "
+                               "use --method l2ul or a baseline)")
+        result = forget_by_contrast(model, data, classes, out, _ratio(ratio), retain_per_class,
+                                    forget_samples, val_per_class, seed, device,
+                                    forget_target=0.01 if forget_target is None
+                                    else forget_target, val_forget_samples=val_forget_samples,
+                                    rounds=rounds)
     elif method == "l2ul":
         from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 
@@ -171,10 +189,20 @@ def forget(
         print(f"warning: the epoch cap was hit; forget accuracy {result['forget_acc']:.4f} "
               "(raise --max-epochs)", file=sys.stderr)
     shown = {k: result[k] for k in ("method", "forget_classes", "forgotten_classes",
-                                    "forget_ids_count", "alpha", "validation", "steps",
-                                    "cap_hit", "forget_acc", "forgotten_acc") if k in result}
+                                    "forget_ids_count", "alpha", "ratio", "rounds", "validation",
+                                    "steps", "cap_hit", "forget_acc", "forgotten_acc")
+             if k in result}
     print(json.dumps({"out": out, **shown,
                       "seconds": {k: round(v, 2) for k, v in result["seconds"].items()}}))
+
+
+def _ratio(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise OblivioError(f"--ratio takes 'auto' or a number, got {text!r}") from None
 
 
 def _forget_by_projection(model: str, data: str, classes: str, out: str, alpha: str,

@@ -23,10 +23,11 @@ from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import save_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import resolve_device, seed_everything
+from oblivio.unlearn.contrast import RATIOS, ContrastProjector
 from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
 from oblivio.unlearn.requests import forgotten_classes, load_matching
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
-from oblivio.unlearn.statistics import capture_statistics
+from oblivio.unlearn.statistics import Statistics, capture_statistics
 
 ALPHA_R = (10.0, 30.0, 100.0, 300.0, 1000.0)
 ALPHA_F = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -262,25 +263,31 @@ def project_and_save(plan: Plan, operators: dict, pairs: list[tuple[float, float
                                   pairs, forget_target, forget_margin, device, progress)
         alpha = (best.alpha_r, best.alpha_f)
         validation = {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc}
-    seconds = provenance.setdefault("seconds", {})
-    seconds["projection"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - started
-    config = plan.model.config
-    provenance = {
-        "kind": "unlearned",
+    provenance.setdefault("seconds", {})["projection"] = time.perf_counter() - t
+    return _save(plan, out, started, {
         "method": "projection",
-        "forget_classes": plan.forget_new,
-        "forgotten_classes": plan.forget_all,
         "alpha": {"retain": alpha[0], "forget": alpha[1]},
         "alpha_mode": "auto" if len(pairs) > 1 else "fixed",
         "forget_target": forget_target,
         "forget_margin": forget_margin,
         "alpha_grid": [{**asdict(p), "score": p.score} for p in grid],
         "validation": validation,
+        "device": device,
+        **provenance})
+
+
+def _save(plan: Plan, out: str, started: float, provenance: dict) -> dict:
+    """Write the edited model with its provenance (sample counts, total time, the parent's
+    fingerprint and recipe added) and return that provenance."""
+    provenance["seconds"]["total"] = time.perf_counter() - started
+    config = plan.model.config
+    provenance = {
+        "kind": "unlearned",
+        "forget_classes": plan.forget_new,
+        "forgotten_classes": plan.forget_all,
         "samples": {"retain": len(plan.sets.retain), "forget": len(plan.sets.forget),
                     "validation": len(plan.sets.validation),
                     "retain_per_class": plan.retain_per_class},
-        "device": device,
         "peak_rss_mb": _peak_rss_mb(),
         **provenance,
         "parent": {"weights_sha256": config["weights_sha256"], **provenance.get("parent", {})},
@@ -307,20 +314,11 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
     any compute, and nothing is written unless the whole job succeeds.
     """
     device = resolve_device(device)
-    timings: dict[str, float] = {}
     start = time.perf_counter()
     pairs = alpha_pairs(alpha, forget_target, forget_margin)
     plan = plan_forgetting(model_dir, data, classes, retain_per_class, forget_samples,
                            val_per_class, seed, device, val_forget_samples)
-    timings["load_and_sample"] = time.perf_counter() - start
-    t = time.perf_counter()
-    retain_stats = capture_statistics(plan.model, plan.train, plan.sets.retain, batch_size,
-                                      device, progress, "capture retain")
-    timings["capture_retain"] = time.perf_counter() - t
-    t = time.perf_counter()
-    forget_stats = capture_statistics(plan.model, plan.train, plan.sets.forget, batch_size,
-                                      device, progress, "capture forget")
-    timings["capture_forget"] = time.perf_counter() - t
+    retain_stats, forget_stats, timings = _capture(plan, start, batch_size, device, progress)
     t = time.perf_counter()
     if len(pairs) > 1:  # a grid: forget side decomposed once, each pair one product per layer
         operators = grid_operators(retain_stats, forget_stats, device,
@@ -333,3 +331,176 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
                   "seconds": timings, "parent": {"path": model_dir}}
     return project_and_save(plan, operators, pairs, out, forget_target, forget_margin, device,
                             progress, provenance, start)
+
+
+def _capture(plan: Plan, start: float, batch_size: int, device: str, progress: bool
+             ) -> tuple[Statistics, Statistics, dict[str, float]]:
+    """Retain and forget statistics of the plan's sample sets, with the time of each stage
+    (sampling counted from ``start``)."""
+    timings = {"load_and_sample": time.perf_counter() - start}
+    t = time.perf_counter()
+    retain = capture_statistics(plan.model, plan.train, plan.sets.retain, batch_size, device,
+                                progress, "capture retain")
+    timings["capture_retain"] = time.perf_counter() - t
+    t = time.perf_counter()
+    forget = capture_statistics(plan.model, plan.train, plan.sets.forget, batch_size, device,
+                                progress, "capture forget")
+    timings["capture_forget"] = time.perf_counter() - t
+    return retain, forget, timings
+
+
+@dataclass(frozen=True)
+class RatioPoint:
+    """Validation accuracies of one contrast threshold after ``rounds`` rounds (partial flag
+    as in ``GridPoint``)."""
+
+    tau: float
+    rounds: int
+    removed: int
+    retain_acc: float | None
+    forget_acc: float
+    forget_partial: bool = False
+
+    @property
+    def score(self) -> float | None:
+        return None if self.retain_acc is None else self.retain_acc * (1.0 - self.forget_acc)
+
+
+Recapture = Callable[[float], ContrastProjector]
+KNEE = 0.05
+
+
+def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
+                 forget: list[int], taus: tuple[float, ...] = RATIOS,
+                 forget_target: float = 0.01, device: str = "cpu", progress: bool = True,
+                 recapture: Recapture | None = None, rounds: int = 1
+                 ) -> tuple[RatioPoint, list[RatioPoint]]:
+    """Score each threshold on the validation rows and leave the model at the chosen one:
+    among points whose forget accuracy is at most ``forget_target``, the highest retain
+    accuracy wins; if none reaches it, the best retain x (1 - forget).
+
+    Forgetting is not monotone in tau: removing directions early in the network moves the
+    later layers' inputs away from the statistics they were edited with. A further round
+    (``recapture(tau)``: statistics of the edited model, and a projector over it) removes what
+    the forget set now uses, and each round of each threshold is a point of the grid.
+    Thresholds whose first round removes nothing, or the same directions as a larger one, are
+    skipped; a round is not added once the threshold forgets (more rounds only remove more:
+    measured, never better); and the sweep stops once a threshold's hits keep ``KNEE`` points
+    less than the best so far (smaller thresholds remove still more)."""
+    labels = split.labels[torch.as_tensor(rows)]
+    is_forget = torch.isin(labels, torch.tensor(forget)).numpy()
+    forget_rows, retain_rows = rows[is_forget], rows[~is_forget]
+    if len(forget_rows) == 0 or len(retain_rows) == 0:
+        raise OblivioError("the validation set needs rows of both forget and retain classes")
+    if rounds < 1 or (rounds > 1 and recapture is None):
+        raise OblivioError(f"rounds must be at least 1 (and need recapture), got {rounds}")
+    allowed = forget_target * len(forget_rows)
+    grid: list[RatioPoint] = []
+
+    def score(tau: float, r: int, removed: int, full: bool = False) -> None:
+        forget_acc, _, partial = _accuracy_until(
+            projector.model, split, forget_rows, device,
+            None if full else lambda correct, _: correct > allowed)
+        retain_acc = None
+        if full or forget_acc <= forget_target:
+            retain_acc = _accuracy_until(projector.model, split, retain_rows, device)[0]
+        grid.append(RatioPoint(tau, r, removed, retain_acc, forget_acc, partial))
+
+    def past_the_knee() -> bool:
+        kept = [p.retain_acc for p in grid if p.retain_acc is not None]
+        last = [p.retain_acc for p in grid if p.tau == grid[-1].tau and p.retain_acc is not None]
+        return bool(last) and max(last) < max(kept) - KNEE
+
+    def sweep(full: bool) -> None:
+        seen: set[int] = {0}  # removing nothing cannot forget
+        for tau in tqdm(sorted(taus, reverse=True), desc="ratio grid", disable=not progress,
+                        leave=False):
+            removed = projector.removed(tau)
+            if removed in seen:  # thresholds are nested: the same count is the same edit
+                continue
+            seen.add(removed)
+            projector.apply(tau)
+            score(tau, 1, removed, full)
+            extra = []
+            for r in range(2, rounds + 1):
+                if grid[-1].forget_acc <= forget_target and not full:
+                    break  # further rounds only remove more
+                extra.append(recapture(tau))
+                removed += extra[-1].removed(tau)
+                score(tau, r, removed, full)
+            for later in reversed(extra):
+                later.restore()
+            if not full and past_the_knee():
+                break
+
+    sweep(full=False)
+    if all(p.retain_acc is None for p in grid):  # nothing forgets: fall back to the product
+        grid.clear()
+        sweep(full=True)
+    if not grid:
+        raise OblivioError(f"no input direction carries {min(taus):g}x more forget than retain "
+                           "energy: nothing to remove")
+    best = _winner(grid, forget_target)
+    projector.apply(best.tau)
+    for _ in range(best.rounds - 1):
+        recapture(best.tau)
+    return best, grid
+
+
+def forget_by_contrast(model_dir: str, data: str, classes: str | list[int], out: str,
+                       ratio: str | float = "auto", retain_per_class: int = 100,
+                       forget_samples: int = 1000, val_per_class: int = 50, seed: int = 0,
+                       device: str = "auto", batch_size: int = 250, progress: bool = True,
+                       forget_target: float = 0.01, val_forget_samples: int = 250,
+                       rounds: int = 2) -> dict:
+    """Forget whole classes by energy contrast (``oblivio.unlearn.contrast``), the threshold
+    and the number of rounds (up to ``rounds``) chosen on the validation split
+    (``ratio="auto"``), or a fixed ratio applied ``rounds`` times; same samples, checks and
+    model directory as ``forget_classes``."""
+    device = resolve_device(device)
+    start = time.perf_counter()
+    taus = RATIOS if ratio == "auto" else (float(ratio),)
+    if min(taus) <= 1:
+        raise OblivioError(f"the ratio threshold must exceed 1, got {min(taus)}")
+    if rounds < 1:
+        raise OblivioError(f"rounds must be at least 1, got {rounds}")
+    if not 0.0 <= forget_target <= 1.0:
+        raise OblivioError(f"forget target must be in [0, 1], got {forget_target}")
+    plan = plan_forgetting(model_dir, data, classes, retain_per_class, forget_samples,
+                           val_per_class, seed, device, val_forget_samples)
+    retain_stats, forget_stats, timings = _capture(plan, start, batch_size, device, progress)
+    t = time.perf_counter()
+    projector = ContrastProjector(plan.model, retain_stats, forget_stats, device, min(taus))
+    del retain_stats, forget_stats
+    timings["subspaces"] = time.perf_counter() - t
+    t = time.perf_counter()
+
+    def recapture(tau: float) -> ContrastProjector:
+        retain, forget, _ = _capture(plan, time.perf_counter(), batch_size, device, False)
+        again = ContrastProjector(plan.model, retain, forget, device, tau)
+        again.apply(tau)
+        return again
+
+    if len(taus) == 1:
+        projector.apply(taus[0])
+        removed = projector.removed(taus[0]) + sum(
+            recapture(taus[0]).removed(taus[0]) for _ in range(rounds - 1))
+        best, grid, validation = RatioPoint(taus[0], rounds, removed, None, 0.0), [], None
+    else:
+        best, grid = select_ratio(projector, plan.train, plan.sets.validation, plan.forget_all,
+                                  taus, forget_target, device, progress, recapture, rounds)
+        validation = {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc}
+    timings["projection"] = time.perf_counter() - t
+    return _save(plan, out, start, {
+        "method": "contrast",
+        "ratio": best.tau,
+        "rounds": best.rounds,
+        "ratio_mode": "auto" if len(taus) > 1 else "fixed",
+        "removed_directions": best.removed,
+        "forget_target": forget_target,
+        "ratio_grid": [{**asdict(p), "score": p.score} for p in grid],
+        "validation": validation,
+        "device": device,
+        "seed": seed,
+        "seconds": timings,
+        "parent": {"path": model_dir}})

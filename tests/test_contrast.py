@@ -1,0 +1,208 @@
+"""Class forgetting by energy contrast (oblivio.unlearn.contrast, ALGORITHMS.md 1.7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import oblivio
+from oblivio.cli import app
+from oblivio.unlearn.class_forgetting import forget_by_contrast, select_ratio
+from oblivio.unlearn.contrast import RIDGE, ContrastProjector, contrast_basis
+from oblivio.unlearn.statistics import LayerStat, Statistics, capture_statistics
+from tests.test_class_forgetting import split_of
+
+runner = CliRunner()
+
+
+def inputs(n: int, dims: list[int], d: int, seed: int) -> torch.Tensor:
+    x = torch.zeros(n, d)
+    x[:, dims] = torch.rand(n, len(dims), generator=torch.Generator().manual_seed(seed))
+    return x
+
+
+def linear_case(d: int = 8) -> tuple[nn.Linear, ContrastProjector, torch.Tensor, torch.Tensor]:
+    """Retain inputs span e0..e2; forget inputs span e3, e4 and share e0 with the retain set."""
+    layer = nn.Linear(d, 5)
+    retain, forget = inputs(300, [0, 1, 2], d, 0), inputs(300, [0, 3, 4], d, 1)
+    model = nn.Sequential(nn.Flatten(), layer)
+
+    def stats(x: torch.Tensor) -> Statistics:
+        images = (x * 255).round().to(torch.uint8).view(len(x), 1, 1, d)
+        return capture_statistics(model, split_of(images), np.arange(len(x)), 64, progress=False)
+
+    projector = ContrastProjector(model, stats(retain), stats(forget))
+    return layer, projector, (retain * 255).round() / 255, (forget * 255).round() / 255
+
+
+def test_removes_forget_only_directions_and_keeps_retain_outputs() -> None:
+    layer, projector, retain, forget = linear_case()
+    with torch.no_grad():
+        before_r, before_f = layer(retain), layer(forget)
+        w0, bias = layer.weight.clone(), layer.bias.clone()
+        projector.apply(4.0)
+        after_r, after_f = layer(retain), layer(forget)
+    torch.testing.assert_close(after_r, before_r, rtol=0, atol=1e-4)
+    assert torch.equal(layer.bias, bias)
+    # the forget-only directions are removed: the edited layer maps them to zero
+    _, _, basis, _ = projector.layers["1"]
+    assert basis.ratio.shape == (1, 2) and basis.ratio.min() > 100  # the rest: under 2
+    with torch.no_grad():
+        torch.testing.assert_close(layer.weight @ basis.dual[0, :, :2], torch.zeros(5, 2),
+                                   rtol=0, atol=1e-5)
+    assert (after_f - before_f).norm() > 0.5 * (before_f - bias).norm()
+    assert projector.removed(4.0) == 2
+    projector.restore()
+    assert torch.equal(layer.weight, w0)
+
+
+def test_ratios_are_generalised_eigenvalues_of_per_column_moments() -> None:
+    gen = torch.Generator().manual_seed(0)
+    fr, ff = torch.randn(1, 40, 6, generator=gen), torch.randn(1, 30, 6, generator=gen) * 2
+    retain, forget = LayerStat(40, gram=(fr.mT @ fr).double()), LayerStat(30, factor=ff)
+    basis = contrast_basis(retain, forget, floor=0.0)
+    cr = retain.gram[0] / 40
+    reg = cr + RIDGE * cr.trace() / 6 * torch.eye(6, dtype=torch.float64)
+    cf = forget.as_gram()[0] / 30
+    v, ratio = basis.v[0].double(), basis.ratio[0]
+    torch.testing.assert_close(v.T @ reg @ v, torch.eye(6, dtype=torch.float64), atol=1e-5,
+                               rtol=0)
+    torch.testing.assert_close(cf @ v, reg @ v * ratio, atol=1e-4, rtol=1e-4)
+    assert bool((ratio[:-1] >= ratio[1:]).all())  # largest first
+    torch.testing.assert_close(basis.dual[0].double(), reg @ v, atol=1e-4, rtol=1e-4)
+
+
+def test_factor_form_works_in_the_columns_span_and_matches_the_gram_form() -> None:
+    """Fewer columns than fan-in: the basis lives in their span; directions outside it carry no
+    energy in either set and are left alone, exactly as the full-space form leaves them."""
+    gen = torch.Generator().manual_seed(1)
+    d = 30
+    fr = torch.zeros(1, 12, d)
+    fr[..., :8] = torch.randn(1, 12, 8, generator=gen)
+    ff = torch.zeros(1, 9, d)
+    ff[..., 10:18] = torch.randn(1, 9, 8, generator=gen)
+    thin = contrast_basis(LayerStat(12, factor=fr), LayerStat(9, factor=ff))
+    full = contrast_basis(LayerStat(12, gram=(fr.mT @ fr).double()),
+                          LayerStat(9, gram=(ff.mT @ ff).double()))
+    w = torch.randn(5, d, generator=gen)
+    for basis in (thin, full):
+        edited = w - (w @ basis.dual[0]) @ basis.v[0].T
+        outside = torch.zeros(d)
+        outside[20] = 1.0
+        torch.testing.assert_close(edited @ outside, w @ outside)  # no energy there: kept
+        torch.testing.assert_close(edited @ fr[0].T, w @ fr[0].T, atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(edited @ ff[0].T, torch.zeros(5, 9), atol=1e-3, rtol=0)
+    assert thin.v.shape[1] == full.v.shape[1] == d
+
+
+def test_empty_statistics_and_bad_threshold_are_refused() -> None:
+    with pytest.raises(oblivio.OblivioError, match="non-empty"):
+        contrast_basis(LayerStat(0, gram=torch.zeros(1, 3, 3, dtype=torch.float64)),
+                       LayerStat(4, gram=torch.eye(3, dtype=torch.float64)[None]))
+    _, projector, _, _ = linear_case()
+    with pytest.raises(oblivio.OblivioError, match="must be positive"):
+        projector.apply(0.0)
+
+
+def test_selection_requires_forgetting_then_keeps_most() -> None:
+    """On a tiny classifier whose class-1 evidence sits on its own input directions, the
+    chosen threshold forgets class 1 on validation and keeps the rest."""
+    d = 8
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(60)
+    x = torch.zeros(180, d)
+    x[:, 7] = torch.rand(180, generator=gen)  # a direction every class uses alike
+    for c, dims in ((0, [0, 1]), (1, [3, 4]), (2, [5, 6])):
+        x[(labels == c).nonzero(), dims] += 0.4 + 0.6 * torch.rand(60, 2, generator=gen)
+    images = (x.clamp(0, 1) * 255).round().to(torch.uint8).view(180, 1, 1, d)
+    split = split_of(images, labels)
+    head = nn.Linear(d, 3)
+    with torch.no_grad():
+        head.weight.copy_(torch.stack([torch.eye(d)[dims].sum(0) for dims in
+                                       ([0, 1], [3, 4], [5, 6])]))
+        head.bias.copy_(torch.tensor([0.3, 0.0, 0.3]))  # class 1 wins only on its evidence
+    model = nn.Sequential(nn.Flatten(), head)
+    rows = np.arange(180)
+    retain_rows, forget_rows = rows[labels.numpy() != 1][::2], rows[labels.numpy() == 1][::2]
+    projector = ContrastProjector(
+        model, capture_statistics(model, split, retain_rows, 64, progress=False),
+        capture_statistics(model, split, forget_rows, 64, progress=False))
+    best, grid = select_ratio(projector, split, rows[1::2], [1], progress=False)
+    assert best.forget_acc <= 0.01 and best.retain_acc == 1.0
+    assert len({p.removed for p in grid}) == len(grid)  # no edit scored twice
+    assert projector.applied == best.tau
+
+
+def test_forget_by_contrast_end_to_end_and_deterministic(trained_rgb, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    outs = []
+    for name in ("a", "b"):
+        prov = forget_by_contrast(str(model_dir), str(data), "1", str(tmp_path / name),
+                                  retain_per_class=20, forget_samples=30, val_per_class=10,
+                                  device="cpu", progress=False, val_forget_samples=20)
+        outs.append(oblivio.load_model(tmp_path / name))
+    assert outs[0].config["weights_sha256"] == outs[1].config["weights_sha256"]
+    assert prov["method"] == "contrast" and prov["ratio_mode"] == "auto"
+    assert (prov["ratio"], prov["rounds"]) in [(p["tau"], p["rounds"]) for p in prov["ratio_grid"]]
+    grid = prov["ratio_grid"]
+    for before, point in zip(grid, grid[1:]):
+        if point["rounds"] == 2:  # only after a first round that did not forget enough
+            assert before["tau"] == point["tau"] and before["rounds"] == 1
+            assert before["forget_acc"] > 0.01 and point["removed"] > before["removed"]
+    assert prov["forgotten_classes"] == [1] and prov["removed_directions"] > 0
+    assert set(prov["seconds"]) >= {"capture_retain", "capture_forget", "subspaces",
+                                    "projection", "total"}
+    parent = oblivio.load_model(model_dir)
+    assert outs[0].config["parent_fingerprint"] == parent.config["weights_sha256"]
+    from oblivio.data import open_dataset
+    from oblivio.models.inference import predict_logits
+
+    test = open_dataset(data).split("test")
+    pred = predict_logits(outs[0], test).argmax(1)
+    is_forget = test.labels == 1
+    assert float((pred[is_forget] == 1).float().mean()) <= 0.05
+    original = predict_logits(parent, test).argmax(1)
+    keep_before = float((original[~is_forget] == test.labels[~is_forget]).float().mean())
+    keep_after = float((pred[~is_forget] == test.labels[~is_forget]).float().mean())
+    assert keep_after >= keep_before - 0.1
+    for a, b in zip(parent.state_dict().items(), outs[0].state_dict().items()):
+        if not a[0].endswith(".weight") or a[1].ndim == 1:
+            assert torch.equal(a[1], b[1]), a[0]  # biases, norms, running stats untouched
+
+
+def test_cli_contrast_fixed_ratio_and_bad_input(trained_rgb, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    base = ["forget", "--model", str(model_dir), "--data", str(data), "--method", "contrast",
+            "--device", "cpu", "--retain-per-class", "20", "--forget-samples", "30"]
+    weights = []
+    for rounds in ("1", "3"):
+        out = tmp_path / f"u{rounds}"
+        result = runner.invoke(app, [*base, "--classes", "2", "--ratio", "8", "--rounds", rounds,
+                                     "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["ratio"] == 8.0 and summary["rounds"] == int(rounds)
+        config = json.loads((out / "config.json").read_text())
+        assert config["provenance"]["ratio_mode"] == "fixed"
+        assert config["provenance"]["ratio_grid"] == []
+        weights.append(config["weights_sha256"])
+    assert weights[0] != weights[1]  # later rounds remove what the first one left
+    for args, message in (
+        (["--classes", "2", "--ratio", "1"], "error: the ratio threshold must exceed 1"),
+        (["--classes", "2", "--ratio", "many"], "error: --ratio takes 'auto' or a number"),
+        (["--classes", "2", "--rounds", "0"], "error: rounds must be at least 1"),
+        (["--classes", "9"], "error: class 9 out of range"),
+        (["--forget-ids", str(tmp_path / "ids.txt")], "error: contrast forgets whole classes"),
+    ):
+        out = tmp_path / "bad"
+        result = runner.invoke(app, [*base, *args, "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().startswith(message)
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not out.exists()
