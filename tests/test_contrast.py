@@ -16,7 +16,7 @@ from oblivio.cli import app
 from oblivio.unlearn.class_forgetting import forget_by_contrast, select_ratio
 from oblivio.unlearn.contrast import RIDGE, ContrastProjector, contrast_basis
 from oblivio.unlearn.statistics import LayerStat, Statistics, capture_statistics
-from tests.test_class_forgetting import split_of
+from tests.test_class_forgetting import assert_forgot_class, split_of
 
 runner = CliRunner()
 
@@ -158,22 +158,7 @@ def test_forget_by_contrast_end_to_end_and_deterministic(trained_rgb, tmp_path: 
     assert prov["forgotten_classes"] == [1] and prov["removed_directions"] > 0
     assert set(prov["seconds"]) >= {"capture_retain", "capture_forget", "subspaces",
                                     "projection", "total"}
-    parent = oblivio.load_model(model_dir)
-    assert outs[0].config["parent_fingerprint"] == parent.config["weights_sha256"]
-    from oblivio.data import open_dataset
-    from oblivio.models.inference import predict_logits
-
-    test = open_dataset(data).split("test")
-    pred = predict_logits(outs[0], test).argmax(1)
-    is_forget = test.labels == 1
-    assert float((pred[is_forget] == 1).float().mean()) <= 0.05
-    original = predict_logits(parent, test).argmax(1)
-    keep_before = float((original[~is_forget] == test.labels[~is_forget]).float().mean())
-    keep_after = float((pred[~is_forget] == test.labels[~is_forget]).float().mean())
-    assert keep_after >= keep_before - 0.1
-    for a, b in zip(parent.state_dict().items(), outs[0].state_dict().items()):
-        if not a[0].endswith(".weight") or a[1].ndim == 1:
-            assert torch.equal(a[1], b[1]), a[0]  # biases, norms, running stats untouched
+    assert_forgot_class(model_dir, data, outs[0], 1)
 
 
 def test_cli_contrast_fixed_ratio_and_bad_input(trained_rgb, tmp_path: Path) -> None:
@@ -206,3 +191,15 @@ def test_cli_contrast_fixed_ratio_and_bad_input(trained_rgb, tmp_path: Path) -> 
         assert result.stderr.strip().startswith(message)
         assert len(result.stderr.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_report_plots_the_ratio_grid_with_the_chosen_point() -> None:
+    from oblivio.evaluation.report import _selection_plot
+
+    grid = [{"tau": 8.0, "rounds": 1, "removed": 3, "retain_acc": None, "forget_acc": 0.2},
+            {"tau": 8.0, "rounds": 2, "removed": 5, "retain_acc": 0.9, "forget_acc": 0.0},
+            {"tau": 4.0, "rounds": 1, "removed": 9, "retain_acc": 0.7, "forget_acc": 0.0}]
+    ax = _selection_plot({"ratio_grid": grid, "ratio": 8.0, "rounds": 2}).axes[0]
+    assert ax.get_title() == "ratio grid (3 points scored)"
+    assert [t.get_text() for t in ax.texts] == ["8x2", "4x1"]
+    assert ax.get_legend() is not None  # the chosen point is circled

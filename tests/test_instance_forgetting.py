@@ -227,7 +227,8 @@ def test_cli_bad_requests_write_nothing(mislabelled: dict, tmp_path: Path, args:
              "IDS_DUP": "c/train/001\nc/train/001\n", "IDS_EMPTY": "\n\n"}
     for key, text in files.items():
         (tmp_path / f"{key}.txt").write_text(text)
-    swap = {**{k: str(tmp_path / f"{k}.txt") for k in files}, "IDS_TXT": str(mislabelled["ids_txt"])}
+    swap = {**{k: str(tmp_path / f"{k}.txt") for k in files},
+            "IDS_TXT": str(mislabelled["ids_txt"])}
     out = tmp_path / "out"
     result = runner.invoke(app, ["forget", "--model", str(mislabelled["model"]), "--data",
                                  str(mislabelled["data"]), "--out", str(out), "--device", "cpu",

@@ -82,8 +82,9 @@ def test_pipeline_twice_extends_the_lineage(tracked: str, trained_rgb, tmp_path:
 
     data, model_dir = trained_rgb
     register_original("tiny", model_dir)
-    for classes in ("1", "2"):
-        run_local("tiny", classes, str(data), device="cpu", **SMALL, **LENIENT)
+    for classes, method in (("1", "projection"), ("2", "contrast")):
+        run_local("tiny", classes, str(data), device="cpu", class_method=method, **SMALL,
+                  **LENIENT)
     rows = lineage("tiny")
     assert [r["version"] for r in rows] == ["1", "2", "3"]
     assert [r["parent"] for r in rows] == [None, "1", "2"]
@@ -93,7 +94,9 @@ def test_pipeline_twice_extends_the_lineage(tracked: str, trained_rgb, tmp_path:
     v3 = client().get_model_version("tiny", "3")
     run = client().get_run(v3.run_id)
     assert run.info.status == "FINISHED" and run.data.params["forget_classes"] == "2"
-    assert v3.tags["oblivio.pipeline_run"] and v3.tags["oblivio.method"] == "projection"
+    assert run.data.params["class_method"] == "contrast"
+    assert v3.tags["oblivio.pipeline_run"] and v3.tags["oblivio.method"] == "contrast"
+    assert client().get_model_version("tiny", "2").tags["oblivio.method"] == "projection"
     artifacts = {a.path for a in client().list_artifacts(v3.run_id, "report")}
     assert {"report/report.json", "report/report.html", "report/plots"} <= artifacts
     assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"retain-samples",
@@ -193,6 +196,11 @@ def test_run_rejects_an_unknown_class_before_any_step(tracked: str, trained_rgb,
                                  "--forget-classes", "9"])
     assert result.exit_code == 2 and result.stderr.startswith("error: class 9 out of range")
     assert len(result.stderr.strip().splitlines()) == 1
+    result = runner.invoke(app, ["run", "--model-name", "strict", "--data", str(data),
+                                 "--forget-classes", "1", "--class-method", "ssd"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: class method must be projection or contrast, "
+                                     "got 'ssd'")
     assert not (tmp_path / "home" / "kfp").exists()
     assert [r["version"] for r in lineage("strict")] == ["1"]
 
@@ -218,21 +226,32 @@ def test_compiled_yaml_is_current_and_carries_cluster_settings(tmp_path: Path) -
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"gpu_count", "node_selector_json", "tolerations_json", "secret_name", "model_name",
-            "forget_classes", "forget_ids_uri", "instance_ablation", "alpha_mode"} <= set(params)
+            "forget_classes", "forget_ids_uri", "instance_ablation", "alpha_mode",
+            "class_method", "ratio_mode", "ratio", "rounds"} <= set(params)
     assert all("defaultValue" in p and p.get("description") for p in params.values())
     tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert tasks["resolve-model"]["cachingOptions"] == {}  # the alias moves
     assert tasks["resolve-model"]["retryPolicy"]["maxRetryCount"] == 3  # I/O steps retry
     assert set(tasks) == {"resolve-model", "sample-data", "condition-branches-2"}
-    classes = spec["components"]["comp-condition-3"]["dag"]["tasks"]
-    instances = spec["components"]["comp-condition-4"]["dag"]["tasks"]
-    assert {"capture-activations", "capture-activations-2"} <= set(classes)  # retain || forget
-    assert set(instances) == {"unlearn-instances", "evaluate-model-2", "register-model-2"}
-    for register in (classes["register-model"], instances["register-model-2"]):
+    components = spec["components"]
+    classes = components["comp-condition-6"]["dag"]["tasks"]
+    contrast = components["comp-condition-4"]["dag"]["tasks"]
+    projection = components["comp-condition-5"]["dag"]["tasks"]
+    instances = components["comp-condition-7"]["dag"]["tasks"]
+    assert set(classes) == {"capture-activations", "capture-activations-2",  # retain || forget
+                            "condition-branches-3"}
+    assert set(contrast) == {"apply-contrast", "evaluate-model", "register-model"}
+    assert set(projection) == {"compute-subspaces", "apply-projection", "evaluate-model-2",
+                               "register-model-2"}
+    assert set(instances) == {"unlearn-instances", "evaluate-model-3", "register-model-3"}
+    for register in (contrast["register-model"], projection["register-model-2"],
+                     instances["register-model-3"]):
         assert register["cachingOptions"] == {}  # never skip a registration
         assert "retryPolicy" not in register
-    branch = spec["components"]["comp-condition-branches-2"]["dag"]["tasks"]
-    assert "forget_ids_uri" in branch["condition-3"]["triggerPolicy"]["condition"]
+    branch = components["comp-condition-branches-2"]["dag"]["tasks"]
+    assert "forget_ids_uri" in branch["condition-6"]["triggerPolicy"]["condition"]
+    method = components["comp-condition-branches-3"]["dag"]["tasks"]
+    assert "class_method" in method["condition-4"]["triggerPolicy"]["condition"]
     exit_task = spec["root"]["dag"]["tasks"]["record-outcome"]
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     image = spec["deploymentSpec"]["executors"]["exec-register-model"]["container"]["image"]

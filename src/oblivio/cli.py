@@ -282,6 +282,8 @@ def run(
         help="Dataset (default: Fashion-MNIST, converted under the oblivio home).")] = None,
     epochs: Annotated[int, typer.Option(
         help="Epochs of the original model when it has to be trained first.")] = 1,
+    class_method: Annotated[str, typer.Option(
+        help="Classes: projection, or contrast (the better choice for a ViT).")] = "projection",
     alpha_mode: Annotated[str, typer.Option(help="auto or fixed.")] = "auto",
     promote: Annotated[bool, typer.Option(help="Promote to champion when gates pass.")] = True,
     max_forget_acc: Annotated[float, typer.Option(help="Gate: forget accuracy.")] = 0.01,
@@ -293,7 +295,7 @@ def run(
     from oblivio_pipeline.local import run_local
 
     result = run_local(model_name, forget_classes, data, epochs=epochs, device=device,
-                       forget_ids=forget_ids,
+                       forget_ids=forget_ids, class_method=class_method,
                        alpha_mode=alpha_mode, promote=promote, max_forget_acc=max_forget_acc,
                        max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy)
     print(result["report"])

@@ -90,8 +90,11 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
         classes = forget_classes or next_class(name)
         open_dataset(dataset).class_indices(classes)  # an unknown class: one error, no run
         what = f"class(es) {classes}"
-    if params.get("alpha_mode", "auto") not in ("auto", "fixed"):
-        raise OblivioError(f"alpha mode must be auto or fixed, got {params['alpha_mode']!r}")
+    for key, allowed in (("alpha_mode", ("auto", "fixed")), ("ratio_mode", ("auto", "fixed")),
+                         ("class_method", ("projection", "contrast"))):
+        if params.get(key, allowed[0]) not in allowed:
+            raise OblivioError(f"{key.replace('_', ' ')} must be {' or '.join(allowed)}, "
+                               f"got {params[key]!r}")
     local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
                pipeline_root=str(home / "kfp"))
     pipeline = make_class_forgetting(on_cluster=False)

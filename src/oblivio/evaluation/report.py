@@ -83,24 +83,34 @@ def _mia_plot(features: dict) -> plt.Figure:
     return fig
 
 
-def _alpha_plot(report: dict) -> plt.Figure:
+def _selection_plot(report: dict) -> plt.Figure:
+    """The validation points the method chose among: alpha pairs (projection) or ratio
+    thresholds and rounds (contrast)."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    grid = report["alpha_grid"]
-    scored = [p for p in grid if p["retain_acc"] is not None and not p.get("retain_partial")]
-    ax.scatter([p["forget_acc"] for p in scored], [p["retain_acc"] for p in scored], s=14)
-    for p in scored:
-        ax.annotate(f"{p['alpha_r']:g}/{p['alpha_f']:g}", (p["forget_acc"], p["retain_acc"]),
-                    fontsize=6)
-    chosen = report["alpha"]
-    best = [p for p in scored if p["alpha_r"] == chosen["retain"]
-            and p["alpha_f"] == chosen["forget"]]
+    if report.get("alpha_grid"):
+        grid, kind = report["alpha_grid"], "alpha grid"
+        keys = [(p["alpha_r"], p["alpha_f"]) for p in grid]
+        chosen = (report["alpha"]["retain"], report["alpha"]["forget"])
+        names = [f"{r:g}/{f:g}" for r, f in keys]
+    else:
+        grid, kind = report["ratio_grid"], "ratio grid"
+        keys = [(p["tau"], p["rounds"]) for p in grid]
+        chosen = (report["ratio"], report["rounds"])
+        names = [f"{tau:g}x{rounds}" for tau, rounds in keys]
+    scored = [i for i, p in enumerate(grid)
+              if p["retain_acc"] is not None and not p.get("retain_partial")]
+    ax.scatter([grid[i]["forget_acc"] for i in scored], [grid[i]["retain_acc"] for i in scored],
+               s=14)
+    for i in scored:
+        ax.annotate(names[i], (grid[i]["forget_acc"], grid[i]["retain_acc"]), fontsize=6)
+    best = [grid[i] for i in scored if keys[i] == chosen]
     if best:
         ax.scatter([best[0]["forget_acc"]], [best[0]["retain_acc"]], s=60, facecolors="none",
                    edgecolors="red", label="chosen")
         ax.legend(fontsize=8)
     ax.set_xlabel("validation forget accuracy")
     ax.set_ylabel("validation retain accuracy")
-    ax.set_title(f"alpha grid ({len(grid)} pairs scored)")
+    ax.set_title(f"{kind} ({len(grid)} points scored)")
     return fig
 
 
@@ -113,8 +123,8 @@ def write_report(report: dict, features: dict, out: str | os.PathLike[str]) -> N
         (tmp / "plots").mkdir()
         figures = {"per_class_accuracy": _per_class_plot(report),
                    "mia_features": _mia_plot(features)}
-        if report.get("alpha_grid"):
-            figures["alpha_grid"] = _alpha_plot(report)
+        if report.get("alpha_grid") or report.get("ratio_grid"):
+            figures["selection_grid"] = _selection_plot(report)
         images = {name: _png(fig, tmp / "plots" / f"{name}.png") for name, fig in figures.items()}
         md = markdown(report)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -447,18 +447,8 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
     return best, grid
 
 
-def forget_by_contrast(model_dir: str, data: str, classes: str | list[int], out: str,
-                       ratio: str | float = "auto", retain_per_class: int = 100,
-                       forget_samples: int = 1000, val_per_class: int = 50, seed: int = 0,
-                       device: str = "auto", batch_size: int = 250, progress: bool = True,
-                       forget_target: float = 0.01, val_forget_samples: int = 250,
-                       rounds: int = 2) -> dict:
-    """Forget whole classes by energy contrast (``oblivio.unlearn.contrast``), the threshold
-    and the number of rounds (up to ``rounds``) chosen on the validation split
-    (``ratio="auto"``), or a fixed ratio applied ``rounds`` times; same samples, checks and
-    model directory as ``forget_classes``."""
-    device = resolve_device(device)
-    start = time.perf_counter()
+def contrast_taus(ratio: str | float, rounds: int, forget_target: float) -> tuple[float, ...]:
+    """The thresholds to score, after checking the settings."""
     taus = RATIOS if ratio == "auto" else (float(ratio),)
     if min(taus) <= 1:
         raise OblivioError(f"the ratio threshold must exceed 1, got {min(taus)}")
@@ -466,13 +456,20 @@ def forget_by_contrast(model_dir: str, data: str, classes: str | list[int], out:
         raise OblivioError(f"rounds must be at least 1, got {rounds}")
     if not 0.0 <= forget_target <= 1.0:
         raise OblivioError(f"forget target must be in [0, 1], got {forget_target}")
-    plan = plan_forgetting(model_dir, data, classes, retain_per_class, forget_samples,
-                           val_per_class, seed, device, val_forget_samples)
-    retain_stats, forget_stats, timings = _capture(plan, start, batch_size, device, progress)
+    return taus
+
+
+def contrast_and_save(plan: Plan, retain: Statistics, forget: Statistics,
+                      taus: tuple[float, ...], rounds: int, out: str, forget_target: float,
+                      device: str, progress: bool, provenance: dict, started: float,
+                      batch_size: int = 250) -> dict:
+    """Remove the contrast directions with the threshold and rounds chosen on the validation
+    rows (or the one threshold given), write the unlearned model directory and return its
+    provenance (``provenance["seconds"]`` gains the subspaces, projection and total times)."""
+    seconds = provenance.setdefault("seconds", {})
     t = time.perf_counter()
-    projector = ContrastProjector(plan.model, retain_stats, forget_stats, device, min(taus))
-    del retain_stats, forget_stats
-    timings["subspaces"] = time.perf_counter() - t
+    projector = ContrastProjector(plan.model, retain, forget, device, min(taus))
+    seconds["subspaces"] = time.perf_counter() - t
     t = time.perf_counter()
 
     def recapture(tau: float) -> ContrastProjector:
@@ -490,8 +487,8 @@ def forget_by_contrast(model_dir: str, data: str, classes: str | list[int], out:
         best, grid = select_ratio(projector, plan.train, plan.sets.validation, plan.forget_all,
                                   taus, forget_target, device, progress, recapture, rounds)
         validation = {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc}
-    timings["projection"] = time.perf_counter() - t
-    return _save(plan, out, start, {
+    seconds["projection"] = time.perf_counter() - t
+    return _save(plan, out, started, {
         "method": "contrast",
         "ratio": best.tau,
         "rounds": best.rounds,
@@ -501,6 +498,25 @@ def forget_by_contrast(model_dir: str, data: str, classes: str | list[int], out:
         "ratio_grid": [{**asdict(p), "score": p.score} for p in grid],
         "validation": validation,
         "device": device,
-        "seed": seed,
-        "seconds": timings,
-        "parent": {"path": model_dir}})
+        **provenance})
+
+
+def forget_by_contrast(model_dir: str, data: str, classes: str | list[int], out: str,
+                       ratio: str | float = "auto", retain_per_class: int = 100,
+                       forget_samples: int = 1000, val_per_class: int = 50, seed: int = 0,
+                       device: str = "auto", batch_size: int = 250, progress: bool = True,
+                       forget_target: float = 0.01, val_forget_samples: int = 250,
+                       rounds: int = 2) -> dict:
+    """Forget whole classes by energy contrast (``oblivio.unlearn.contrast``), the threshold
+    and the number of rounds (up to ``rounds``) chosen on the validation split
+    (``ratio="auto"``), or a fixed ratio applied ``rounds`` times; same samples, checks and
+    model directory as ``forget_classes``."""
+    device = resolve_device(device)
+    start = time.perf_counter()
+    taus = contrast_taus(ratio, rounds, forget_target)
+    plan = plan_forgetting(model_dir, data, classes, retain_per_class, forget_samples,
+                           val_per_class, seed, device, val_forget_samples)
+    retain_stats, forget_stats, timings = _capture(plan, start, batch_size, device, progress)
+    provenance = {"seed": seed, "seconds": timings, "parent": {"path": model_dir}}
+    return contrast_and_save(plan, retain_stats, forget_stats, taus, rounds, out,
+                             forget_target, device, progress, provenance, start, batch_size)

@@ -1,5 +1,6 @@
 """Forgetting as separately runnable steps over files, one per pipeline step (ARCHITECTURE.md):
-classes: sample -> capture (retain and forget, in parallel) -> subspaces -> project;
+classes: sample -> capture (retain and forget, in parallel) -> subspaces -> project, or
+sample -> capture -> contrast;
 instances: sample (check the deletion request) -> unlearn.
 
 Each step reads what the previous one wrote (sample-id Parquet files, safetensors statistics and
@@ -24,6 +25,8 @@ from oblivio.unlearn.class_forgetting import (
     FORGET_MARGIN,
     Plan,
     alpha_pairs,
+    contrast_and_save,
+    contrast_taus,
     plan_forgetting,
     project_and_save,
 )
@@ -108,7 +111,32 @@ def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: st
     start = time.perf_counter()
     device = resolve_device(device)
     pairs = alpha_pairs(alpha, forget_target, forget_margin)
+    plan, seed = _plan_of(model_dir, data, samples_dir, device)
+    operators = eigen_operators(load_subspaces(subspaces_file), device)
+    provenance = {"solver": "eigen", "seed": seed, "seconds": {}}
+    return project_and_save(plan, operators, pairs, out, forget_target, forget_margin, device,
+                            False, provenance, start)
+
+
+def contrast_step(model_dir: str, data: str, retain_file: str, forget_file: str,
+                  samples_dir: str, out: str, ratio: str | float = "auto", rounds: int = 2,
+                  forget_target: float = 0.01, device: str = "auto") -> dict:
+    """Remove the energy-contrast directions (threshold and rounds chosen on the validation
+    set); write the unlearned model. Later rounds capture the edited model's statistics here."""
+    start = time.perf_counter()
+    device = resolve_device(device)
+    taus = contrast_taus(ratio, rounds, forget_target)
+    plan, seed = _plan_of(model_dir, data, samples_dir, device)
+    return contrast_and_save(plan, load_statistics(retain_file), load_statistics(forget_file),
+                             taus, rounds, out, forget_target, device, False,
+                             {"seed": seed, "seconds": {}}, start)
+
+
+def _plan_of(model_dir: str, data: str, samples_dir: str, device: str) -> tuple[Plan, int]:
+    """The plan the sample step drew, checked against the model, and its seed."""
     summary = json.loads(Path(samples_dir, PLAN_FILE).read_text())
+    if summary.get("mode") == "instance":
+        raise OblivioError("the sample sets name a deletion request, not classes")
     model = load_model(model_dir, device)
     expected = set(summary["forget_classes"]) | set(forgotten_classes(model.config))
     if sorted(summary["forgotten_classes"]) != sorted(expected):
@@ -118,7 +146,4 @@ def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: st
             for name in SETS}
     plan = Plan(model, train, summary["forget_classes"], summary["forgotten_classes"],
                 ClassSamples(*(np.asarray(rows[n]) for n in SETS)), summary["retain_per_class"])
-    operators = eigen_operators(load_subspaces(subspaces_file), device)
-    provenance = {"solver": "eigen", "seed": summary["seed"], "seconds": {}}
-    return project_and_save(plan, operators, pairs, out, forget_target, forget_margin, device,
-                            False, provenance, start)
+    return plan, summary["seed"]

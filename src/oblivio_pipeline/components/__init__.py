@@ -1,5 +1,6 @@
 """One KFP v2 lightweight component per step of ARCHITECTURE.md's table, same names."""
 
+from oblivio_pipeline.components.apply_contrast import apply_contrast
 from oblivio_pipeline.components.apply_projection import apply_projection
 from oblivio_pipeline.components.capture_activations import capture_activations
 from oblivio_pipeline.components.compute_subspaces import compute_subspaces
@@ -10,6 +11,6 @@ from oblivio_pipeline.components.resolve_model import resolve_model
 from oblivio_pipeline.components.sample_data import sample_data
 from oblivio_pipeline.components.unlearn_instances import unlearn_instances
 
-__all__ = ["apply_projection", "capture_activations", "compute_subspaces", "evaluate_model",
-           "record_outcome", "register_model", "resolve_model", "sample_data",
+__all__ = ["apply_contrast", "apply_projection", "capture_activations", "compute_subspaces",
+           "evaluate_model", "record_outcome", "register_model", "resolve_model", "sample_data",
            "unlearn_instances"]

@@ -6,6 +6,7 @@ batch of images gets the same evaluation, gates and lineage as a forgotten class
 from kfp import dsl, kubernetes
 
 from oblivio_pipeline.components import (
+    apply_contrast,
     apply_projection,
     capture_activations,
     compute_subspaces,
@@ -61,9 +62,13 @@ def make_class_forgetting(on_cluster: bool = True):
         val_per_class: int = 50,
         val_forget_samples: int = 250,
         seed: int = 0,
+        class_method: str = "projection",
         alpha_mode: str = "auto",
         alpha_r: float = 100.0,
         alpha_f: float = 3.0,
+        ratio_mode: str = "auto",
+        ratio: float = 8.0,
+        rounds: int = 2,
         forget_target: float = 0.01,
         max_forget_acc: float = 0.01,
         max_retain_drop: float = 0.025,
@@ -94,10 +99,16 @@ def make_class_forgetting(on_cluster: bool = True):
             val_per_class: Validation samples per kept class for alpha selection.
             val_forget_samples: Validation samples of the forget classes.
             seed: Seed of every random draw.
+            class_method: projection (scaled subspace projection, the default) or contrast
+                (energy contrast: the better choice for a ViT).
             alpha_mode: auto (grid on validation) or fixed (alpha_r and alpha_f).
             alpha_r: Retain alpha in fixed mode.
             alpha_f: Forget alpha in fixed mode.
-            forget_target: Validation forget accuracy alpha selection must reach.
+            ratio_mode: contrast: auto (thresholds and rounds chosen on validation) or fixed.
+            ratio: contrast, fixed mode: forget-to-retain energy ratio above which input
+                directions are removed.
+            rounds: contrast: most rounds (each re-captures the edited model's statistics).
+            forget_target: Validation forget accuracy alpha (or ratio) selection must reach.
             max_forget_acc: Gate: highest forget-class test accuracy.
             max_retain_drop: Gate: largest retain test accuracy drop vs the parent.
             min_mia_efficacy: Gate: lowest MIA-efficacy (confidence), class branch.
@@ -124,6 +135,7 @@ def make_class_forgetting(on_cluster: bool = True):
                 model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
                 params_json=f'{{"forget_classes": "{forget_classes}", '
                             f'"forget_ids_uri": "{forget_ids_uri}", '
+                            f'"class_method": "{class_method}", '
                             f'"alpha_mode": "{alpha_mode}", "seed": "{seed}", '
                             f'"dataset_uri": "{dataset_uri}"}}'),
                 **cluster, retries=3)
@@ -154,15 +166,26 @@ def make_class_forgetting(on_cluster: bool = True):
                     device=device), **cluster, gpu_count=gpu_count,
                     retries=2).set_display_name(f"capture {which}")
                     for which in ("retain", "forget")}
-                subspaces = _configure(compute_subspaces(
-                    retain_statistics=stats["retain"].outputs["statistics"],
-                    forget_statistics=stats["forget"].outputs["statistics"]),
-                    **cluster, gpu_count=gpu_count)
-                projected = _configure(apply_projection(
-                    model=model, dataset_uri=dataset_uri, subspaces=subspaces.outputs["subspaces"],
-                    samples=samples, alpha_mode=alpha_mode, alpha_r=alpha_r, alpha_f=alpha_f,
-                    forget_target=forget_target, device=device), **cluster, gpu_count=gpu_count)
-                evaluate_and_register(projected.outputs["unlearned"], min_mia_efficacy)
+                retain_stats = stats["retain"].outputs["statistics"]
+                forget_stats = stats["forget"].outputs["statistics"]
+                with dsl.If(class_method == "contrast", name="contrast"):
+                    contrasted = _configure(apply_contrast(
+                        model=model, dataset_uri=dataset_uri, retain_statistics=retain_stats,
+                        forget_statistics=forget_stats, samples=samples, ratio_mode=ratio_mode,
+                        ratio=ratio, rounds=rounds, forget_target=forget_target,
+                        device=device), **cluster, gpu_count=gpu_count)
+                    evaluate_and_register(contrasted.outputs["unlearned"], min_mia_efficacy)
+                with dsl.Else(name="projection"):
+                    subspaces = _configure(compute_subspaces(
+                        retain_statistics=retain_stats, forget_statistics=forget_stats),
+                        **cluster, gpu_count=gpu_count)
+                    projected = _configure(apply_projection(
+                        model=model, dataset_uri=dataset_uri,
+                        subspaces=subspaces.outputs["subspaces"], samples=samples,
+                        alpha_mode=alpha_mode, alpha_r=alpha_r, alpha_f=alpha_f,
+                        forget_target=forget_target, device=device),
+                        **cluster, gpu_count=gpu_count)
+                    evaluate_and_register(projected.outputs["unlearned"], min_mia_efficacy)
             with dsl.Else(name="instances"):
                 forgot = _configure(unlearn_instances(
                     model=model, dataset_uri=dataset_uri, samples=samples,
