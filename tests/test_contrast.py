@@ -180,6 +180,7 @@ def test_cli_contrast_fixed_ratio_and_bad_input(trained_rgb, tmp_path: Path) -> 
     assert weights[0] != weights[1]  # later rounds remove what the first one left
     for args, message in (
         (["--classes", "2", "--ratio", "1"], "error: the ratio threshold must exceed 1"),
+        (["--classes", "2", "--ratio", "nan"], "error: the ratio threshold must exceed 1"),
         (["--classes", "2", "--ratio", "many"], "error: --ratio takes 'auto' or a number"),
         (["--classes", "2", "--rounds", "0"], "error: rounds must be at least 1"),
         (["--classes", "9"], "error: class 9 out of range"),
@@ -203,3 +204,15 @@ def test_report_plots_the_ratio_grid_with_the_chosen_point() -> None:
     assert ax.get_title() == "ratio grid (3 points scored)"
     assert [t.get_text() for t in ax.texts] == ["8x2", "4x1"]
     assert ax.get_legend() is not None  # the chosen point is circled
+
+
+def test_cli_contrast_that_removes_nothing_writes_nothing(trained_rgb, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    out = tmp_path / "same"
+    result = runner.invoke(app, ["forget", "--model", str(model_dir), "--data", str(data),
+                                 "--method", "contrast", "--device", "cpu", "--classes", "2",
+                                 "--ratio", "1e9", "--rounds", "1", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1].split("\r")[-1]  # after the progress bars
+    assert last.startswith("error: no input direction carries 1e+09x more forget")
+    assert not out.exists()

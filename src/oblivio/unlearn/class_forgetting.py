@@ -8,6 +8,7 @@ The stages are separate functions (``capture_statistics``, ``compute_subspaces``
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -450,8 +451,8 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
 def contrast_taus(ratio: str | float, rounds: int, forget_target: float) -> tuple[float, ...]:
     """The thresholds to score, after checking the settings."""
     taus = RATIOS if ratio == "auto" else (float(ratio),)
-    if min(taus) <= 1:
-        raise OblivioError(f"the ratio threshold must exceed 1, got {min(taus)}")
+    if not all(math.isfinite(t) and t > 1 for t in taus):  # nan or inf would remove nothing
+        raise OblivioError(f"the ratio threshold must exceed 1 and be finite, got {min(taus)}")
     if rounds < 1:
         raise OblivioError(f"rounds must be at least 1, got {rounds}")
     if not 0.0 <= forget_target <= 1.0:
@@ -482,6 +483,9 @@ def contrast_and_save(plan: Plan, retain: Statistics, forget: Statistics,
         projector.apply(taus[0])
         removed = projector.removed(taus[0]) + sum(
             recapture(taus[0]).removed(taus[0]) for _ in range(rounds - 1))
+        if removed == 0:  # an unchanged copy is no unlearned model
+            raise OblivioError(f"no input direction carries {taus[0]:g}x more forget than "
+                               "retain energy: nothing to remove")
         best, grid, validation = RatioPoint(taus[0], rounds, removed, None, 0.0), [], None
     else:
         best, grid = select_ratio(projector, plan.train, plan.sets.validation, plan.forget_all,

@@ -1,6 +1,6 @@
 """Class forgetting by energy contrast: remove the input directions the forget set uses far more
-than the retain set. Training-free, from the same statistics as the scaled
-projection, and a better trade-off where the retain and forget subspaces overlap (a ViT).
+than the retain set. Training-free, from the same statistics as the scaled projection, and a
+better trade-off where the retain and forget subspaces overlap (a ViT).
 
 Per layer, with per-column second moments C_r = G_r / n_r and C_f = G_f / n_f, the generalised
 eigenvectors C_f v = ratio C_r v give each direction's forget-to-retain energy ratio. A direction
