@@ -1,11 +1,12 @@
 """Evidence benchmark (issue 4): for each forgotten class, the full metric set of the original,
-the projection-unlearned model and the retrain oracle, plus the time to evaluate one model.
+the unlearned model and the retrain oracle, plus the time to evaluate one model.
 
-    python bench/evidence.py --arch resnet18 --classes 0-9
+    python bench/evidence.py --arch resnet18 --classes 0-9 [--method projection|contrast]
 
-Uses the unlearned models cached by ``bench/class_forgetting.py`` (``<arch>-forget<c>``) and the
-oracles' metrics from the committed ledger ``bench/oracles.json``; classes without an oracle are
-reported without one. Writes ``bench/out/evidence-<arch>.json`` and ``.md``.
+Uses the unlearned models cached by ``bench/class_forgetting.py`` (``<arch>-forget<c>``, or
+``<arch>-contrast<c>`` with ``--method contrast``) and the oracles' metrics from the committed
+ledger ``bench/oracles.json``; classes without an oracle are reported without one. Writes
+``bench/out/evidence-<arch>[-contrast].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--classes", default="0-9")
     ap.add_argument("--epochs", type=int, default=Recipe().epochs)
+    ap.add_argument("--method", choices=("projection", "contrast"), default="projection",
+                    help="which class_forgetting.py models to read")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
     args = ap.parse_args()
@@ -49,12 +52,13 @@ def main() -> None:
     original = outputs_of(models / f"{args.arch}-base-{args.epochs}ep", data,
                           device=args.device)
     predict_seconds = time.perf_counter() - start
+    stem = "forget" if args.method == "projection" else "contrast"
     records = []
     for c in parse_classes(args.classes):
         spec, _ = forget_spec(dataset, str(c), None)
         rec = {"class": c}
         roles = {"original": original,
-                 "unlearned": outputs_of(models / f"{args.arch}-forget{c}", data,
+                 "unlearned": outputs_of(models / f"{args.arch}-{stem}{c}", data,
                                          device=args.device)}
         for role, (train, test) in roles.items():
             t = time.perf_counter()
@@ -65,10 +69,11 @@ def main() -> None:
             rec["oracle"] = om["evidence"]
         records.append(rec)
         print(json.dumps(rec), flush=True)
-    write(out, args.arch, records, predict_seconds)
+    write(out, args.arch, args.method, records, predict_seconds)
 
 
-def write(out: Path, arch: str, records: list[dict], predict_seconds: float) -> None:
+def write(out: Path, arch: str, method: str, records: list[dict], predict_seconds: float
+          ) -> None:
     def row(label: str, role: str, agg) -> list:
         cells = []
         for k in SHOWN:
@@ -86,7 +91,8 @@ def write(out: Path, arch: str, records: list[dict], predict_seconds: float) -> 
     gaps = [abs(r["unlearned"]["mia_efficacy_confidence"] - r["oracle"]["mia_efficacy_confidence"])
             for r in records if "oracle" in r]
     metric_seconds = np.mean([r["unlearned_metric_seconds"] for r in records])
-    md = [f"## Evidence of forgetting, {arch} on Fashion-MNIST",
+    name = arch if method == "projection" else f"{arch}-{method}"
+    md = [f"## Evidence of forgetting, {arch} ({method}) on Fashion-MNIST",
           "Accuracies and attack scores as fractions; directions: forget_test_acc and "
           "mia_entropy_lr_member_rate lower = more forgotten, mia_efficacy_* higher = more "
           "forgotten, mia_loss_lr_cv_acc 0.5 = indistinguishable from unseen data, "
@@ -98,9 +104,9 @@ def write(out: Path, arch: str, records: list[dict], predict_seconds: float) -> 
            if gaps else "No oracle cached."), "",
           markdown_table(["class", "model"] + SHOWN, rows)]
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"evidence-{arch}.md").write_text("\n".join(md) + "\n")
-    (out / f"evidence-{arch}.json").write_text(json.dumps(
-        {"arch": arch, "predict_seconds": predict_seconds, "classes": records,
+    (out / f"evidence-{name}.md").write_text("\n".join(md) + "\n")
+    (out / f"evidence-{name}.json").write_text(json.dumps(
+        {"arch": arch, "method": method, "predict_seconds": predict_seconds, "classes": records,
          "keys": CLASS_KEYS}, indent=2))
     print("\n".join(md))
 
