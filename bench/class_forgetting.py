@@ -44,6 +44,11 @@ from oblivio.unlearn.samples import draw_class_samples  # noqa: E402
 RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED = 100, 1000, 50, 0
 
 
+def unlearned_dir(models: Path, arch: str, method: str, c: int) -> Path:
+    """Where this bench caches the model of ``method`` forgetting class ``c``."""
+    return models / f"{arch}-{'contrast' if method == 'contrast' else 'forget'}{c}"
+
+
 def _samples(data: Path, c: int):
     ds = open_dataset(data)
     train = ds.split("train")
@@ -128,7 +133,7 @@ def main() -> None:
     records = []
     for c in parse_classes(args.classes):
         contrast = args.method == "contrast"
-        target = models / f"{args.arch}-{'contrast' if contrast else 'forget'}{c}"
+        target = unlearned_dir(models, args.arch, args.method, c)
         prov, seconds, peak = isolated(
             forget_by_contrast if contrast else forget_classes, str(base), str(data), str(c),
             str(target), "auto", RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED,

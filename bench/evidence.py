@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from class_forgetting import parse_classes
+from class_forgetting import parse_classes, unlearned_dir
 from common import fashion_mnist, markdown_table, oracle, outputs_of
 
 from oblivio.data import open_dataset
@@ -52,13 +52,12 @@ def main() -> None:
     original = outputs_of(models / f"{args.arch}-base-{args.epochs}ep", data,
                           device=args.device)
     predict_seconds = time.perf_counter() - start
-    stem = "forget" if args.method == "projection" else "contrast"
     records = []
     for c in parse_classes(args.classes):
         spec, _ = forget_spec(dataset, str(c), None)
         rec = {"class": c}
         roles = {"original": original,
-                 "unlearned": outputs_of(models / f"{args.arch}-{stem}{c}", data,
+                 "unlearned": outputs_of(unlearned_dir(models, args.arch, args.method, c), data,
                                          device=args.device)}
         for role, (train, test) in roles.items():
             t = time.perf_counter()

@@ -439,13 +439,17 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
         grid.clear()
         sweep(full=True)
     if not grid:
-        raise OblivioError(f"no input direction carries {min(taus):g}x more forget than retain "
-                           "energy: nothing to remove")
+        raise _nothing_to_remove(min(taus))
     best = _winner(grid, forget_target)
     projector.apply(best.tau)
     for _ in range(best.rounds - 1):
         recapture(best.tau)
     return best, grid
+
+
+def _nothing_to_remove(tau: float) -> OblivioError:
+    return OblivioError(f"no input direction carries {tau:g}x more forget than retain energy: "
+                        "nothing to remove")
 
 
 def contrast_taus(ratio: str | float, rounds: int, forget_target: float) -> tuple[float, ...]:
@@ -480,12 +484,11 @@ def contrast_and_save(plan: Plan, retain: Statistics, forget: Statistics,
         return again
 
     if len(taus) == 1:
+        if projector.removed(taus[0]) == 0:  # an unchanged model: later rounds see the same
+            raise _nothing_to_remove(taus[0])
         projector.apply(taus[0])
         removed = projector.removed(taus[0]) + sum(
             recapture(taus[0]).removed(taus[0]) for _ in range(rounds - 1))
-        if removed == 0:  # an unchanged copy is no unlearned model
-            raise OblivioError(f"no input direction carries {taus[0]:g}x more forget than "
-                               "retain energy: nothing to remove")
         best, grid, validation = RatioPoint(taus[0], rounds, removed, None, 0.0), [], None
     else:
         best, grid = select_ratio(projector, plan.train, plan.sets.validation, plan.forget_all,
