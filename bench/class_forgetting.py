@@ -56,26 +56,30 @@ def _samples(data: Path, c: int):
                                      FORGET_SAMPLES, VAL_PER_CLASS, SEED)
 
 
-def run_reference(model_dir: str, data: str, c: int, alpha: tuple[float, float],
-                  out: str) -> None:
+def run_reference(model_dir: str, data: str, c: int, alpha: tuple[float, float], out: str,
+                  device: str = "cpu") -> None:
     model = load_model(model_dir)
     train, sets = _samples(Path(data), c)
-    reference_forget(model, train, sets.retain, sets.forget, *alpha)
+    reference_forget(model, train, sets.retain, sets.forget, *alpha, device=device)
     cfg = model.config
-    save_model(model, out, arch=cfg["arch"], class_names=cfg["class_names"],
+    save_model(model.cpu(), out, arch=cfg["arch"], class_names=cfg["class_names"],
                img_size=cfg["img_size"], parent_fingerprint=cfg["weights_sha256"])
 
 
 @torch.inference_mode()
-def linear_algebra_floor(model_dir: str, data: str, c: int) -> dict:
+def linear_algebra_floor(model_dir: str, data: str, c: int, device: str = "cpu") -> dict:
     """Forward passes over both sample sets + sum over layers and sets of
-    2 min(d,n)^2 max(d,n) FLOP at this machine's measured float32 GEMM rate."""
-    model = load_model(model_dir)
+    2 min(d,n)^2 max(d,n) FLOP at the device's measured float32 GEMM rate."""
+    model = load_model(model_dir, device)
     train, sets = _samples(Path(data), c)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    model(train.batch(sets.retain[:250])[0].to(device))  # warm-up: kernels, allocator
+    sync()
     start = time.perf_counter()
     for rows in (sets.retain, sets.forget):
         for x, _ in train.batches(rows, 250):
-            model(x)
+            model(x.to(device))
+    sync()
     forward = time.perf_counter() - start
     specs, _ = projectable_layers(model)
     modules = dict(model.named_modules())
@@ -83,7 +87,7 @@ def linear_algebra_floor(model_dir: str, data: str, c: int) -> dict:
     handles = [modules[s.name].register_forward_pre_hook(
         lambda m, a, name=s.name: per_sample.__setitem__(name, input_columns(m, a[0]).shape[1]))
         for s in specs]
-    model(train.batch(sets.retain[:1])[0])
+    model(train.batch(sets.retain[:1])[0].to(device))
     for h in handles:
         h.remove()
     flop = 0.0
@@ -91,11 +95,13 @@ def linear_algebra_floor(model_dir: str, data: str, c: int) -> dict:
         for count in (len(sets.retain), len(sets.forget)):
             n = per_sample[s.name] * count
             flop += 2 * s.groups * min(s.fan_in, n) ** 2 * max(s.fan_in, n)
-    a = torch.randn(2048, 2048)
+    a = torch.randn(2048, 2048, device=device)
     a @ a
+    sync()
     t = time.perf_counter()
     for _ in range(5):
         a @ a
+    sync()
     rate = 5 * 2 * 2048**3 / (time.perf_counter() - t)
     return {"forward_seconds": forward, "flop": flop, "gemm_flop_per_s": rate,
             "floor_seconds": forward + flop / rate}
@@ -164,12 +170,12 @@ def main() -> None:
         ref_seconds = ref_peak = ref_acc = None
         if not args.skip_reference:
             _, ref_seconds, ref_peak = isolated(run_reference, str(base), str(data), c, pair,
-                                                str(ref_dir))
+                                                str(ref_dir), args.device)
             ref_acc = split_accuracy(per_class_accuracy(ref_dir, data), [c])
         fixed, fixed_seconds, fixed_peak = isolated(
             forget_classes, str(base), str(data), str(c), str(models / f"{args.arch}-fixed{c}"),
             pair, RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED, args.device, 250, False)
-        floor = isolated(linear_algebra_floor, str(base), str(data), c)[0]
+        floor = isolated(linear_algebra_floor, str(base), str(data), c, args.device)[0]
         fixed_acc = split_accuracy(per_class_accuracy(models / f"{args.arch}-fixed{c}", data),
                                    [c])
         auto = next(r for r in records if r["class"] == c)

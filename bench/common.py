@@ -105,42 +105,61 @@ def evidence(model_dir: Path, data: Path, c: int, device: str = "cpu") -> dict:
     return compute_metrics(train, test, spec, ds.num_classes)
 
 
-def sampled_quality(model_dir: Path, data: Path, c: int) -> dict:
+def sampled_quality(model_dir: Path, data: Path, c: int, device: str = "cpu") -> dict:
     """The same metrics on test and a fixed 12,000-image sample of train, SVC attacks capped at
     2,000 per side: what the baselines bench compares, at a fraction of the cost."""
     ds = open_dataset(data)
     labels = ds.split("train").labels.numpy()
     rows = np.sort(np.random.default_rng(7).permutation(len(labels))[:TRAIN_EVAL])
-    train, test = _outputs(model_dir, ds, rows, "cpu")
+    train, test = _outputs(model_dir, ds, rows, device)
     spec = ForgetSpec([c], labels[rows] == c, ds.split("test").labels.numpy() == c)
     return compute_metrics(train, test, spec, ds.num_classes, seed=0, svc_cap=2000)
+
+
+def oracle_key(arch: str, c: int, epochs: int) -> str:
+    return f"{arch}-oracle{c}-{epochs}ep"
+
+
+def read_ledger() -> dict:
+    return json.loads(ORACLE_LEDGER.read_text()) if ORACLE_LEDGER.exists() else {}
+
+
+def ledger_entry(data: Path, model_dir: Path, c: int, device: str = "cpu") -> dict:
+    """What the ledger keeps of a trained oracle: per-class test accuracy, training seconds and
+    device, and both metric sets."""
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    return {
+        "recipe": metrics["recipe"], "seconds": metrics["seconds"],
+        "device": metrics.get("device", "cpu"), "test_acc": metrics["test_acc"],
+        "weights_sha256": json.loads((model_dir / "config.json").read_text())["weights_sha256"],
+        "per_class_test_acc": per_class_accuracy(model_dir, data, device).tolist(),
+        "evidence": evidence(model_dir, data, c, device),
+        "sampled_quality": sampled_quality(model_dir, data, c, device),
+    }
+
+
+def add_to_ledger(entries: dict[str, dict]) -> None:
+    ledger = read_ledger() | entries
+    ORACLE_LEDGER.write_text(json.dumps(dict(sorted(ledger.items())), indent=1) + "\n")
 
 
 def oracle(data: Path, out: Path, arch: str, epochs: int, c: int, train: bool = False,
            device: str = "cpu") -> dict | None:
     """The retrain oracle without class ``c``: what the benches report of it.
 
-    An oracle costs as much as the original model (27 min for resnet18 on 2 cores) and a fresh
+    An oracle costs as much as the original model (77 min for resnet18 on 2 cores) and a fresh
     checkout has no model cache, so every oracle trained is summarised in the committed ledger
-    ``bench/oracles.json`` (per-class test accuracy, training seconds, both metric sets) and later
-    runs read it from there. An entry whose recipe differs from today's default is ignored.
+    ``bench/oracles.json`` and later runs read it from there (``bench/oracles.py`` fills it
+    in parallel). An entry whose recipe differs from today's default is ignored.
     Returns None when no oracle is known and ``train`` is off.
     """
-    key = f"{arch}-oracle{c}-{epochs}ep"
-    ledger = json.loads(ORACLE_LEDGER.read_text()) if ORACLE_LEDGER.exists() else {}
-    recipe = asdict(recipe_for(arch, epochs=epochs))
-    if key in ledger and ledger[key]["recipe"] == recipe:
+    key = oracle_key(arch, c, epochs)
+    ledger = read_ledger()
+    if key in ledger and ledger[key]["recipe"] == asdict(recipe_for(arch, epochs=epochs)):
         return ledger[key]
     model_dir = out / "models" / key
     if not train and not (model_dir / "metrics.json").exists():
         return None
-    metrics = trained(data, arch, model_dir, epochs, str(c), device)
-    ledger[key] = {
-        "recipe": recipe, "seconds": metrics["seconds"], "test_acc": metrics["test_acc"],
-        "weights_sha256": json.loads((model_dir / "config.json").read_text())["weights_sha256"],
-        "per_class_test_acc": per_class_accuracy(model_dir, data, device).tolist(),
-        "evidence": evidence(model_dir, data, c, device),
-        "sampled_quality": sampled_quality(model_dir, data, c),
-    }
-    ORACLE_LEDGER.write_text(json.dumps(dict(sorted(ledger.items())), indent=1) + "\n")
-    return ledger[key]
+    trained(data, arch, model_dir, epochs, str(c), device)
+    add_to_ledger({key: ledger_entry(data, model_dir, c, device)})
+    return read_ledger()[key]

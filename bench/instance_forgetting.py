@@ -114,7 +114,7 @@ def main() -> None:
                 records.append(json.loads(cached.read_text()))
                 print(json.dumps(records[-1]), flush=True)
     table = summarise(records, base_metrics, oracle_seconds)
-    md = ["# Instance forgetting: resnet18, Fashion-MNIST (CPU, mean over seeds "
+    md = [f"# Instance forgetting: resnet18, Fashion-MNIST ({args.device}, mean over seeds "
           f"{', '.join(map(str, args.seeds))})", "",
           f"Original test accuracy {100 * base_metrics['test_acc']:.2f}%; oracle retrain "
           f"{oracle_seconds:.0f} s. MIA: loss-LR CV accuracy forget vs test, 50 = unseen. "

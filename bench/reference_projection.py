@@ -17,8 +17,8 @@ from oblivio.unlearn.layers import input_columns, projectable_layers, weight_mat
 
 
 @torch.inference_mode()
-def activations(model: nn.Module, split: Split, rows: np.ndarray,
-                batch_size: int = 250) -> dict[str, torch.Tensor]:
+def activations(model: nn.Module, split: Split, rows: np.ndarray, batch_size: int = 250,
+                device: str = "cpu") -> dict[str, torch.Tensor]:
     """R per layer, as (groups, d, n) float64: every column kept in memory."""
     specs, _ = projectable_layers(model)
     modules = dict(model.named_modules())
@@ -32,7 +32,7 @@ def activations(model: nn.Module, split: Split, rows: np.ndarray,
     handles = [modules[s.name].register_forward_pre_hook(hook(s.name)) for s in specs]
     try:
         for x, _ in split.batches(rows, batch_size):
-            model(x)
+            model(x.to(device))
     finally:
         for h in handles:
             h.remove()
@@ -49,15 +49,17 @@ def dense_projector(r: torch.Tensor, alpha: float) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_forget(model: nn.Module, split: Split, retain_rows: np.ndarray,
-                     forget_rows: np.ndarray, alpha_r: float, alpha_f: float) -> None:
-    """Edit ``model`` in place the reference way."""
-    r_acts = activations(model, split, retain_rows)
-    f_acts = activations(model, split, forget_rows)
+                     forget_rows: np.ndarray, alpha_r: float, alpha_f: float,
+                     device: str = "cpu") -> None:
+    """Edit ``model`` in place the reference way, on ``device``."""
+    model.to(device)
+    r_acts = activations(model, split, retain_rows, device=device)
+    f_acts = activations(model, split, forget_rows, device=device)
     modules = dict(model.named_modules())
     for name in r_acts:
         m_r = dense_projector(r_acts[name], alpha_r)
         m_f = dense_projector(f_acts[name], alpha_f)
-        eye = torch.eye(m_r.shape[-1], dtype=torch.float64)
+        eye = torch.eye(m_r.shape[-1], dtype=torch.float64, device=device)
         p = eye - (m_f - m_f @ m_r)
         module = modules[name]
         w = weight_matrix(module).double()

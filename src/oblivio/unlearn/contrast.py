@@ -66,7 +66,7 @@ def contrast_basis(retain: LayerStat, forget: LayerStat, floor: float = min(RATI
         raise OblivioError("contrast needs statistics of non-empty retain and forget sets")
     q, cr, cf = _moments(retain, forget)
     m = cr.shape[-1]
-    eye = torch.eye(m, dtype=cr.dtype)
+    eye = torch.eye(m, dtype=cr.dtype, device=cr.device)
     mean = cr.diagonal(dim1=1, dim2=2).sum(-1) / m
     reg = cr + (RIDGE * torch.where(mean > 0, mean, 1.0))[:, None, None] * eye
     chol, info = torch.linalg.cholesky_ex(reg)
