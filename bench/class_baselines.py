@@ -7,7 +7,7 @@ Every method runs in its own process on the same base model; seconds are the met
 (load included). Quality: retain / forget test accuracy and the issue-4 metrics on the test split
 and a fixed 12,000-image sample of the training split. Budgets are stated in the table; each
 run is cached in ``bench/out/class_baselines/`` so the bench resumes. Oracles come from the
-committed ledger ``bench/oracles.json`` (``bench/class_forgetting.py --oracle`` trains them).
+committed ledger ``bench/oracles.json`` (``bench/oracles.py`` trains them).
 """
 
 from __future__ import annotations

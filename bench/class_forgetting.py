@@ -148,7 +148,8 @@ def main() -> None:
                **({"ratio": prov["ratio"], "rounds": prov["rounds"]} if contrast
                   else {"alpha": prov["alpha"]}),
                "stage_seconds": prov["seconds"],
-               "unlearn_seconds": prov["seconds"]["total"], "peak_rss_mb": peak}
+               "unlearn_seconds": prov["seconds"]["total"], "peak_rss_mb": peak,
+               "peak_cuda_mb": prov.get("peak_cuda_mb")}
         rec["original_retain"], rec["original_forget"] = split_accuracy(original, [c])
         acc = per_class_accuracy(target, data, args.device)
         rec["unlearned_retain"], rec["unlearned_forget"] = split_accuracy(acc, [c])

@@ -416,6 +416,7 @@ def test_forget_classes_end_to_end_and_deterministic(trained_rgb, tmp_path: Path
                                "retain_per_class": 20}
     assert set(prov["seconds"]) >= {"capture_retain", "capture_forget", "subspaces",
                                     "projection", "total"}
+    assert prov["peak_rss_mb"] > 0 and "peak_cuda_mb" not in prov  # GPU memory only on CUDA
     assert_forgot_class(model_dir, data, outs[0], 1)
 
 

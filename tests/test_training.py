@@ -56,15 +56,18 @@ def test_unknown_optimizer_is_one_clear_error(fm) -> None:
               Recipe(optimizer="lamb"), progress=False)
 
 
-def test_same_seed_same_weights(fm) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here"))])
+def test_same_seed_same_weights(fm, device: str) -> None:
     split = fm.split("train")
     states = []
     for _ in range(2):
         seed_everything(3)
         model = build("resnet18", 10, 1, 28)
-        train(model, split, np.arange(256), Recipe(epochs=1, batch_size=64, seed=3),
-              progress=False)
-        states.append(model.state_dict())
+        result = train(model, split, np.arange(256), Recipe(epochs=1, batch_size=64, seed=3),
+                       device=device, progress=False)
+        states.append({k: v.cpu() for k, v in model.state_dict().items()})
+    assert np.isfinite(result.epoch_loss).all()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 

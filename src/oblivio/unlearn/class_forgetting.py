@@ -9,7 +9,6 @@ The stages are separate functions (``capture_statistics``, ``compute_subspaces``
 from __future__ import annotations
 
 import math
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ from oblivio.models.inference import predict_logits
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.contrast import RATIOS, ContrastProjector
 from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
-from oblivio.unlearn.requests import forgotten_classes, load_matching
+from oblivio.unlearn.requests import forgotten_classes, load_matching, peak_memory
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
 from oblivio.unlearn.statistics import Statistics, capture_statistics
 
@@ -194,10 +193,6 @@ def select_alpha(projector: Projector, split: Split, rows: np.ndarray, forget: l
     return best, grid
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 @dataclass
 class Plan:
     """A checked forgetting request: the model, its data and the sample rows to use."""
@@ -289,7 +284,7 @@ def _save(plan: Plan, out: str, started: float, provenance: dict) -> dict:
         "samples": {"retain": len(plan.sets.retain), "forget": len(plan.sets.forget),
                     "validation": len(plan.sets.validation),
                     "retain_per_class": plan.retain_per_class},
-        "peak_rss_mb": _peak_rss_mb(),
+        **peak_memory(provenance["device"]),
         **provenance,
         "parent": {"weights_sha256": config["weights_sha256"], **provenance.get("parent", {})},
     }

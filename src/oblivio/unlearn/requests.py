@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from oblivio.data import open_dataset
 from oblivio.data.reader import Dataset, Split
@@ -22,6 +23,14 @@ from oblivio.data.sample_ids import ids_sha256, read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.models.build import ImageClassifier
 from oblivio.models.checkpoint import load_model, save_model
+
+
+def peak_memory(device: str) -> dict[str, float]:
+    """This process's peak host memory, and its peak GPU memory when it ran on CUDA (MiB)."""
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.startswith("cuda"):
+        peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
 
 
 @dataclass
@@ -139,7 +148,7 @@ def save_unlearned(request: ForgetRequest, out: str, method: str, params: dict,
         **result,
         "seconds": seconds,
         "device": device,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **peak_memory(device),
         "parent": {"weights_sha256": config["weights_sha256"]},
         **({"training": training} if training else {}),
     }
