@@ -1,12 +1,13 @@
 """Fill the retrain-oracle ledger ``bench/oracles.json``: the base model first (alone, so its
-training time is clean), then every missing oracle, several at a time (a GPU has room for
-several small trainings side by side), each summarised by a process pool as soon as it is done.
+training time is clean), then every missing oracle, each summarised by a process pool as soon
+as it is trained while the next one trains.
 
-    python bench/oracles.py --arch resnet18 --classes 0-9 --device cuda --jobs 3
+    python bench/oracles.py --arch resnet18 --classes 0-9 --device cuda
 
-Oracles trained side by side share the device, so their ``seconds`` are an upper bound: the
-ledger records ``concurrent`` beside them, and the benches time retraining by the base model.
-"""
+``--jobs`` trains several oracles side by side. On an H100, resnet18 on 28x28 images is
+launch-bound, and three side by side were slower than one at a time. Their ``seconds`` are
+then an upper bound: the ledger records ``concurrent``, and the benches time retraining by the
+base model."""
 
 from __future__ import annotations
 
