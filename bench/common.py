@@ -124,6 +124,12 @@ def read_ledger() -> dict:
     return json.loads(ORACLE_LEDGER.read_text()) if ORACLE_LEDGER.exists() else {}
 
 
+def known_oracle(arch: str, c: int, epochs: int) -> dict | None:
+    """The ledger's entry for this oracle, if it was trained with today's default recipe."""
+    entry = read_ledger().get(oracle_key(arch, c, epochs))
+    return entry if entry and entry["recipe"] == asdict(recipe_for(arch, epochs=epochs)) else None
+
+
 def ledger_entry(data: Path, model_dir: Path, c: int, device: str = "cpu") -> dict:
     """What the ledger keeps of a trained oracle: per-class test accuracy, training seconds and
     device, and both metric sets."""
@@ -153,10 +159,10 @@ def oracle(data: Path, out: Path, arch: str, epochs: int, c: int, train: bool = 
     in parallel). An entry whose recipe differs from today's default is ignored.
     Returns None when no oracle is known and ``train`` is off.
     """
+    known = known_oracle(arch, c, epochs)
+    if known is not None:
+        return known
     key = oracle_key(arch, c, epochs)
-    ledger = read_ledger()
-    if key in ledger and ledger[key]["recipe"] == asdict(recipe_for(arch, epochs=epochs)):
-        return ledger[key]
     model_dir = out / "models" / key
     if not train and not (model_dir / "metrics.json").exists():
         return None

@@ -16,7 +16,6 @@ import multiprocessing as mp
 import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,9 +26,9 @@ from class_forgetting import parse_classes  # noqa: E402
 from common import (  # noqa: E402
     add_to_ledger,
     fashion_mnist,
+    known_oracle,
     ledger_entry,
     oracle_key,
-    read_ledger,
     trained,
 )
 
@@ -60,10 +59,8 @@ def main() -> None:
                    args.epochs, device=args.device)
     print(f"base: {base['seconds']:.1f} s, test accuracy {base['test_acc']:.4f}", flush=True)
     recipe = recipe_for(args.arch, epochs=args.epochs)
-    ledger = read_ledger()
     missing = [c for c in parse_classes(args.classes)
-               if ledger.get(oracle_key(args.arch, c, args.epochs), {}).get("recipe")
-               != asdict(recipe)]
+               if known_oracle(args.arch, c, args.epochs) is None]
     spawn = mp.get_context("spawn")
     with (ProcessPoolExecutor(args.jobs, mp_context=spawn) as training,
           ProcessPoolExecutor(args.metric_jobs, mp_context=spawn, initializer=_limit_threads,

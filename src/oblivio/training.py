@@ -167,7 +167,7 @@ def train(model: ImageClassifier, train_split: Split, rows: np.ndarray, recipe: 
             total += loss.detach() * len(y)
             seen += len(y)
             bar.update()
-            if (i + 1) % 50 == 0:
+            if progress and (i + 1) % 50 == 0:  # reading the loss waits for the GPU
                 bar.set_postfix(epoch=epoch + 1, loss=f"{float(total) / seen:.3f}")
         result.epoch_loss.append(float(total) / seen)
     bar.close()
