@@ -145,7 +145,8 @@ def main() -> None:
             str(target), "auto", RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED,
             args.device, 250, False)
         rec = {"class": c, "method": args.method,
-               **({"ratio": prov["ratio"], "rounds": prov["rounds"]} if contrast
+               **({"ratio": prov["ratio"], "rounds": prov["rounds"],
+                   "blocks": f"{prov['blocks']}/{prov['blocks_total']}"} if contrast
                   else {"alpha": prov["alpha"]}),
                "stage_seconds": prov["seconds"],
                "unlearn_seconds": prov["seconds"]["total"], "peak_rss_mb": peak,
@@ -199,7 +200,7 @@ def main() -> None:
 
 def write_report(out: Path, arch: str, base_metrics: dict, records: list[dict],
                  speed: list[dict], method: str = "projection") -> None:
-    setting = "alpha (r/f)" if method == "projection" else "ratio x rounds"
+    setting = "alpha (r/f)" if method == "projection" else "ratio x rounds, blocks"
     has_oracle = any("oracle_retain" in r for r in records)
     headers = ["class", "orig retain", "orig forget", "unl retain", "unl forget"]
     headers += ["oracle retain", "oracle forget"] if has_oracle else []
@@ -211,7 +212,7 @@ def write_report(out: Path, arch: str, base_metrics: dict, records: list[dict],
                r["unlearned_forget"]]
         row += [r.get("oracle_retain", "-"), r.get("oracle_forget", "-")] if has_oracle else []
         row += [f"{r['alpha']['retain']:g}/{r['alpha']['forget']:g}" if "alpha" in r
-                else f"{r['ratio']:g} x{r['rounds']}", r["unlearn_seconds"],
+                else f"{r['ratio']:g} x{r['rounds']}, {r['blocks']}", r["unlearn_seconds"],
                 retrain, f"{100 * r['unlearn_seconds'] / retrain:.1f}%"]
         rows.append(row)
     numeric = [i for i, h in enumerate(headers) if h not in ("class", setting,

@@ -15,6 +15,7 @@ import oblivio
 from oblivio.cli import app
 from oblivio.unlearn.class_forgetting import forget_by_contrast, select_ratio
 from oblivio.unlearn.contrast import RIDGE, ContrastProjector, contrast_basis
+from oblivio.unlearn.layers import layer_blocks
 from oblivio.unlearn.statistics import LayerStat, Statistics, capture_statistics
 from tests.test_class_forgetting import assert_forgot_class, split_of
 
@@ -110,9 +111,10 @@ def test_empty_statistics_and_bad_threshold_are_refused() -> None:
         projector.apply(0.0)
 
 
-def test_selection_requires_forgetting_then_keeps_most() -> None:
-    """On a tiny classifier whose class-1 evidence sits on its own input directions, the
-    chosen threshold forgets class 1 on validation and keeps the rest."""
+def selection_case(first: nn.Module | None = None) -> tuple[nn.Module, object, np.ndarray,
+                                                          ContrastProjector]:
+    """A tiny classifier whose class-1 evidence sits on its own input directions (behind an
+    optional first layer)."""
     d = 8
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(3).repeat_interleave(60)
@@ -127,16 +129,68 @@ def test_selection_requires_forgetting_then_keeps_most() -> None:
         head.weight.copy_(torch.stack([torch.eye(d)[dims].sum(0) for dims in
                                        ([0, 1], [3, 4], [5, 6])]))
         head.bias.copy_(torch.tensor([0.3, 0.0, 0.3]))  # class 1 wins only on its evidence
-    model = nn.Sequential(nn.Flatten(), head)
+    model = nn.Sequential(nn.Flatten(), *([first] if first is not None else []), head)
     rows = np.arange(180)
     retain_rows, forget_rows = rows[labels.numpy() != 1][::2], rows[labels.numpy() == 1][::2]
     projector = ContrastProjector(
         model, capture_statistics(model, split, retain_rows, 64, progress=False),
         capture_statistics(model, split, forget_rows, 64, progress=False))
+    return model, split, rows, projector
+
+
+def test_selection_requires_forgetting_then_keeps_most() -> None:
+    """The chosen threshold forgets class 1 on validation and keeps the rest."""
+    _, split, rows, projector = selection_case()
     best, grid = select_ratio(projector, split, rows[1::2], [1], progress=False)
     assert best.forget_acc <= 0.01 and best.retain_acc == 1.0
     assert len({p.removed for p in grid}) == len(grid)  # no edit scored twice
-    assert projector.applied == best.tau
+    assert projector.applied == (best.tau, 1)
+
+
+def test_layer_blocks_follow_the_network() -> None:
+    vit = ["net.patch_embed.proj", "net.blocks.0.attn.qkv", "net.blocks.0.mlp.fc2",
+           "net.blocks.1.attn.qkv", "net.blocks.11.mlp.fc1", "net.head"]
+    assert layer_blocks(vit) == [["net.patch_embed.proj"], vit[1:3], vit[3:4], vit[4:5],
+                                 ["net.head"]]
+    resnet = ["net.conv1", "net.layer1.0.conv1", "net.layer1.0.conv2",
+              "net.layer2.0.downsample.0", "net.fc"]
+    assert layer_blocks(resnet) == [["net.conv1"], resnet[1:3], resnet[3:4], ["net.fc"]]
+
+
+def test_depth_edits_only_the_last_blocks_and_restores_the_rest() -> None:
+    first = nn.Linear(8, 8)
+    with torch.no_grad():
+        first.weight.copy_(torch.eye(8) + 0.1)
+    model, split, rows, projector = selection_case(first)
+    head = model[2]
+    w_first, w_head = first.weight.clone(), head.weight.clone()
+    assert projector.blocks == [["1"], ["2"]]
+    projector.apply(4.0, 1)
+    assert torch.equal(first.weight, w_first) and not torch.equal(head.weight, w_head)
+    projector.apply(4.0)
+    assert not torch.equal(first.weight, w_first)
+    projector.apply(4.0, 1)  # a shallower depth puts the earlier layers back
+    assert torch.equal(first.weight, w_first)
+    assert projector.removed(4.0, 1) < projector.removed(4.0)
+    with pytest.raises(oblivio.OblivioError, match="blocks must be between 1 and 2"):
+        projector.apply(4.0, 3)
+
+
+def test_selection_tries_depths_from_the_last_block_and_prefers_the_shallowest() -> None:
+    """The head alone forgets class 1 here, so editing the first layer too can only tie:
+    the shallower edit wins, and every scored point records its depth."""
+    first = nn.Linear(8, 8)
+    with torch.no_grad():
+        first.weight.copy_(torch.eye(8))
+        first.bias.zero_()
+    model, split, rows, projector = selection_case(first)
+    best, grid = select_ratio(projector, split, rows[1::2], [1], progress=False, blocks=[1, 2])
+    assert best.blocks == 1 and best.forget_acc <= 0.01 and best.retain_acc == 1.0
+    depths = [p.blocks for p in grid]
+    assert depths == sorted(depths) and depths[0] == 1
+    assert torch.equal(model[1].weight, torch.eye(8))  # the first layer is left as it was
+    with pytest.raises(oblivio.OblivioError, match="blocks must be between 1 and 2"):
+        select_ratio(projector, split, rows[1::2], [1], progress=False, blocks=[1, 5])
 
 
 def test_forget_by_contrast_end_to_end_and_deterministic(trained_rgb, tmp_path: Path) -> None:
@@ -149,8 +203,12 @@ def test_forget_by_contrast_end_to_end_and_deterministic(trained_rgb, tmp_path: 
         outs.append(oblivio.load_model(tmp_path / name))
     assert outs[0].config["weights_sha256"] == outs[1].config["weights_sha256"]
     assert prov["method"] == "contrast" and prov["ratio_mode"] == "auto"
-    assert (prov["ratio"], prov["rounds"]) in [(p["tau"], p["rounds"]) for p in prov["ratio_grid"]]
+    chosen = (prov["ratio"], prov["rounds"], prov["blocks"])
     grid = prov["ratio_grid"]
+    assert chosen in [(p["tau"], p["rounds"], p["blocks"]) for p in grid]
+    assert [p["blocks"] for p in grid] == sorted(p["blocks"] for p in grid)  # shallow first
+    assert 1 <= prov["blocks"] <= prov["blocks_total"] == 10  # resnet18: stem, 8 blocks, fc
+    assert prov["edited_layers"][-1] == "net.fc" and len(prov["edited_layers"]) >= 1
     for before, point in zip(grid, grid[1:]):
         if point["rounds"] == 2:  # only after a first round that did not forget enough
             assert before["tau"] == point["tau"] and before["rounds"] == 1
@@ -178,11 +236,21 @@ def test_cli_contrast_fixed_ratio_and_bad_input(trained_rgb, tmp_path: Path) -> 
         assert config["provenance"]["ratio_grid"] == []
         weights.append(config["weights_sha256"])
     assert weights[0] != weights[1]  # later rounds remove what the first one left
+    result = runner.invoke(app, [*base, "--classes", "2", "--ratio", "4", "--blocks", "1",
+                                 "--out", str(tmp_path / "head")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["blocks"] == 1
+    parent = oblivio.load_model(model_dir).state_dict()
+    changed = {k for k, v in oblivio.load_model(tmp_path / "head").state_dict().items()
+               if not torch.equal(v, parent[k])}
+    assert changed == {"net.fc.weight"}  # only the last block, the classifier, was edited
     for args, message in (
         (["--classes", "2", "--ratio", "1"], "error: the ratio threshold must exceed 1"),
         (["--classes", "2", "--ratio", "nan"], "error: the ratio threshold must exceed 1"),
         (["--classes", "2", "--ratio", "many"], "error: --ratio takes 'auto' or a number"),
         (["--classes", "2", "--rounds", "0"], "error: rounds must be at least 1"),
+        (["--classes", "2", "--blocks", "last"], "error: --blocks takes 'auto' or a number"),
+        (["--classes", "2", "--blocks", "11"], "error: blocks must be between 1 and 10"),
         (["--classes", "9"], "error: class 9 out of range"),
         (["--forget-ids", str(tmp_path / "ids.txt")], "error: contrast forgets whole classes"),
     ):

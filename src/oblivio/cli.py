@@ -103,6 +103,9 @@ def forget(
     rounds: Annotated[int, typer.Option(
         help="contrast: most rounds (each re-captures the edited model's statistics and "
              "removes again); with --ratio auto the number is chosen too.")] = 2,
+    blocks: Annotated[str, typer.Option(
+        help="contrast: edit only the network's last N blocks; 'auto' chooses the depth on the "
+             "validation split with --ratio auto (every layer with a fixed ratio).")] = "auto",
     retain_per_class: Annotated[int, typer.Option(
         help="projection: retain samples per kept class.")] = 100,
     forget_samples: Annotated[int, typer.Option(
@@ -165,7 +168,7 @@ def forget(
                                     forget_samples, val_per_class, seed, device,
                                     forget_target=0.01 if forget_target is None
                                     else forget_target, val_forget_samples=val_forget_samples,
-                                    rounds=rounds)
+                                    rounds=rounds, blocks=_blocks(blocks))
     elif method == "l2ul":
         from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 
@@ -189,7 +192,8 @@ def forget(
         print(f"warning: the epoch cap was hit; forget accuracy {result['forget_acc']:.4f} "
               "(raise --max-epochs)", file=sys.stderr)
     shown = {k: result[k] for k in ("method", "forget_classes", "forgotten_classes",
-                                    "forget_ids_count", "alpha", "ratio", "rounds", "validation",
+                                    "forget_ids_count", "alpha", "ratio", "rounds", "blocks",
+                                    "validation",
                                     "steps", "cap_hit", "forget_acc", "forgotten_acc")
              if k in result}
     print(json.dumps({"out": out, **shown,
@@ -203,6 +207,14 @@ def _ratio(text: str) -> str | float:
         return float(text)
     except ValueError:
         raise OblivioError(f"--ratio takes 'auto' or a number, got {text!r}") from None
+
+
+def _blocks(text: str) -> str | int:
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise OblivioError(f"--blocks takes 'auto' or a number of blocks, got {text!r}")
+    return int(text)
 
 
 def _forget_by_projection(model: str, data: str, classes: str, out: str, alpha: str,

@@ -85,7 +85,7 @@ def _mia_plot(features: dict) -> plt.Figure:
 
 def _selection_plot(report: dict) -> plt.Figure:
     """The validation points the method chose among: alpha pairs (projection) or ratio
-    thresholds and rounds (contrast)."""
+    thresholds, rounds and depths in blocks (contrast)."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if report.get("alpha_grid"):
         grid, kind = report["alpha_grid"], "alpha grid"
@@ -94,9 +94,12 @@ def _selection_plot(report: dict) -> plt.Figure:
         names = [f"{r:g}/{f:g}" for r, f in keys]
     else:
         grid, kind = report["ratio_grid"], "ratio grid"
-        keys = [(p["tau"], p["rounds"]) for p in grid]
-        chosen = (report["ratio"], report["rounds"])
-        names = [f"{tau:g}x{rounds}" for tau, rounds in keys]
+        keys = [(p["tau"], p["rounds"], p.get("blocks") or report.get("blocks_total"))
+                for p in grid]
+        chosen = (report["ratio"], report["rounds"], report.get("blocks"))
+        depths = len({depth for _, _, depth in keys}) > 1
+        names = [f"{tau:g}x{rounds}" + (f" b{depth}" if depths else "")
+                 for tau, rounds, depth in keys]
     scored = [i for i, p in enumerate(grid)
               if p["retain_acc"] is not None and not p.get("retain_partial")]
     ax.scatter([grid[i]["forget_acc"] for i in scored], [grid[i]["retain_acc"] for i in scored],

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from oblivio.errors import OblivioError
-from oblivio.unlearn.layers import weight_matrix
+from oblivio.unlearn.layers import layer_blocks, weight_matrix
 from oblivio.unlearn.statistics import LayerStat, Statistics
 
 RIDGE = 1e-4
@@ -87,7 +87,8 @@ def contrast_basis(retain: LayerStat, forget: LayerStat, floor: float = min(RATI
 
 
 class ContrastProjector:
-    """Holds every layer's contrast basis and applies any ``tau`` to the model in place."""
+    """Holds every layer's contrast basis and applies any ``tau`` to the model in place, to every
+    layer or to the layers of the network's last few blocks."""
 
     def __init__(self, model: nn.Module, retain: Statistics, forget: Statistics,
                  device: str = "cpu", floor: float = min(RATIOS)) -> None:
@@ -109,24 +110,40 @@ class ContrastProjector:
             basis = ContrastBasis(basis.v.to(device), basis.dual.to(device),
                                   basis.ratio.to(device))
             self.layers[name] = (module, module.weight.detach().clone(), basis, w @ basis.dual)
-        self.applied: float | None = None
+        self.blocks = layer_blocks(list(self.layers))
+        self.applied: tuple[float, int] | None = None
 
-    def removed(self, tau: float) -> int:
-        """How many directions ``tau`` removes over all layers and groups."""
-        return sum(int((basis.ratio > tau).sum()) for _, _, basis, _ in self.layers.values())
+    def last_blocks(self, blocks: int | None) -> list[str]:
+        """The layers of the last ``blocks`` blocks (every layer when None)."""
+        if blocks is None:
+            return list(self.layers)
+        if not 1 <= blocks <= len(self.blocks):
+            raise OblivioError(f"blocks must be between 1 and {len(self.blocks)}, got {blocks}")
+        return [name for block in self.blocks[-blocks:] for name in block]
+
+    def removed(self, tau: float, blocks: int | None = None) -> int:
+        """How many directions ``tau`` removes over the edited layers and their groups."""
+        return sum(int((self.layers[name][2].ratio > tau).sum())
+                   for name in self.last_blocks(blocks))
 
     @torch.no_grad()
-    def apply(self, tau: float) -> None:
-        """Set every layer to W0 (I - C_r V_k V_k^T), V_k the directions with ratio > tau."""
+    def apply(self, tau: float, blocks: int | None = None) -> None:
+        """Set the layers of the last ``blocks`` blocks (all when None) to W0 (I - C_r V_k V_k^T),
+        V_k the directions with ratio > tau, and every other layer back to W0."""
         if tau <= 0:
             raise OblivioError(f"the ratio threshold must be positive, got {tau}")
-        if self.applied == tau:
+        edited = set(self.last_blocks(blocks))
+        key = (tau, len(self.blocks) if blocks is None else blocks)
+        if self.applied == key:
             return
-        for module, w0, basis, w_dual in self.layers.values():
+        for name, (module, w0, basis, w_dual) in self.layers.items():
+            if name not in edited:
+                module.weight.copy_(w0)
+                continue
             mask = (basis.ratio > tau).to(w_dual.dtype).unsqueeze(1)
             delta = (w_dual * mask) @ basis.v.transpose(1, 2)
             module.weight.copy_(w0 - delta.reshape(w0.shape).to(w0.dtype))
-        self.applied = tau
+        self.applied = key
 
     @torch.no_grad()
     def restore(self) -> None:

@@ -120,16 +120,18 @@ def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: st
 
 def contrast_step(model_dir: str, data: str, retain_file: str, forget_file: str,
                   samples_dir: str, out: str, ratio: str | float = "auto", rounds: int = 2,
-                  forget_target: float = 0.01, device: str = "auto") -> dict:
-    """Remove the energy-contrast directions (threshold and rounds chosen on the validation
-    set); write the unlearned model. Later rounds capture the edited model's statistics here."""
+                  forget_target: float = 0.01, device: str = "auto",
+                  blocks: str | int = "auto") -> dict:
+    """Remove the energy-contrast directions (threshold, rounds and depth chosen on the
+    validation set); write the unlearned model. Later rounds capture the edited model's
+    statistics here."""
     start = time.perf_counter()
     device = resolve_device(device)
     taus = contrast_taus(ratio, rounds, forget_target)
     plan, seed = _plan_of(model_dir, data, samples_dir, device)
     return contrast_and_save(plan, load_statistics(retain_file), load_statistics(forget_file),
                              taus, rounds, out, forget_target, device, False,
-                             {"seed": seed, "seconds": {}}, start)
+                             {"seed": seed, "seconds": {}}, start, blocks=blocks)
 
 
 def _plan_of(model_dir: str, data: str, samples_dir: str, device: str) -> tuple[Plan, int]:

@@ -69,6 +69,7 @@ def make_class_forgetting(on_cluster: bool = True):
         ratio_mode: str = "auto",
         ratio: float = 8.0,
         rounds: int = 2,
+        blocks: int = 0,
         forget_target: float = 0.01,
         max_forget_acc: float = 0.01,
         max_retain_drop: float = 0.025,
@@ -108,6 +109,8 @@ def make_class_forgetting(on_cluster: bool = True):
             ratio: contrast, fixed mode: forget-to-retain energy ratio above which input
                 directions are removed.
             rounds: contrast: most rounds (each re-captures the edited model's statistics).
+            blocks: contrast: how many of the network's last blocks to edit; 0 chooses the depth
+                on validation (auto mode) or edits every layer (fixed mode).
             forget_target: Validation forget accuracy alpha (or ratio) selection must reach.
             max_forget_acc: Gate: highest forget-class test accuracy.
             max_retain_drop: Gate: largest retain test accuracy drop vs the parent.
@@ -172,7 +175,7 @@ def make_class_forgetting(on_cluster: bool = True):
                     contrasted = _configure(apply_contrast(
                         model=model, dataset_uri=dataset_uri, retain_statistics=retain_stats,
                         forget_statistics=forget_stats, samples=samples, ratio_mode=ratio_mode,
-                        ratio=ratio, rounds=rounds, forget_target=forget_target,
+                        ratio=ratio, rounds=rounds, blocks=blocks, forget_target=forget_target,
                         device=device), **cluster, gpu_count=gpu_count)
                     evaluate_and_register(contrasted.outputs["unlearned"], min_mia_efficacy)
                 with dsl.Else(name="projection"):
