@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import oblivio
 from oblivio.cli import app
-from oblivio.unlearn.class_forgetting import forget_by_contrast, select_ratio
+from oblivio.unlearn.class_forgetting import forget_by_contrast, later_rounds, select_ratio
 from oblivio.unlearn.contrast import RIDGE, ContrastProjector, contrast_basis
 from oblivio.unlearn.layers import layer_blocks
 from oblivio.unlearn.statistics import LayerStat, Statistics, capture_statistics
@@ -38,7 +38,7 @@ def linear_case(d: int = 8) -> tuple[nn.Linear, ContrastProjector, torch.Tensor,
         images = (x * 255).round().to(torch.uint8).view(len(x), 1, 1, d)
         return capture_statistics(model, split_of(images), np.arange(len(x)), 64, progress=False)
 
-    projector = ContrastProjector(model, stats(retain), stats(forget))
+    projector = ContrastProjector.from_statistics(model, stats(retain), stats(forget))
     return layer, projector, (retain * 255).round() / 255, (forget * 255).round() / 255
 
 
@@ -132,7 +132,7 @@ def selection_case(first: nn.Module | None = None) -> tuple[nn.Module, object, n
     model = nn.Sequential(nn.Flatten(), *([first] if first is not None else []), head)
     rows = np.arange(180)
     retain_rows, forget_rows = rows[labels.numpy() != 1][::2], rows[labels.numpy() == 1][::2]
-    projector = ContrastProjector(
+    projector = ContrastProjector.from_statistics(
         model, capture_statistics(model, split, retain_rows, 64, progress=False),
         capture_statistics(model, split, forget_rows, 64, progress=False))
     return model, split, rows, projector
@@ -191,6 +191,77 @@ def test_selection_tries_depths_from_the_last_block_and_prefers_the_shallowest()
     assert torch.equal(model[1].weight, torch.eye(8))  # the first layer is left as it was
     with pytest.raises(oblivio.OblivioError, match="blocks must be between 1 and 2"):
         select_ratio(projector, split, rows[1::2], [1], progress=False, blocks=[1, 5])
+
+
+class WithSide(nn.Module):
+    """A network whose first block (``side``) sees only the direction every class uses alike:
+    it has no contrast direction, so editing it too is the same edit as the head alone."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.side = nn.Linear(1, 3)
+        self.net = net
+        with torch.no_grad():
+            self.side.weight.zero_()
+            self.side.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + self.side(x.flatten(1)[:, 7:])
+
+
+def test_a_deeper_edit_equal_to_a_shallower_one_is_not_scored_again() -> None:
+    net, split, rows, _ = selection_case()
+    model = WithSide(net)
+    labels = split.labels.numpy()
+    sets = rows[labels != 1][::2], rows[labels == 1][::2]
+    retain, forget = (capture_statistics(model, split, r, 64, progress=False) for r in sets)
+    forwards = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    runs = []
+    for blocks in ([1], [1, 2]):
+        projector = ContrastProjector.from_statistics(model, retain, forget)
+        assert projector.blocks == [["side"], ["net.1"]]
+        assert projector.edit(2.0, 2) == projector.edit(2.0, 1)
+        forwards.clear()
+        best, grid = select_ratio(projector, split, rows[1::2], [1], progress=False,
+                                  blocks=blocks)
+        runs.append((best, grid, len(forwards)))
+    (_, one, one_forwards), (best, both, both_forwards) = runs
+    assert [p.blocks for p in both] == [1] * len(one) + [2] * len(one)
+    for shallow, deep in zip(both, both[len(one):]):
+        assert (shallow.tau, shallow.retain_acc, shallow.forget_acc) == (
+            deep.tau, deep.retain_acc, deep.forget_acc)
+    assert both_forwards == one_forwards > 0  # the depth-2 sweep ran no image through it
+    assert best.blocks == 1
+
+
+def test_later_rounds_capture_each_layer_once_per_edited_model() -> None:
+    net, split, rows, _ = selection_case()
+    model = WithSide(net)
+    labels = split.labels.numpy()
+    sets = rows[labels != 1][::2], rows[labels == 1][::2]
+    projector = ContrastProjector.from_statistics(
+        model, *(capture_statistics(model, split, r, 64, progress=False) for r in sets))
+    asked = []
+
+    def capture(layers: list[str]) -> tuple[Statistics, Statistics]:
+        asked.append(layers)
+        return tuple(capture_statistics(model, split, r, 64, progress=False, layers=layers)
+                     for r in sets)
+
+    next_round = later_rounds(projector, capture)
+    projector.apply(64.0, 1)
+    state = (projector.edit(64.0, 1),)
+    for depth in (1, 2, 2):
+        next_round(state, 64.0, depth).restore()
+    assert asked == [["net.1"], ["side"]]
+    edited = projector.model.net[1].weight.clone()
+    later = next_round(state, 64.0, 1)  # the cached bases, applied to the model as it is now
+    assert set(later.layers) == {"net.1"} and later.removed(64.0) == later.edit(64.0)[0][1]
+    later.restore()
+    assert torch.equal(projector.model.net[1].weight, edited)
+    with pytest.raises(oblivio.OblivioError, match="no projectable layer named nope"):
+        capture_statistics(model, split, sets[0], 64, progress=False, layers=["nope"])
 
 
 def test_forget_by_contrast_end_to_end_and_deterministic(trained_rgb, tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def forget_spec(dataset: Dataset, classes: str | list[int] | None,
 
 
 def _model_metrics(model: torch.nn.Module, dataset: Dataset, spec: ForgetSpec, device: str,
-                   seed: int, svc_cap: int | None, progress: bool) -> tuple[dict, list[float], dict]:
+                   seed: int, svc_cap: int | None, progress: bool
+                   ) -> tuple[dict, list[float], dict]:
     train = collect_outputs(model, dataset.split("train"), device=device, progress=progress,
                             desc="predict train")
     test = collect_outputs(model, dataset.split("test"), device=device, progress=progress,

@@ -56,7 +56,8 @@ class _Draw:
 
     def __init__(self, split: Split, rows: np.ndarray, batch_size: int, gen: torch.Generator,
                  device: str) -> None:
-        self.split, self.rows, self.size, self.gen, self.device = split, rows, batch_size, gen, device
+        self.split, self.rows, self.size = split, rows, batch_size
+        self.gen, self.device = gen, device
         self.order: np.ndarray = np.empty(0, dtype=np.int64)
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -23,8 +23,8 @@ from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import save_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import resolve_device, seed_everything
-from oblivio.unlearn.contrast import RATIOS, ContrastProjector
-from oblivio.unlearn.layers import layer_blocks, projectable_layers
+from oblivio.unlearn.contrast import RATIOS, ContrastBasis, ContrastProjector, contrast_bases
+from oblivio.unlearn.layers import last_blocks, layer_blocks, projectable_layers
 from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
 from oblivio.unlearn.requests import forgotten_classes, load_matching, peak_memory
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
@@ -330,18 +330,18 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
                             progress, provenance, start)
 
 
-def _capture(plan: Plan, start: float, batch_size: int, device: str, progress: bool
-             ) -> tuple[Statistics, Statistics, dict[str, float]]:
-    """Retain and forget statistics of the plan's sample sets, with the time of each stage
-    (sampling counted from ``start``)."""
+def _capture(plan: Plan, start: float, batch_size: int, device: str, progress: bool,
+             layers: list[str] | None = None) -> tuple[Statistics, Statistics, dict[str, float]]:
+    """Retain and forget statistics of the plan's sample sets (of every layer, or the named
+    ones), with the time of each stage (sampling counted from ``start``)."""
     timings = {"load_and_sample": time.perf_counter() - start}
     t = time.perf_counter()
     retain = capture_statistics(plan.model, plan.train, plan.sets.retain, batch_size, device,
-                                progress, "capture retain")
+                                progress, "capture retain", layers)
     timings["capture_retain"] = time.perf_counter() - t
     t = time.perf_counter()
     forget = capture_statistics(plan.model, plan.train, plan.sets.forget, batch_size, device,
-                                progress, "capture forget")
+                                progress, "capture forget", layers)
     timings["capture_forget"] = time.perf_counter() - t
     return retain, forget, timings
 
@@ -364,14 +364,51 @@ class RatioPoint:
         return None if self.retain_acc is None else self.retain_acc * (1.0 - self.forget_acc)
 
 
-Recapture = Callable[[float, int | None], ContrastProjector]
-KNEE = 0.05
+Capture = Callable[[list[str]], tuple[Statistics, Statistics]]
+NextRound = Callable[[tuple, float, int | None], ContrastProjector]
+KNEE = 0.01
+
+
+def later_rounds(projector: ContrastProjector, capture: Capture) -> NextRound:
+    """``next_round(state, tau, depth)``: a projector over the last ``depth`` blocks of the model
+    as it now is, applied at ``tau``. ``state`` names the model: the ``ContrastProjector.edit``
+    keys of the rounds that made it. Capturing the edited model's statistics is what a round
+    costs, so they are captured once per state and layer (``capture(layers)``): a deeper depth
+    whose edits so far equal a shallower one's captures only its extra layers."""
+    cache: dict[tuple, dict[str, ContrastBasis]] = {}
+
+    def next_round(state: tuple, tau: float, depth: int | None) -> ContrastProjector:
+        names = projector.last_blocks(depth)
+        bases = cache.setdefault((tau, state), {})
+        missing = [name for name in names if name not in bases]
+        if missing:
+            bases.update(contrast_bases(*capture(missing), tau))
+        again = ContrastProjector(projector.model, {name: bases[name] for name in names},
+                                  projector.device)
+        again.apply(tau)
+        return again
+
+    return next_round
+
+
+def apply_rounds(projector: ContrastProjector, next_round: NextRound | None, tau: float,
+                 depth: int | None, rounds: int) -> int:
+    """Leave the model at ``rounds`` rounds of ``tau`` on the last ``depth`` blocks; returns how
+    many directions they removed."""
+    projector.apply(tau, depth)
+    state = (projector.edit(tau, depth),)
+    removed = projector.removed(tau, depth)
+    for _ in range(rounds - 1):
+        later = next_round(state, tau, depth)
+        state += (later.edit(tau),)
+        removed += later.removed(tau)
+    return removed
 
 
 def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
                  forget: list[int], taus: tuple[float, ...] = RATIOS,
                  forget_target: float = 0.01, device: str = "cpu", progress: bool = True,
-                 recapture: Recapture | None = None, rounds: int = 1,
+                 next_round: NextRound | None = None, rounds: int = 1,
                  blocks: list[int] | None = None) -> tuple[RatioPoint, list[RatioPoint]]:
     """Score each threshold on the validation rows and leave the model at the chosen one:
     among points whose forget accuracy is at most ``forget_target``, the highest retain
@@ -382,37 +419,47 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
     their distribution (class 6: a fifth of the T-shirts became sandals) while the last blocks
     carry what tells the forgotten class apart, so the shallowest depth that forgets usually
     keeps the most. Depths are tried from the shallowest and the search stops at the first
-    depth that forgets but keeps less than a shallower one did.
+    depth that keeps no more than a shallower one did (on the 4-epoch ViT, no class gained
+    more than one validation image from a depth after such a tie). A deeper edit whose extra
+    blocks hold no direction above the threshold is the shallower edit: it is recorded with
+    the shallower one's accuracies, not scored again.
 
     Forgetting is not monotone in tau: removing directions early in the network moves the
     later layers' inputs away from the statistics they were edited with. A further round
-    (``recapture(tau, blocks)``: statistics of the edited model, and a projector over it)
-    removes what the forget set now uses, and each round of each threshold is a point of the
-    grid. Thresholds whose first round removes nothing, or the same directions as a larger
-    one, are skipped; a round is not added once the threshold forgets (more rounds only remove
-    more: measured, never better); and a depth's sweep stops once a threshold's hits keep
-    ``KNEE`` points less than the best so far (smaller thresholds remove still more)."""
+    (``next_round``, from ``later_rounds``) removes what the forget set now uses, and each
+    round of each threshold is a point of the grid. Thresholds whose first round removes
+    nothing, or the same directions as a larger one, are skipped; a round is not added once
+    the threshold forgets (more rounds only remove more: measured, never better); and a
+    depth's sweep stops once a threshold's hits keep ``KNEE`` less than the best so far
+    (smaller thresholds remove still more: on the ViT no later hit of a depth came back above
+    its best after a drop of a point)."""
     labels = split.labels[torch.as_tensor(rows)]
     is_forget = torch.isin(labels, torch.tensor(forget)).numpy()
     forget_rows, retain_rows = rows[is_forget], rows[~is_forget]
     if len(forget_rows) == 0 or len(retain_rows) == 0:
         raise OblivioError("the validation set needs rows of both forget and retain classes")
-    if rounds < 1 or (rounds > 1 and recapture is None):
-        raise OblivioError(f"rounds must be at least 1 (and need recapture), got {rounds}")
+    if rounds < 1 or (rounds > 1 and next_round is None):
+        raise OblivioError(f"rounds must be at least 1 (and need next_round), got {rounds}")
     depths = blocks or [None]
     for depth in depths:
         projector.last_blocks(depth)  # checks the range before anything is scored
     allowed = forget_target * len(forget_rows)
     grid: list[RatioPoint] = []
+    scored: dict[tuple, RatioPoint] = {}
 
-    def score(tau: float, r: int, removed: int, depth: int | None, full: bool = False) -> None:
-        forget_acc, _, partial = _accuracy_until(
-            projector.model, split, forget_rows, device,
-            None if full else lambda correct, _: correct > allowed)
-        retain_acc = None
-        if full or forget_acc <= forget_target:
-            retain_acc = _accuracy_until(projector.model, split, retain_rows, device)[0]
-        grid.append(RatioPoint(tau, r, removed, retain_acc, forget_acc, partial, depth))
+    def score(state: tuple, point: RatioPoint, full: bool) -> None:
+        known = scored.get((state, full))
+        if known is None:
+            forget_acc, _, partial = _accuracy_until(
+                projector.model, split, forget_rows, device,
+                None if full else lambda correct, _: correct > allowed)
+            retain_acc = None
+            if full or forget_acc <= forget_target:
+                retain_acc = _accuracy_until(projector.model, split, retain_rows, device)[0]
+            known = scored[(state, full)] = replace(point, retain_acc=retain_acc,
+                                                    forget_acc=forget_acc,
+                                                    forget_partial=partial)
+        grid.append(replace(known, tau=point.tau, blocks=point.blocks))
 
     def kept(depth: int | None = None, tau: float | None = None) -> float | None:
         hits = [p.retain_acc for p in grid if p.retain_acc is not None
@@ -429,14 +476,16 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
             seen.add(removed)
             best = kept()
             projector.apply(tau, depth)
-            score(tau, 1, removed, depth, full)
+            state = (projector.edit(tau, depth),)
+            score(state, RatioPoint(tau, 1, removed, None, 1.0, blocks=depth), full)
             extra = []
             for r in range(2, rounds + 1):
                 if grid[-1].forget_acc <= forget_target and not full:
                     break  # further rounds only remove more
-                extra.append(recapture(tau, depth))
-                removed += extra[-1].removed(tau, depth)
-                score(tau, r, removed, depth, full)
+                extra.append(next_round(state, tau, depth))
+                state += (extra[-1].edit(tau),)
+                removed += extra[-1].removed(tau)
+                score(state, RatioPoint(tau, r, removed, None, 1.0, blocks=depth), full)
             for later in reversed(extra):
                 later.restore()
             last = kept(depth, tau)
@@ -447,8 +496,8 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
     for depth in depths:
         sweep(depth, full=False)
         here = kept(depth)
-        if best_before is not None and (here is None or here < best_before):
-            break  # deeper edits now cost more than they forget
+        if best_before is not None and (here is None or here <= best_before):
+            break  # deeper edits no longer keep more
         best_before = here if best_before is None else max(best_before, here or 0.0)
     if all(p.retain_acc is None for p in grid):  # nothing forgets: fall back to the product
         grid.clear()
@@ -456,9 +505,7 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
     if not grid:
         raise _nothing_to_remove(min(taus))
     best = _winner(grid, forget_target)
-    projector.apply(best.tau, best.blocks)
-    for _ in range(best.rounds - 1):
-        recapture(best.tau, best.blocks)
+    apply_rounds(projector, next_round, best.tau, best.blocks, best.rounds)
     return best, grid
 
 
@@ -486,11 +533,10 @@ def contrast_depths(blocks: str | int, taus: tuple[float, ...], model: nn.Module
     one fixed ratio; or the one depth given. The head alone is not tried: an edit of the output
     layer only is output masking, and on the ViT it did not carry to the test split (class 2:
     0.8% of the validation images kept, 3.3% of the test images)."""
-    total = len(layer_blocks([spec.name for spec in projectable_layers(model)[0]]))
+    network = layer_blocks([spec.name for spec in projectable_layers(model)[0]])
     if blocks == "auto":
-        return list(range(min(2, total), total + 1)) if len(taus) > 1 else None
-    if not 1 <= int(blocks) <= total:
-        raise OblivioError(f"blocks must be between 1 and {total}, got {blocks}")
+        return list(range(min(2, len(network)), len(network) + 1)) if len(taus) > 1 else None
+    last_blocks(network, int(blocks))  # checks the range
     return [int(blocks)]
 
 
@@ -504,28 +550,25 @@ def contrast_and_save(plan: Plan, retain: Statistics, forget: Statistics,
     seconds = provenance.setdefault("seconds", {})
     t = time.perf_counter()
     depths = contrast_depths(blocks, taus, plan.model)
-    projector = ContrastProjector(plan.model, retain, forget, device, min(taus))
+    projector = ContrastProjector.from_statistics(plan.model, retain, forget, device,
+                                                  min(taus))
     seconds["subspaces"] = time.perf_counter() - t
     t = time.perf_counter()
 
-    def recapture(tau: float, depth: int | None) -> ContrastProjector:
-        retain, forget, _ = _capture(plan, time.perf_counter(), batch_size, device, False)
-        again = ContrastProjector(plan.model, retain, forget, device, tau)
-        again.apply(tau, depth)
-        return again
+    def capture(layers: list[str]) -> tuple[Statistics, Statistics]:
+        return _capture(plan, time.perf_counter(), batch_size, device, False, layers)[:2]
 
+    next_round = later_rounds(projector, capture)
     if len(taus) == 1:
         depth = None if depths is None else depths[0]
         if projector.removed(taus[0], depth) == 0:  # unchanged: later rounds see the same
             raise _nothing_to_remove(taus[0])
-        projector.apply(taus[0], depth)
-        removed = projector.removed(taus[0], depth) + sum(
-            recapture(taus[0], depth).removed(taus[0], depth) for _ in range(rounds - 1))
+        removed = apply_rounds(projector, next_round, taus[0], depth, rounds)
         best = RatioPoint(taus[0], rounds, removed, None, 0.0, blocks=depth)
         grid, validation = [], None
     else:
         best, grid = select_ratio(projector, plan.train, plan.sets.validation, plan.forget_all,
-                                  taus, forget_target, device, progress, recapture, rounds,
+                                  taus, forget_target, device, progress, next_round, rounds,
                                   depths)
         validation = {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc}
     seconds["projection"] = time.perf_counter() - t

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from oblivio.errors import OblivioError
-from oblivio.unlearn.layers import layer_blocks, weight_matrix
+from oblivio.unlearn.layers import last_blocks, layer_blocks, weight_matrix
 from oblivio.unlearn.statistics import LayerStat, Statistics
 
 RIDGE = 1e-4
@@ -86,23 +86,29 @@ def contrast_basis(retain: LayerStat, forget: LayerStat, floor: float = min(RATI
     return ContrastBasis(v.float().contiguous(), dual.float().contiguous(), ratio)
 
 
+def contrast_bases(retain: Statistics, forget: Statistics, floor: float = min(RATIOS)
+                   ) -> dict[str, ContrastBasis]:
+    """Every layer's contrast basis (directions with ratio below ``floor`` left out)."""
+    if list(retain.layers) != list(forget.layers):
+        raise OblivioError("retain and forget statistics come from different models")
+    return {name: contrast_basis(retain.layers[name], forget.layers[name], floor)
+            for name in retain.layers}
+
+
 class ContrastProjector:
     """Holds every layer's contrast basis and applies any ``tau`` to the model in place, to every
     layer or to the layers of the network's last few blocks."""
 
-    def __init__(self, model: nn.Module, retain: Statistics, forget: Statistics,
-                 device: str = "cpu", floor: float = min(RATIOS)) -> None:
-        if list(retain.layers) != list(forget.layers):
-            raise OblivioError("retain and forget statistics come from different models")
+    def __init__(self, model: nn.Module, bases: dict[str, ContrastBasis], device: str = "cpu"
+                 ) -> None:
         modules = dict(model.named_modules())
-        missing = [name for name in retain.layers if name not in modules]
+        missing = [name for name in bases if name not in modules]
         if missing:
             raise OblivioError(f"statistics name layers the model lacks: {', '.join(missing[:3])}")
-        self.model = model
+        self.model, self.device = model, device
         self.layers: dict[str, tuple[nn.Module, torch.Tensor, ContrastBasis, torch.Tensor]] = {}
-        for name in retain.layers:
+        for name, basis in bases.items():
             module = modules[name]
-            basis = contrast_basis(retain.layers[name], forget.layers[name], floor)
             w = weight_matrix(module).detach().to(device, torch.float32, copy=True)
             if basis.v.shape[1] != w.shape[2]:
                 raise OblivioError(
@@ -113,18 +119,25 @@ class ContrastProjector:
         self.blocks = layer_blocks(list(self.layers))
         self.applied: tuple[float, int] | None = None
 
+    @classmethod
+    def from_statistics(cls, model: nn.Module, retain: Statistics, forget: Statistics,
+                        device: str = "cpu", floor: float = min(RATIOS)) -> ContrastProjector:
+        return cls(model, contrast_bases(retain, forget, floor), device)
+
     def last_blocks(self, blocks: int | None) -> list[str]:
         """The layers of the last ``blocks`` blocks (every layer when None)."""
-        if blocks is None:
-            return list(self.layers)
-        if not 1 <= blocks <= len(self.blocks):
-            raise OblivioError(f"blocks must be between 1 and {len(self.blocks)}, got {blocks}")
-        return [name for block in self.blocks[-blocks:] for name in block]
+        return last_blocks(self.blocks, blocks)
+
+    def edit(self, tau: float, blocks: int | None = None) -> tuple[tuple[str, int], ...]:
+        """(layer, directions removed) for each edited layer ``tau`` removes any from: equal
+        edits are equal models, since each layer removes its largest-ratio directions."""
+        counts = ((name, int((self.layers[name][2].ratio > tau).sum()))
+                  for name in self.last_blocks(blocks))
+        return tuple((name, n) for name, n in counts if n)
 
     def removed(self, tau: float, blocks: int | None = None) -> int:
         """How many directions ``tau`` removes over the edited layers and their groups."""
-        return sum(int((self.layers[name][2].ratio > tau).sum())
-                   for name in self.last_blocks(blocks))
+        return sum(n for _, n in self.edit(tau, blocks))
 
     @torch.no_grad()
     def apply(self, tau: float, blocks: int | None = None) -> None:

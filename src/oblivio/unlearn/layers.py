@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from oblivio.errors import OblivioError
+
 
 @dataclass(frozen=True)
 class LayerSpec:
@@ -84,3 +86,10 @@ def layer_blocks(names: list[str]) -> list[list[str]]:
             last = key
         blocks[-1].append(name)
     return blocks
+
+
+def last_blocks(blocks: list[list[str]], n: int | None) -> list[str]:
+    """The layers of the last ``n`` of ``blocks`` (all of them when None)."""
+    if n is not None and not 1 <= n <= len(blocks):
+        raise OblivioError(f"blocks must be between 1 and {len(blocks)}, got {n}")
+    return [name for block in blocks[-n if n else 0:] for name in block]

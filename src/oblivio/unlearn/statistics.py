@@ -79,12 +79,18 @@ class _Accumulator:
 @torch.inference_mode()
 def capture_statistics(model: nn.Module, split: Split, rows: np.ndarray, batch_size: int = 250,
                        device: str = "cpu", progress: bool = True,
-                       desc: str = "capture") -> Statistics:
-    """Run ``rows`` of ``split`` through ``model`` once and accumulate every projectable layer's
-    input statistic. Memory does not grow with the number of samples for Gram-form layers."""
+                       desc: str = "capture", layers: list[str] | None = None) -> Statistics:
+    """Run ``rows`` of ``split`` through ``model`` once and accumulate the input statistic of
+    every projectable layer (or of the named ones: the hooks are most of the cost). Memory does
+    not grow with the number of samples for Gram-form layers."""
     if len(rows) == 0:
         raise OblivioError("cannot capture statistics of an empty sample set")
     specs, _ = projectable_layers(model)
+    if layers is not None:
+        unknown = set(layers) - {s.name for s in specs}
+        if unknown:
+            raise OblivioError(f"no projectable layer named {sorted(unknown)[0]}")
+        specs = [s for s in specs if s.name in set(layers)]
     modules = dict(model.named_modules())
     accs = {s.name: _Accumulator(s, len(rows), device) for s in specs}
     current = {"n": 0}

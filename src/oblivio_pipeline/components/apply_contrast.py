@@ -8,7 +8,8 @@ def apply_contrast(model: dsl.Input[dsl.Model], dataset_uri: str,
                    retain_statistics: dsl.Input[dsl.Artifact],
                    forget_statistics: dsl.Input[dsl.Artifact], samples: dsl.Input[dsl.Dataset],
                    ratio_mode: str, ratio: float, rounds: int, blocks: int, forget_target: float,
-                   device: str, unlearned: dsl.Output[dsl.Model], ratio_grid: dsl.Output[dsl.Markdown]) -> None:
+                   device: str, unlearned: dsl.Output[dsl.Model],
+                   ratio_grid: dsl.Output[dsl.Markdown]) -> None:
     """Remove the input directions the forget samples use far more than the retain samples
     (energy contrast), choosing the threshold, rounds and depth on the validation list.
 
