@@ -244,7 +244,7 @@ def test_later_rounds_capture_each_layer_once_per_edited_model() -> None:
         model, *(capture_statistics(model, split, r, 64, progress=False) for r in sets))
     asked = []
 
-    def capture(layers: list[str]) -> tuple[Statistics, Statistics]:
+    def capture(layers: list[str], depth: int | None) -> tuple[Statistics, Statistics]:
         asked.append(layers)
         return tuple(capture_statistics(model, split, r, 64, progress=False, layers=layers)
                      for r in sets)

@@ -24,9 +24,10 @@ from oblivio.models.checkpoint import save_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.contrast import RATIOS, ContrastBasis, ContrastProjector, contrast_bases
-from oblivio.unlearn.layers import last_blocks, layer_blocks, projectable_layers
+from oblivio.unlearn.layers import block_root, last_blocks, layer_blocks, projectable_layers
 from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
 from oblivio.unlearn.requests import forgotten_classes, load_matching, peak_memory
+from oblivio.unlearn.resume import depth_views
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
 from oblivio.unlearn.statistics import Statistics, capture_statistics
 
@@ -331,16 +332,19 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
 
 
 def _capture(plan: Plan, start: float, batch_size: int, device: str, progress: bool,
-             layers: list[str] | None = None) -> tuple[Statistics, Statistics, dict[str, float]]:
+             layers: list[str] | None = None, split: Split | None = None
+             ) -> tuple[Statistics, Statistics, dict[str, float]]:
     """Retain and forget statistics of the plan's sample sets (of every layer, or the named
-    ones), with the time of each stage (sampling counted from ``start``)."""
+    ones; from ``split``, a view of the training split, when given), with the time of each
+    stage (sampling counted from ``start``)."""
+    split = plan.train if split is None else split
     timings = {"load_and_sample": time.perf_counter() - start}
     t = time.perf_counter()
-    retain = capture_statistics(plan.model, plan.train, plan.sets.retain, batch_size, device,
+    retain = capture_statistics(plan.model, split, plan.sets.retain, batch_size, device,
                                 progress, "capture retain", layers)
     timings["capture_retain"] = time.perf_counter() - t
     t = time.perf_counter()
-    forget = capture_statistics(plan.model, plan.train, plan.sets.forget, batch_size, device,
+    forget = capture_statistics(plan.model, split, plan.sets.forget, batch_size, device,
                                 progress, "capture forget", layers)
     timings["capture_forget"] = time.perf_counter() - t
     return retain, forget, timings
@@ -364,7 +368,7 @@ class RatioPoint:
         return None if self.retain_acc is None else self.retain_acc * (1.0 - self.forget_acc)
 
 
-Capture = Callable[[list[str]], tuple[Statistics, Statistics]]
+Capture = Callable[[list[str], int | None], tuple[Statistics, Statistics]]
 NextRound = Callable[[tuple, float, int | None], ContrastProjector]
 KNEE = 0.01
 
@@ -373,8 +377,8 @@ def later_rounds(projector: ContrastProjector, capture: Capture) -> NextRound:
     """``next_round(state, tau, depth)``: a projector over the last ``depth`` blocks of the model
     as it now is, applied at ``tau``. ``state`` names the model: the ``ContrastProjector.edit``
     keys of the rounds that made it. Capturing the edited model's statistics is what a round
-    costs, so they are captured once per state and layer (``capture(layers)``): a deeper depth
-    whose edits so far equal a shallower one's captures only its extra layers."""
+    costs, so they are captured once per state and layer (``capture(layers, depth)``): a deeper
+    depth whose edits so far equal a shallower one's captures only its extra layers."""
     cache: dict[tuple, dict[str, ContrastBasis]] = {}
 
     def next_round(state: tuple, tau: float, depth: int | None) -> ContrastProjector:
@@ -382,7 +386,7 @@ def later_rounds(projector: ContrastProjector, capture: Capture) -> NextRound:
         bases = cache.setdefault((tau, state), {})
         missing = [name for name in names if name not in bases]
         if missing:
-            bases.update(contrast_bases(*capture(missing), tau))
+            bases.update(contrast_bases(*capture(missing, depth), tau))
         again = ContrastProjector(projector.model, {name: bases[name] for name in names},
                                   projector.device)
         again.apply(tau)
@@ -409,7 +413,9 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
                  forget: list[int], taus: tuple[float, ...] = RATIOS,
                  forget_target: float = 0.01, device: str = "cpu", progress: bool = True,
                  next_round: NextRound | None = None, rounds: int = 1,
-                 blocks: list[int] | None = None) -> tuple[RatioPoint, list[RatioPoint]]:
+                 blocks: list[int] | None = None,
+                 view: Callable[[int | None], Split] | None = None
+                 ) -> tuple[RatioPoint, list[RatioPoint]]:
     """Score each threshold on the validation rows and leave the model at the chosen one:
     among points whose forget accuracy is at most ``forget_target``, the highest retain
     accuracy wins; if none reaches it, the best retain x (1 - forget).
@@ -422,7 +428,8 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
     depth that keeps no more than a shallower one did (on the 4-epoch ViT, no class gained
     more than one validation image from a depth after such a tie). A deeper edit whose extra
     blocks hold no direction above the threshold is the shallower edit: it is recorded with
-    the shallower one's accuracies, not scored again.
+    the shallower one's accuracies, not scored again. ``view(depth)`` (from ``depth_views``)
+    runs the model from the depth's first block on; by default the whole model runs.
 
     Forgetting is not monotone in tau: removing directions early in the network moves the
     later layers' inputs away from the statistics they were edited with. A further round
@@ -450,12 +457,13 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
     def score(state: tuple, point: RatioPoint, full: bool) -> None:
         known = scored.get((state, full))
         if known is None:
+            seen = (view or (lambda _: split))(point.blocks)
             forget_acc, _, partial = _accuracy_until(
-                projector.model, split, forget_rows, device,
+                projector.model, seen, forget_rows, device,
                 None if full else lambda correct, _: correct > allowed)
             retain_acc = None
             if full or forget_acc <= forget_target:
-                retain_acc = _accuracy_until(projector.model, split, retain_rows, device)[0]
+                retain_acc = _accuracy_until(projector.model, seen, retain_rows, device)[0]
             known = scored[(state, full)] = replace(point, retain_acc=retain_acc,
                                                     forget_acc=forget_acc,
                                                     forget_partial=partial)
@@ -555,22 +563,27 @@ def contrast_and_save(plan: Plan, retain: Statistics, forget: Statistics,
     seconds["subspaces"] = time.perf_counter() - t
     t = time.perf_counter()
 
-    def capture(layers: list[str]) -> tuple[Statistics, Statistics]:
-        return _capture(plan, time.perf_counter(), batch_size, device, False, layers)[:2]
+    rows = np.concatenate([plan.sets.validation, plan.sets.retain, plan.sets.forget])
+    roots = [block_root(block[0]) for block in projector.blocks]
+    with depth_views(plan.model, roots, plan.train, rows, batch_size, device) as view:
 
-    next_round = later_rounds(projector, capture)
-    if len(taus) == 1:
-        depth = None if depths is None else depths[0]
-        if projector.removed(taus[0], depth) == 0:  # unchanged: later rounds see the same
-            raise _nothing_to_remove(taus[0])
-        removed = apply_rounds(projector, next_round, taus[0], depth, rounds)
-        best = RatioPoint(taus[0], rounds, removed, None, 0.0, blocks=depth)
-        grid, validation = [], None
-    else:
-        best, grid = select_ratio(projector, plan.train, plan.sets.validation, plan.forget_all,
-                                  taus, forget_target, device, progress, next_round, rounds,
-                                  depths)
-        validation = {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc}
+        def capture(layers: list[str], depth: int | None) -> tuple[Statistics, Statistics]:
+            return _capture(plan, time.perf_counter(), batch_size, device, False, layers,
+                            view(depth))[:2]
+
+        next_round = later_rounds(projector, capture)
+        if len(taus) == 1:
+            depth = None if depths is None else depths[0]
+            if projector.removed(taus[0], depth) == 0:  # unchanged: later rounds see the same
+                raise _nothing_to_remove(taus[0])
+            removed = apply_rounds(projector, next_round, taus[0], depth, rounds)
+            best = RatioPoint(taus[0], rounds, removed, None, 0.0, blocks=depth)
+            grid, validation = [], None
+        else:
+            best, grid = select_ratio(projector, plan.train, plan.sets.validation,
+                                      plan.forget_all, taus, forget_target, device, progress,
+                                      next_round, rounds, depths, view)
+            validation = {"retain_acc": best.retain_acc, "forget_acc": best.forget_acc}
     seconds["projection"] = time.perf_counter() - t
     edited = len(projector.blocks) if best.blocks is None else best.blocks
     return _save(plan, out, started, {

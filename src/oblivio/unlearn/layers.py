@@ -70,17 +70,21 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
     return w.reshape(g, w.shape[0] // g, -1)
 
 
+def block_root(name: str) -> str:
+    """The block a layer belongs to: its path up to the first numeric part
+    (``net.blocks.4.attn.qkv`` -> ``net.blocks.4``, ``net.layer3.1.conv2`` -> ``net.layer3.1``);
+    a layer with no numeric part (a stem, a patch embedding, a head) is a block of its own."""
+    parts = name.split(".")
+    cut = next((i for i, p in enumerate(parts) if p.isdigit()), len(parts) - 1)
+    return ".".join(parts[:cut + 1])
+
+
 def layer_blocks(names: list[str]) -> list[list[str]]:
-    """Layer names grouped into the network's blocks, in order: a layer belongs to the block
-    named by its path up to the first numeric part (``net.blocks.4.attn.qkv`` ->
-    ``net.blocks.4``, ``net.layer3.1.conv2`` -> ``net.layer3.1``); a layer with no numeric part
-    (a stem, a patch embedding, a head) is a block of its own."""
+    """Layer names grouped into the network's blocks (``block_root``), in order."""
     blocks: list[list[str]] = []
     last = None
     for name in names:
-        parts = name.split(".")
-        cut = next((i for i, p in enumerate(parts) if p.isdigit()), len(parts) - 1)
-        key = ".".join(parts[:cut + 1])
+        key = block_root(name)
         if key != last:
             blocks.append([])
             last = key

@@ -103,9 +103,9 @@ def capture_statistics(model: nn.Module, split: Split, rows: np.ndarray, batch_s
     handles = [modules[s.name].register_forward_pre_hook(hook(s.name)) for s in specs]
     model.eval().to(device)
     try:
-        for x, _ in tqdm(split.batches(rows, batch_size), total=-(-len(rows) // batch_size),
+        for x, y in tqdm(split.batches(rows, batch_size), total=-(-len(rows) // batch_size),
                          desc=desc, unit="batch", disable=not progress, leave=False):
-            current["n"] = len(x)
+            current["n"] = len(y)  # a resumed view passes one image per batch
             model(x.to(device))
     finally:
         for h in handles:
