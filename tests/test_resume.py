@@ -72,6 +72,8 @@ def test_a_network_that_skips_the_block_is_run_whole() -> None:
     split = split_of(random_images(20, c=1, size=2))
     rows = np.arange(20)
     assert resumed(model, "mid", split, rows, 8, "cpu") is None
+    model.unused = nn.Linear(4, 4)  # never called: nothing to resume from
+    assert resumed(model, "unused", split, rows, 8, "cpu") is None
     with depth_views(model, ["first", "mid", "head"], split, rows, 8, "cpu") as view:
         assert view(2) is split and view(None) is split and view(3) is split
     x = split.batch(rows[:3])[0]

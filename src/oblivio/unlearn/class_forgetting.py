@@ -453,17 +453,18 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
     allowed = forget_target * len(forget_rows)
     grid: list[RatioPoint] = []
     scored: dict[tuple, RatioPoint] = {}
+    view = view or (lambda _: split)
 
     def score(state: tuple, point: RatioPoint, full: bool) -> None:
         known = scored.get((state, full))
         if known is None:
-            seen = (view or (lambda _: split))(point.blocks)
+            source = view(point.blocks)
             forget_acc, _, partial = _accuracy_until(
-                projector.model, seen, forget_rows, device,
+                projector.model, source, forget_rows, device,
                 None if full else lambda correct, _: correct > allowed)
             retain_acc = None
             if full or forget_acc <= forget_target:
-                retain_acc = _accuracy_until(projector.model, seen, retain_rows, device)[0]
+                retain_acc = _accuracy_until(projector.model, source, retain_rows, device)[0]
             known = scored[(state, full)] = replace(point, retain_acc=retain_acc,
                                                     forget_acc=forget_acc,
                                                     forget_partial=partial)

@@ -1,8 +1,8 @@
 """Run a network from one of its blocks on. An edit confined to the last blocks leaves everything
 before them as it was, so the activations entering the first edited block are the same for
-every threshold and round the contrast search tries at that depth: computing them once and
-running only the rest made the ViT's later-round captures, most of the search, several times
-faster."""
+every threshold and round the contrast search tries at that depth. Computing them once and
+running only the rest halved the ViT's later-round captures, most of the search (class 8:
+2.3 s to 1.1 s each, the search 73.8 s to 41.4 s with the capture changes beside it)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ class Resumed:
         finally:
             handle.remove()
             model.train(was_training)
+        if not parts:
+            raise RuntimeError(f"the forward never reaches {root}")
         self.cache = torch.cat(parts)
         self._current: torch.Tensor | None = None
         self._handle: RemovableHandle | None = module.register_forward_pre_hook(self._feed)
@@ -89,18 +91,20 @@ class Resumed:
 def resumed(model: nn.Module, root: str, split: Split, rows: np.ndarray, batch_size: int,
             device: str) -> Resumed | None:
     """A ``Resumed`` view, or None where the network does not run through ``root`` alone (a
-    skip connection around it, a module called twice): checked against the full forward on a
-    few rows."""
-    view = Resumed(model, root, split, rows, batch_size, device)
-    probe = view.rows[:16]
+    skip connection around it, a module called twice or never): checked against the full
+    forward on a few rows."""
+    view = None
     try:
+        view = Resumed(model, root, split, rows, batch_size, device)
+        probe = view.rows[:16]
         fast = predict_logits(model, view, probe, device=device)
         full = predict_logits(model, split, probe, device=device)
         if fast.shape == full.shape and torch.allclose(fast, full, rtol=1e-4, atol=1e-4):
             return view
     except RuntimeError:
         pass
-    view.close()
+    if view is not None:
+        view.close()
     return None
 
 

@@ -81,8 +81,8 @@ def capture_statistics(model: nn.Module, split: Split, rows: np.ndarray, batch_s
                        device: str = "cpu", progress: bool = True,
                        desc: str = "capture", layers: list[str] | None = None) -> Statistics:
     """Run ``rows`` of ``split`` through ``model`` once and accumulate the input statistic of
-    every projectable layer (or of the named ones: the hooks are most of the cost). Memory does
-    not grow with the number of samples for Gram-form layers."""
+    every projectable layer (or of the named ones only). Memory does not grow with the number of
+    samples for Gram-form layers."""
     if len(rows) == 0:
         raise OblivioError("cannot capture statistics of an empty sample set")
     specs, _ = projectable_layers(model)
@@ -90,7 +90,8 @@ def capture_statistics(model: nn.Module, split: Split, rows: np.ndarray, batch_s
         unknown = set(layers) - {s.name for s in specs}
         if unknown:
             raise OblivioError(f"no projectable layer named {sorted(unknown)[0]}")
-        specs = [s for s in specs if s.name in set(layers)]
+        wanted = set(layers)
+        specs = [s for s in specs if s.name in wanted]
     modules = dict(model.named_modules())
     accs = {s.name: _Accumulator(s, len(rows), device) for s in specs}
     current = {"n": 0}
