@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +34,8 @@ from oblivio.training import Recipe, train_to_dir  # noqa: E402
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances  # noqa: E402
 
 MAX_K, RETAIN_EVAL = 256, 10_000
-METHODS = {"l2ul (adv+imp)": L2ULSettings(), "adv": L2ULSettings(ablation="adv"),
+METHODS = {"l2ul (adv+imp)": L2ULSettings(), "l2ul, bn eval": L2ULSettings(bn="eval"),
+           "adv": L2ULSettings(ablation="adv"),
            "naive": L2ULSettings(ablation="naive")}
 
 
@@ -101,9 +103,10 @@ def main() -> None:
             for name in args.methods:
                 if name != args.methods[0] and seed not in args.ablation_seeds:
                     continue
-                cached = work / f"k{k}-s{seed}-{name.split()[0]}.json"
+                slug = re.sub(r"[^a-z0-9+]+", "-", name).strip("-")
+                cached = work / f"k{k}-s{seed}-{slug}.json"
                 if not cached.exists():
-                    model_dir = work / f"k{k}-s{seed}-{name.split()[0]}"
+                    model_dir = work / f"k{k}-s{seed}-{slug}"
                     prov, seconds, peak = isolated(
                         forget_instances, str(base), str(data), str(ids_file), str(model_dir),
                         replace(METHODS[name], seed=seed), args.device, False)
