@@ -2,20 +2,37 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LOCK := requirements-dev.lock
 STAMP := $(VENV)/.installed
 IDX_DIR ?= /usr/share/datasets/fashion-mnist
 OBLIVIO_HOME ?= $(HOME)/.oblivio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup fashion-mnist test demo clean
+.PHONY: setup lock fashion-mnist lint test demo clean
 
 setup: $(STAMP)
 
-# The venv is rebuilt when pyproject.toml changes; pip skips what is already installed.
-$(STAMP): pyproject.toml
+# The venv holds exactly the dev lock's versions (each checked against its SHA-256), then
+# oblivio itself, editable, with nothing resolved anew. It is rebuilt when the lock changes.
+# (Some machines' pip configuration names local package folders that lack most packages: pip
+# warns once per package, and those lines are dropped here.)
+QUIET_PIP = 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	set -o pipefail; $(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK) $(QUIET_PIP)
+	set -o pipefail; $(PY) -m pip install -q --no-deps --no-build-isolation -e . $(QUIET_PIP)
 	touch $@
+
+# Re-resolve every dependency (pyproject.toml's ranges) to the newest versions and pin them,
+# with hashes, for Linux x86-64 and Python 3.11: requirements-dev.lock (with the dev tools, for
+# make) and requirements.lock (the same versions without them, for the image). Run it after
+# editing the dependencies or to take upgrades on purpose, then `make test`, and commit both.
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --no-header --quiet \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28
+lock: $(STAMP)
+	$(UV_COMPILE) --extra dev --upgrade -o requirements-dev.lock
+	$(UV_COMPILE) --constraint requirements-dev.lock -o requirements.lock
 
 # Real Fashion-MNIST from Debian's package, installed only when its files are missing.
 fashion-mnist:
@@ -23,7 +40,10 @@ fashion-mnist:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
-test: setup fashion-mnist
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup fashion-mnist lint
 	$(VENV)/bin/pytest
 
 # The main job, locally: on a fresh machine it converts Fashion-MNIST, trains and registers the

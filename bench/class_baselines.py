@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     fashion_mnist,
     isolated,
     markdown_table,
@@ -29,9 +29,9 @@ from common import (  # noqa: E402
     trained,
 )
 
-from oblivio.training import Recipe  # noqa: E402
-from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline  # noqa: E402
-from oblivio.unlearn.class_forgetting import forget_classes  # noqa: E402
+from oblivio.training import Recipe
+from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
+from oblivio.unlearn.class_forgetting import forget_classes
 
 BUDGETS = {  # what each baseline may spend: epochs over D_r (finetune) or D_f (the others)
     "finetune": BaselineSettings(epochs=0.25, lr=0.01),

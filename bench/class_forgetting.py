@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     fashion_mnist,
     isolated,
     markdown_table,
@@ -32,14 +32,19 @@ from common import (  # noqa: E402
     split_accuracy,
     trained,
 )
-from reference_projection import reference_forget  # noqa: E402
+from reference_projection import reference_forget
 
-from oblivio.data import open_dataset  # noqa: E402
-from oblivio.models import load_model, save_model  # noqa: E402
-from oblivio.training import Recipe  # noqa: E402
-from oblivio.unlearn.class_forgetting import forget_by_contrast, forget_classes  # noqa: E402
-from oblivio.unlearn.layers import input_columns, projectable_layers  # noqa: E402
-from oblivio.unlearn.samples import draw_class_samples  # noqa: E402
+from oblivio.data import open_dataset
+from oblivio.models import load_model, save_model
+from oblivio.training import Recipe
+from oblivio.unlearn.class_forgetting import (
+    ContrastSettings,
+    ProjectionSettings,
+    forget_by_contrast,
+    forget_classes,
+)
+from oblivio.unlearn.layers import input_columns, projectable_layers
+from oblivio.unlearn.samples import draw_class_samples
 
 RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED = 100, 1000, 50, 0
 
@@ -140,9 +145,11 @@ def main() -> None:
     for c in parse_classes(args.classes):
         contrast = args.method == "contrast"
         target = unlearned_dir(models, args.arch, args.method, c)
+        sampling = {"retain_per_class": RETAIN_PER_CLASS, "forget_samples": FORGET_SAMPLES,
+                    "val_per_class": VAL_PER_CLASS, "seed": SEED}
         prov, seconds, peak = isolated(
             forget_by_contrast if contrast else forget_classes, str(base), str(data), str(c),
-            str(target), "auto", RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED,
+            str(target), (ContrastSettings if contrast else ProjectionSettings)(**sampling),
             args.device, 250, False)
         rec = {"class": c, "method": args.method,
                **({"ratio": prov["ratio"], "rounds": prov["rounds"],
@@ -176,7 +183,9 @@ def main() -> None:
             ref_acc = split_accuracy(per_class_accuracy(ref_dir, data), [c])
         fixed, fixed_seconds, fixed_peak = isolated(
             forget_classes, str(base), str(data), str(c), str(models / f"{args.arch}-fixed{c}"),
-            pair, RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED, args.device, 250, False)
+            ProjectionSettings(alpha_r=pair[0], alpha_f=pair[1], retain_per_class=RETAIN_PER_CLASS,
+                               forget_samples=FORGET_SAMPLES, val_per_class=VAL_PER_CLASS,
+                               seed=SEED), args.device, 250, False)
         floor = isolated(linear_algebra_floor, str(base), str(data), c, args.device)[0]
         fixed_acc = split_accuracy(per_class_accuracy(models / f"{args.arch}-fixed{c}", data),
                                    [c])

@@ -23,15 +23,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fashion_mnist, isolated, markdown_table, trained  # noqa: E402
+from common import fashion_mnist, isolated, markdown_table, trained
 
-from oblivio.data import open_dataset  # noqa: E402
-from oblivio.data.sample_ids import write_sample_ids  # noqa: E402
-from oblivio.evaluation.attacks import loss_lr_cv_accuracy  # noqa: E402
-from oblivio.models import load_model  # noqa: E402
-from oblivio.models.inference import predict_logits  # noqa: E402
-from oblivio.training import Recipe, train_to_dir  # noqa: E402
-from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances  # noqa: E402
+from oblivio.data import open_dataset
+from oblivio.data.sample_ids import write_sample_ids
+from oblivio.evaluation.attacks import loss_lr_cv_accuracy
+from oblivio.models import load_model
+from oblivio.models.inference import predict_logits
+from oblivio.training import Recipe, train_to_dir
+from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 
 MAX_K, RETAIN_EVAL = 256, 10_000
 METHODS = {"l2ul (adv+imp)": L2ULSettings(), "l2ul, bn eval": L2ULSettings(bn="eval"),

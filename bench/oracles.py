@@ -22,8 +22,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from class_forgetting import parse_classes  # noqa: E402
-from common import (  # noqa: E402
+from class_forgetting import parse_classes
+from common import (
     add_to_ledger,
     fashion_mnist,
     known_oracle,
@@ -32,7 +32,7 @@ from common import (  # noqa: E402
     trained,
 )
 
-from oblivio.training import Recipe, recipe_for, train_to_dir  # noqa: E402
+from oblivio.training import Recipe, recipe_for, train_to_dir
 
 
 def _limit_threads(n: int) -> None:

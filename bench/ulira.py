@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fashion_mnist, isolated, markdown_table  # noqa: E402
+from common import fashion_mnist, isolated, markdown_table
 
-from oblivio.data import open_dataset  # noqa: E402
-from oblivio.data.sample_ids import write_sample_ids  # noqa: E402
-from oblivio.evaluation.ulira import logit_confidence, ulira  # noqa: E402
-from oblivio.models import load_model  # noqa: E402
-from oblivio.models.inference import predict_logits  # noqa: E402
-from oblivio.training import recipe_for, train_to_dir  # noqa: E402
-from oblivio.unlearn.baselines import BASELINES, forget_with_baseline  # noqa: E402
-from oblivio.unlearn.instance_forgetting import forget_instances  # noqa: E402
+from oblivio.data import open_dataset
+from oblivio.data.sample_ids import write_sample_ids
+from oblivio.evaluation.ulira import logit_confidence, ulira
+from oblivio.models import load_model
+from oblivio.models.inference import predict_logits
+from oblivio.training import recipe_for, train_to_dir
+from oblivio.unlearn.baselines import BASELINES, forget_with_baseline
+from oblivio.unlearn.instance_forgetting import forget_instances
 
 
 def unlearn(method: str, model_dir: str, data: str, ids_file: str, out: str) -> dict:

@@ -14,7 +14,8 @@ import oblivio
 from oblivio.cli import app
 from oblivio.data.reader import Split
 from oblivio.models import build
-from oblivio.unlearn.class_forgetting import alpha_grid, forget_classes
+from oblivio.unlearn.alpha_selection import alpha_grid
+from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
 from oblivio.unlearn.layers import projectable_layers
 from oblivio.unlearn.projection import (
     NEGLIGIBLE,
@@ -302,7 +303,8 @@ def test_direct_operators_match_the_eigenbasis_form(alphas: tuple[float, float])
 
 
 def test_alpha_selection_requires_forgetting_then_keeps_most() -> None:
-    from oblivio.unlearn.class_forgetting import GridPoint, _winner
+    from oblivio.unlearn.alpha_selection import GridPoint
+    from oblivio.unlearn.validation_scoring import winner as _winner
 
     grid = [GridPoint(300, 10, 0.93, 0.04), GridPoint(300, 30, 0.91, 0.0),
             GridPoint(100, 10, 0.90, 0.0), GridPoint(1000, 100, 0.95, 0.2),
@@ -325,7 +327,7 @@ class Constant(nn.Module):
 
 
 def test_scoring_stops_once_the_outcome_is_settled() -> None:
-    from oblivio.unlearn.class_forgetting import _accuracy_until
+    from oblivio.unlearn.validation_scoring import accuracy_until as _accuracy_until
 
     split = split_of(random_images(200, 1, 4))  # every label is 0
     rows = np.arange(200)
@@ -366,7 +368,7 @@ class PairProjector:
 
 
 def test_grid_search_skips_dominated_pairs_and_keeps_the_best_forgetter() -> None:
-    from oblivio.unlearn.class_forgetting import select_alpha
+    from oblivio.unlearn.alpha_selection import select_alpha
 
     n = 3000
     gen = torch.Generator().manual_seed(0)
@@ -399,8 +401,9 @@ def test_forget_classes_end_to_end_and_deterministic(trained_rgb, tmp_path: Path
     outs = []
     for name in ("a", "b"):
         prov = forget_classes(str(model_dir), str(data), "1", str(tmp_path / name),
-                              retain_per_class=20, forget_samples=30, val_per_class=10,
-                              device="cpu", progress=False, val_forget_samples=20)
+                              ProjectionSettings(retain_per_class=20, forget_samples=30,
+                                                 val_per_class=10, val_forget_samples=20),
+                              device="cpu", progress=False)
         outs.append(oblivio.load_model(tmp_path / name))
     assert outs[0].config["weights_sha256"] == outs[1].config["weights_sha256"]
     assert prov["forgotten_classes"] == [1] and 1 <= len(prov["alpha_grid"]) <= 27
@@ -443,12 +446,12 @@ def assert_forgot_class(parent_dir: Path, data: Path, model: nn.Module, c: int) 
 
 def test_second_forget_extends_the_forgotten_set(trained_rgb, tmp_path: Path) -> None:
     data, model_dir = trained_rgb
-    forget_classes(str(model_dir), str(data), "1", str(tmp_path / "one"), alpha=(100, 3),
-                   retain_per_class=20, forget_samples=30, val_per_class=10, device="cpu",
+    fixed = ProjectionSettings(alpha_r=100, alpha_f=3, retain_per_class=20, forget_samples=30,
+                               val_per_class=10)
+    forget_classes(str(model_dir), str(data), "1", str(tmp_path / "one"), fixed, device="cpu",
                    progress=False)
-    prov = forget_classes(str(tmp_path / "one"), str(data), "2", str(tmp_path / "two"),
-                          alpha=(100, 3), retain_per_class=20, forget_samples=30,
-                          val_per_class=10, device="cpu", progress=False)
+    prov = forget_classes(str(tmp_path / "one"), str(data), "2", str(tmp_path / "two"), fixed,
+                          device="cpu", progress=False)
     assert prov["forgotten_classes"] == [1, 2] and prov["alpha_mode"] == "fixed"
     assert prov["solver"] == "direct" and prov["alpha"] == {"retain": 100.0, "forget": 3.0}
     assert prov["samples"]["retain"] == 40  # the classes already forgotten are not retained
@@ -461,7 +464,12 @@ def test_second_forget_extends_the_forgotten_set(trained_rgb, tmp_path: Path) ->
         (["--classes", "0,1,2,3"], "error: cannot forget every class"),
         (["--classes", "1", "--forget-samples", "0"], "error: need at least one retain"),
         (["--classes", "1", "--alpha-r", "10"], "error: give both --alpha-r and --alpha-f"),
-        (["--classes", "1", "--alpha", "best"], "error: --alpha takes 'auto'"),
+        (["--classes", "1", "--pgd-iters", "5"],
+         "error: --pgd-iters does not apply to --method projection (its options: --alpha-r"),
+        (["--classes", "1", "--method", "contrast", "--alpha-r", "10"],
+         "error: --alpha-r does not apply to --method contrast"),
+        (["--classes", "1", "--method", "retrain", "--seed", "1"],
+         "error: --seed does not apply to --method retrain (its options: none)"),
         (["--classes", "1", "--alpha-r", "0", "--alpha-f", "3"], "error: alpha values must be"),
         (["--classes", "1", "--val-forget-samples", "0"], "error: need at least one validation"),
         (["--classes", "1", "--val-per-class", "0"], "error: need at least one validation"),
@@ -479,7 +487,7 @@ def test_cli_bad_input(trained_rgb, tmp_path: Path, args: list[str], message: st
 
 
 def test_cli_class_absent_and_class_count_mismatch(trained_rgb, tmp_path: Path) -> None:
-    from tests.conftest import make_rgb_dataset
+    from tests.datasets import make_rgb_dataset
 
     data, model_dir = trained_rgb
     sparse = make_rgb_dataset(tmp_path / "sparse", classes=4, per_class=10, size=16)

@@ -1,4 +1,4 @@
-"""Class forgetting by energy contrast (oblivio.unlearn.contrast, ALGORITHMS.md 1.7)."""
+"""Class forgetting by energy contrast (oblivio.unlearn.contrast, docs/algorithms.md §1.7)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 import oblivio
 from oblivio.cli import app
-from oblivio.unlearn.class_forgetting import forget_by_contrast, later_rounds, select_ratio
+from oblivio.unlearn.class_forgetting import ContrastSettings, forget_by_contrast
 from oblivio.unlearn.contrast import RIDGE, ContrastProjector, contrast_basis
 from oblivio.unlearn.layers import layer_blocks
+from oblivio.unlearn.ratio_selection import later_rounds, select_ratio
 from oblivio.unlearn.statistics import LayerStat, Statistics, capture_statistics
 from tests.test_class_forgetting import assert_forgot_class, split_of
 
@@ -269,8 +270,9 @@ def test_forget_by_contrast_end_to_end_and_deterministic(trained_rgb, tmp_path: 
     outs = []
     for name in ("a", "b"):
         prov = forget_by_contrast(str(model_dir), str(data), "1", str(tmp_path / name),
-                                  retain_per_class=20, forget_samples=30, val_per_class=10,
-                                  device="cpu", progress=False, val_forget_samples=20)
+                                  ContrastSettings(retain_per_class=20, forget_samples=30,
+                                                   val_per_class=10, val_forget_samples=20),
+                                  device="cpu", progress=False)
         outs.append(oblivio.load_model(tmp_path / name))
     assert outs[0].config["weights_sha256"] == outs[1].config["weights_sha256"]
     assert prov["method"] == "contrast" and prov["ratio_mode"] == "auto"

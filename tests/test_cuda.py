@@ -13,7 +13,12 @@ import torch
 import oblivio
 from oblivio.data import open_dataset
 from oblivio.evaluation.outputs import collect_outputs
-from oblivio.unlearn.class_forgetting import forget_by_contrast, forget_classes
+from oblivio.unlearn.class_forgetting import (
+    ContrastSettings,
+    ProjectionSettings,
+    forget_by_contrast,
+    forget_classes,
+)
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.statistics import capture_statistics
 from tests.test_class_forgetting import assert_forgot_class
@@ -40,15 +45,16 @@ def test_capture_on_cuda_matches_cpu(trained_rgb) -> None:
         assert _relative(gpu.as_gram(), cpu.as_gram()) < 1e-2, name
 
 
-@pytest.mark.parametrize("method", [forget_classes, forget_by_contrast])
+@pytest.mark.parametrize(("method", "settings"), [(forget_classes, ProjectionSettings),
+                                                 (forget_by_contrast, ContrastSettings)])
 def test_class_forgetting_on_cuda_is_deterministic_and_forgets(trained_rgb, tmp_path: Path,
-                                                               method) -> None:
+                                                               method, settings) -> None:
     data, model_dir = trained_rgb
     provs = []
     for name in ("a", "b"):
         provs.append(method(str(model_dir), str(data), "1", str(tmp_path / name),
-                            retain_per_class=20, forget_samples=30, val_per_class=10,
-                            device="cuda", progress=False, val_forget_samples=20))
+                            settings(retain_per_class=20, forget_samples=30, val_per_class=10,
+                                     val_forget_samples=20), device="cuda", progress=False))
     a, b = (oblivio.load_model(tmp_path / n) for n in ("a", "b"))
     assert a.config["weights_sha256"] == b.config["weights_sha256"]
     assert provs[0]["device"] == "cuda" and provs[0]["peak_cuda_mb"] > 0

@@ -15,7 +15,7 @@ import oblivio
 from oblivio.data import open_dataset
 from oblivio.errors import OblivioError
 from oblivio.models import build
-from tests.conftest import make_rgb_dataset
+from tests.datasets import make_rgb_dataset
 
 
 def _free_port() -> int:

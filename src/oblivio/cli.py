@@ -74,10 +74,6 @@ def train(
                       "seconds": round(metrics["seconds"], 1), "epochs": epochs}))
 
 
-METHODS = ("projection", "contrast", "l2ul", "finetune", "neggrad", "neggrad+", "random-label",
-           "ssd", "retrain")
-
-
 @app.command()
 @one_line_errors
 def forget(
@@ -90,104 +86,83 @@ def forget(
         help="Text or Parquet file of training sample ids to forget (a deletion request).")]
         = None,
     method: Annotated[str, typer.Option(
-        help="auto (projection for classes, l2ul for ids), " + ", ".join(METHODS) + ".")]
+        help="auto (projection for classes, l2ul for ids) or any method `oblivio methods` "
+             "lists. Each method takes only its own options below; another's is an error.")]
         = "auto",
-    alpha: Annotated[str, typer.Option(help="projection: 'auto' chooses (alpha_r, alpha_f) on "
-                                             "a validation split of the training data.")] = "auto",
-    alpha_r: Annotated[float | None, typer.Option(help="projection: fixed retain alpha.")] = None,
+    alpha_r: Annotated[float | None, typer.Option(
+        help="projection: fixed retain alpha (with --alpha-f); without both, the pair is "
+             "chosen on a validation split of the training data.")] = None,
     alpha_f: Annotated[float | None, typer.Option(help="projection: fixed forget alpha.")] = None,
-    ratio: Annotated[str, typer.Option(
-        help="contrast: 'auto' chooses the forget/retain energy ratio above which input "
-             "directions are removed on the validation split, or a fixed ratio (> 1).")]
-        = "auto",
-    rounds: Annotated[int, typer.Option(
+    forget_margin: Annotated[float | None, typer.Option(
+        help="projection: factor on the chosen alpha_f, because validation images come from "
+             "the training split and forget more readily than unseen ones (default 1.732).")]
+        = None,
+    ratio: Annotated[str | None, typer.Option(
+        help="contrast: 'auto' (default) chooses the forget/retain energy ratio above which "
+             "input directions are removed on the validation split, or a fixed ratio (> 1).")]
+        = None,
+    rounds: Annotated[int | None, typer.Option(
         help="contrast: most rounds (each re-captures the edited model's statistics and "
-             "removes again); with --ratio auto the number is chosen too.")] = 2,
-    blocks: Annotated[str, typer.Option(
-        help="contrast: edit only the network's last N blocks; 'auto' chooses the depth on the "
-             "validation split with --ratio auto (every layer with a fixed ratio).")] = "auto",
-    retain_per_class: Annotated[int, typer.Option(
-        help="projection: retain samples per kept class.")] = 100,
-    forget_samples: Annotated[int, typer.Option(
-        help="projection: samples of the forget class(es).")] = 1000,
-    val_per_class: Annotated[int, typer.Option(
-        help="projection: validation samples per kept class.")] = 50,
-    val_forget_samples: Annotated[int, typer.Option(
-        help="projection: validation samples of the forget class(es).")] = 250,
+             "removes again; default 2); with --ratio auto the number is chosen too.")] = None,
+    blocks: Annotated[str | None, typer.Option(
+        help="contrast: edit only the network's last N blocks; 'auto' (default) chooses the "
+             "depth on the validation split with --ratio auto (every layer with a fixed "
+             "ratio).")] = None,
+    retain_per_class: Annotated[int | None, typer.Option(
+        help="projection, contrast: retain samples per kept class (default 100).")] = None,
+    forget_samples: Annotated[int | None, typer.Option(
+        help="projection, contrast: samples of the forget class(es) (default 1000).")] = None,
+    val_per_class: Annotated[int | None, typer.Option(
+        help="projection, contrast: validation samples per kept class (default 50).")] = None,
+    val_forget_samples: Annotated[int | None, typer.Option(
+        help="projection, contrast: validation samples of the forget class(es) (default "
+             "250).")] = None,
     forget_target: Annotated[float | None, typer.Option(
-        help="Forget accuracy to reach: projection's validation target (default 0.01), the "
-             "stopping rule of neggrad/neggrad+/random-label (default 0 for ids, 0.01 for "
-             "classes).")] = None,
-    forget_margin: Annotated[float, typer.Option(
-        help="projection with --alpha auto: factor on the chosen alpha_f, because validation "
-             "images come from the training split and forget more readily than unseen ones.")]
-        = 3 ** 0.5,
-    ablation: Annotated[str, typer.Option(help="l2ul: naive, adv or adv+imp.")] = "adv+imp",
-    variant: Annotated[str, typer.Option(help="l2ul: misclassify, or relabel (random new "
-                                               "labels, recorded with the model).")]
-        = "misclassify",
-    bn: Annotated[str, typer.Option(help="l2ul: batch norm in train or eval mode.")] = "train",
+        help="Forget accuracy to reach: the validation target of projection and contrast "
+             "(default 0.01), the stopping rule of neggrad, neggrad+, random-label (default 0 "
+             "for ids, 0.01 for classes).")] = None,
+    ablation: Annotated[str | None, typer.Option(
+        help="l2ul: naive, adv or adv+imp (default).")] = None,
+    variant: Annotated[str | None, typer.Option(
+        help="l2ul: misclassify (default), or relabel (random new labels, recorded with the "
+             "model).")] = None,
+    bn: Annotated[str | None, typer.Option(
+        help="l2ul: batch norm in train (default) or eval mode.")] = None,
     adv_per_instance: Annotated[int | None, typer.Option(
         help="l2ul: adversarial examples per instance (default 20, 200 from 100 classes).")]
         = None,
-    pgd_iters: Annotated[int, typer.Option(help="l2ul: L2-PGD iterations.")] = 100,
-    max_epochs: Annotated[int, typer.Option(help="l2ul: cap on epochs over the forget set.")]
-        = 300,
-    epochs: Annotated[float, typer.Option(
-        help="finetune: epochs over D_r; neggrad, neggrad+, random-label: over D_f.")] = 1.0,
+    pgd_iters: Annotated[int | None, typer.Option(
+        help="l2ul: L2-PGD iterations (default 100).")] = None,
+    max_epochs: Annotated[int | None, typer.Option(
+        help="l2ul: cap on epochs over the forget set (default 300).")] = None,
+    epochs: Annotated[float | None, typer.Option(
+        help="finetune: epochs over D_r; neggrad, neggrad+, random-label: over D_f (default "
+             "1).")] = None,
     lr: Annotated[float | None, typer.Option(
-        help="Learning rate (default: 1e-3 for l2ul, 0.01 for the baselines).")] = None,
+        help="l2ul and the gradient baselines: learning rate (default 1e-3 for l2ul, 0.01 for "
+             "the baselines).")] = None,
     fisher_samples: Annotated[int | None, typer.Option(
         help="ssd: training samples for the Fisher of D (default: all).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the sample draws and of the method.")] = 0,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the sample draws and of the method (default 0).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Forget whole classes or individual training images; every method writes the same model
     directory, evaluated by `oblivio evaluate`."""
-    if method == "auto":
-        method = "l2ul" if forget_ids is not None else "projection"
-    if method not in METHODS:
-        raise OblivioError(f"unknown method {method!r}; use auto or one of {', '.join(METHODS)}")
-    if method == "projection":
-        if forget_ids is not None:
-            raise OblivioError("projection forgets whole classes; for sample ids use "
-                               "--method l2ul (or a baseline)")
-        if classes is None:
-            raise OblivioError("give the classes to forget with --classes")
-        result = _forget_by_projection(model, data, classes, out, alpha, alpha_r, alpha_f,
-                                       retain_per_class, forget_samples, val_per_class,
-                                       val_forget_samples, forget_target, forget_margin, seed,
-                                       device)
-    elif method == "contrast":
-        from oblivio.unlearn.class_forgetting import forget_by_contrast
+    from oblivio.unlearn.methods import method_for
 
-        if forget_ids is not None or classes is None:
-            raise OblivioError("contrast forgets whole classes: give --classes (for sample ids "
-                               "use --method l2ul or a baseline)")
-        result = forget_by_contrast(model, data, classes, out, _ratio(ratio), retain_per_class,
-                                    forget_samples, val_per_class, seed, device,
-                                    forget_target=0.01 if forget_target is None
-                                    else forget_target, val_forget_samples=val_forget_samples,
-                                    rounds=rounds, blocks=_blocks(blocks))
-    elif method == "l2ul":
-        from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
-
-        if classes is not None or forget_ids is None:
-            raise OblivioError("l2ul forgets training images: give --forget-ids (for whole "
-                               "classes use --method projection)")
-        settings = L2ULSettings(ablation=ablation, variant=variant, bn=bn,
-                                adv_per_instance=adv_per_instance, pgd_iters=pgd_iters,
-                                max_epochs=max_epochs, lr=1e-3 if lr is None else lr,
-                                seed=seed)
-        result = forget_instances(model, data, forget_ids, out, settings, device)
-    else:
-        from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
-
-        settings = BaselineSettings(epochs=epochs, lr=0.01 if lr is None else lr,
-                                    forget_target=forget_target,
-                                    fisher_samples=fisher_samples, seed=seed)
-        result = forget_with_baseline(model, data, out, method, classes, forget_ids, settings,
-                                      device)
+    chosen = method_for(method, classes, forget_ids)
+    settings = chosen.settings_from({
+        "alpha_r": alpha_r, "alpha_f": alpha_f, "forget_margin": forget_margin,
+        "ratio": _auto_or(ratio, float, "--ratio", "a number"), "rounds": rounds,
+        "blocks": _auto_or(blocks, int, "--blocks", "a number of blocks"),
+        "retain_per_class": retain_per_class, "forget_samples": forget_samples,
+        "val_per_class": val_per_class, "val_forget_samples": val_forget_samples,
+        "forget_target": forget_target, "ablation": ablation, "variant": variant, "bn": bn,
+        "adv_per_instance": adv_per_instance, "pgd_iters": pgd_iters,
+        "max_epochs": max_epochs, "epochs": epochs, "lr": lr,
+        "fisher_samples": fisher_samples, "seed": seed})
+    result = chosen.run(model, data, out, classes, forget_ids, settings, device, True)
     if result.get("cap_hit"):
         print(f"warning: the epoch cap was hit; forget accuracy {result['forget_acc']:.4f} "
               "(raise --max-epochs)", file=sys.stderr)
@@ -200,40 +175,26 @@ def forget(
                       "seconds": {k: round(v, 2) for k, v in result["seconds"].items()}}))
 
 
-def _ratio(text: str) -> str | float:
-    if text == "auto":
+def _auto_or(text: str | None, kind: type, option: str, what: str) -> str | float | int | None:
+    """'auto', a number of ``kind``, or None (not given)."""
+    if text is None or text == "auto":
         return text
     try:
-        return float(text)
+        return kind(text)
     except ValueError:
-        raise OblivioError(f"--ratio takes 'auto' or a number, got {text!r}") from None
+        raise OblivioError(f"{option} takes 'auto' or {what}, got {text!r}") from None
 
 
-def _blocks(text: str) -> str | int:
-    if text == "auto":
-        return text
-    if not text.isdigit():
-        raise OblivioError(f"--blocks takes 'auto' or a number of blocks, got {text!r}")
-    return int(text)
+@app.command()
+@one_line_errors
+def methods() -> None:
+    """The unlearning methods: what each forgets and the options it takes."""
+    from oblivio.unlearn.methods import METHODS
 
-
-def _forget_by_projection(model: str, data: str, classes: str, out: str, alpha: str,
-                          alpha_r: float | None, alpha_f: float | None, retain_per_class: int,
-                          forget_samples: int, val_per_class: int, val_forget_samples: int,
-                          forget_target: float | None, forget_margin: float, seed: int,
-                          device: str) -> dict:
-    from oblivio.unlearn.class_forgetting import forget_classes
-
-    if (alpha_r is None) != (alpha_f is None):
-        raise OblivioError("give both --alpha-r and --alpha-f, or neither (--alpha auto)")
-    if alpha_r is None and alpha != "auto":
-        raise OblivioError(f"--alpha takes 'auto', got {alpha!r}; fix a pair with "
-                           "--alpha-r and --alpha-f")
-    chosen = "auto" if alpha_r is None else (alpha_r, alpha_f)
-    return forget_classes(model, data, classes, out, chosen, retain_per_class, forget_samples,
-                          val_per_class, seed, device,
-                          forget_target=0.01 if forget_target is None else forget_target,
-                          forget_margin=forget_margin, val_forget_samples=val_forget_samples)
+    for m in METHODS.values():
+        print(f"{m.name:<13} {'/'.join(sorted(m.forgets)):<12} {m.summary}")
+        options = " ".join(f"--{o.replace('_', '-')}" for o in m.options)
+        print(f"{'':<13} {'':<12} options: {options or 'none'}")
 
 
 @app.command()

@@ -1,5 +1,5 @@
-"""Compile the pipelines to the YAML committed under ``pipelines/`` (deterministic output, so a
-test can tell when the committed file is stale)."""
+"""Compile each pipeline to the ``pipeline.yaml`` committed beside its ``pipeline.py``
+(deterministic output, so a test can tell when the committed file is stale)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from pathlib import Path
 
 from kfp import compiler
 
-from oblivio_pipeline.pipelines.class_forgetting import class_forgetting
+from oblivio_pipeline.pipelines.oblivio_unlearning import unlearning_pipeline
 
-PIPELINES = {"class_forgetting": class_forgetting}
+#: Folder name under pipelines/ -> the pipeline.
+PIPELINES = {"oblivio_unlearning": unlearning_pipeline}
 
 
 def compile_pipelines(out_dir: str | Path) -> list[Path]:
-    """Write ``<name>.yaml`` for every pipeline into ``out_dir``; returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``<name>/pipeline.yaml`` for every pipeline under ``out_dir`` (``pipelines/`` puts
+    each beside its source); returns the paths."""
     written = []
     for name, pipeline in PIPELINES.items():
-        path = out_dir / f"{name}.yaml"
+        path = Path(out_dir) / name / "pipeline.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
         compiler.Compiler().compile(pipeline, str(path))
         written.append(path)
     return written

@@ -74,7 +74,8 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     ids); returns the registered version's summary."""
     from kfp import local
 
-    from oblivio_pipeline.pipelines.class_forgetting import make_class_forgetting
+    from oblivio.unlearn.methods import check_pipeline_params
+    from oblivio_pipeline.pipelines.oblivio_unlearning import make_unlearning_pipeline
 
     home = oblivio_home()
     connect()  # fails fast, with one line, when MLflow is unreachable
@@ -90,14 +91,10 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
         classes = forget_classes or next_class(name)
         open_dataset(dataset).class_indices(classes)  # an unknown class: one error, no run
         what = f"class(es) {classes}"
-    for key, allowed in (("alpha_mode", ("auto", "fixed")), ("ratio_mode", ("auto", "fixed")),
-                         ("class_method", ("projection", "contrast"))):
-        if params.get(key, allowed[0]) not in allowed:
-            raise OblivioError(f"{key.replace('_', ' ')} must be {' or '.join(allowed)}, "
-                               f"got {params[key]!r}")
+    check_pipeline_params({**params, "forget_ids_uri": forget_ids or ""})
     local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
                pipeline_root=str(home / "kfp"))
-    pipeline = make_class_forgetting(on_cluster=False)
+    pipeline = make_unlearning_pipeline(on_cluster=False)
     log = home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"forgetting {what} from {name}@champion with kfp.local; the steps' "
@@ -113,7 +110,7 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
         try:
             pipeline(model_name=name, dataset_uri=str(dataset), forget_classes=classes,
                      forget_ids_uri=str(Path(forget_ids).resolve()) if forget_ids else "",
-                     device=device, gpu_count=0, **params)
+                     device=device, gpu_count="0", **params)
         except RuntimeError as exc:
             raise OblivioError(f"{str(exc).splitlines()[0]} (step output: {log})") from None
     return {"forget_classes": classes, "forgot": what, "report": candidate_report(name),

@@ -1,1 +1,1 @@
-"""Evidence of forgetting (ALGORITHMS.md section 4): accuracy, membership inference, depth."""
+"""Evidence of forgetting (docs/algorithms.md §4): accuracy, membership inference, depth."""

@@ -1,4 +1,4 @@
-"""Membership-inference attacks (ALGORITHMS.md 4.2). Every feature comes from the model under
+"""Membership-inference attacks (docs/algorithms.md §4.2). Every feature comes from the model under
 test. Directions: MIA-efficacy, higher = more forgotten; entropy-LR member rate, lower = more
 forgotten; loss-LR accuracy, 0.5 = indistinguishable from unseen data."""
 

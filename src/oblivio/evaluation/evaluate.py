@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from oblivio.data import open_dataset
 from oblivio.data.reader import Dataset
-from oblivio.data.sample_ids import ids_sha256, read_sample_ids
+from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.evaluation.metrics import (
     CLASS_KEYS,
@@ -28,7 +29,7 @@ from oblivio.evaluation.metrics import (
 )
 from oblivio.evaluation.outputs import collect_outputs
 from oblivio.evaluation.report import write_report
-from oblivio.models.checkpoint import load_model
+from oblivio.models.checkpoint import load_model, read_config
 from oblivio.training import resolve_device
 
 
@@ -130,3 +131,21 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
     })
     write_report(report, extra["features"], out)
     return report
+
+
+def evaluate_unlearned(unlearned: str, data: str, out: str | os.PathLike[str],
+                       original: str | None = None, device: str = "auto",
+                       progress: bool = False) -> dict:
+    """Evaluate an unlearned model on everything it has forgotten, as its provenance records
+    it (this run's request and earlier ones): its classes, or after deletion requests all the
+    training images it has forgotten. What the pipeline's evaluate step runs."""
+    provenance = read_config(unlearned).get("provenance", {})
+    with tempfile.TemporaryDirectory() as tmp:
+        spec: dict = {"forget_classes": provenance.get("forgotten_classes")}
+        if provenance.get("mode") == "instance":
+            write_sample_ids(f"{tmp}/forgotten.parquet", provenance["forgotten_ids"])
+            spec = {"forget_ids": f"{tmp}/forgotten.parquet"}
+        if not spec.get("forget_classes") and "forget_ids" not in spec:
+            raise OblivioError(f"{unlearned} records nothing forgotten: not an unlearned model")
+        return evaluate(unlearned, data, out, original=original, device=device,
+                        progress=progress, **spec)

@@ -1,4 +1,5 @@
-"""The flat metric set of one model (ALGORITHMS.md 4.1-4.3), from its outputs on train and test.
+"""The flat metric set of one model (docs/algorithms.md §4.1-4.3), from its outputs on train
+and test.
 
 Class mode: the forget set is every train row of the forget classes; retain rows are the rest;
 the attacks' non-members are the test rows of the retain classes (the forget classes' test rows

@@ -1,4 +1,4 @@
-"""Depth of forgetting (ALGORITHMS.md 4.3): how much of a forgotten class stays linearly
+"""Depth of forgetting (docs/algorithms.md §4.3): how much of a forgotten class stays linearly
 decodable from the penultimate features, whatever the head now says."""
 
 from __future__ import annotations

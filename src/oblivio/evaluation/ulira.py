@@ -1,4 +1,5 @@
-"""U-LiRA (Hayes et al., "Inexact unlearning needs more careful evaluations"; ALGORITHMS.md 4.2):
+"""U-LiRA (Hayes et al., "Inexact unlearning needs more careful evaluations";
+docs/algorithms.md §4.2):
 the per-example likelihood-ratio attack that asks "was this example unlearned, or never seen?".
 
 For every forget example, shadow models give two distributions of its logit-scaled confidence

@@ -29,6 +29,9 @@ def resolve_parent(model_uri: str, dst: str, job_id: str, job_name: str, params:
     log the parent model as its input. Returns the parent's name and version."""
     from mlflow.entities import LoggedModelInput
 
+    from oblivio.unlearn.methods import check_pipeline_params
+
+    check_pipeline_params(params)
     connect()
     version = resolve_version(model_uri)
     local = download_model_dir(f"models:/{version.name}/{version.version}")

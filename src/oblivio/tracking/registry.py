@@ -1,4 +1,4 @@
-"""Registered model versions and their lineage (ARCHITECTURE.md, "MLflow lineage").
+"""Registered model versions and their lineage (docs/architecture.md, "MLflow lineage").
 
 A version is logged with ``mlflow.pytorch`` (so MLflow users load it as usual) and carries the
 oblivio model directory beside it (``extra_files``), which :func:`download_model_dir` fetches

@@ -1,4 +1,4 @@
-"""Targeted L2 PGD and the adversarial bank of instance-wise unlearning (ALGORITHMS.md §2.1).
+"""Targeted L2 PGD and the adversarial bank of instance-wise unlearning (docs/algorithms.md §2.1).
 
 The bank holds, for each forget instance, examples just across the decision boundary towards
 other classes, labelled with their TARGET class. Training on them while pushing the forget

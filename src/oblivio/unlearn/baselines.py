@@ -1,4 +1,4 @@
-"""The baselines every unlearning claim is measured against (ALGORITHMS.md §3), for class and
+"""The baselines every unlearning claim is measured against (docs/algorithms.md §3), for class and
 instance requests alike: fine-tune, NegGrad, NegGrad+, random label, SSD, and the retrain oracle.
 
 Each changes a model in place given the training rows to forget and to keep, and reports its

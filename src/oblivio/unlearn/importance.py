@@ -1,4 +1,4 @@
-"""Weight importance for instance-wise unlearning (MAS, ALGORITHMS.md §2.2).
+"""Weight importance for instance-wise unlearning (MAS, docs/algorithms.md §2.2).
 
 Importance is how strongly the output norm on the forget instances reacts to each weight, with
 no labels needed. Inverted and normalised per tensor it becomes an anchor weight in [0, 1]:

@@ -1,5 +1,5 @@
-"""Instance-wise unlearning with adversarial examples and weight importance (L2UL, ALGORITHMS.md
-§2): forget individual training images using only the model and those images.
+"""Instance-wise unlearning with adversarial examples and weight importance (L2UL,
+docs/algorithms.md §2): forget individual training images using only the model and those images.
 
 The forget instances are pushed off their labels (or onto new ones) while a bank of targeted
 adversarial examples, labelled with their targets, holds the decision boundaries around them in
@@ -31,11 +31,11 @@ BN_MODES = ("train", "eval")
 
 @dataclass(frozen=True)
 class L2ULSettings:
-    """The authors' settings, except where ALGORITHMS.md lists their defects, and one change:
-    ``mask_done`` drops from the ascent term the instances already forgotten. The authors keep
-    pushing them until the last one flips; that unbounded ascent is what collapses the model
-    (Fashion-MNIST resnet18, 16 images, equal weighting: test accuracy 10% without the mask,
-    63% with it when the last image flipped)."""
+    """The authors' settings, except where docs/algorithms.md §2 lists their defects, and one
+    change: ``mask_done`` drops from the ascent term the instances already forgotten. The
+    authors keep pushing them until the last one flips; that unbounded ascent is what collapses
+    the model (Fashion-MNIST resnet18, 16 images, equal weighting: test accuracy 10% without the
+    mask, 63% with it when the last image flipped)."""
 
     ablation: str = "adv+imp"
     variant: str = "misclassify"

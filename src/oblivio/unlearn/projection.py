@@ -1,4 +1,5 @@
-"""Edit weights by the scaled-projector rule (ALGORITHMS.md 1.3-1.4), without d x d projectors.
+"""Edit weights by the scaled-projector rule (docs/algorithms.md §1.3-1.4), without d x d
+projectors.
 
 With M(alpha) = U diag(lambda) U^T and P = I - (M_f - M_f M_r), the update W <- W P^T is
 

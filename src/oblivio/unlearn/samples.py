@@ -1,4 +1,4 @@
-"""Seeded, class-balanced draws of the sample sets the projection needs (ALGORITHMS.md 1.1):
+"""Seeded, class-balanced draws of the sample sets the projection needs (docs/algorithms.md §1.1):
 retain samples from the retain classes, forget samples from the forget classes, and a
 validation set for choosing alpha, disjoint from both, all from the TRAINING split."""
 

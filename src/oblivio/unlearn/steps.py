@@ -1,4 +1,5 @@
-"""Forgetting as separately runnable steps over files, one per pipeline step (ARCHITECTURE.md):
+"""Forgetting as separately runnable steps over files, one per pipeline step
+(docs/architecture.md):
 classes: sample -> capture (retain and forget, in parallel) -> subspaces -> project, or
 sample -> capture -> contrast;
 instances: sample (check the deletion request) -> unlearn.
@@ -21,17 +22,13 @@ from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_id
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import load_model
 from oblivio.training import resolve_device
-from oblivio.unlearn.class_forgetting import (
-    FORGET_MARGIN,
-    Plan,
-    alpha_pairs,
-    contrast_and_save,
-    contrast_taus,
-    plan_forgetting,
-    project_and_save,
-)
+from oblivio.unlearn.alpha_selection import FORGET_MARGIN, alpha_pairs
+from oblivio.unlearn.class_forgetting import contrast_and_save, project_and_save
+from oblivio.unlearn.class_plan import Plan, plan_forgetting
+from oblivio.unlearn.grid_tables import alpha_grid_markdown, ratio_grid_markdown
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.projection import eigen_operators
+from oblivio.unlearn.ratio_selection import contrast_taus
 from oblivio.unlearn.requests import forgotten_classes, load_request
 from oblivio.unlearn.samples import ClassSamples
 from oblivio.unlearn.statistics import capture_statistics, load_statistics, save_statistics
@@ -57,6 +54,18 @@ def sample_step(model_dir: str, data: str, classes: str | list[int], out_dir: st
                **{name: len(getattr(plan.sets, name)) for name in SETS}}
     Path(out_dir, PLAN_FILE).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def sample_request_step(model_dir: str, data: str, forget_classes: str, ids_uri: str,
+                        out_dir: str, retain_per_class: int = 100, forget_samples: int = 1000,
+                        val_per_class: int = 50, val_forget_samples: int = 250,
+                        seed: int = 0) -> dict:
+    """The pipeline's sample step: a deletion request (``ids_uri`` set) is checked and kept,
+    otherwise the class sample sets are drawn."""
+    if ids_uri:
+        return sample_instances_step(model_dir, data, ids_uri, out_dir)
+    return sample_step(model_dir, data, forget_classes, out_dir, retain_per_class,
+                       forget_samples, val_per_class, val_forget_samples, seed)
 
 
 def sample_instances_step(model_dir: str, data: str, ids_uri: str, out_dir: str) -> dict:
@@ -104,34 +113,54 @@ def subspaces_step(retain_file: str, forget_file: str, out_file: str) -> dict:
     return {"layers": len(subspaces), "seconds": time.perf_counter() - start}
 
 
+def _mode(name: str, mode: str) -> bool:
+    """True for auto; the pipeline passes modes as strings, so a typo is one error here."""
+    if mode not in ("auto", "fixed"):
+        raise OblivioError(f"{name} must be auto or fixed, got {mode!r}")
+    return mode == "auto"
+
+
 def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: str, out: str,
-                 alpha: str | tuple[float, float] = "auto", forget_target: float = 0.01,
-                 forget_margin: float = FORGET_MARGIN, device: str = "auto") -> dict:
-    """Project the weights with alpha chosen on the validation set; write the unlearned model."""
+                 alpha_mode: str = "auto", alpha_r: float = 100.0, alpha_f: float = 3.0,
+                 forget_target: float = 0.01, forget_margin: float = FORGET_MARGIN,
+                 device: str = "auto", grid_file: str | None = None) -> dict:
+    """Project the weights with alpha chosen on the validation set (``alpha_mode`` auto) or
+    the fixed pair; write the unlearned model, and the scored grid as Markdown to
+    ``grid_file``."""
     start = time.perf_counter()
+    alpha = "auto" if _mode("alpha_mode", alpha_mode) else (alpha_r, alpha_f)
     device = resolve_device(device)
     pairs = alpha_pairs(alpha, forget_target, forget_margin)
     plan, seed = _plan_of(model_dir, data, samples_dir, device)
     operators = eigen_operators(load_subspaces(subspaces_file), device)
     provenance = {"solver": "eigen", "seed": seed, "seconds": {}}
-    return project_and_save(plan, operators, pairs, out, forget_target, forget_margin, device,
-                            False, provenance, start)
+    provenance = project_and_save(plan, operators, pairs, out, forget_target, forget_margin,
+                                  device, False, provenance, start)
+    if grid_file:
+        Path(grid_file).write_text(alpha_grid_markdown(provenance))
+    return provenance
 
 
 def contrast_step(model_dir: str, data: str, retain_file: str, forget_file: str,
-                  samples_dir: str, out: str, ratio: str | float = "auto", rounds: int = 2,
-                  forget_target: float = 0.01, device: str = "auto",
-                  blocks: str | int = "auto") -> dict:
+                  samples_dir: str, out: str, ratio_mode: str = "auto", ratio: float = 8.0,
+                  rounds: int = 2, forget_target: float = 0.01, device: str = "auto",
+                  blocks: int = 0, grid_file: str | None = None) -> dict:
     """Remove the energy-contrast directions (threshold, rounds and depth chosen on the
-    validation set); write the unlearned model. Later rounds capture the edited model's
-    statistics here."""
+    validation set with ``ratio_mode`` auto; ``blocks`` 0 chooses the depth); write the
+    unlearned model, and the scored grid as Markdown to ``grid_file``. Later rounds capture
+    the edited model's statistics here."""
     start = time.perf_counter()
+    ratio = "auto" if _mode("ratio_mode", ratio_mode) else ratio
     device = resolve_device(device)
     taus = contrast_taus(ratio, rounds, forget_target)
     plan, seed = _plan_of(model_dir, data, samples_dir, device)
-    return contrast_and_save(plan, load_statistics(retain_file), load_statistics(forget_file),
-                             taus, rounds, out, forget_target, device, False,
-                             {"seed": seed, "seconds": {}}, start, blocks=blocks)
+    provenance = contrast_and_save(plan, load_statistics(retain_file),
+                                   load_statistics(forget_file), taus, rounds, out,
+                                   forget_target, device, False, {"seed": seed, "seconds": {}},
+                                   start, blocks=blocks or "auto")
+    if grid_file:
+        Path(grid_file).write_text(ratio_grid_markdown(provenance))
+    return provenance
 
 
 def _plan_of(model_dir: str, data: str, samples_dir: str, device: str) -> tuple[Plan, int]:

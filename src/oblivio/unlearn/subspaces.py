@@ -1,4 +1,4 @@
-"""Eigenbases of each layer's input statistic: G = U diag(sigma^2) U^T (ALGORITHMS.md 1.3).
+"""Eigenbases of each layer's input statistic: G = U diag(sigma^2) U^T (docs/algorithms.md §1.3).
 
 Computed once per sample set, and only as wide as the statistic's rank: from the n x n side
 when the layer saw fewer columns than its fan-in. Decompositions run in float32 (2-2.5x faster

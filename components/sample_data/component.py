@@ -25,13 +25,9 @@ def sample_data(model: dsl.Input[dsl.Model], dataset_uri: str, forget_classes: s
         samples: A folder of retain/forget/validation Parquet id lists and plan.json.
     """
     from oblivio.tracking.runs import log_sample_sets
-    from oblivio.unlearn.steps import sample_instances_step, sample_step
+    from oblivio.unlearn.steps import sample_request_step
 
-    if forget_ids_uri:
-        summary = sample_instances_step(model.path, dataset_uri, forget_ids_uri, samples.path)
-    else:
-        summary = sample_step(model.path, dataset_uri, forget_classes, samples.path,
-                              retain_per_class, forget_samples, val_per_class,
-                              val_forget_samples, seed)
-    samples.metadata.update(summary)
+    samples.metadata.update(sample_request_step(
+        model.path, dataset_uri, forget_classes, forget_ids_uri, samples.path, retain_per_class,
+        forget_samples, val_per_class, val_forget_samples, seed))
     log_sample_sets(job_id, samples.path, dataset_uri)

@@ -1,7 +1,12 @@
-"""The unlearning pipeline: ARCHITECTURE.md's table, one task per row. A forget spec naming
-classes takes the projection branch; one naming training sample ids (a deletion request) takes
-the instance branch (L2UL). Both share the sample, evaluate and register steps, so a deletion
-batch of images gets the same evaluation, gates and lineage as a forgotten class."""
+"""The unlearning pipeline, one task per step of docs/architecture.md's table. A forget spec
+naming classes takes a class branch (projection or contrast, the registry's pipeline methods);
+one naming training sample ids (a deletion request) takes the instance branch (L2UL). All share
+the resolve, sample, evaluate and register steps, so a deletion batch of images gets the same
+evaluation, gates and lineage as a forgotten class.
+
+Platform parameters are typed as the Kubeflow backend's driver reads them: the node selector a
+struct (dict), the tolerations a list, the GPU count a string (the resource field is a string
+it fills in), as kfp-kubernetes and the upstream samples declare them."""
 
 from kfp import dsl, kubernetes
 
@@ -28,14 +33,14 @@ SECRET_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
 
 
 def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
-               node_selector_json: str, tolerations_json: str, gpu_count: int | None = None,
+               node_selector: dict, tolerations: list, gpu_count: str | None = None,
                retries: int = 0) -> dsl.PipelineTask:
     """Credentials from the secret, scheduling from the JSON parameters, GPUs when asked:
     Kubernetes settings, which kfp's local runner cannot resolve, so it gets none."""
     if on_cluster:
         kubernetes.use_secret_as_env(task, secret_name, SECRET_ENV, optional=True)
-        kubernetes.add_node_selector_json(task, node_selector_json)
-        kubernetes.add_toleration_json(task, tolerations_json)
+        kubernetes.add_node_selector_json(task, node_selector)
+        kubernetes.add_toleration_json(task, tolerations)
         if gpu_count is not None:
             task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
     if retries:
@@ -43,15 +48,16 @@ def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
     return task
 
 
-def make_class_forgetting(on_cluster: bool = True):
+def make_unlearning_pipeline(on_cluster: bool = True):
     """The pipeline; ``on_cluster=False`` leaves out the Kubernetes settings for kfp.local."""
 
-    @dsl.pipeline(name="oblivio-class-forgetting",
-                  description="Forget whole classes (training-free projection) or the training "
-                              "images of a deletion request (L2UL) from a registered image "
-                              "classifier; evaluate with membership inference; register the "
-                              "unlearned version with its lineage and promote it through gates.")
-    def class_forgetting(
+    @dsl.pipeline(name="oblivio-unlearning",
+                  description="Forget whole classes (training-free projection or contrast) or "
+                              "the training images of a deletion request (L2UL) from a "
+                              "registered image classifier; evaluate with membership "
+                              "inference; register the unlearned version with its lineage and "
+                              "promote it through gates.")
+    def unlearning_pipeline(
         model_name: str = "fashion-classifier",
         model_alias: str = "champion",
         dataset_uri: str = "s3://oblivio/datasets/fashion-mnist",
@@ -80,12 +86,12 @@ def make_class_forgetting(on_cluster: bool = True):
         promote: bool = True,
         deletion_batch: str = "none",
         device: str = "auto",
-        gpu_count: int = 1,
-        node_selector_json: str = "{}",
-        tolerations_json: str = "[]",
+        gpu_count: str = "1",
+        node_selector: dict = {},  # noqa: B006 -- the pipeline's default, compiled, never mutated
+        tolerations: list = [],  # noqa: B006
         secret_name: str = "oblivio-credentials",
     ) -> None:
-        """Class forgetting, parameterised for the Kubeflow UI.
+        """Unlearning, parameterised for the Kubeflow UI.
 
         Args:
             model_name: Registered model to unlearn from.
@@ -123,24 +129,22 @@ def make_class_forgetting(on_cluster: bool = True):
             promote: Make the new version champion when the gates pass.
             deletion_batch: Id of the deletion batch this run honours.
             device: cpu, cuda or auto.
-            gpu_count: GPUs (nvidia.com/gpu) for the steps that compute.
-            node_selector_json: Node selector for every step, as JSON.
-            tolerations_json: Tolerations for every step, as a JSON list.
+            gpu_count: GPUs (nvidia.com/gpu) for the steps that run the model, e.g. "1".
+            node_selector: Node selector for every step, e.g. {"nvidia.com/gpu.present":
+                "true"}.
+            tolerations: Tolerations for every step, a list of Kubernetes toleration objects.
             secret_name: Kubernetes secret with MLflow and S3 credentials.
         """
         job_id, job_name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         cluster = {"on_cluster": on_cluster, "secret_name": secret_name,
-                   "node_selector_json": node_selector_json,
-                   "tolerations_json": tolerations_json}
+                   "node_selector": node_selector, "tolerations": tolerations}
         outcome = _configure(record_outcome(job_id=job_id), **cluster)
         with dsl.ExitHandler(outcome, name="unlearn"):
             resolved = _configure(resolve_model(
                 model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
-                params_json=f'{{"forget_classes": "{forget_classes}", '
-                            f'"forget_ids_uri": "{forget_ids_uri}", '
-                            f'"class_method": "{class_method}", '
-                            f'"alpha_mode": "{alpha_mode}", "seed": "{seed}", '
-                            f'"dataset_uri": "{dataset_uri}"}}'),
+                dataset_uri=dataset_uri, forget_classes=forget_classes,
+                forget_ids_uri=forget_ids_uri, class_method=class_method,
+                alpha_mode=alpha_mode, ratio_mode=ratio_mode, seed=seed),
                 **cluster, retries=3)
             resolved.set_caching_options(False)  # the alias moves: always ask the registry
             model = resolved.outputs["model"]
@@ -179,9 +183,9 @@ def make_class_forgetting(on_cluster: bool = True):
                         device=device), **cluster, gpu_count=gpu_count)
                     evaluate_and_register(contrasted.outputs["unlearned"], min_mia_efficacy)
                 with dsl.Else(name="projection"):
-                    subspaces = _configure(compute_subspaces(
+                    subspaces = _configure(compute_subspaces(  # CPU: eigh of small matrices
                         retain_statistics=retain_stats, forget_statistics=forget_stats),
-                        **cluster, gpu_count=gpu_count)
+                        **cluster)
                     projected = _configure(apply_projection(
                         model=model, dataset_uri=dataset_uri,
                         subspaces=subspaces.outputs["subspaces"], samples=samples,
@@ -196,7 +200,7 @@ def make_class_forgetting(on_cluster: bool = True):
                     device=device), **cluster, gpu_count=gpu_count)
                 evaluate_and_register(forgot.outputs["unlearned"], instance_min_mia_efficacy)
 
-    return class_forgetting
+    return unlearning_pipeline
 
 
-class_forgetting = make_class_forgetting()
+unlearning_pipeline = make_unlearning_pipeline()

@@ -25,22 +25,12 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
         html: The report's self-contained HTML page.
     """
     import shutil
-    import tempfile
 
-    from oblivio.data.sample_ids import write_sample_ids
-    from oblivio.evaluation.evaluate import evaluate
+    from oblivio.evaluation.evaluate import evaluate_unlearned
     from oblivio.evaluation.report import markdown
-    from oblivio.models.checkpoint import read_config
     from oblivio.tracking.runs import log_report
 
-    prov = read_config(unlearned.path)["provenance"]
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = {"forget_classes": prov["forgotten_classes"]}
-        if prov.get("mode") == "instance":
-            write_sample_ids(f"{tmp}/forgotten.parquet", prov["forgotten_ids"])
-            spec = {"forget_ids": f"{tmp}/forgotten.parquet"}
-        result = evaluate(unlearned.path, dataset_uri, report.path, original=original.path,
-                          device=device, progress=False, **spec)
+    result = evaluate_unlearned(unlearned.path, dataset_uri, report.path, original.path, device)
     for key, value in log_report(job_id, report.path).items():
         metrics.log_metric(key, value)
     with open(summary.path, "w") as f:

@@ -29,27 +29,10 @@ def apply_contrast(model: dsl.Input[dsl.Model], dataset_uri: str,
         unlearned: The unlearned model directory.
         ratio_grid: The scored thresholds, for the KFP UI.
     """
-    from oblivio.errors import OblivioError
     from oblivio.unlearn.steps import contrast_step
 
-    if ratio_mode not in ("auto", "fixed"):
-        raise OblivioError(f"ratio_mode must be auto or fixed, got {ratio_mode!r}")
     prov = contrast_step(model.path, dataset_uri, retain_statistics.path,
-                         forget_statistics.path, samples.path, unlearned.path,
-                         "auto" if ratio_mode == "auto" else ratio, rounds, forget_target,
-                         device, blocks or "auto")
-    unlearned.metadata.update({"ratio": prov["ratio"], "rounds": prov["rounds"],
-                               "blocks": prov["blocks"],
-                               "forget_classes": prov["forget_classes"]})
-    lines = ["| blocks | ratio | rounds | directions removed | validation retain "
-             "| validation forget |", "|---|---|---|---|---|---|"]
-    for p in prov["ratio_grid"]:  # scoring stops once a miss is sure: >= marks a bound
-        retain = "-" if p["retain_acc"] is None else f"{p['retain_acc']:.4f}"
-        forget = (">= " if p["forget_partial"] else "") + f"{p['forget_acc']:.4f}"
-        depth = prov["blocks_total"] if p["blocks"] is None else p["blocks"]
-        lines.append(f"| {depth} | {p['tau']:g} | {p['rounds']} | {p['removed']} | {retain} "
-                     f"| {forget} |")
-    with open(ratio_grid.path, "w") as f:
-        f.write(f"chosen: ratio {prov['ratio']:g}, {prov['rounds']} round(s), the last "
-                f"{prov['blocks']} of {prov['blocks_total']} blocks\n\n"
-                + "\n".join(lines) + "\n")
+                         forget_statistics.path, samples.path, unlearned.path, ratio_mode, ratio,
+                         rounds, forget_target, device, blocks, grid_file=ratio_grid.path)
+    unlearned.metadata.update({key: prov[key] for key in ("ratio", "rounds", "blocks",
+                                                          "forget_classes")})

@@ -24,20 +24,9 @@ def apply_projection(model: dsl.Input[dsl.Model], dataset_uri: str,
         unlearned: The unlearned model directory.
         alpha_grid: The scored alpha grid, for the KFP UI.
     """
-    from oblivio.errors import OblivioError
     from oblivio.unlearn.steps import project_step
 
-    if alpha_mode not in ("auto", "fixed"):
-        raise OblivioError(f"alpha_mode must be auto or fixed, got {alpha_mode!r}")
-    alpha = "auto" if alpha_mode == "auto" else (alpha_r, alpha_f)
     prov = project_step(model.path, dataset_uri, subspaces.path, samples.path, unlearned.path,
-                        alpha, forget_target, device=device)
+                        alpha_mode, alpha_r, alpha_f, forget_target, device=device,
+                        grid_file=alpha_grid.path)
     unlearned.metadata.update({"alpha": prov["alpha"], "forget_classes": prov["forget_classes"]})
-    lines = ["| alpha_r | alpha_f | validation retain | validation forget |", "|---|---|---|---|"]
-    for p in prov["alpha_grid"]:  # scoring stops once settled: <= and >= mark bounds
-        retain = "-" if p["retain_acc"] is None else (
-            ("<= " if p["retain_partial"] else "") + f"{p['retain_acc']:.4f}")
-        forget = (">= " if p["forget_partial"] else "") + f"{p['forget_acc']:.4f}"
-        lines.append(f"| {p['alpha_r']:g} | {p['alpha_f']:g} | {retain} | {forget} |")
-    with open(alpha_grid.path, "w") as f:
-        f.write(f"chosen: {prov['alpha']}\n\n" + "\n".join(lines) + "\n")

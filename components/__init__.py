@@ -1,4 +1,5 @@
-"""One KFP v2 lightweight component per step of ARCHITECTURE.md's table, same names."""
+"""One KFP v2 lightweight component per pipeline step (docs/architecture.md), each in its own
+folder with its README and tests."""
 
 from oblivio_pipeline.components.apply_contrast import apply_contrast
 from oblivio_pipeline.components.apply_projection import apply_projection

@@ -1,0 +1,35 @@
+from pathlib import Path
+
+from kfp import dsl
+
+from oblivio.evaluation.evaluate import evaluate_unlearned
+from oblivio.tracking.registry import CHAMPION, client
+from oblivio.tracking.runs import log_report
+from oblivio_pipeline.components import register_model
+
+
+def test_registers_with_lineage_and_promotes_through_the_gates(
+        trained_rgb, projected: Path, registered: str, job: str, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    evaluate_unlearned(str(projected), str(data), tmp_path / "report", str(model_dir), "cpu")
+    log_report(job, str(tmp_path / "report"))  # what the evaluate step leaves in the run
+
+    def register(max_forget_acc: float) -> str:
+        return register_model.python_func(
+            unlearned=dsl.Model(uri=str(projected)),
+            report=dsl.Artifact(uri=str(tmp_path / "report")), model_name=registered,
+            parent_version="1", deletion_batch="batch-7", max_forget_acc=max_forget_acc,
+            max_retain_drop=1.0, min_mia_efficacy=0.0, promote=True, job_id=job,
+            job_name="oblivio-unlearning-1")
+
+    assert register(-1.0) == "2"  # no forget accuracy is below -1: the gate fails
+    failed = client().get_model_version(registered, "2")
+    assert failed.tags["oblivio.gate"].startswith("failed")
+    assert str(client().get_model_version_by_alias(registered, CHAMPION).version) == "1"
+    assert register(1.0) == "3"
+    version = client().get_model_version(registered, "3")
+    assert version.tags["oblivio.parent_version"] == "1"
+    assert version.tags["oblivio.forget_classes"] == "1"
+    assert version.tags["oblivio.deletion_batch"] == "batch-7"
+    assert version.tags["oblivio.gate"] == "passed"
+    assert str(client().get_model_version_by_alias(registered, CHAMPION).version) == "3"

@@ -1,0 +1,37 @@
+from pathlib import Path
+
+import pytest
+from kfp import dsl
+
+import oblivio
+from oblivio.data.sample_ids import ids_sha256
+from oblivio.errors import OblivioError
+from oblivio.unlearn.steps import sample_instances_step
+from oblivio_pipeline.components import unlearn_instances
+
+
+def test_forgets_the_request_and_records_it(trained_rgb, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    ids = ["rgb/train/0000", "rgb/train/0061"]
+    (tmp_path / "request.txt").write_text("\n".join(ids) + "\n")
+    sample_instances_step(str(model_dir), str(data), str(tmp_path / "request.txt"),
+                          str(tmp_path / "samples"))
+    unlearned = dsl.Model(uri=str(tmp_path / "unlearned"))
+    unlearn_instances.python_func(model=dsl.Model(uri=str(model_dir)), dataset_uri=str(data),
+                                  samples=dsl.Dataset(uri=str(tmp_path / "samples")),
+                                  ablation="adv+imp", max_epochs=3, seed=0, device="cpu",
+                                  unlearned=unlearned)
+    prov = oblivio.load_model(tmp_path / "unlearned").config["provenance"]
+    assert prov["forgotten_ids"] == ids and prov["method"] == "l2ul"
+    assert unlearned.metadata["forget_ids_sha256"] == ids_sha256(ids)
+    assert unlearned.metadata["forget_ids_count"] == 2
+
+
+def test_class_samples_are_refused(trained_rgb, class_samples: Path, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    with pytest.raises(OblivioError, match="name classes, not a deletion request"):
+        unlearn_instances.python_func(
+            model=dsl.Model(uri=str(model_dir)), dataset_uri=str(data),
+            samples=dsl.Dataset(uri=str(class_samples)), ablation="adv+imp", max_epochs=3,
+            seed=0, device="cpu", unlearned=dsl.Model(uri=str(tmp_path / "u")))
+    assert not (tmp_path / "u").exists()

@@ -1,0 +1,143 @@
+"""Fixtures shared by tests/, components/*/tests and pipelines/*/tests: the real Fashion-MNIST
+(converted once per session), a small synthetic RGB dataset and a model trained on it, so the
+suite checks both the built-in data and the general contract; and MLflow, on SQLite per test or
+as a real ``mlflow server`` process on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oblivio.data.fashion_mnist import DEFAULT_IDX_DIR, convert
+from tests.datasets import make_rgb_dataset
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Fashion-MNIST in the dataset contract."""
+    if not Path(DEFAULT_IDX_DIR, "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST IDX files missing: run `make test` (it installs them)")
+    out = tmp_path_factory.mktemp("fashion-mnist")
+    convert(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def fm(fashion_mnist: Path):
+    """The converted Fashion-MNIST, opened once: splits decode lazily and are shared."""
+    from oblivio.data import open_dataset
+
+    return open_dataset(fashion_mnist)
+
+
+@pytest.fixture()
+def rgb_dataset(tmp_path: Path) -> Path:
+    return make_rgb_dataset(tmp_path / "rgb")
+
+
+@pytest.fixture(scope="session")
+def trained_rgb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 4-class RGB dataset and a resnet18 trained on it for 3 epochs (seconds)."""
+    from oblivio.training import Recipe, train_to_dir
+
+    root = tmp_path_factory.mktemp("trained-rgb")
+    data = make_rgb_dataset(root / "data", classes=4, per_class=60, size=16)
+    train_to_dir(str(data), "resnet18", str(root / "model"),
+                 Recipe(epochs=3, batch_size=32, lr=0.05), device="cpu", progress=False)
+    return data, root / "model"
+
+
+@pytest.fixture()
+def sqlite_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh MLflow store on SQLite for one test (the laptop default, isolated)."""
+    from oblivio.tracking.store import connect
+
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
+    connect()
+    return uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real MLflow tracking server (SQLite backend, local artifact root) on loopback."""
+    from tests.servers import start_mlflow_server
+
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+@pytest.fixture()
+def tracked(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session's MLflow server as this test's tracking URI, with its own oblivio home."""
+    from oblivio.tracking.store import connect
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
+    connect()
+    return mlflow_server
+
+
+@pytest.fixture()
+def job(sqlite_mlflow: str) -> str:
+    """A pipeline job id whose MLflow run is open, as resolve_model leaves it for later steps."""
+    from oblivio.tracking.runs import start_run
+
+    start_run("job-1", "oblivio-unlearning-1", {"forget_classes": "1"})
+    return "job-1"
+
+
+@pytest.fixture()
+def class_samples(trained_rgb, tmp_path: Path) -> Path:
+    """The sample step's folder for forgetting class 1 from ``trained_rgb`` (small sets)."""
+    from oblivio.unlearn.steps import sample_step
+
+    data, model_dir = trained_rgb
+    out = tmp_path / "samples"
+    sample_step(str(model_dir), str(data), "1", str(out), retain_per_class=15,
+                forget_samples=20, val_per_class=8, val_forget_samples=12)
+    return out
+
+
+@pytest.fixture()
+def class_statistics(trained_rgb, class_samples: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Retain and forget statistics of ``class_samples`` (the capture step, twice)."""
+    from oblivio.unlearn.steps import capture_step
+
+    data, model_dir = trained_rgb
+    paths = []
+    for which in ("retain", "forget"):
+        path = tmp_path / f"{which}.safetensors"
+        capture_step(str(model_dir), str(data), str(class_samples / f"{which}.parquet"),
+                     str(path), device="cpu")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+@pytest.fixture()
+def registered(sqlite_mlflow: str, trained_rgb) -> str:
+    """``trained_rgb``'s model registered as ``tiny`` version 1, alias champion."""
+    import mlflow
+
+    from oblivio.tracking.registry import CHAMPION, Lineage, log_model_version
+    from oblivio.tracking.store import connect
+
+    with mlflow.start_run(experiment_id=connect()):
+        log_model_version(trained_rgb[1], "tiny", Lineage("trained"), alias=CHAMPION)
+    return "tiny"
+
+
+@pytest.fixture()
+def projected(trained_rgb, tmp_path: Path) -> Path:
+    """``trained_rgb``'s model with class 1 forgotten (a fixed projection pair: no grid)."""
+    from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
+
+    data, model_dir = trained_rgb
+    out = tmp_path / "projected"
+    forget_classes(str(model_dir), str(data), "1", str(out),
+                   ProjectionSettings(alpha_r=100, alpha_f=3, retain_per_class=15,
+                                      forget_samples=20, val_per_class=8), device="cpu",
+                   progress=False)
+    return out

@@ -1,0 +1,123 @@
+"""The compiled spec as the Kubeflow backend will read it. No Kubernetes cluster or Kubeflow API
+can run here, so the cluster settings (GPU, node selector, tolerations, secret) are checked in
+the compiled YAML, against the types the backend's driver accepts, not executed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from oblivio.cli import app
+from oblivio_pipeline import IMAGE
+
+runner = CliRunner()
+HERE = Path(__file__).resolve().parents[1]
+IMAGE_REPO = IMAGE.rsplit(":", 1)[0]
+
+
+def normalised(text: str) -> list:
+    """The YAML documents without what legitimately changes between releases, as kfp's own
+    golden tests do it (sdk/python/kfp/compiler/read_write_test.py): the kfp version, and the
+    project image's tag (it follows oblivio's version)."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items() if k != "sdkVersion"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, str) and node.startswith(IMAGE_REPO + ":"):
+            return IMAGE_REPO + ":<version>"
+        return node
+
+    return [walk(doc) for doc in yaml.safe_load_all(text)]
+
+
+def compiled(tmp_path: Path) -> str:
+    result = runner.invoke(app, ["pipeline", "compile", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    return (tmp_path / "oblivio_unlearning" / "pipeline.yaml").read_text()
+
+
+def test_committed_yaml_is_current(tmp_path: Path) -> None:
+    fresh = compiled(tmp_path)
+    committed = (HERE / "pipeline.yaml").read_text()
+    assert normalised(fresh) == normalised(committed), (
+        "pipelines/oblivio_unlearning/pipeline.yaml is stale: run `oblivio pipeline compile`")
+
+
+def test_normalisation_hides_versions_not_drift() -> None:
+    committed = (HERE / "pipeline.yaml").read_text()
+    bumped = committed.replace("sdkVersion: kfp-", "sdkVersion: kfp-9").replace(
+        IMAGE, IMAGE_REPO + ":9.9.9")
+    assert bumped != committed and normalised(bumped) == normalised(committed)
+    drifted = committed.replace("maxRetryCount: 3", "maxRetryCount: 4", 1)
+    assert drifted != committed and normalised(drifted) != normalised(committed)
+
+
+def test_platform_parameters_have_the_types_the_driver_accepts(tmp_path: Path) -> None:
+    spec, platform = list(yaml.safe_load_all(compiled(tmp_path)))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    # the driver takes a node selector only as a struct and tolerations as a list or struct
+    # (kubeflow/pipelines PR #11860); the accelerator count is a string field it fills in
+    assert params["node_selector"]["parameterType"] == "STRUCT"
+    assert params["tolerations"]["parameterType"] == "LIST"
+    assert params["gpu_count"]["parameterType"] == "STRING"
+    assert params["gpu_count"]["defaultValue"] == "1"
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        assert executor["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith(
+            "node_selector"), name
+        assert executor["tolerations"][0]["tolerationJson"]["componentInputParameter"].endswith(
+            "tolerations"), name
+        assert executor["secretAsEnv"][0]["secretNameParameter"][
+            "componentInputParameter"].endswith("secret_name"), name
+    containers = {name: e["container"] for name, e in spec["deploymentSpec"]["executors"].items()}
+    with_gpu = {name for name, c in containers.items()
+                if "accelerator" in c.get("resources", {})}
+    assert with_gpu == {"exec-capture-activations", "exec-capture-activations-2",
+                        "exec-apply-projection", "exec-apply-contrast", "exec-unlearn-instances",
+                        "exec-evaluate-model", "exec-evaluate-model-2", "exec-evaluate-model-3"}
+    accelerator = containers["exec-capture-activations"]["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu"
+    assert "gpu_count" in accelerator["resourceCount"]
+    assert {c["image"] for c in containers.values()} == {IMAGE}  # one image, from the version
+    assert all("pip install" not in " ".join(c["command"]) for c in containers.values())
+
+
+def test_steps_parameters_and_branches(tmp_path: Path) -> None:
+    spec = next(yaml.safe_load_all(compiled(tmp_path)))
+    assert spec["pipelineInfo"]["name"] == "oblivio-unlearning"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"gpu_count", "node_selector", "tolerations", "secret_name", "model_name",
+            "forget_classes", "forget_ids_uri", "instance_ablation", "alpha_mode",
+            "class_method", "ratio_mode", "ratio", "rounds"} <= set(params)
+    assert all("defaultValue" in p and p.get("description") for p in params.values())
+    components = spec["components"]
+    tasks = components["comp-exit-handler-1"]["dag"]["tasks"]
+    assert tasks["resolve-model"]["cachingOptions"] == {}  # the alias moves
+    assert tasks["resolve-model"]["retryPolicy"]["maxRetryCount"] == 3  # I/O steps retry
+    assert set(tasks) == {"resolve-model", "sample-data", "condition-branches-2"}
+    resolve_inputs = tasks["resolve-model"]["inputs"]["parameters"]
+    assert {"class_method", "alpha_mode", "ratio_mode", "forget_classes"} <= set(resolve_inputs)
+    classes = components["comp-condition-6"]["dag"]["tasks"]
+    contrast = components["comp-condition-4"]["dag"]["tasks"]
+    projection = components["comp-condition-5"]["dag"]["tasks"]
+    instances = components["comp-condition-7"]["dag"]["tasks"]
+    assert set(classes) == {"capture-activations", "capture-activations-2",  # retain || forget
+                            "condition-branches-3"}
+    assert set(contrast) == {"apply-contrast", "evaluate-model", "register-model"}
+    assert set(projection) == {"compute-subspaces", "apply-projection", "evaluate-model-2",
+                               "register-model-2"}
+    assert set(instances) == {"unlearn-instances", "evaluate-model-3", "register-model-3"}
+    for register in (contrast["register-model"], projection["register-model-2"],
+                     instances["register-model-3"]):
+        assert register["cachingOptions"] == {}  # never skip a registration
+        assert "retryPolicy" not in register
+    branch = components["comp-condition-branches-2"]["dag"]["tasks"]
+    assert "forget_ids_uri" in branch["condition-6"]["triggerPolicy"]["condition"]
+    method = components["comp-condition-branches-3"]["dag"]["tasks"]
+    assert "class_method" in method["condition-4"]["triggerPolicy"]["condition"]
+    exit_task = spec["root"]["dag"]["tasks"]["record-outcome"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"

@@ -1,0 +1,104 @@
+"""A checked class-forgetting request (model, data, the sample sets drawn for it), the capture of
+its statistics, and the model directory every class method writes at the end."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from oblivio.data.reader import Split
+from oblivio.errors import OblivioError
+from oblivio.models.checkpoint import save_model
+from oblivio.training import seed_everything
+from oblivio.unlearn.requests import forgotten_classes, load_matching, peak_memory
+from oblivio.unlearn.samples import ClassSamples, draw_class_samples
+from oblivio.unlearn.statistics import Statistics, capture_statistics
+
+
+@dataclass
+class Plan:
+    """A checked forgetting request: the model, its data and the sample rows to use."""
+
+    model: nn.Module
+    train: Split
+    forget_new: list[int]
+    forget_all: list[int]
+    sets: ClassSamples
+    retain_per_class: int
+
+
+def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
+                    retain_per_class: int = 100, forget_samples: int = 1000,
+                    val_per_class: int = 50, seed: int = 0, device: str = "cpu",
+                    val_forget_samples: int = 250) -> Plan:
+    """Load and check everything, then draw the sample sets. Classes the model has already
+    forgotten stay forgotten and are never drawn as retain or validation samples."""
+    model, dataset = load_matching(model_dir, data, device)
+    config = model.config
+    new = dataset.class_indices(classes)
+    already = forgotten_classes(config)
+    forget_all = sorted(set(new) | set(already))
+    if len(forget_all) >= dataset.num_classes:
+        raise OblivioError("cannot forget every class: nothing would be left to keep")
+    train = dataset.split("train")
+    absent = [c for c in new if not bool((train.labels == c).any())]
+    if absent:
+        raise OblivioError(f"class {absent[0]} has no training samples in {data}")
+    seed_everything(seed)
+    labels = train.labels.clone()
+    labels[torch.isin(labels, torch.tensor(already or [-1]))] = -1  # drawn by no one
+    sets = draw_class_samples(labels, dataset.num_classes, new, retain_per_class,
+                              forget_samples, val_per_class, seed, val_forget_samples)
+    return Plan(model, train, new, forget_all, sets, retain_per_class)
+
+
+
+def save_class_model(plan: Plan, out: str, started: float, provenance: dict) -> dict:
+    """Write the edited model with its provenance (sample counts, total time, the parent's
+    fingerprint and recipe added) and return that provenance."""
+    provenance["seconds"]["total"] = time.perf_counter() - started
+    config = plan.model.config
+    provenance = {
+        "kind": "unlearned",
+        "forget_classes": plan.forget_new,
+        "forgotten_classes": plan.forget_all,
+        "samples": {"retain": len(plan.sets.retain), "forget": len(plan.sets.forget),
+                    "validation": len(plan.sets.validation),
+                    "retain_per_class": plan.retain_per_class},
+        **peak_memory(provenance["device"]),
+        **provenance,
+        "parent": {"weights_sha256": config["weights_sha256"], **provenance.get("parent", {})},
+    }
+    parent = config.get("provenance", {})
+    for key in ("training", "forgotten_ids"):  # the recipe (for retrains), earlier deletions
+        if parent.get(key):
+            provenance[key] = parent[key]
+    save_model(plan.model.cpu(), out, arch=config["arch"], class_names=config["class_names"],
+               img_size=config["img_size"], parent_fingerprint=config["weights_sha256"],
+               provenance=provenance)
+    return provenance
+
+
+
+def capture_plan(plan: Plan, start: float, batch_size: int, device: str, progress: bool,
+             layers: list[str] | None = None, split: Split | None = None
+             ) -> tuple[Statistics, Statistics, dict[str, float]]:
+    """Retain and forget statistics of the plan's sample sets (of every layer, or the named
+    ones; from ``split``, a view of the training split, when given), with the time of each
+    stage (sampling counted from ``start``)."""
+    split = plan.train if split is None else split
+    timings = {"load_and_sample": time.perf_counter() - start}
+    t = time.perf_counter()
+    retain = capture_statistics(plan.model, split, plan.sets.retain, batch_size, device,
+                                progress, "capture retain", layers)
+    timings["capture_retain"] = time.perf_counter() - t
+    t = time.perf_counter()
+    forget = capture_statistics(plan.model, split, plan.sets.forget, batch_size, device,
+                                progress, "capture forget", layers)
+    timings["capture_forget"] = time.perf_counter() - t
+    return retain, forget, timings
+
+

@@ -1,0 +1,168 @@
+"""The one registry of unlearning methods, as timm registers models: a name, what it forgets
+(classes, training images or both), its settings type, the settings a user may set, and the
+function that runs it. The CLI, the pipeline and the local runner all read it, so a method is
+added in one place, and an option that belongs to another method is refused, not ignored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from oblivio.errors import OblivioError
+from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
+from oblivio.unlearn.class_forgetting import (
+    ContrastSettings,
+    ProjectionSettings,
+    forget_by_contrast,
+    forget_classes,
+)
+from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
+
+CLASSES, IDS = "classes", "ids"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registered method.
+
+    ``run(model_dir, data, out, classes, ids_file, settings, device, progress)`` writes the
+    unlearned model directory and returns its provenance. ``options`` are the settings fields a
+    user may set (the CLI's ``--option`` names with ``_`` for ``-``); the rest keep the
+    defaults the method was measured with. ``pipeline`` says whether the Kubeflow pipeline has
+    a branch for it."""
+
+    name: str
+    forgets: frozenset[str]
+    settings: type
+    options: tuple[str, ...]
+    run: Callable[..., dict]
+    summary: str
+    pipeline: bool = False
+
+    def settings_from(self, options: dict[str, Any]) -> Any:
+        """The settings with ``options`` (those not None) set; an option of another method is
+        one error naming it and the options this method takes."""
+        given = {k: v for k, v in options.items() if v is not None}
+        foreign = sorted(set(given) - set(self.options))
+        if foreign:
+            own = ", ".join(f"--{o.replace('_', '-')}" for o in self.options) or "none"
+            raise OblivioError(f"--{foreign[0].replace('_', '-')} does not apply to --method "
+                               f"{self.name} (its options: {own})")
+        known = {f.name for f in fields(self.settings)}
+        return self.settings(**{k: v for k, v in given.items() if k in known})
+
+    def check_target(self, classes: object, ids_file: object) -> str:
+        """``classes`` or ``ids``: what this request forgets, refused if the method cannot."""
+        if (classes is None) == (ids_file is None):
+            raise OblivioError("give exactly one of --classes and --forget-ids")
+        target = CLASSES if classes is not None else IDS
+        if target not in self.forgets:
+            if target == IDS:
+                raise OblivioError(f"{self.name} forgets whole classes: give --classes (for "
+                                   f"sample ids use --method {DEFAULTS[IDS]} or a baseline)")
+            raise OblivioError(f"{self.name} forgets training images: give --forget-ids (for "
+                               f"whole classes use --method {DEFAULTS[CLASSES]})")
+        return target
+
+
+def _projection(model_dir: str, data: str, out: str, classes: str, ids_file: None,
+                settings: Any, device: str, progress: bool) -> dict:
+    return forget_classes(model_dir, data, classes, out, settings, device, progress=progress)
+
+
+def _contrast(model_dir: str, data: str, out: str, classes: str, ids_file: None,
+              settings: Any, device: str, progress: bool) -> dict:
+    return forget_by_contrast(model_dir, data, classes, out, settings, device,
+                              progress=progress)
+
+
+def _l2ul(model_dir: str, data: str, out: str, classes: None, ids_file: str, settings: Any,
+          device: str, progress: bool) -> dict:
+    return forget_instances(model_dir, data, ids_file, out, settings, device, progress)
+
+
+def _baseline(name: str) -> Callable[..., dict]:
+    def run(model_dir: str, data: str, out: str, classes: str | None, ids_file: str | None,
+            settings: Any, device: str, progress: bool) -> dict:
+            return forget_with_baseline(model_dir, data, out, name, classes, ids_file, settings,
+                                    device, progress)
+    return run
+
+
+SAMPLING = ("retain_per_class", "forget_samples", "val_per_class", "val_forget_samples",
+            "forget_target", "seed")
+GRADIENT = ("epochs", "lr", "forget_target", "seed")
+
+
+def _registry() -> dict[str, Method]:
+    both = frozenset({CLASSES, IDS})
+    entries = [
+        Method("projection", frozenset({CLASSES}), ProjectionSettings,
+               ("alpha_r", "alpha_f", "forget_margin", *SAMPLING), _projection,
+               "training-free scaled subspace projection (the default for classes)", True),
+        Method("contrast", frozenset({CLASSES}), ContrastSettings,
+               ("ratio", "rounds", "blocks", *SAMPLING), _contrast,
+               "training-free energy contrast (the better choice for a ViT)", True),
+        Method("l2ul", frozenset({IDS}), L2ULSettings,
+               ("ablation", "variant", "bn", "adv_per_instance", "pgd_iters", "max_epochs",
+                "lr", "seed"), _l2ul,
+               "adversarial examples + weight importance (the default for ids)", True),
+        Method("finetune", both, BaselineSettings, ("epochs", "lr", "seed"), _baseline("finetune"),
+               "fine-tune on the retain set"),
+        Method("neggrad", both, BaselineSettings, GRADIENT, _baseline("neggrad"),
+               "gradient ascent on the forget set"),
+        Method("neggrad+", both, BaselineSettings, GRADIENT, _baseline("neggrad+"),
+               "gradient ascent on the forget set, descent on the retain set"),
+        Method("random-label", both, BaselineSettings, GRADIENT, _baseline("random-label"),
+               "fine-tune the forget set on random other labels"),
+        Method("ssd", both, BaselineSettings, ("fisher_samples", "seed"), _baseline("ssd"),
+               "selective synaptic dampening (training-free)"),
+        Method("retrain", both, BaselineSettings, (), _baseline("retrain"),
+               "the oracle: retrain without the forget set, with the parent's recipe"),
+    ]
+    return {m.name: m for m in entries}
+
+
+METHODS: dict[str, Method] = _registry()
+#: What ``--method auto`` and the pipeline's branches use for each kind of request.
+DEFAULTS = {CLASSES: "projection", IDS: "l2ul"}
+
+
+def method(name: str) -> Method:
+    """The registered method ``name``; an unknown name is one error listing the known ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise OblivioError(f"unknown method {name!r}; use auto or one of "
+                           f"{', '.join(METHODS)}") from None
+
+
+def method_for(name: str, classes: object, ids_file: object) -> Method:
+    """The method a request runs: ``auto`` is the default for what it forgets."""
+    if name == "auto":
+        if (classes is None) == (ids_file is None):
+            raise OblivioError("give exactly one of --classes and --forget-ids")
+        name = DEFAULTS[CLASSES if classes is not None else IDS]
+    chosen = method(name)
+    chosen.check_target(classes, ids_file)
+    return chosen
+
+
+def pipeline_methods(target: str) -> tuple[str, ...]:
+    """The methods the pipeline has a branch for, for one kind of request."""
+    return tuple(m.name for m in METHODS.values() if m.pipeline and target in m.forgets)
+
+
+def check_pipeline_params(params: dict) -> None:
+    """The pipeline's choices that arrive as strings, checked before any step works, so a
+    typo is one error rather than a silently taken default branch."""
+    if not params.get("forget_ids_uri"):
+        allowed = pipeline_methods(CLASSES)
+        if params.get("class_method", allowed[0]) not in allowed:
+            raise OblivioError(f"class method must be {' or '.join(allowed)}, "
+                               f"got {params['class_method']!r}")
+    for key in ("alpha_mode", "ratio_mode"):
+        if params.get(key, "auto") not in ("auto", "fixed"):
+            raise OblivioError(f"{key.replace('_', ' ')} must be auto or fixed, "
+                               f"got {params[key]!r}")
