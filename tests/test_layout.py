@@ -56,7 +56,7 @@ def test_no_reference_to_a_file_a_clone_lacks() -> None:
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
     sources = [f for f in files if f.endswith((".py", ".md", ".toml", ".yaml", "Makefile"))]
-    # design documents: docs/<name>.md, SHOUTING.md names, and Markdown links to .md files
+    # design documents: docs/<name>.md, upper-case <NAME>.md files, Markdown links to .md files
     cited = re.compile(r"\b(docs/[a-z_]+\.md|[A-Z][A-Z_]+\.md)\b|\]\(([^)#]+\.md)\)")
     for path in sources:
         for match in cited.finditer((ROOT / path).read_text(errors="ignore")):

@@ -43,7 +43,7 @@ def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
         kubernetes.add_toleration_json(task, tolerations)
         if gpu_count is not None:
             task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
-    if retries:
+    if on_cluster and retries:  # locally (kfp.local honours retries too) a failure is final
         task.set_retry(retries, backoff_duration="30s", backoff_factor=2.0)
     return task
 

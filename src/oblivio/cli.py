@@ -22,14 +22,22 @@ app.add_typer(data_app, name="data")
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn OblivioError into one clear line on stderr and exit status 2."""
+    """Turn bad input into one clear line on stderr and exit status 2: the library's own
+    errors, and the file, network and MLflow errors it did not word itself (their first line).
+    Anything else is a bug, and keeps its traceback."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except OblivioError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(2) from None
+        except Exception as exc:
+            if not (isinstance(exc, OSError) or type(exc).__module__.startswith("mlflow.")):
+                raise
+            text = str(exc).strip()
+            print(f"error: {text.splitlines()[0] if text else type(exc).__name__}",
+                  file=sys.stderr)
+        raise typer.Exit(2)
     return wrapper
 
 
@@ -39,12 +47,30 @@ def data_fashion_mnist(
     out: Annotated[str, typer.Option(help="Output directory or s3:// URI.")],
     idx_dir: Annotated[str, typer.Option(help="Directory of the IDX files.")] =
         "/usr/share/datasets/fashion-mnist",
+    force: Annotated[bool, typer.Option(
+        help="Replace --out when it is a directory with content.")] = False,
 ) -> None:
     """Convert Fashion-MNIST's IDX files into train/test Parquet + classes.json."""
     from oblivio.data.fashion_mnist import convert
+    from oblivio.data.storage import check_output_dir
 
+    check_output_dir(out, [idx_dir], force)
     counts = convert(out, idx_dir)
     print(f"wrote {out}: " + ", ".join(f"{k} {v} rows" for k, v in counts.items()))
+
+
+@data_app.command("check")
+@one_line_errors
+def data_check(
+    data: Annotated[str, typer.Argument(help="Dataset directory or s3:// URI.")],
+) -> None:
+    """Decode and check every image, id and label once, and record it in checks.json
+    (forget and evaluate run this themselves on a dataset not yet checked)."""
+    from oblivio.data import open_dataset
+    from oblivio.data.checks import check_dataset
+
+    result = check_dataset(open_dataset(data))
+    print(json.dumps({"data": data, **result}))
 
 
 @app.command()
@@ -64,10 +90,14 @@ def train(
     exclude_ids: Annotated[str | None, typer.Option(
         help="Text or Parquet file of sample ids to leave out.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    force: Annotated[bool, typer.Option(
+        help="Replace --out when it is a directory with content.")] = False,
 ) -> None:
     """Train a classifier with the default recipe and write a model directory."""
+    from oblivio.data.storage import check_output_dir
     from oblivio.training import recipe_for, train_to_dir
 
+    check_output_dir(out, [data, exclude_ids], force)
     recipe = recipe_for(arch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     metrics = train_to_dir(data, arch, out, recipe, exclude_classes, exclude_ids, device)
     print(json.dumps({"out": out, "test_acc": metrics["test_acc"],
@@ -146,11 +176,15 @@ def forget(
     seed: Annotated[int | None, typer.Option(
         help="Seed of the sample draws and of the method (default 0).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    force: Annotated[bool, typer.Option(
+        help="Replace --out when it is a directory with content.")] = False,
 ) -> None:
     """Forget whole classes or individual training images; every method writes the same model
     directory, evaluated by `oblivio evaluate`."""
+    from oblivio.data.storage import check_output_dir
     from oblivio.unlearn.methods import method_for
 
+    check_output_dir(out, [model, data, forget_ids], force)
     chosen = method_for(method, classes, forget_ids)
     settings = chosen.settings_from({
         "alpha_r": alpha_r, "alpha_f": alpha_f, "forget_margin": forget_margin,
@@ -214,11 +248,15 @@ def evaluate(
     svc_samples: Annotated[int, typer.Option(
         help="Per-side samples of the SVC attacks (0: all of the test split).")] = 5000,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    force: Annotated[bool, typer.Option(
+        help="Replace --out when it is a directory with content.")] = False,
 ) -> None:
     """Accuracy, membership-inference attacks and a linear probe: report.json/.md/.html."""
+    from oblivio.data.storage import check_output_dir
     from oblivio.evaluation.evaluate import evaluate as run
     from oblivio.evaluation.report import markdown
 
+    check_output_dir(out, [model, data, forget_ids, original, oracle], force)
     report = run(model, data, out, forget_classes, forget_ids, original, oracle, device, seed,
                  svc_samples or None)
     print(markdown(report), end="")
@@ -279,9 +317,10 @@ def run(
 def print_lineage(name: str) -> None:
     from oblivio.tracking.registry import lineage as rows_of
 
+    rows = rows_of(name)  # all of it, before the first line is printed
     print(f"{'version':>7}  {'parent':>6}  {'method':<10} {'forget':<8} {'forgotten':<10} "
           f"{'retain':>7} {'forget':>7} {'mia':>6}  aliases / gate")
-    for r in rows_of(name):
+    for r in rows:
         m = r["metrics"]
         forget_acc = m.get("forget_test_acc", m.get("forget_train_acc"))
         cells = [f"{v:.4f}" if v is not None else "-" for v in (

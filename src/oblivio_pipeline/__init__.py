@@ -3,6 +3,10 @@ pipeline that chains them (``pipelines``), its compiler and the local runner. Th
 library never imports this package; each component body is one call into the library."""
 
 import functools
+import os
+import signal
+import threading
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 from kfp import dsl
@@ -18,3 +22,24 @@ IMAGE = f"ghcr.io/oblivio-dev/oblivio:{__version__}"
 #: The decorator of every component: the project image, where kfp is already installed (so the
 #: container does not pip-install it at run time).
 component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_package=False)
+
+
+def _follow_local_runner() -> None:
+    """Under ``oblivio run`` every step is a process started by the runner; a runner killed
+    with SIGKILL cannot take them down, and a step left running alone could still register a
+    model nobody asked for. So a step watches its runner and kills itself when it is gone."""
+    from oblivio.tracking.runner import RUNNER_ENV, runner_alive
+
+    runner = os.environ.get(RUNNER_ENV, "")
+    if not runner or runner.endswith(f":{os.getpid()}"):
+        return
+
+    def watch() -> None:
+        while runner_alive(runner):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="oblivio-runner-watch", daemon=True).start()
+
+
+_follow_local_runner()

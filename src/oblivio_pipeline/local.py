@@ -5,6 +5,7 @@ Fashion-MNIST and trains and registers the original model first."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 import warnings
@@ -14,6 +15,8 @@ from oblivio.data import open_dataset
 from oblivio.data.sample_ids import read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.tracking.registry import CHAMPION, Lineage, forgotten, log_model_version
+from oblivio.tracking.runner import RUNNER_ENV, this_runner
+from oblivio.tracking.runs import close_abandoned_runs
 from oblivio.tracking.store import connect, oblivio_home
 from oblivio.unlearn.requests import train_rows_of
 
@@ -79,6 +82,9 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
 
     home = oblivio_home()
     connect()  # fails fast, with one line, when MLflow is unreachable
+    for job in close_abandoned_runs():
+        print(f"marked the MLflow run of pipeline job {job} KILLED: the oblivio run that ran "
+              "it is gone", file=sys.stderr)
     dataset = Path(data) if data else ensure_dataset(home, idx_dir)
     ensure_registered(name, dataset, home, arch, epochs, device)
     if forget_ids is not None:  # bad ids: one error, no pipeline run
@@ -108,11 +114,14 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
                                 category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
         try:
+            os.environ[RUNNER_ENV] = this_runner()  # the steps follow this process
             pipeline(model_name=name, dataset_uri=str(dataset), forget_classes=classes,
                      forget_ids_uri=str(Path(forget_ids).resolve()) if forget_ids else "",
                      device=device, gpu_count="0", **params)
         except RuntimeError as exc:
             raise OblivioError(f"{str(exc).splitlines()[0]} (step output: {log})") from None
+        finally:
+            os.environ.pop(RUNNER_ENV, None)
     return {"forget_classes": classes, "forgot": what, "report": candidate_report(name),
             "log": str(log)}
 

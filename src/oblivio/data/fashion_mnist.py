@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from oblivio.data.checks import check_dataset
+from oblivio.data.reader import Dataset
 from oblivio.data.write import write_classes, write_split
 from oblivio.errors import OblivioError
 
@@ -82,4 +84,5 @@ def convert(out_dir: str, idx_dir: str | os.PathLike[str] = DEFAULT_IDX_DIR) -> 
         write_split(out_dir, split, sample_ids(split, len(labels)), labels, images)
         counts[split] = len(labels)
     write_classes(out_dir, NAME, CLASSES)
+    check_dataset(Dataset(out_dir))  # recorded: later steps need not decode it all again
     return counts

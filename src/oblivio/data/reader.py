@@ -146,6 +146,9 @@ class Dataset:
     def __init__(self, uri: str | os.PathLike[str]) -> None:
         self.uri = os.fspath(uri)
         self._fs, self._base = storage.resolve(self.uri)
+        if storage.is_local(self.uri) and not os.path.isdir(self._base):
+            raise OblivioError(f"dataset {self.uri} does not exist (a dataset is a directory "
+                               f"with {CLASSES_FILE}, train.parquet and test.parquet)")
         meta = self._read_classes()
         self.name: str = meta.get("name", os.path.basename(self._base.rstrip("/")))
         self.classes: list[str] = list(meta["classes"])

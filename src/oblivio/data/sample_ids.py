@@ -30,7 +30,11 @@ def read_sample_ids(uri: str | os.PathLike[str]) -> pa.Array:
                                f"({storage.first_line(exc)})") from exc
         ids = table.column("sample_id").combine_chunks().cast(pa.string())
     else:
-        lines = storage.read_bytes(text).decode("utf-8", errors="strict").splitlines()
+        try:
+            lines = storage.read_bytes(text).decode("utf-8", errors="strict").splitlines()
+        except UnicodeDecodeError:
+            raise OblivioError(f"{text} is neither Parquet (.parquet) nor UTF-8 text with one "
+                               "sample id a line") from None
         ids = pa.array([line.strip() for line in lines if line.strip()], pa.string())
     if len(ids) == 0:
         raise OblivioError(f"{text} names no sample ids")

@@ -3,7 +3,12 @@ handles both the same way."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -65,13 +70,88 @@ def first_line(exc: BaseException) -> str:
 
 
 def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
-    """Write a whole file to a path or URI, creating its folder."""
+    """Write a whole file to a path or URI, creating its folder. Locally the bytes go to a
+    temporary file that is renamed over the target, so a reader never sees half a file (an S3
+    object appears whole by itself)."""
     fs, path = resolve(uri)
     parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.create_dir(parent, recursive=True)
+    target = f"{path}.partial-{os.getpid()}" if is_local(uri) else path
     try:
-        with fs.open_output_stream(path) as f:
+        if parent:
+            fs.create_dir(parent, recursive=True)
+        with fs.open_output_stream(target) as f:
             f.write(data)
+        if target != path:
+            os.replace(target, path)
     except OSError as exc:
-        raise OblivioError(f"cannot write {os.fspath(uri)}: {first_line(exc)}") from exc
+        if target != path:
+            with contextlib.suppress(OSError):
+                os.remove(target)
+        raise OblivioError(f"cannot write {os.fspath(uri)}: {first_line(exc)}") from None
+
+
+def is_local(uri: str | os.PathLike[str]) -> bool:
+    return urlparse(os.fspath(uri)).scheme in ("", "file")
+
+
+@contextlib.contextmanager
+def staged_dir(uri: str | os.PathLike[str]) -> Iterator[str]:
+    """Write a directory whole or not at all: a killed or failed writer leaves no directory,
+    or the previous one intact. Locally the content goes to a hidden sibling that is renamed
+    into place at the end (replacing an earlier directory of that name); on S3, where nothing
+    renames, it is written in place and the caller writes its commit file last (a model's
+    ``config.json``)."""
+    text = os.fspath(uri)
+    if not is_local(text):
+        yield text
+        return
+    final = Path(resolve(text)[1])
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial",
+                                    dir=final.parent))
+    except OSError as exc:
+        raise OblivioError(f"cannot write {text}: {first_line(exc)}") from None
+    try:
+        yield str(tmp)
+        if final.exists():  # the old one goes aside first: a kill now leaves one of the two
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old",
+                                        dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_dir(out: str | os.PathLike[str], inputs: Iterable[str | None] = (),
+                     force: bool = False) -> None:
+    """Before any compute: ``out`` is none of the inputs and holds none of them, is
+    not a directory with content unless ``force``, and its folder can be written (probed by
+    creating and removing a directory there). S3 destinations are checked when written."""
+    text = os.fspath(out)
+    if not is_local(text):
+        return
+    path = Path(resolve(text)[1])
+    for given in inputs:
+        if given is None or not is_local(given):
+            continue
+        source = Path(resolve(given)[1])
+        if path == source or path in source.parents:
+            raise OblivioError(f"--out {text} would overwrite the input {os.fspath(given)}: "
+                               "write the result to a new directory")
+    if path.exists() and not path.is_dir():
+        raise OblivioError(f"--out {text} is a file, not a directory")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise OblivioError(f"--out {text} is not empty: choose a new directory, or pass "
+                           "--force to replace it")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise OblivioError(f"cannot write {text}: {existing} is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".oblivio-probe-", dir=existing))
+    except OSError as exc:
+        raise OblivioError(f"cannot write {text}: {first_line(exc)}") from None

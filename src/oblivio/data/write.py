@@ -47,17 +47,17 @@ def write_split(out_dir: str, split: str, sample_ids: list[str], labels: np.ndar
         schema=SCHEMA,
     )
     fs, base = storage.resolve(out_dir)
-    fs.create_dir(base, recursive=True)
     final = storage.join(base, split_file(split))
     tmp = final + ".partial"
-    pq.write_table(table, tmp, filesystem=fs, row_group_size=10_000, compression="zstd")
-    fs.move(tmp, final)
+    try:
+        fs.create_dir(base, recursive=True)
+        pq.write_table(table, tmp, filesystem=fs, row_group_size=10_000, compression="zstd")
+        fs.move(tmp, final)
+    except OSError as exc:
+        raise OblivioError(f"cannot write {out_dir}: {storage.first_line(exc)}") from None
 
 
 def write_classes(out_dir: str, name: str, classes: list[str]) -> None:
     """Write ``classes.json`` (class names in label order)."""
-    fs, base = storage.resolve(out_dir)
-    fs.create_dir(base, recursive=True)
     payload = json.dumps({"name": name, "classes": classes}, indent=2).encode()
-    with fs.open_output_stream(storage.join(base, CLASSES_FILE)) as f:
-        f.write(payload)
+    storage.write_bytes(storage.join(os.fspath(out_dir), CLASSES_FILE), payload)

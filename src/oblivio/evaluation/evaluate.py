@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from oblivio.data import open_dataset
+from oblivio.data.checks import ensure_checked
 from oblivio.data.reader import Dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.errors import OblivioError
@@ -29,7 +30,7 @@ from oblivio.evaluation.metrics import (
 )
 from oblivio.evaluation.outputs import collect_outputs
 from oblivio.evaluation.report import write_report
-from oblivio.models.checkpoint import load_model, read_config
+from oblivio.models.checkpoint import check_fits, load_model, read_config
 from oblivio.training import resolve_device
 
 
@@ -74,10 +75,28 @@ def _model_metrics(model: torch.nn.Module, dataset: Dataset, spec: ForgetSpec, d
 
 def _load_checked(path: str, dataset: Dataset, device: str) -> torch.nn.Module:
     model = load_model(path, device)
-    if model.config["num_classes"] != dataset.num_classes:
-        raise OblivioError(f"model {path} has {model.config['num_classes']} classes, the "
-                           f"dataset has {dataset.num_classes}")
+    check_fits(model.config, dataset, f"model {path}")
     return model
+
+
+def _check_agrees(config: dict, named: dict, dataset: Dataset, path: str) -> None:
+    """The forget spec of a report is what the model says it has forgotten: a report on class
+    2 of a model that forgot class 7 would count class 7 as retained and look plausible."""
+    provenance = config.get("provenance", {})
+    recorded = sorted(provenance.get("forgotten_classes") or [])
+    if "forget_classes" in named and recorded and recorded != sorted(named["forget_classes"]):
+        shown = ",".join(str(c) for c in recorded)
+        raise OblivioError(
+            f"model {path} has forgotten class(es) {shown} "
+            f"({', '.join(dataset.classes[c] for c in recorded)}), not "
+            f"{','.join(str(c) for c in named['forget_classes'])}: evaluate it with "
+            f"--forget-classes {shown}")
+    recorded_ids = provenance.get("forgotten_ids") or []
+    if "forget_ids_sha256" in named and recorded_ids and \
+            ids_sha256(recorded_ids) != named["forget_ids_sha256"]:
+        raise OblivioError(f"model {path} has forgotten {len(recorded_ids)} training images, "
+                           f"not the {named['forget_ids_count']} of --forget-ids: give the "
+                           "union of every request it honoured")
 
 
 def _clean(value: float) -> float | None:
@@ -100,6 +119,8 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
     # every checkpoint is loaded and checked before minutes of predictions
     models = {role: _load_checked(path, dataset, device) for role, path in paths.items()
               if path is not None}
+    _check_agrees(models["model"].config, named, dataset, model)
+    ensure_checked(dataset)
     results = {role: _model_metrics(m, dataset, spec, device, seed, svc_cap, progress)
                for role, m in models.items()}
     keys = CLASS_KEYS if spec.mode == "class" else INSTANCE_KEYS

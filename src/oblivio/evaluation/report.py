@@ -8,8 +8,6 @@ import html
 import io
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +15,8 @@ import numpy as np
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
+
+from oblivio.data.storage import staged_dir
 
 ROLES = ("original", "model", "oracle")
 
@@ -118,11 +118,9 @@ def _selection_plot(report: dict) -> plt.Figure:
 
 
 def write_report(report: dict, features: dict, out: str | os.PathLike[str]) -> None:
-    """Write the report directory atomically: built aside, then renamed into place."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    """Write the report directory whole or not at all (built aside, renamed into place)."""
+    with staged_dir(out) as staged:
+        tmp = Path(staged)
         (tmp / "plots").mkdir()
         figures = {"per_class_accuracy": _per_class_plot(report),
                    "mia_features": _mia_plot(features)}
@@ -140,9 +138,3 @@ def write_report(report: dict, features: dict, out: str | os.PathLike[str]) -> N
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
             "td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}</style>"
             f"</head><body><pre>{html.escape(md)}</pre>{body}</body></html>\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

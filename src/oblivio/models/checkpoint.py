@@ -37,7 +37,9 @@ def save_model(model: ImageClassifier, path: str | os.PathLike[str], *, arch: st
                provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``model`` to a model directory (local or s3://) and return its config.
 
-    The weights are written first and the config last, so a directory with a config is whole.
+    The directory appears whole or not at all (``storage.staged_dir``: a killed writer leaves
+    no directory, or the previous one intact); on S3 the weights are written first and the
+    config last, so a directory with a config is whole.
     """
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     blob = save_safetensors(state)
@@ -54,9 +56,10 @@ def save_model(model: ImageClassifier, path: str | os.PathLike[str], *, arch: st
         "parent_fingerprint": parent_fingerprint,
         "provenance": provenance or {},
     }
-    storage.write_bytes(storage.join(os.fspath(path), WEIGHTS_FILE), blob)
-    storage.write_bytes(storage.join(os.fspath(path), CONFIG_FILE),
-                        json.dumps(config, indent=2, sort_keys=True).encode())
+    with storage.staged_dir(path) as staged:
+        storage.write_bytes(storage.join(staged, WEIGHTS_FILE), blob)
+        storage.write_bytes(storage.join(staged, CONFIG_FILE),
+                            json.dumps(config, indent=2, sort_keys=True).encode())
     return config
 
 
@@ -106,3 +109,22 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     model.load_state_dict(state)
     model.config = config
     return model.to(device).eval()
+
+
+def check_fits(config: dict[str, Any], dataset: Any, where: str) -> None:
+    """The model at ``where`` was built for this dataset: the same class names, in the same
+    order (a count alone lets a model of digits "forget" a sneaker), and the same image shape.
+    ``dataset`` is an ``oblivio.data.Dataset``."""
+    names = list(config["class_names"])
+    if names != list(dataset.classes):
+        differ = next((i for i, (a, b) in enumerate(zip(names, dataset.classes)) if a != b),
+                      min(len(names), len(dataset.classes)))
+        mine = names[differ] if differ < len(names) else "(none)"
+        theirs = dataset.classes[differ] if differ < len(dataset.classes) else "(none)"
+        raise OblivioError(f"{where} was trained on other classes than {dataset.uri} "
+                           f"({len(names)} vs {len(dataset.classes)}; class {differ} is "
+                           f"{mine!r} vs {theirs!r})")
+    channels, height, width = dataset.image_shape
+    if (config["in_chans"], config["img_size"]) != (channels, height):
+        raise OblivioError(f"{where} takes {config['in_chans']}-channel {config['img_size']} px "
+                           f"images, {dataset.uri} has {channels}-channel {height}x{width}")

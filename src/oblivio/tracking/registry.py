@@ -154,6 +154,8 @@ def lineage(name: str) -> list[dict]:
     """One row per version, oldest first: parent, method, what it forgot, key metrics, aliases."""
     rows = []
     aliases: dict[str, list[str]] = {}
+    if not model_exists(name):
+        raise OblivioError(f"no registered model named {name!r}")
     for alias, number in client().get_registered_model(name).aliases.items():
         aliases.setdefault(str(number), []).append(alias)
     for v in versions(name):

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from oblivio.errors import OblivioError
 from oblivio.tracking.registry import TAG, client
+from oblivio.tracking.runner import RUNNER_ENV, runner_alive
 from oblivio.tracking.store import connect
 
 JOB_TAG = f"{TAG}pipeline_run"
+RUNNER_TAG = f"{TAG}runner"
 
 
 def _find(experiment_id: str, job_id: str):
@@ -25,8 +28,10 @@ def start_run(job_id: str, job_name: str, params: dict) -> str:
     experiment_id = connect()
     run = _find(experiment_id, job_id)
     if run is None:
-        run = client().create_run(experiment_id, run_name=job_name or None,
-                                  tags={JOB_TAG: job_id})
+        tags = {JOB_TAG: job_id}
+        if os.environ.get(RUNNER_ENV):
+            tags[RUNNER_TAG] = os.environ[RUNNER_ENV]
+        run = client().create_run(experiment_id, run_name=job_name or None, tags=tags)
     for key, value in params.items():
         client().log_param(run.info.run_id, key, value)
     return run.info.run_id
@@ -47,6 +52,25 @@ def finish_run(job_id: str, state: str, error: str | None = None) -> None:
     if state != "SUCCEEDED":
         client().set_tag(run.info.run_id, f"{TAG}failure", (error or state)[:5000])
     client().set_terminated(run.info.run_id, "FINISHED" if state == "SUCCEEDED" else "FAILED")
+
+
+def close_abandoned_runs() -> list[str]:
+    """Mark KILLED, with the reason, every RUNNING run of a local pipeline whose process on this
+    host is gone (``oblivio run`` killed before its exit handler could close it). Returns the
+    pipeline jobs closed."""
+    experiment_id = connect()
+    running = client().search_runs([experiment_id],
+                                   f"attributes.status = 'RUNNING' and tags.`{RUNNER_TAG}` != ''")
+    closed = []
+    for run in running:
+        runner = run.data.tags.get(RUNNER_TAG, "")
+        if runner and not runner_alive(runner):
+            client().set_tag(run.info.run_id, f"{TAG}failure",
+                             f"the local run ({runner}) ended without closing this run: it was "
+                             "killed; nothing it had not registered was registered")
+            client().set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.data.tags.get(JOB_TAG, run.info.run_id))
+    return closed
 
 
 def flat_metrics(report: dict) -> dict[str, float]:
@@ -83,6 +107,8 @@ def log_sample_sets(job_id: str, samples_dir: str, dataset_uri: str) -> None:
         if not Path(samples_dir, f"{name}.parquet").exists():
             continue
         frame = pd.read_parquet(Path(samples_dir, f"{name}.parquet"))
+        if frame.empty:  # mlflow cannot digest an empty frame
+            continue
         dataset = mlflow.data.from_pandas(frame, source=dataset_uri, name=f"{name}-samples")
         inputs.append(mlflow.entities.DatasetInput(dataset._to_mlflow_entity(), [
             mlflow.entities.InputTag("mlflow.data.context", name)]))

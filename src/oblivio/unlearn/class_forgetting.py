@@ -18,7 +18,13 @@ import numpy as np
 from oblivio.errors import OblivioError
 from oblivio.training import resolve_device
 from oblivio.unlearn.alpha_selection import FORGET_MARGIN, alpha_pairs, select_alpha
-from oblivio.unlearn.class_plan import Plan, capture_plan, plan_forgetting, save_class_model
+from oblivio.unlearn.class_plan import (
+    Plan,
+    capture_plan,
+    plan_forgetting,
+    require_validation,
+    save_class_model,
+)
 from oblivio.unlearn.contrast import ContrastProjector
 from oblivio.unlearn.layers import block_root
 from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
@@ -126,6 +132,8 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
     start = time.perf_counter()
     pairs = alpha_pairs(settings.alpha, settings.forget_target, settings.forget_margin)
     plan = _plan(model_dir, data, classes, settings, device)
+    if len(pairs) > 1:
+        require_validation(plan)
     retain_stats, forget_stats, timings = capture_plan(plan, start, batch_size, device, progress)
     t = time.perf_counter()
     if len(pairs) > 1:  # a grid: forget side decomposed once, each pair one product per layer
@@ -216,6 +224,8 @@ def forget_by_contrast(model_dir: str, data: str, classes: str | list[int], out:
     taus = contrast_taus(settings.ratio, settings.rounds, settings.forget_target)
     plan = _plan(model_dir, data, classes, settings, device)
     contrast_depths(settings.blocks, taus, plan.model)  # refused before any capture
+    if len(taus) > 1:
+        require_validation(plan)
     retain_stats, forget_stats, timings = capture_plan(plan, start, batch_size, device, progress)
     provenance = {"seed": settings.seed, "seconds": timings, "parent": {"path": model_dir}}
     return contrast_and_save(plan, retain_stats, forget_stats, taus, settings.rounds, out,

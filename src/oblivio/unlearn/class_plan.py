@@ -40,6 +40,10 @@ def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
     config = model.config
     new = dataset.class_indices(classes)
     already = forgotten_classes(config)
+    again = sorted(set(new) & set(already))
+    if again:
+        raise OblivioError(f"model {model_dir} has already forgotten class(es) "
+                           f"{', '.join(f'{c} ({dataset.classes[c]})' for c in again)}")
     forget_all = sorted(set(new) | set(already))
     if len(forget_all) >= dataset.num_classes:
         raise OblivioError("cannot forget every class: nothing would be left to keep")
@@ -54,6 +58,17 @@ def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
                               forget_samples, val_per_class, seed, val_forget_samples)
     return Plan(model, train, new, forget_all, sets, retain_per_class)
 
+
+
+def require_validation(plan: Plan) -> None:
+    """A setting chosen on validation needs validation rows of kept and forgotten classes;
+    say so before any capture (small datasets run out of rows after retain and forget)."""
+    labels = plan.train.labels[torch.as_tensor(plan.sets.validation, dtype=torch.long)]
+    is_forget = torch.isin(labels, torch.tensor(plan.forget_all))
+    if not bool(is_forget.any()) or bool(is_forget.all()):
+        raise OblivioError("no training images of both kept and forgotten classes are left for "
+                           "validation after the retain and forget samples: draw fewer, or fix "
+                           "the setting instead of choosing it")
 
 
 def save_class_model(plan: Plan, out: str, started: float, provenance: dict) -> dict:

@@ -18,11 +18,12 @@ import pyarrow.compute as pc
 import torch
 
 from oblivio.data import open_dataset
+from oblivio.data.checks import ensure_checked
 from oblivio.data.reader import Dataset, Split
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.models.build import ImageClassifier
-from oblivio.models.checkpoint import load_model, save_model
+from oblivio.models.checkpoint import check_fits, load_model, save_model
 
 
 def peak_memory(device: str) -> dict[str, float]:
@@ -77,12 +78,11 @@ def train_rows_of(dataset: Dataset, train: Split, ids: pa.Array, where: str) -> 
 
 
 def load_matching(model_dir: str, data: str, device: str) -> tuple[ImageClassifier, Dataset]:
-    """The model and its dataset, checked to have the same classes."""
+    """The model and its dataset, checked to fit each other (classes, image shape)."""
     model = load_model(model_dir, device)
     dataset = open_dataset(data)
-    if model.config["num_classes"] != dataset.num_classes:
-        raise OblivioError(f"model has {model.config['num_classes']} classes, dataset {data} "
-                           f"has {dataset.num_classes}")
+    check_fits(model.config, dataset, f"model {model_dir}")
+    ensure_checked(dataset)
     return model, dataset
 
 
