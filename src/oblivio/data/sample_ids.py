@@ -44,13 +44,10 @@ def read_sample_ids(uri: str | os.PathLike[str]) -> pa.Array:
 
 
 def write_sample_ids(uri: str | os.PathLike[str], ids: pa.Array | list[str]) -> None:
-    """Write sample ids as a one-column Parquet file."""
-    fs, path = storage.resolve(uri)
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.create_dir(parent, recursive=True)
-    table = pa.table({"sample_id": pa.array(ids, pa.string())})
-    pq.write_table(table, path, filesystem=fs)
+    """Write sample ids as a one-column Parquet file (whole or not at all)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"sample_id": pa.array(ids, pa.string())}), sink)
+    storage.write_bytes(uri, sink.getvalue().to_pybytes())
 
 
 def ids_sha256(ids: pa.Array | list[str]) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from oblivio.data import open_dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
+from oblivio.data.storage import staged_dir, write_bytes
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import load_model
 from oblivio.training import resolve_device
@@ -45,14 +46,14 @@ def sample_step(model_dir: str, data: str, classes: str | list[int], out_dir: st
     ``plan.json`` (the classes to forget now and in all)."""
     plan = plan_forgetting(model_dir, data, classes, retain_per_class, forget_samples,
                            val_per_class, seed, "cpu", val_forget_samples)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    for name in SETS:
-        write_sample_ids(os.path.join(out_dir, f"{name}.parquet"),
-                         plan.train.ids_at(getattr(plan.sets, name)))
     summary = {"forget_classes": plan.forget_new, "forgotten_classes": plan.forget_all,
                "retain_per_class": retain_per_class, "seed": seed,
                **{name: len(getattr(plan.sets, name)) for name in SETS}}
-    Path(out_dir, PLAN_FILE).write_text(json.dumps(summary, indent=2))
+    with staged_dir(out_dir) as staged:  # the lists and their plan, whole or not at all
+        for name in SETS:
+            write_sample_ids(os.path.join(staged, f"{name}.parquet"),
+                             plan.train.ids_at(getattr(plan.sets, name)))
+        Path(staged, PLAN_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -72,12 +73,12 @@ def sample_instances_step(model_dir: str, data: str, ids_uri: str, out_dir: str)
     """Check a deletion request against the model and data (known training ids, none already
     forgotten) and keep it as ``forget.parquet`` beside ``plan.json``."""
     request = load_request(model_dir, data, ids_file=ids_uri)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    write_sample_ids(os.path.join(out_dir, "forget.parquet"), request.ids)
     summary = {"mode": "instance", "forget_ids_count": len(request.ids),
                "forget_ids_sha256": ids_sha256(request.ids),
                "forgotten_ids_count": len(request.forgotten_ids)}
-    Path(out_dir, PLAN_FILE).write_text(json.dumps(summary, indent=2))
+    with staged_dir(out_dir) as staged:
+        write_sample_ids(os.path.join(staged, "forget.parquet"), request.ids)
+        Path(staged, PLAN_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -137,7 +138,7 @@ def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: st
     provenance = project_and_save(plan, operators, pairs, out, forget_target, forget_margin,
                                   device, False, provenance, start)
     if grid_file:
-        Path(grid_file).write_text(alpha_grid_markdown(provenance))
+        write_bytes(grid_file, alpha_grid_markdown(provenance).encode())
     return provenance
 
 
@@ -159,7 +160,7 @@ def contrast_step(model_dir: str, data: str, retain_file: str, forget_file: str,
                                    forget_target, device, False, {"seed": seed, "seconds": {}},
                                    start, blocks=blocks or "auto")
     if grid_file:
-        Path(grid_file).write_text(ratio_grid_markdown(provenance))
+        write_bytes(grid_file, ratio_grid_markdown(provenance).encode())
     return provenance
 
 
