@@ -93,3 +93,11 @@ def test_the_image_lock_pins_the_same_versions_as_the_dev_lock() -> None:
     declared = {re.split(r"[\[<>=!~ ]", d, maxsplit=1)[0].lower()
                 for d in project["dependencies"]}
     assert declared <= {name.lower() for name in runtime}  # the lock covers pyproject
+
+
+def test_generated_benchmark_tables_are_current() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "tables.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, "docs/benchmarks.md is stale: python bench/tables.py"
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    assert "<!-- generated: oracles -->\n| oracle |" in doc
