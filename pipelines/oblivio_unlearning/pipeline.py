@@ -23,26 +23,37 @@ from oblivio_pipeline.components import (
     unlearn_instances,
 )
 
-#: Keys of the Kubernetes secret that reach every step as environment variables.
-SECRET_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
-              "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+#: Keys of the Kubernetes secret that reach every step as environment variables: the tracking
+#: URI is required (without it a step would fall back to a SQLite file inside its pod and fail
+#: later, confusingly), the credentials only where the servers ask for them.
+REQUIRED_SECRET_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
+SECRET_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
               "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
               "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
               "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
               "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
 
 
+#: CPU and memory a step that does not run the model asks for.
+LIGHT_CPU, LIGHT_MEMORY = "1", "2Gi"
+
+
 def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
-               node_selector: dict, tolerations: list, gpu_count: str | None = None,
-               retries: int = 0) -> dsl.PipelineTask:
-    """Credentials from the secret, scheduling from the JSON parameters, GPUs when asked:
-    Kubernetes settings, which kfp's local runner cannot resolve, so it gets none."""
+               node_selector: dict, tolerations: list, compute_cpu: str, compute_memory: str,
+               gpu_count: str | None = None, retries: int = 0) -> dsl.PipelineTask:
+    """Credentials from the secret, scheduling from the parameters, resources (the steps that
+    run the model, ``gpu_count`` given, ask for GPUs and the compute CPU and memory): Kubernetes
+    settings, which kfp's local runner cannot resolve, so it gets none."""
     if on_cluster:
+        kubernetes.use_secret_as_env(task, secret_name, REQUIRED_SECRET_ENV, optional=False)
         kubernetes.use_secret_as_env(task, secret_name, SECRET_ENV, optional=True)
         kubernetes.add_node_selector_json(task, node_selector)
         kubernetes.add_toleration_json(task, tolerations)
         if gpu_count is not None:
             task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
+            task.set_cpu_request(compute_cpu).set_memory_request(compute_memory)
+        else:
+            task.set_cpu_request(LIGHT_CPU).set_memory_request(LIGHT_MEMORY)
     if on_cluster and retries:  # locally (kfp.local honours retries too) a failure is final
         task.set_retry(retries, backoff_duration="30s", backoff_factor=2.0)
     return task
@@ -87,6 +98,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         deletion_batch: str = "none",
         device: str = "auto",
         gpu_count: str = "1",
+        compute_cpu: str = "4",
+        compute_memory: str = "16Gi",
         node_selector: dict = {},  # noqa: B006 -- the pipeline's default, compiled, never mutated
         tolerations: list = [],  # noqa: B006
         secret_name: str = "oblivio-credentials",
@@ -130,6 +143,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             deletion_batch: Id of the deletion batch this run honours.
             device: cpu, cuda or auto.
             gpu_count: GPUs (nvidia.com/gpu) for the steps that run the model, e.g. "1".
+            compute_cpu: CPU request of the steps that run the model (the others ask for 1).
+            compute_memory: Memory request of the steps that run the model (the others 2Gi).
             node_selector: Node selector for every step, e.g. {"nvidia.com/gpu.present":
                 "true"}.
             tolerations: Tolerations for every step, a list of Kubernetes toleration objects.
@@ -137,7 +152,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         """
         job_id, job_name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         cluster = {"on_cluster": on_cluster, "secret_name": secret_name,
-                   "node_selector": node_selector, "tolerations": tolerations}
+                   "node_selector": node_selector, "tolerations": tolerations,
+                   "compute_cpu": compute_cpu, "compute_memory": compute_memory}
         outcome = _configure(record_outcome(job_id=job_id), **cluster)
         with dsl.ExitHandler(outcome, name="unlearn"):
             resolved = _configure(resolve_model(

@@ -71,14 +71,26 @@ def test_platform_parameters_have_the_types_the_driver_accepts(tmp_path: Path) -
             "node_selector"), name
         assert executor["tolerations"][0]["tolerationJson"]["componentInputParameter"].endswith(
             "tolerations"), name
-        assert executor["secretAsEnv"][0]["secretNameParameter"][
-            "componentInputParameter"].endswith("secret_name"), name
+        required, optional = executor["secretAsEnv"]
+        assert required["keyToEnv"] == [{"envVar": "MLFLOW_TRACKING_URI",
+                                          "secretKey": "MLFLOW_TRACKING_URI"}], name
+        assert required["optional"] is False and optional["optional"] is True, name
+        assert required["secretNameParameter"]["componentInputParameter"].endswith(
+            "secret_name"), name
     containers = {name: e["container"] for name, e in spec["deploymentSpec"]["executors"].items()}
     with_gpu = {name for name, c in containers.items()
                 if "accelerator" in c.get("resources", {})}
     assert with_gpu == {"exec-capture-activations", "exec-capture-activations-2",
                         "exec-apply-projection", "exec-apply-contrast", "exec-unlearn-instances",
                         "exec-evaluate-model", "exec-evaluate-model-2", "exec-evaluate-model-3"}
+    for name, container in containers.items():  # every step asks for CPU and memory
+        resources = container["resources"]
+        if name in with_gpu:
+            assert "compute_cpu" in resources["resourceCpuRequest"], name
+            assert "compute_memory" in resources["resourceMemoryRequest"], name
+        else:
+            assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"]) == (
+                "1", "2Gi"), name
     accelerator = containers["exec-capture-activations"]["resources"]["accelerator"]
     assert accelerator["resourceType"] == "nvidia.com/gpu"
     assert "gpu_count" in accelerator["resourceCount"]
