@@ -11,7 +11,8 @@ from oblivio_pipeline.components.register_model import register_model
 from oblivio_pipeline.components.resolve_model import resolve_model
 from oblivio_pipeline.components.sample_data import sample_data
 from oblivio_pipeline.components.unlearn_instances import unlearn_instances
+from oblivio_pipeline.components.validate_request import validate_request
 
 __all__ = ["apply_contrast", "apply_projection", "capture_activations", "compute_subspaces",
            "evaluate_model", "record_outcome", "register_model", "resolve_model", "sample_data",
-           "unlearn_instances"]
+           "unlearn_instances", "validate_request"]

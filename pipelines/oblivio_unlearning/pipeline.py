@@ -21,6 +21,7 @@ from oblivio_pipeline.components import (
     resolve_model,
     sample_data,
     unlearn_instances,
+    validate_request,
 )
 
 #: Keys of the Kubernetes secret that reach every step as environment variables: the tracking
@@ -156,12 +157,18 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                    "compute_cpu": compute_cpu, "compute_memory": compute_memory}
         outcome = _configure(record_outcome(job_id=job_id), **cluster)
         with dsl.ExitHandler(outcome, name="unlearn"):
+            validated = _configure(validate_request(  # never retried: a retry cannot fix it
+                model_uri=f"models:/{model_name}@{model_alias}", dataset_uri=dataset_uri,
+                forget_classes=forget_classes, forget_ids_uri=forget_ids_uri,
+                class_method=class_method, alpha_mode=alpha_mode, ratio_mode=ratio_mode),
+                **cluster)
+            validated.set_caching_options(False)  # the alias moves
             resolved = _configure(resolve_model(
                 model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
                 dataset_uri=dataset_uri, forget_classes=forget_classes,
                 forget_ids_uri=forget_ids_uri, class_method=class_method,
                 alpha_mode=alpha_mode, ratio_mode=ratio_mode, seed=seed),
-                **cluster, retries=3)
+                **cluster, retries=3).after(validated)
             resolved.set_caching_options(False)  # the alias moves: always ask the registry
             model = resolved.outputs["model"]
 

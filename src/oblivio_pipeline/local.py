@@ -11,14 +11,11 @@ import time
 import warnings
 from pathlib import Path
 
-from oblivio.data import open_dataset
-from oblivio.data.sample_ids import read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.tracking.registry import CHAMPION, Lineage, forgotten, log_model_version
 from oblivio.tracking.runner import RUNNER_ENV, this_runner
 from oblivio.tracking.runs import close_abandoned_runs
 from oblivio.tracking.store import connect, oblivio_home
-from oblivio.unlearn.requests import train_rows_of
 
 #: Classes ``oblivio run`` forgets when none is given: the first one the champion still knows.
 DEMO_ORDER = (7, 2, 9, 5, 0, 1, 3, 4, 6, 8)
@@ -77,7 +74,7 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     ids); returns the registered version's summary."""
     from kfp import local
 
-    from oblivio.unlearn.methods import check_pipeline_params
+    from oblivio.unlearn.steps import check_request_step
     from oblivio_pipeline.pipelines.oblivio_unlearning import make_unlearning_pipeline
 
     home = oblivio_home()
@@ -87,17 +84,14 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
               "it is gone", file=sys.stderr)
     dataset = Path(data) if data else ensure_dataset(home, idx_dir)
     ensure_registered(name, dataset, home, arch, epochs, device)
-    if forget_ids is not None:  # bad ids: one error, no pipeline run
-        if forget_classes is not None:
-            raise OblivioError("give classes or sample ids to forget, not both")
-        ds = open_dataset(dataset)
-        train_rows_of(ds, ds.split("train"), read_sample_ids(forget_ids), forget_ids)
-        classes, what = "", f"the {forget_ids} deletion request"
-    else:
-        classes = forget_classes or next_class(name)
-        open_dataset(dataset).class_indices(classes)  # an unknown class: one error, no run
-        what = f"class(es) {classes}"
-    check_pipeline_params({**params, "forget_ids_uri": forget_ids or ""})
+    if forget_ids is not None and forget_classes is not None:
+        raise OblivioError("give classes or sample ids to forget, not both")
+    classes = "" if forget_ids is not None else forget_classes or next_class(name)
+    what = (f"the {forget_ids} deletion request" if forget_ids is not None
+            else f"class(es) {classes}")
+    # what the pipeline's first step checks, checked here too: one line and no run at all
+    check_request_step(f"models:/{name}@{CHAMPION}", str(dataset), classes, forget_ids or "",
+                       params)
     local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
                pipeline_root=str(home / "kfp"))
     pipeline = make_unlearning_pipeline(on_cluster=False)

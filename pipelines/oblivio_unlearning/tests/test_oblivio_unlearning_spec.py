@@ -110,7 +110,12 @@ def test_steps_parameters_and_branches(tmp_path: Path) -> None:
     tasks = components["comp-exit-handler-1"]["dag"]["tasks"]
     assert tasks["resolve-model"]["cachingOptions"] == {}  # the alias moves
     assert tasks["resolve-model"]["retryPolicy"]["maxRetryCount"] == 3  # I/O steps retry
-    assert set(tasks) == {"resolve-model", "sample-data", "condition-branches-2"}
+    assert set(tasks) == {"validate-request", "resolve-model", "sample-data",
+                          "condition-branches-2"}
+    validate = tasks["validate-request"]  # first, never retried, never cached
+    assert "retryPolicy" not in validate and validate["cachingOptions"] == {}
+    assert "dependentTasks" not in validate
+    assert tasks["resolve-model"]["dependentTasks"] == ["validate-request"]
     resolve_inputs = tasks["resolve-model"]["inputs"]["parameters"]
     assert {"class_method", "alpha_mode", "ratio_mode", "forget_classes"} <= set(resolve_inputs)
     classes = components["comp-condition-6"]["dag"]["tasks"]

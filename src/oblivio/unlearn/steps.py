@@ -179,3 +179,33 @@ def _plan_of(model_dir: str, data: str, samples_dir: str, device: str) -> tuple[
     plan = Plan(model, train, summary["forget_classes"], summary["forgotten_classes"],
                 ClassSamples(*(np.asarray(rows[n]) for n in SETS)), summary["retain_per_class"])
     return plan, summary["seed"]
+
+
+def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: str,
+                       params: dict) -> dict:
+    """Everything about a run that is wrong for good, checked before any step works: the
+    choices (``check_pipeline_params``), the registered model, the dataset, the classes (known
+    to the dataset, not already forgotten by the model) or the deletion request (training ids
+    of the dataset). The pipeline runs it first and never retries it: a retry cannot fix it."""
+    from oblivio.tracking.registry import forgotten, resolve_version
+    from oblivio.tracking.store import connect
+    from oblivio.unlearn.methods import check_pipeline_params
+    from oblivio.unlearn.requests import train_rows_of
+
+    check_pipeline_params({**params, "forget_ids_uri": ids_uri})
+    connect()
+    version = resolve_version(model_uri)
+    dataset = open_dataset(data)
+    already, _ = forgotten(version.tags)
+    if ids_uri:
+        ids = read_sample_ids(ids_uri)
+        train_rows_of(dataset, dataset.split("train"), ids, ids_uri)
+        return {"version": str(version.version), "forget_ids_count": len(ids)}
+    classes = dataset.class_indices(forget_classes)
+    again = sorted(set(classes) & already)
+    if again:
+        raise OblivioError(f"{model_uri} has already forgotten class(es) "
+                           f"{', '.join(f'{c} ({dataset.classes[c]})' for c in again)}")
+    if len(set(classes) | already) >= dataset.num_classes:
+        raise OblivioError("cannot forget every class: nothing would be left to keep")
+    return {"version": str(version.version), "forget_classes": classes}

@@ -1,0 +1,29 @@
+
+from oblivio_pipeline import component
+
+
+@component
+def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
+                     forget_ids_uri: str, class_method: str, alpha_mode: str,
+                     ratio_mode: str) -> str:
+    """Check everything about the run that no retry can fix, before any other step: the
+    choices, the registered model, the dataset, and the classes or the deletion request.
+    The pipeline never retries this step.
+
+    Args:
+        model_uri: Registry URI of the model to unlearn from, e.g. models:/NAME@champion.
+        dataset_uri: Dataset directory or s3:// URI.
+        forget_classes: Classes to forget (used when forget_ids_uri is empty).
+        forget_ids_uri: A deletion request: text or Parquet file of training sample ids.
+        class_method: A class method with a pipeline branch.
+        alpha_mode: projection: auto or fixed.
+        ratio_mode: contrast: auto or fixed.
+
+    Returns:
+        The registered version the alias pointed at when checked.
+    """
+    from oblivio.unlearn.steps import check_request_step
+
+    return check_request_step(model_uri, dataset_uri, forget_classes, forget_ids_uri, {
+        "class_method": class_method, "alpha_mode": alpha_mode,
+        "ratio_mode": ratio_mode})["version"]

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from oblivio.errors import OblivioError
+from oblivio_pipeline.components import validate_request
+
+CHOICES = {"class_method": "projection", "alpha_mode": "auto", "ratio_mode": "auto"}
+
+
+def check(registered: str, data: Path, classes: str = "1", ids: str = "", **choices) -> str:
+    return validate_request.python_func(model_uri=f"models:/{registered}@champion",
+                                        dataset_uri=str(data), forget_classes=classes,
+                                        forget_ids_uri=ids, **{**CHOICES, **choices})
+
+
+def test_a_sound_request_names_the_version(registered: str, trained_rgb, tmp_path: Path) -> None:
+    data = trained_rgb[0]
+    assert check(registered, data) == "1"
+    (tmp_path / "ids.txt").write_text("rgb/train/0000\nrgb/train/0061\n")
+    assert check(registered, data, "", str(tmp_path / "ids.txt")) == "1"
+
+
+@pytest.mark.parametrize(("request_", "message"), [
+    ({"classes": "9"}, "class 9 out of range"),
+    ({"classes": "0,1,2,3"}, "cannot forget every class"),
+    ({"class_method": "ssd"}, "class method must be projection or contrast, got 'ssd'"),
+    ({"ratio_mode": "grid"}, "ratio mode must be auto or fixed, got 'grid'"),
+    ({"classes": "", "ids": "TEST_IDS"}, "names test-split sample ids"),
+])
+def test_what_no_retry_can_fix_is_one_error(registered: str, trained_rgb, tmp_path: Path,
+                                            request_: dict, message: str) -> None:
+    (tmp_path / "test-ids.txt").write_text("rgb/test/0001\n")
+    if request_.get("ids") == "TEST_IDS":
+        request_ = {**request_, "ids": str(tmp_path / "test-ids.txt")}
+    with pytest.raises(OblivioError, match=message):
+        check(registered, trained_rgb[0], **request_)
+
+
+def test_an_unknown_model_is_one_error(sqlite_mlflow: str, trained_rgb) -> None:
+    with pytest.raises(OblivioError):
+        check("nobody", trained_rgb[0])
