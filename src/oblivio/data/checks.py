@@ -28,10 +28,11 @@ def _fingerprints(dataset: Dataset) -> dict[str, str]:
             .hexdigest() for name in SPLITS}
 
 
-def check_dataset(dataset: Dataset) -> dict:
+def check_dataset(dataset: Dataset, fingerprints: dict[str, str] | None = None) -> dict:
     """Decode and check every row of every split (one error naming the first bad row), then
-    record the result; returns it. A dataset that cannot be written to is checked all the
-    same, just not recorded."""
+    record the result with the splits' SHA-256 (``fingerprints``, when the caller has them);
+    returns it. A dataset that cannot be written to is checked all the same, just not
+    recorded."""
     started = time.perf_counter()
     splits = {name: dataset.split(name) for name in SPLITS}
     for split in splits.values():
@@ -44,7 +45,7 @@ def check_dataset(dataset: Dataset) -> dict:
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "splits": {name: {"rows": len(split), "image_shape": list(split.image_shape)}
                    for name, split in splits.items()},
-        "sha256": _fingerprints(dataset),
+        "sha256": fingerprints or _fingerprints(dataset),
         "seconds": round(time.perf_counter() - started, 2),
     }
     try:
@@ -61,5 +62,6 @@ def ensure_checked(dataset: Dataset) -> None:
         recorded = json.loads(storage.read_bytes(storage.join(dataset.uri, CHECKS_FILE)))
     except (OblivioError, json.JSONDecodeError):
         recorded = {}
-    if recorded.get("sha256") != _fingerprints(dataset):
-        check_dataset(dataset)
+    fingerprints = _fingerprints(dataset)
+    if recorded.get("sha256") != fingerprints:
+        check_dataset(dataset, fingerprints)

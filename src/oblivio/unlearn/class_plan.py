@@ -30,6 +30,20 @@ class Plan:
     retain_per_class: int
 
 
+def classes_after(where: str, new: list[int], already: list[int] | set[int],
+                  names: list[str]) -> list[int]:
+    """Every class forgotten once ``new`` is: none of ``new`` forgotten before (that request
+    would do nothing), and at least one class left to keep."""
+    again = sorted(set(new) & set(already))
+    if again:
+        raise OblivioError(f"{where} has already forgotten class(es) "
+                           f"{', '.join(f'{c} ({names[c]})' for c in again)}")
+    forget_all = sorted(set(new) | set(already))
+    if len(forget_all) >= len(names):
+        raise OblivioError("cannot forget every class: nothing would be left to keep")
+    return forget_all
+
+
 def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
                     retain_per_class: int = 100, forget_samples: int = 1000,
                     val_per_class: int = 50, seed: int = 0, device: str = "cpu",
@@ -40,13 +54,7 @@ def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
     config = model.config
     new = dataset.class_indices(classes)
     already = forgotten_classes(config)
-    again = sorted(set(new) & set(already))
-    if again:
-        raise OblivioError(f"model {model_dir} has already forgotten class(es) "
-                           f"{', '.join(f'{c} ({dataset.classes[c]})' for c in again)}")
-    forget_all = sorted(set(new) | set(already))
-    if len(forget_all) >= dataset.num_classes:
-        raise OblivioError("cannot forget every class: nothing would be left to keep")
+    forget_all = classes_after(f"model {model_dir}", new, already, dataset.classes)
     train = dataset.split("train")
     absent = [c for c in new if not bool((train.labels == c).any())]
     if absent:

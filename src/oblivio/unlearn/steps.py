@@ -25,7 +25,7 @@ from oblivio.models.checkpoint import load_model
 from oblivio.training import resolve_device
 from oblivio.unlearn.alpha_selection import FORGET_MARGIN, alpha_pairs
 from oblivio.unlearn.class_forgetting import contrast_and_save, project_and_save
-from oblivio.unlearn.class_plan import Plan, plan_forgetting
+from oblivio.unlearn.class_plan import Plan, classes_after, plan_forgetting
 from oblivio.unlearn.grid_tables import alpha_grid_markdown, ratio_grid_markdown
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.projection import eigen_operators
@@ -202,10 +202,5 @@ def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: 
         train_rows_of(dataset, dataset.split("train"), ids, ids_uri)
         return {"version": str(version.version), "forget_ids_count": len(ids)}
     classes = dataset.class_indices(forget_classes)
-    again = sorted(set(classes) & already)
-    if again:
-        raise OblivioError(f"{model_uri} has already forgotten class(es) "
-                           f"{', '.join(f'{c} ({dataset.classes[c]})' for c in again)}")
-    if len(set(classes) | already) >= dataset.num_classes:
-        raise OblivioError("cannot forget every class: nothing would be left to keep")
+    classes_after(model_uri, classes, already, dataset.classes)
     return {"version": str(version.version), "forget_classes": classes}
