@@ -141,3 +141,33 @@ def projected(trained_rgb, tmp_path: Path) -> Path:
                                       forget_samples=20, val_per_class=8), device="cpu",
                    progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def memorised(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Noise images with random labels (learnable only by memorising), a model trained to 100%
+    on all of train, and one trained without the 24 'forget' rows."""
+    import numpy as np
+
+    from oblivio.data.sample_ids import write_sample_ids
+    from oblivio.data.write import write_classes, write_split
+    from oblivio.training import Recipe, train_to_dir
+
+    root = tmp_path_factory.mktemp("mem")
+    rng = np.random.default_rng(0)
+    data = root / "data"
+    for split, n in (("train", 90), ("test", 90)):
+        images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+        write_split(str(data), split, [f"noise/{split}/{i:03d}" for i in range(n)],
+                    rng.integers(0, 3, n), images)
+    write_classes(str(data), "noise", ["a", "b", "c"])
+    forget = [f"noise/train/{i:03d}" for i in range(24)]
+    write_sample_ids(root / "forget.parquet", forget)
+    recipe = Recipe(epochs=20, batch_size=16, lr=0.05, flip=False, label_smoothing=0.0,
+                    weight_decay=0.0)
+    train_to_dir(str(data), "resnet18", str(root / "saw"), recipe, device="cpu",
+                 progress=False)
+    train_to_dir(str(data), "resnet18", str(root / "never"), recipe,
+                 exclude_ids=str(root / "forget.parquet"), device="cpu", progress=False)
+    return {"data": data, "ids": root / "forget.parquet", "saw": root / "saw",
+            "never": root / "never", "root": root}

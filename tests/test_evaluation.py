@@ -12,12 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 from oblivio.cli import app
-from oblivio.data.sample_ids import write_sample_ids
-from oblivio.data.write import write_classes, write_split
 from oblivio.evaluation import attacks
 from oblivio.evaluation.evaluate import evaluate
 from oblivio.evaluation.metrics import CLASS_KEYS, INSTANCE_KEYS
-from oblivio.training import Recipe, train_to_dir
+from oblivio.tracking.promotion import Gates, check_gates
 
 runner = CliRunner()
 
@@ -38,30 +36,6 @@ def test_modified_entropy_matches_a_hand_computation() -> None:
     np.testing.assert_allclose(attacks.confidence(probs, labels), [0.7, 0.05])
 
 
-@pytest.fixture(scope="module")
-def memorised(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Noise images with random labels (learnable only by memorising), a model trained to 100%
-    on all of train, and one trained without the 24 'forget' rows."""
-    root = tmp_path_factory.mktemp("mem")
-    rng = np.random.default_rng(0)
-    data = root / "data"
-    for split, n in (("train", 90), ("test", 90)):
-        images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
-        write_split(str(data), split, [f"noise/{split}/{i:03d}" for i in range(n)],
-                    rng.integers(0, 3, n), images)
-    write_classes(str(data), "noise", ["a", "b", "c"])
-    forget = [f"noise/train/{i:03d}" for i in range(24)]
-    write_sample_ids(root / "forget.parquet", forget)
-    recipe = Recipe(epochs=20, batch_size=16, lr=0.05, flip=False, label_smoothing=0.0,
-                    weight_decay=0.0)
-    train_to_dir(str(data), "resnet18", str(root / "saw"), recipe, device="cpu",
-                 progress=False)
-    train_to_dir(str(data), "resnet18", str(root / "never"), recipe,
-                 exclude_ids=str(root / "forget.parquet"), device="cpu", progress=False)
-    return {"data": data, "ids": root / "forget.parquet", "saw": root / "saw",
-            "never": root / "never", "root": root}
-
-
 def test_attacks_rank_a_memorised_set_as_members(memorised: dict) -> None:
     reports = {name: evaluate(str(memorised[name]), str(memorised["data"]),
                               memorised["root"] / f"report-{name}",
@@ -74,6 +48,32 @@ def test_attacks_rank_a_memorised_set_as_members(memorised: dict) -> None:
     assert saw["mia_efficacy_m_entropy"] < never["mia_efficacy_m_entropy"]
     assert saw["mia_entropy_lr_member_rate"] > never["mia_entropy_lr_member_rate"]
     assert saw["mia_loss_lr_cv_acc"] > 0.8 and abs(never["mia_loss_lr_cv_acc"] - 0.5) < 0.2
+    assert saw["forget_train_loss"] < 0.1 < never["forget_train_loss"]
+    # the instance gate: the retrain lands in the calibrated band, the model that saw them not
+    assert saw["mia_loss_auc"] > 0.9
+    assert abs(never["mia_loss_auc"] - 0.5) <= 2.576 * never["mia_loss_auc_sd"]
+    saw_metrics = {**saw, "original_retain_test_acc": saw["retain_test_acc"]}
+    never_metrics = {**never, "original_retain_test_acc": never["retain_test_acc"]}
+    assert check_gates(never_metrics, Gates()) == []
+    assert [f for f in check_gates(saw_metrics, Gates()) if "still familiar" in f]
+    worse = {**never_metrics, "original_retain_test_acc": never["retain_test_acc"] + 0.01}
+    assert check_gates(worse, Gates())[0].startswith("test accuracy dropped 0.0100 > 0.005")
+
+
+def test_familiarity_auc_is_the_mann_whitney_auc_and_its_band_holds_a_retrain() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    forget, unseen = rng.exponential(0.3, 40), np.r_[rng.exponential(0.5, 300), [0.1] * 5]
+    forget[:3] = 0.1  # ties count half
+    labels = np.r_[np.ones(len(forget)), np.zeros(len(unseen))]
+    expected = roc_auc_score(labels, -np.r_[forget, unseen])  # lower loss = member
+    assert attacks.familiarity_auc(forget, unseen) == pytest.approx(expected, abs=1e-12)
+    # two draws of one distribution: the AUC stays within the 99% band 99% of the time
+    draws = [attacks.familiarity_auc(rng.normal(size=16), rng.normal(size=2000))
+             for _ in range(2000)]
+    inside = np.mean(np.abs(np.array(draws) - 0.5) <= attacks.auc_band(16, 2000))
+    assert 0.98 <= inside <= 0.999
 
 
 def test_report_has_every_key_and_uses_the_model_under_test(memorised: dict,

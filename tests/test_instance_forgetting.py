@@ -15,13 +15,21 @@ from oblivio.cli import app
 from oblivio.data import open_dataset
 from oblivio.data.sample_ids import write_sample_ids
 from oblivio.data.write import write_classes, write_split
+from oblivio.evaluation.evaluate import evaluate
 from oblivio.models import load_model
 from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import Recipe, train_to_dir
 from oblivio.unlearn.adversarial import adversarial_bank, l2_pgd, other_classes
 from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
+from oblivio.unlearn.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from oblivio.unlearn.importance import anchor_weights, output_sensitivity
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
+from oblivio.unlearn.loss_matching import (
+    MatchSettings,
+    distance,
+    forget_by_matching,
+    rank_matched_targets,
+)
 
 runner = CliRunner()
 MISLABELLED = 8
@@ -227,8 +235,15 @@ def test_retrain_is_the_oracle_and_class_requests_work(trained_rgb, tmp_path: Pa
         (["--forget-ids", "IDS_TXT", "--method", "projection"], "projection forgets whole"),
         (["--classes", "1", "--method", "l2ul"], "l2ul forgets training images"),
         (["--forget-ids", "IDS_TXT", "--method", "magic"], "unknown method 'magic'"),
-        (["--forget-ids", "IDS_TXT", "--ablation", "full"], "unknown ablation 'full'"),
-        (["--forget-ids", "IDS_TXT", "--lr", "0"], "learning rate must be positive"),
+        (["--forget-ids", "IDS_TXT", "--method", "l2ul", "--ablation", "full"],
+         "unknown ablation 'full'"),
+        (["--forget-ids", "IDS_TXT", "--method", "l2ul", "--lr", "0"],
+         "learning rate must be positive"),
+        (["--forget-ids", "IDS_TXT", "--lr", "0"], "learning rate, batch size, max steps"),
+        (["--forget-ids", "IDS_TXT", "--eps", "2"], "--eps does not apply to --method match"),
+        (["--forget-ids", "IDS_TXT", "--method", "l2ul", "--mask", "all"],
+         "unknown mask 'all'"),
+        (["--forget-ids", "IDS_TXT", "--tolerance", "1.5"], "tolerance must be in [0, 1)"),
         (["--forget-ids", "IDS_TXT", "--method", "neggrad", "--lr", "0"],
          "learning rate and batch size must be positive"),
     ],
@@ -254,9 +269,81 @@ def test_cli_forgets_ids_from_a_text_file(mislabelled: dict, tmp_path: Path) -> 
     result = runner.invoke(app, ["forget", "--model", str(mislabelled["model"]), "--data",
                                  str(mislabelled["data"]), "--out", str(tmp_path / "u"),
                                  "--forget-ids", str(mislabelled["ids_txt"]), "--device", "cpu",
-                                 "--adv-per-instance", "2", "--pgd-iters", "10",
+                                 "--method", "l2ul", "--adv-per-instance", "2", "--pgd-iters", "10",
                                  "--max-epochs", "400", "--lr", "0.01"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["method"] == "l2ul" and summary["forget_ids_count"] == MISLABELLED
     assert summary["forget_acc"] == 0.0 and not summary["cap_hit"]
+
+
+def test_rank_matched_targets_keep_the_order_and_take_the_unseen_shape() -> None:
+    forget = torch.tensor([0.3, 0.1, 0.2, 0.05])
+    unseen = torch.linspace(0, 4, 401)
+    targets = rank_matched_targets(forget, unseen)
+    assert torch.equal(torch.argsort(targets), torch.argsort(forget))
+    assert torch.allclose(torch.sort(targets).values, torch.tensor([0.5, 1.5, 2.5, 3.5]),
+                          atol=1e-6)  # the unseen quantiles at (rank + 0.5) / 4
+    assert distance(targets, targets) == 0.0
+    # an image already stranger than its unseen quantile keeps its own loss: never pulled down
+    assert rank_matched_targets(torch.tensor([0.3, 0.1, 5.0, 0.05]), unseen).tolist() == \
+        pytest.approx([2.5, 1.5, 5.0, 0.5], abs=1e-6)
+    assert distance(torch.sort(targets).values.flip(0), targets) == 0.0  # order-free
+    # mean |sorted losses - sorted targets| / mean target = (0.45 + 1.4 + 2.3 + 3.2) / 4 / 2
+    assert distance(forget, targets) == pytest.approx(0.91875, rel=1e-5)
+
+
+def test_match_moves_memorised_images_towards_unseen(memorised: dict, tmp_path: Path) -> None:
+    """Noise images with random labels, memorised: a retrain gets them right only by chance.
+    Matching must raise their loss to the unseen images' (the oracle's), not to infinity, and
+    keep the rest memorised; the report puts them beside the test split and the oracle."""
+    data = memorised["data"]
+    prov = forget_by_matching(str(memorised["saw"]), str(data), str(memorised["ids"]),
+                              str(tmp_path / "u"), MatchSettings(max_steps=300),
+                              device="cpu", progress=False)
+    assert prov["method"] == "match" and prov["reference"] == "test split"
+    assert prov["distance_start"] > 0.9 and prov["distance_end"] < 0.4  # from 1.0
+    assert prov["cap_hit"] == (prov["distance_end"] > prov["tolerance"])
+    report = evaluate(str(tmp_path / "u"), str(data), tmp_path / "r",
+                      forget_ids=str(memorised["ids"]), original=str(memorised["saw"]),
+                      oracle=str(memorised["never"]), device="cpu", progress=False)
+    oracle = report["models"]["oracle"]["metrics"]
+    assert report["forget_train_acc"] < 0.8  # from 1.0: no longer memorised
+    assert abs(report["forget_train_loss"] - oracle["forget_train_loss"]) < 0.5 * oracle[
+        "forget_train_loss"]
+    assert report["mia_loss_auc"] < 0.8 < report["models"]["original"]["metrics"]["mia_loss_auc"]
+    assert report["retain_train_acc"] >= 0.9  # the rest stays memorised
+    summary = (tmp_path / "r" / "report.md").read_text()
+    assert "- oracle: forgotten images acc 0.3333" in summary and "test split acc" in summary
+
+
+def test_match_leaves_a_request_that_already_looks_unseen(trained_rgb, tmp_path: Path) -> None:
+    """Typical images of a model that generalises: about as familiar as unseen ones, so the
+    stopping bar (a random unseen set's distance) is met at once and the model barely moves."""
+    data, model_dir = trained_rgb
+    (tmp_path / "ids.txt").write_text("rgb/train/0003\nrgb/train/0064\nrgb/train/0125\n")
+    prov = forget_by_matching(str(model_dir), str(data), str(tmp_path / "ids.txt"),
+                              str(tmp_path / "u"), device="cpu", progress=False)
+    assert prov["steps"] <= 2 and not prov["cap_hit"]
+    test = open_dataset(data).split("test")
+    before = accuracy(load_model(model_dir), test)
+    assert accuracy(load_model(tmp_path / "u"), test) >= before - 0.02
+
+
+def test_batchnorm_recalibration_restores_statistics_and_touches_no_weight(
+        trained_rgb) -> None:
+    data, model_dir = trained_rgb
+    model = load_model(model_dir)
+    train, test = open_dataset(data).split("train"), open_dataset(data).split("test")
+    before = accuracy(model, test)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k
+               and "num_batches" not in k}
+    for m in batchnorm_layers(model):  # the drift of train-mode steps on a few images
+        m.running_mean.add_(3.0)
+        m.running_var.mul_(5.0)
+    assert accuracy(model, test) < before - 0.2
+    seen = recalibrate_batchnorm(model, train, np.arange(len(train)), 4, 32,
+                                 torch.Generator().manual_seed(0), "cpu")
+    assert seen == 128 and accuracy(model, test) >= before - 0.05
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+    assert all(m.momentum == 0.1 for m in batchnorm_layers(model))

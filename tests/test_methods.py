@@ -51,7 +51,7 @@ def test_every_other_option_is_refused(name: str) -> None:
 
 def test_auto_picks_the_default_for_what_is_forgotten() -> None:
     assert method_for("auto", "7", None).name == DEFAULTS[CLASSES] == "projection"
-    assert method_for("auto", None, "ids.txt").name == DEFAULTS[IDS] == "l2ul"
+    assert method_for("auto", None, "ids.txt").name == DEFAULTS[IDS] == "match"
     with pytest.raises(OblivioError, match="give exactly one of --classes and --forget-ids"):
         method_for("auto", "7", "ids.txt")
     with pytest.raises(OblivioError, match="unknown method 'magic'; use auto or one of"):
@@ -62,9 +62,13 @@ def test_auto_picks_the_default_for_what_is_forgotten() -> None:
 
 def test_the_pipeline_branches_come_from_the_registry() -> None:
     assert pipeline_methods(CLASSES) == ("projection", "contrast")
-    assert pipeline_methods(IDS) == ("l2ul",)
-    check_pipeline_params({"class_method": "contrast", "alpha_mode": "fixed"})
-    check_pipeline_params({"class_method": "anything", "forget_ids_uri": "s3://b/ids.txt"})
+    assert pipeline_methods(IDS) == ("match", "l2ul")
+    check_pipeline_params({"class_method": "contrast", "alpha_mode": "fixed",
+                           "instance_method": "l2ul"})
+    with pytest.raises(OblivioError, match="class method must be projection or contrast"):
+        check_pipeline_params({"class_method": "anything", "forget_ids_uri": "s3://b/ids"})
+    with pytest.raises(OblivioError, match="instance method must be match or l2ul, got 'x'"):
+        check_pipeline_params({"instance_method": "x"})
     with pytest.raises(OblivioError, match="ratio mode must be auto or fixed, got 'grid'"):
         check_pipeline_params({"ratio_mode": "grid"})
 

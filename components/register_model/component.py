@@ -7,7 +7,8 @@ from oblivio_pipeline import component
 def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifact],
                    model_name: str, parent_version: str, deletion_batch: str,
                    max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
-                   promote: bool, job_id: str, job_name: str) -> str:
+                   instance_max_test_drop: float, instance_auc_z: float, promote: bool,
+                   job_id: str, job_name: str) -> str:
     """Register the unlearned model with its lineage; promote it when the gates pass.
 
     Args:
@@ -19,6 +20,9 @@ def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifa
         max_forget_acc: Gate: highest forget accuracy allowed.
         max_retain_drop: Gate: largest retain accuracy drop allowed vs the parent.
         min_mia_efficacy: Gate: lowest MIA-efficacy (confidence) allowed.
+        instance_max_test_drop: Gate for deletion requests: largest test accuracy drop.
+        instance_auc_z: Gate for deletion requests: spreads of the loss attack's AUC allowed
+            between the result and 0.5.
         promote: Make it champion when the gates pass.
         job_id: The pipeline job's id.
         job_name: The pipeline job's name (lineage tag).
@@ -33,6 +37,7 @@ def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifa
 
     result = register_unlearned(unlearned.path, report.path, model_name, parent_version, job_id,
                                 job_name, Gates(max_forget_acc, max_retain_drop,
-                                                min_mia_efficacy), deletion_batch, promote)
+                                                min_mia_efficacy, instance_max_test_drop,
+                                                instance_auc_z), deletion_batch, promote)
     print(json.dumps(result))
     return result["version"]

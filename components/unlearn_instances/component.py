@@ -5,26 +5,31 @@ from oblivio_pipeline import component
 
 @component
 def unlearn_instances(model: dsl.Input[dsl.Model], dataset_uri: str,
-                      samples: dsl.Input[dsl.Dataset], ablation: str, max_epochs: int,
-                      seed: int, device: str, unlearned: dsl.Output[dsl.Model]) -> None:
-    """Forget the deletion request's training images with L2UL (adversarial examples + weight
-    importance), using only the model and those images.
+                      samples: dsl.Input[dsl.Dataset], method: str, max_steps: int,
+                      ablation: str, max_epochs: int, seed: int, device: str,
+                      unlearned: dsl.Output[dsl.Model]) -> None:
+    """Forget the deletion request's training images: ``match`` (the default) makes the model
+    treat them like images it never saw, as a retrain would; ``l2ul`` pushes them off their
+    labels, for mislabelled or memorised images.
 
     Args:
         model: The model to unlearn from.
         dataset_uri: Dataset directory or s3:// URI.
         samples: The checked deletion request from sample_data.
-        ablation: adv+imp (the method), adv or naive.
-        max_epochs: Cap on epochs over the request; a hit cap is recorded with the model.
-        seed: Seed of the adversarial targets and batches.
+        method: match or l2ul.
+        max_steps: match: cap on steps; a hit cap is recorded with the model.
+        ablation: l2ul: adv+imp (the method), adv or naive.
+        max_epochs: l2ul: cap on epochs over the request; a hit cap is recorded.
+        seed: Seed of the batches (and of l2ul's adversarial targets).
         device: cpu, cuda or auto.
         unlearned: The unlearned model directory.
     """
-    from oblivio.unlearn.instance_forgetting import L2ULSettings
     from oblivio.unlearn.steps import instance_step
 
-    prov = instance_step(model.path, dataset_uri, samples.path, unlearned.path,
-                         L2ULSettings(ablation=ablation, max_epochs=max_epochs, seed=seed),
-                         device)
+    options = ({"max_steps": max_steps} if method == "match" else
+               {"ablation": ablation, "max_epochs": max_epochs})
+    prov = instance_step(model.path, dataset_uri, samples.path, unlearned.path, method,
+                         {**options, "seed": seed}, device)
     unlearned.metadata.update({key: prov[key] for key in (
-        "forget_ids_count", "forget_ids_sha256", "steps", "cap_hit", "forget_acc")})
+        "method", "forget_ids_count", "forget_ids_sha256", "steps", "cap_hit",
+        "forgotten_acc")})

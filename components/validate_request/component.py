@@ -4,8 +4,8 @@ from oblivio_pipeline import component
 
 @component
 def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
-                     forget_ids_uri: str, class_method: str, alpha_mode: str,
-                     ratio_mode: str) -> str:
+                     forget_ids_uri: str, class_method: str, instance_method: str,
+                     alpha_mode: str, ratio_mode: str) -> str:
     """Check everything about the run that no retry can fix, before any other step: the
     choices, the registered model, the dataset, and the classes or the deletion request.
     The pipeline never retries this step.
@@ -16,6 +16,7 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
         forget_classes: Classes to forget (used when forget_ids_uri is empty).
         forget_ids_uri: A deletion request: text or Parquet file of training sample ids.
         class_method: A class method with a pipeline branch.
+        instance_method: An instance method with a pipeline branch.
         alpha_mode: projection: auto or fixed.
         ratio_mode: contrast: auto or fixed.
 
@@ -25,5 +26,5 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
     from oblivio.unlearn.steps import check_request_step
 
     return check_request_step(model_uri, dataset_uri, forget_classes, forget_ids_uri, {
-        "class_method": class_method, "alpha_mode": alpha_mode,
-        "ratio_mode": ratio_mode})["version"]
+        "class_method": class_method, "instance_method": instance_method,
+        "alpha_mode": alpha_mode, "ratio_mode": ratio_mode})["version"]

@@ -92,7 +92,10 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         max_forget_acc: float = 0.01,
         max_retain_drop: float = 0.025,
         min_mia_efficacy: float = 0.9,
-        instance_min_mia_efficacy: float = 0.0,
+        instance_max_test_drop: float = 0.005,
+        instance_auc_z: float = 2.576,
+        instance_method: str = "match",
+        instance_max_steps: int = 200,
         instance_ablation: str = "adv+imp",
         instance_max_epochs: int = 300,
         promote: bool = True,
@@ -135,11 +138,16 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             max_forget_acc: Gate: highest forget-class test accuracy.
             max_retain_drop: Gate: largest retain test accuracy drop vs the parent.
             min_mia_efficacy: Gate: lowest MIA-efficacy (confidence), class branch.
-            instance_min_mia_efficacy: The same gate for the instance branch. Forgotten images
-                of classes the model still knows look like members even to a retrained model,
-                so this is 0 (off) unless you calibrate it on a retrain.
-            instance_ablation: Instance branch: adv+imp (L2UL), adv or naive.
-            instance_max_epochs: Instance branch: cap on epochs over the request.
+            instance_max_test_drop: Gate, instance branch: largest test accuracy drop vs the
+                parent.
+            instance_auc_z: Gate, instance branch: how many of its spreads the loss attack's
+                AUC (forgotten vs unseen images) may lie from 0.5; a retrain stays within 2.576
+                99% of the time.
+            instance_method: Instance branch: match (behave on the images like a retrain) or
+                l2ul (push them off their labels: for mislabelled or memorised images).
+            instance_max_steps: Instance branch, match: cap on steps.
+            instance_ablation: Instance branch, l2ul: adv+imp, adv or naive.
+            instance_max_epochs: Instance branch, l2ul: cap on epochs over the request.
             promote: Make the new version champion when the gates pass.
             deletion_batch: Id of the deletion batch this run honours.
             device: cpu, cuda or auto.
@@ -160,8 +168,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             validated = _configure(validate_request(  # never retried: a retry cannot fix it
                 model_uri=f"models:/{model_name}@{model_alias}", dataset_uri=dataset_uri,
                 forget_classes=forget_classes, forget_ids_uri=forget_ids_uri,
-                class_method=class_method, alpha_mode=alpha_mode, ratio_mode=ratio_mode),
-                **cluster)
+                class_method=class_method, instance_method=instance_method,
+                alpha_mode=alpha_mode, ratio_mode=ratio_mode), **cluster)
             validated.set_caching_options(False)  # the alias moves
             resolved = _configure(resolve_model(
                 model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
@@ -172,7 +180,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             resolved.set_caching_options(False)  # the alias moves: always ask the registry
             model = resolved.outputs["model"]
 
-            def evaluate_and_register(unlearned, mia_gate) -> None:
+            def evaluate_and_register(unlearned) -> None:
                 evaluated = _configure(evaluate_model(
                     original=model, unlearned=unlearned, dataset_uri=dataset_uri, device=device,
                     job_id=job_id), **cluster, gpu_count=gpu_count, retries=2)
@@ -180,7 +188,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     unlearned=unlearned, report=evaluated.outputs["report"],
                     model_name=model_name, parent_version=resolved.outputs["Output"],
                     deletion_batch=deletion_batch, max_forget_acc=max_forget_acc,
-                    max_retain_drop=max_retain_drop, min_mia_efficacy=mia_gate,
+                    max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
+                    instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
                     promote=promote, job_id=job_id, job_name=job_name), **cluster)
                 registered.set_caching_options(False)  # never skip a registration
 
@@ -204,7 +213,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                         forget_statistics=forget_stats, samples=samples, ratio_mode=ratio_mode,
                         ratio=ratio, rounds=rounds, blocks=blocks, forget_target=forget_target,
                         device=device), **cluster, gpu_count=gpu_count)
-                    evaluate_and_register(contrasted.outputs["unlearned"], min_mia_efficacy)
+                    evaluate_and_register(contrasted.outputs["unlearned"])
                 with dsl.Else(name="projection"):
                     subspaces = _configure(compute_subspaces(  # CPU: eigh of small matrices
                         retain_statistics=retain_stats, forget_statistics=forget_stats),
@@ -215,13 +224,14 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                         alpha_mode=alpha_mode, alpha_r=alpha_r, alpha_f=alpha_f,
                         forget_target=forget_target, device=device),
                         **cluster, gpu_count=gpu_count)
-                    evaluate_and_register(projected.outputs["unlearned"], min_mia_efficacy)
+                    evaluate_and_register(projected.outputs["unlearned"])
             with dsl.Else(name="instances"):
                 forgot = _configure(unlearn_instances(
                     model=model, dataset_uri=dataset_uri, samples=samples,
+                    method=instance_method, max_steps=instance_max_steps,
                     ablation=instance_ablation, max_epochs=instance_max_epochs, seed=seed,
                     device=device), **cluster, gpu_count=gpu_count)
-                evaluate_and_register(forgot.outputs["unlearned"], instance_min_mia_efficacy)
+                evaluate_and_register(forgot.outputs["unlearned"])
 
     return unlearning_pipeline
 

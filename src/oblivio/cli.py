@@ -116,7 +116,7 @@ def forget(
         help="Text or Parquet file of training sample ids to forget (a deletion request).")]
         = None,
     method: Annotated[str, typer.Option(
-        help="auto (projection for classes, l2ul for ids) or any method `oblivio methods` "
+        help="auto (projection for classes, match for ids) or any method `oblivio methods` "
              "lists. Each method takes only its own options below; another's is an error.")]
         = "auto",
     alpha_r: Annotated[float | None, typer.Option(
@@ -165,11 +165,30 @@ def forget(
         help="l2ul: L2-PGD iterations (default 100).")] = None,
     max_epochs: Annotated[int | None, typer.Option(
         help="l2ul: cap on epochs over the forget set (default 300).")] = None,
+    mask: Annotated[str | None, typer.Option(
+        help="l2ul: which images the ascent still pushes: eval (default: those the model in "
+             "eval mode still gets right), train (judged in the step's train mode) or none "
+             "(all, the authors').")] = None,
+    eps: Annotated[float | None, typer.Option(
+        help="l2ul: L2 radius of the adversarial examples (default: the authors' 4.0 scaled "
+             "to the image size, 2.02 for 28x28 grey).")] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        help="match: cap on steps (default 200).")] = None,
+    tolerance: Annotated[float | None, typer.Option(
+        help="match: stop when the loss attack's AUC is this close to 0.5 (default 0.02).")]
+        = None,
+    reference: Annotated[str | None, typer.Option(
+        help="match: dataset whose test split holds the unseen images that set the target "
+             "(default: --data's test split).")] = None,
+    recalibrate_bn: Annotated[int | None, typer.Option(
+        help="match, l2ul: re-estimate batch-norm statistics on this many retain batches "
+             "afterwards (default 0).")] = None,
     epochs: Annotated[float | None, typer.Option(
         help="finetune: epochs over D_r; neggrad, neggrad+, random-label: over D_f (default "
              "1).")] = None,
     lr: Annotated[float | None, typer.Option(
-        help="l2ul and the gradient baselines: learning rate (default 1e-3 for l2ul, 0.01 for "
+        help="match, l2ul and the gradient baselines: learning rate (default 1e-3 for l2ul, "
+             "0.01 for match and "
              "the baselines).")] = None,
     fisher_samples: Annotated[int | None, typer.Option(
         help="ssd: training samples for the Fisher of D (default: all).")] = None,
@@ -194,16 +213,20 @@ def forget(
         "val_per_class": val_per_class, "val_forget_samples": val_forget_samples,
         "forget_target": forget_target, "ablation": ablation, "variant": variant, "bn": bn,
         "adv_per_instance": adv_per_instance, "pgd_iters": pgd_iters,
-        "max_epochs": max_epochs, "epochs": epochs, "lr": lr,
+        "max_epochs": max_epochs, "mask": mask, "eps": eps, "max_steps": max_steps,
+        "tolerance": tolerance, "reference": reference, "recalibrate_bn": recalibrate_bn,
+        "epochs": epochs, "lr": lr,
         "fisher_samples": fisher_samples, "seed": seed})
     result = chosen.run(model, data, out, classes, forget_ids, settings, device, True)
     if result.get("cap_hit"):
-        print(f"warning: the epoch cap was hit; forget accuracy {result['forget_acc']:.4f} "
-              "(raise --max-epochs)", file=sys.stderr)
+        cap = "--max-steps" if chosen.name == "match" else "--max-epochs"
+        print(f"warning: {chosen.name} stopped at its cap before reaching its target "
+              f"(raise {cap})", file=sys.stderr)
     shown = {k: result[k] for k in ("method", "forget_classes", "forgotten_classes",
                                     "forget_ids_count", "alpha", "ratio", "rounds", "blocks",
                                     "validation",
-                                    "steps", "cap_hit", "forget_acc", "forgotten_acc")
+                                    "steps", "cap_hit", "forget_acc", "auc_start",
+                                    "auc_end", "forgotten_acc")
              if k in result}
     print(json.dumps({"out": out, **shown,
                       "seconds": {k: round(v, 2) for k, v in result["seconds"].items()}}))
@@ -288,18 +311,25 @@ def run(
         help="Classes to forget (default: the next class the champion still knows).")] = None,
     forget_ids: Annotated[str | None, typer.Option(
         help="A deletion request instead: text or Parquet file of training sample ids "
-             "(the instance branch, L2UL).")] = None,
+             "(the instance branch, --instance-method).")] = None,
     data: Annotated[str | None, typer.Option(
         help="Dataset (default: Fashion-MNIST, converted under the oblivio home).")] = None,
     epochs: Annotated[int, typer.Option(
         help="Epochs of the original model when it has to be trained first.")] = 1,
     class_method: Annotated[str, typer.Option(
         help="Classes: projection, or contrast (the better choice for a ViT).")] = "projection",
+    instance_method: Annotated[str, typer.Option(
+        help="Sample ids: match (behave like a retrain), or l2ul (push them off their labels, "
+             "for mislabelled images).")] = "match",
     alpha_mode: Annotated[str, typer.Option(help="auto or fixed.")] = "auto",
     promote: Annotated[bool, typer.Option(help="Promote to champion when gates pass.")] = True,
     max_forget_acc: Annotated[float, typer.Option(help="Gate: forget accuracy.")] = 0.01,
     max_retain_drop: Annotated[float, typer.Option(help="Gate: retain drop.")] = 0.025,
     min_mia_efficacy: Annotated[float, typer.Option(help="Gate: MIA-efficacy.")] = 0.9,
+    instance_max_test_drop: Annotated[float, typer.Option(
+        help="Gate for sample ids: test accuracy drop.")] = 0.005,
+    instance_auc_z: Annotated[float, typer.Option(
+        help="Gate for sample ids: spreads the loss attack's AUC may lie from 0.5.")] = 2.576,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Run the unlearning pipeline locally (kfp.local) against the local MLflow."""
@@ -307,8 +337,11 @@ def run(
 
     result = run_local(model_name, forget_classes, data, epochs=epochs, device=device,
                        forget_ids=forget_ids, class_method=class_method,
-                       alpha_mode=alpha_mode, promote=promote, max_forget_acc=max_forget_acc,
-                       max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy)
+                       instance_method=instance_method, alpha_mode=alpha_mode, promote=promote,
+                       max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
+                       min_mia_efficacy=min_mia_efficacy,
+                       instance_max_test_drop=instance_max_test_drop,
+                       instance_auc_z=instance_auc_z)
     print(result["report"])
     print(f"forgot {result['forgot']}")
     print_lineage(model_name)
@@ -348,6 +381,10 @@ def promote(
     max_forget_acc: Annotated[float, typer.Option(help="Gate: forget accuracy.")] = 0.01,
     max_retain_drop: Annotated[float, typer.Option(help="Gate: retain drop.")] = 0.025,
     min_mia_efficacy: Annotated[float, typer.Option(help="Gate: MIA-efficacy.")] = 0.9,
+    instance_max_test_drop: Annotated[float, typer.Option(
+        help="Gate for sample ids: test accuracy drop.")] = 0.005,
+    instance_auc_z: Annotated[float, typer.Option(
+        help="Gate for sample ids: spreads the loss attack's AUC may lie from 0.5.")] = 2.576,
 ) -> None:
     """Make VERSION the champion if it passes the gates and honours every deletion the
     current champion honours (also how to roll back)."""
@@ -356,7 +393,8 @@ def promote(
     from oblivio.tracking.store import connect
 
     connect()
-    print(run_promote(name, version, Gates(max_forget_acc, max_retain_drop, min_mia_efficacy)))
+    print(run_promote(name, version, Gates(max_forget_acc, max_retain_drop, min_mia_efficacy,
+                                           instance_max_test_drop, instance_auc_z)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from oblivio.unlearn.steps import sample_instances_step
 from oblivio_pipeline.components import unlearn_instances
 
 
-def test_forgets_the_request_and_records_it(trained_rgb, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["match", "l2ul"])
+def test_forgets_the_request_with_each_method_and_records_it(trained_rgb, tmp_path: Path,
+                                                            method: str) -> None:
     data, model_dir = trained_rgb
     ids = ["rgb/train/0000", "rgb/train/0061"]
     (tmp_path / "request.txt").write_text("\n".join(ids) + "\n")
@@ -19,12 +21,29 @@ def test_forgets_the_request_and_records_it(trained_rgb, tmp_path: Path) -> None
     unlearned = dsl.Model(uri=str(tmp_path / "unlearned"))
     unlearn_instances.python_func(model=dsl.Model(uri=str(model_dir)), dataset_uri=str(data),
                                   samples=dsl.Dataset(uri=str(tmp_path / "samples")),
-                                  ablation="adv+imp", max_epochs=3, seed=0, device="cpu",
+                                  method=method, max_steps=3, ablation="adv+imp",
+                                  max_epochs=3, seed=0, device="cpu",
                                   unlearned=unlearned)
     prov = oblivio.load_model(tmp_path / "unlearned").config["provenance"]
-    assert prov["forgotten_ids"] == ids and prov["method"] == "l2ul"
+    assert prov["forgotten_ids"] == ids and prov["method"] == method
+    assert prov["steps"] <= 3  # one batch of two images: a step per l2ul epoch
     assert unlearned.metadata["forget_ids_sha256"] == ids_sha256(ids)
     assert unlearned.metadata["forget_ids_count"] == 2
+    assert unlearned.metadata["method"] == method
+
+
+def test_a_class_method_is_refused_before_any_work(trained_rgb, tmp_path: Path) -> None:
+    data, model_dir = trained_rgb
+    (tmp_path / "request.txt").write_text("rgb/train/0000\n")
+    sample_instances_step(str(model_dir), str(data), str(tmp_path / "request.txt"),
+                          str(tmp_path / "samples"))
+    with pytest.raises(OblivioError, match="projection forgets whole classes"):
+        unlearn_instances.python_func(
+            model=dsl.Model(uri=str(model_dir)), dataset_uri=str(data),
+            samples=dsl.Dataset(uri=str(tmp_path / "samples")), method="projection",
+            max_steps=3, ablation="adv+imp", max_epochs=3, seed=0, device="cpu",
+            unlearned=dsl.Model(uri=str(tmp_path / "u")))
+    assert not (tmp_path / "u").exists()
 
 
 def test_class_samples_are_refused(trained_rgb, class_samples: Path, tmp_path: Path) -> None:
@@ -32,6 +51,7 @@ def test_class_samples_are_refused(trained_rgb, class_samples: Path, tmp_path: P
     with pytest.raises(OblivioError, match="name classes, not a deletion request"):
         unlearn_instances.python_func(
             model=dsl.Model(uri=str(model_dir)), dataset_uri=str(data),
-            samples=dsl.Dataset(uri=str(class_samples)), ablation="adv+imp", max_epochs=3,
+            samples=dsl.Dataset(uri=str(class_samples)), method="match", max_steps=3,
+            ablation="adv+imp", max_epochs=3,
             seed=0, device="cpu", unlearned=dsl.Model(uri=str(tmp_path / "u")))
     assert not (tmp_path / "u").exists()

@@ -5,7 +5,8 @@ import pytest
 from oblivio.errors import OblivioError
 from oblivio_pipeline.components import validate_request
 
-CHOICES = {"class_method": "projection", "alpha_mode": "auto", "ratio_mode": "auto"}
+CHOICES = {"class_method": "projection", "instance_method": "match", "alpha_mode": "auto",
+           "ratio_mode": "auto"}
 
 
 def check(registered: str, data: Path, classes: str = "1", ids: str = "", **choices) -> str:
@@ -26,13 +27,17 @@ def test_a_sound_request_names_the_version(registered: str, trained_rgb, tmp_pat
     ({"classes": "0,1,2,3"}, "cannot forget every class"),
     ({"class_method": "ssd"}, "class method must be projection or contrast, got 'ssd'"),
     ({"ratio_mode": "grid"}, "ratio mode must be auto or fixed, got 'grid'"),
+    ({"classes": "", "ids": "IDS", "instance_method": "neggrad"},
+     "instance method must be match or l2ul, got 'neggrad'"),
     ({"classes": "", "ids": "TEST_IDS"}, "names test-split sample ids"),
 ])
 def test_what_no_retry_can_fix_is_one_error(registered: str, trained_rgb, tmp_path: Path,
                                             request_: dict, message: str) -> None:
     (tmp_path / "test-ids.txt").write_text("rgb/test/0001\n")
-    if request_.get("ids") == "TEST_IDS":
-        request_ = {**request_, "ids": str(tmp_path / "test-ids.txt")}
+    (tmp_path / "ids.txt").write_text("rgb/train/0001\n")
+    files = {"TEST_IDS": str(tmp_path / "test-ids.txt"), "IDS": str(tmp_path / "ids.txt")}
+    if "ids" in request_:
+        request_ = {**request_, "ids": files[request_["ids"]]}
     with pytest.raises(OblivioError, match=message):
         check(registered, trained_rgb[0], **request_)
 

@@ -4,8 +4,11 @@ forgotten; loss-LR accuracy, 0.5 = indistinguishable from unseen data."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import SVC
@@ -72,3 +75,22 @@ def loss_lr_cv_accuracy(forget_loss: np.ndarray, test_loss: np.ndarray,
     y = np.r_[np.ones(n), np.zeros(n)]
     folds = StratifiedKFold(splits, shuffle=True, random_state=int(rng.integers(2**31)))
     return float(cross_val_score(LogisticRegression(), x, y, cv=folds).mean())
+
+
+def familiarity_auc(forget_loss: np.ndarray, unseen_loss: np.ndarray) -> float:
+    """AUC of the loss attack that calls the lower-loss image the member: the chance that a
+    forgotten image has a lower loss than an unseen one (ties count half). 0.5: the forgotten
+    images look unseen; above: still familiar; below: suspiciously unfamiliar."""
+    if len(forget_loss) == 0 or len(unseen_loss) == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([forget_loss, unseen_loss]))
+    n_f, n_u = len(forget_loss), len(unseen_loss)
+    higher = ranks[:n_f].sum() - n_f * (n_f + 1) / 2  # pairs where the forget loss is higher
+    return float(1.0 - higher / (n_f * n_u))
+
+
+def auc_band(n_forget: int, n_unseen: int, z: float = 2.576) -> float:
+    """Half-width of the band around 0.5 that the AUC of two samples from one distribution
+    stays in with the probability of ``z`` (Mann-Whitney's null standard deviation): a model
+    retrained without the images passes a gate of 0.5 +- this band 99% of the time."""
+    return z * math.sqrt((n_forget + n_unseen + 1) / (12 * n_forget * n_unseen))

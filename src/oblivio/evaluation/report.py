@@ -33,6 +33,7 @@ def markdown(report: dict) -> str:
                    f"{report['forget_ids_sha256'][:12]})")
     lines = [f"# Forgetting report ({report['mode']} mode)", "",
              f"Forget set: {forget}; {report['forget_train_samples']} training samples.", "",
+             *_instance_summary(report, roles),
              "| metric | " + " | ".join(roles) + (" | gap to oracle" if "oracle" in roles else "")
              + " | direction |",
              "|---|" + "---|" * len(roles) + ("---|" if "oracle" in roles else "") + "---|"]
@@ -42,6 +43,22 @@ def markdown(report: dict) -> str:
             row.append(_fmt(report.get(f"{key}_gap_to_oracle")))
         lines.append("| " + " | ".join(row + [direction]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _instance_summary(report: dict, roles: list[str]) -> list[str]:
+    """For a deletion request, one line per model: the forgotten images beside the test split,
+    the comparison a retrain answers (it gets them about as right as unseen images)."""
+    if report["mode"] != "instance":
+        return []
+    lines = []
+    for role in roles:
+        m = report["models"][role]["metrics"]
+        lines.append(f"- {role}: forgotten images acc {_fmt(m['forget_train_acc'])}, loss "
+                     f"{_fmt(m['forget_train_loss'])}; test split acc "
+                     f"{_fmt(m['retain_test_acc'])}, loss {_fmt(m['test_loss'])}; loss attack "
+                     f"AUC {_fmt(m['mia_loss_auc'])} (0.5 +- {_fmt(2.576 * m['mia_loss_auc_sd'])}"
+                     " for a retrain)")
+    return [*lines, ""]
 
 
 def _png(fig: plt.Figure, path: Path) -> str:

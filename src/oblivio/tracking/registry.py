@@ -147,7 +147,8 @@ def model_exists(name: str) -> bool:
     return True
 
 
-KEY_METRICS = ("retain_test_acc", "forget_test_acc", "forget_train_acc", "mia_efficacy_confidence")
+KEY_METRICS = ("retain_test_acc", "forget_test_acc", "forget_train_acc", "mia_efficacy_confidence",
+               "mia_loss_auc")
 
 
 def lineage(name: str) -> list[dict]:

@@ -18,6 +18,7 @@ from oblivio.unlearn.class_forgetting import (
     forget_classes,
 )
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
+from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
 
 CLASSES, IDS = "classes", "ids"
 
@@ -82,6 +83,11 @@ def _l2ul(model_dir: str, data: str, out: str, classes: None, ids_file: str, set
     return forget_instances(model_dir, data, ids_file, out, settings, device, progress)
 
 
+def _match(model_dir: str, data: str, out: str, classes: None, ids_file: str, settings: Any,
+           device: str, progress: bool) -> dict:
+    return forget_by_matching(model_dir, data, ids_file, out, settings, device, progress)
+
+
 def _baseline(name: str) -> Callable[..., dict]:
     def run(model_dir: str, data: str, out: str, classes: str | None, ids_file: str | None,
             settings: Any, device: str, progress: bool) -> dict:
@@ -104,10 +110,15 @@ def _registry() -> dict[str, Method]:
         Method("contrast", frozenset({CLASSES}), ContrastSettings,
                ("ratio", "rounds", "blocks", *SAMPLING), _contrast,
                "training-free energy contrast (the better choice for a ViT)", True),
+        Method("match", frozenset({IDS}), MatchSettings,
+               ("lr", "max_steps", "tolerance", "reference", "recalibrate_bn", "seed"), _match,
+               "move the images' losses to unseen images' losses, as a retrain would "
+               "(the default for ids)", True),
         Method("l2ul", frozenset({IDS}), L2ULSettings,
-               ("ablation", "variant", "bn", "adv_per_instance", "pgd_iters", "max_epochs",
-                "lr", "seed"), _l2ul,
-               "adversarial examples + weight importance (the default for ids)", True),
+               ("ablation", "variant", "bn", "mask", "eps", "adv_per_instance", "pgd_iters",
+                "max_epochs", "lr", "recalibrate_bn", "seed"), _l2ul,
+               "adversarial examples + weight importance: misclassify or relabel (for "
+               "memorised, mislabelled images)", True),
         Method("finetune", both, BaselineSettings, ("epochs", "lr", "seed"), _baseline("finetune"),
                "fine-tune on the retain set"),
         Method("neggrad", both, BaselineSettings, GRADIENT, _baseline("neggrad"),
@@ -126,7 +137,7 @@ def _registry() -> dict[str, Method]:
 
 METHODS: dict[str, Method] = _registry()
 #: What ``--method auto`` and the pipeline's branches use for each kind of request.
-DEFAULTS = {CLASSES: "projection", IDS: "l2ul"}
+DEFAULTS = {CLASSES: "projection", IDS: "match"}
 
 
 def method(name: str) -> Method:
@@ -157,11 +168,11 @@ def pipeline_methods(target: str) -> tuple[str, ...]:
 def check_pipeline_params(params: dict) -> None:
     """The pipeline's choices that arrive as strings, checked before any step works, so a
     typo is one error rather than a silently taken default branch."""
-    if not params.get("forget_ids_uri"):
-        allowed = pipeline_methods(CLASSES)
-        if params.get("class_method", allowed[0]) not in allowed:
-            raise OblivioError(f"class method must be {' or '.join(allowed)}, "
-                               f"got {params['class_method']!r}")
+    for key, target in (("class_method", CLASSES), ("instance_method", IDS)):
+        allowed = pipeline_methods(target)
+        if params.get(key, allowed[0]) not in allowed:
+            raise OblivioError(f"{key.replace('_', ' ')} must be {' or '.join(allowed)}, "
+                               f"got {params[key]!r}")
     for key in ("alpha_mode", "ratio_mode"):
         if params.get(key, "auto") not in ("auto", "fixed"):
             raise OblivioError(f"{key.replace('_', ' ')} must be auto or fixed, "

@@ -27,7 +27,7 @@ from oblivio.unlearn.alpha_selection import FORGET_MARGIN, alpha_pairs
 from oblivio.unlearn.class_forgetting import contrast_and_save, project_and_save
 from oblivio.unlearn.class_plan import Plan, classes_after, plan_forgetting
 from oblivio.unlearn.grid_tables import alpha_grid_markdown, ratio_grid_markdown
-from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
+from oblivio.unlearn.methods import check_pipeline_params, method_for
 from oblivio.unlearn.projection import eigen_operators
 from oblivio.unlearn.ratio_selection import contrast_taus
 from oblivio.unlearn.requests import forgotten_classes, load_request
@@ -82,14 +82,17 @@ def sample_instances_step(model_dir: str, data: str, ids_uri: str, out_dir: str)
     return summary
 
 
-def instance_step(model_dir: str, data: str, samples_dir: str, out: str,
-                  settings: L2ULSettings = L2ULSettings(), device: str = "auto") -> dict:
-    """Forget the instances of ``sample_instances_step`` with L2UL; write the unlearned model."""
+def instance_step(model_dir: str, data: str, samples_dir: str, out: str, method: str,
+                  options: dict, device: str = "auto") -> dict:
+    """Forget the instances of ``sample_instances_step`` with a registered instance method and
+    its ``options`` (those of another method are refused); write the unlearned model."""
+    chosen = method_for(method, None, samples_dir)  # refuses a method that forgets classes
+    settings = chosen.settings_from(options)
     summary = json.loads(Path(samples_dir, PLAN_FILE).read_text())
     if summary.get("mode") != "instance":
         raise OblivioError("the sample sets name classes, not a deletion request")
-    return forget_instances(model_dir, data, str(Path(samples_dir, "forget.parquet")), out,
-                            settings, device, progress=False)
+    return chosen.run(model_dir, data, out, None, str(Path(samples_dir, "forget.parquet")),
+                      settings, device, False)
 
 
 def capture_step(model_dir: str, data: str, ids_file: str, out_file: str,
@@ -189,7 +192,6 @@ def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: 
     of the dataset). The pipeline runs it first and never retries it: a retry cannot fix it."""
     from oblivio.tracking.registry import forgotten, resolve_version
     from oblivio.tracking.store import connect
-    from oblivio.unlearn.methods import check_pipeline_params
     from oblivio.unlearn.requests import train_rows_of
 
     check_pipeline_params({**params, "forget_ids_uri": ids_uri})
