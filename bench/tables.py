@@ -2,8 +2,8 @@
 
 Each generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``
 and is rewritten from its JSON; the prose around it is left alone. A test fails when a block is
-stale. Today the committed JSON is the oracle ledger (``bench/oracles.json``); a bench whose
-results are committed adds its block here.
+stale. The committed JSON: the oracle ledger (``bench/oracles.json``) and the results of the
+benches under ``bench/results/``; a bench whose results are committed adds its block here.
 
     python bench/tables.py            # rewrite docs/benchmarks.md
     python bench/tables.py --check    # exit 1 if a block is stale
@@ -41,7 +41,49 @@ def oracles() -> str:
     return "\n".join(rows) + "\n"
 
 
-GENERATORS: dict[str, Callable[[], str]] = {"oracles": oracles}
+def _mean_worst(values: list[float], worst: Callable[[list[float]], float]) -> str:
+    return f"{sum(values) / len(values):.2f} ({worst(values):.2f})"
+
+
+def instance() -> str:
+    """Instance forgetting (bench/instance_forgetting.py): per request size and method, the
+    mean (worst) over draws, the oracle's values beside the method's."""
+    result = json.loads((ROOT / "bench" / "results" / "instance_forgetting.json").read_text())
+    records, retrain = result["records"], result["retrain_seconds"]
+    header = ["k", "method", "draws", "forget acc % (oracle)", "forget loss (oracle)",
+              "test drop", "retain-train drop", "loss-LR % (oracle)",
+              "loss AUC (worst distance to 0.5)", "gate", "seconds", "% of retrain"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for k in dict.fromkeys(r["k"] for r in records):
+        at_k = [r for r in records if r["k"] == k]
+        by = {(r["method"], r["seed"]): r for r in at_k}
+        for method in dict.fromkeys(r["method"] for r in at_k):
+            rs = [r for r in at_k if r["method"] == method]
+            base = [by[("original", r["seed"])] for r in rs]
+            oracle = [by[("oracle", r["seed"])] for r in rs]
+            drops = [b["test_acc"] - r["test_acc"] for b, r in zip(base, rs)]
+            retain = [b["retain_train_acc"] - r["retain_train_acc"] for b, r in zip(base, rs)]
+            off = [abs(r["auc"] - 0.5) for r in rs]
+            passed = sum(d <= 0.5 and o <= r["auc_band"] for d, o, r in zip(drops, off, rs))
+            secs = [r["seconds"] for r in rs if "seconds" in r]
+            mean = sum(secs) / len(secs) if secs else None
+            rows.append("| " + " | ".join([
+                str(k), method, str(len(rs)),
+                f"{_avg(rs, 'forget_acc'):.2f} ({_avg(oracle, 'forget_acc'):.2f})",
+                f"{_avg(rs, 'forget_loss'):.3f} ({_avg(oracle, 'forget_loss'):.3f})",
+                _mean_worst(drops, max), _mean_worst(retain, max),
+                f"{_avg(rs, 'loss_lr'):.1f} ({_avg(oracle, 'loss_lr'):.1f})",
+                f"{_avg(rs, 'auc'):.3f} ({max(off):.3f})", f"{passed}/{len(rs)}",
+                f"{mean:.1f}" if mean is not None else "-",
+                f"{100 * mean / retrain:.1f}" if mean is not None else "-"]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _avg(records: list[dict], key: str) -> float:
+    return sum(r[key] for r in records) / len(records)
+
+
+GENERATORS: dict[str, Callable[[], str]] = {"oracles": oracles, "instance": instance}
 
 
 def render(text: str) -> str:
