@@ -1,7 +1,7 @@
 """U-LiRA benchmark (issue 4): can a per-example likelihood-ratio attack tell images that were
 trained on and then unlearned from images that were never seen?
 
-    python bench/ulira.py --k 16 --shadows 4 --shadow-size 20000 --epochs 4 --method l2ul
+    python bench/ulira.py --k 16 --shadows 4 --shadow-size 20000 --epochs 4 --method match
 
 Shadow pair s (s = 0 .. shadows; the last pair is held out to judge the attack): a random
 subset S_s of the training split without the forget images F. "out" trains on S_s (the retrain
@@ -32,11 +32,14 @@ from oblivio.models.inference import predict_logits
 from oblivio.training import recipe_for, train_to_dir
 from oblivio.unlearn.baselines import BASELINES, forget_with_baseline
 from oblivio.unlearn.instance_forgetting import forget_instances
+from oblivio.unlearn.loss_matching import forget_by_matching
 
 
 def unlearn(method: str, model_dir: str, data: str, ids_file: str, out: str) -> dict:
     if method == "l2ul":
         return forget_instances(model_dir, data, ids_file, out, device="cpu", progress=False)
+    if method == "match":  # unseen images: the test split, as a user runs it
+        return forget_by_matching(model_dir, data, ids_file, out, device="cpu", progress=False)
     return forget_with_baseline(model_dir, data, out, method, ids_file=ids_file, device="cpu",
                                 progress=False)
 
@@ -73,7 +76,7 @@ def shadow_pair(s: int, args: argparse.Namespace, data: Path, work: Path,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="resnet18")
-    ap.add_argument("--method", default="l2ul", choices=["l2ul", *BASELINES])
+    ap.add_argument("--method", default="match", choices=["match", "l2ul", *BASELINES])
     ap.add_argument("--k", type=int, default=16, help="forget images")
     ap.add_argument("--shadows", type=int, default=4, help="shadow pairs fitted (one more judges)")
     ap.add_argument("--shadow-size", type=int, default=20_000)

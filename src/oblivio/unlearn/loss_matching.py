@@ -45,6 +45,10 @@ from oblivio.unlearn.requests import load_request, save_unlearned
 
 @dataclass(frozen=True)
 class MatchSettings:
+    """The defaults measured by bench/instance_forgetting.py (docs/benchmarks.md): a fixed
+    learning rate and a stopping bar calibrated on the reference, so that no setting has to be
+    tuned per request."""
+
     lr: float = 0.01
     batch_size: int = 128  # forget images per step (all of them when fewer), and retain images
     max_steps: int = 200
