@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oblivio.errors import OblivioError
+from oblivio.models.inference import accuracy
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.adversarial import adversarial_bank, other_classes
 from oblivio.unlearn.batchnorm import recalibrate_batchnorm
@@ -204,7 +205,6 @@ def unlearn_instances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_cl
     bar.close()
     model.eval()
     seconds["unlearn"] = time.perf_counter() - t
-    pred = _predictions(model, x)
     return {"steps": steps, "epochs": epoch, "cap_hit": not done,
             "forget_acc": float((pred == y).float().mean()),
             "new_labels": targets.cpu().tolist() if relabel else None,
@@ -233,6 +233,5 @@ def forget_instances(model_dir: str, data: str, ids_file: str, out: str,
         torch.Generator().manual_seed(settings.seed), device)
     result["seconds"]["recalibrate_bn"] = time.perf_counter() - t
     union = request.train.indices(request.forgotten_ids)
-    result["forgotten_acc"] = float((_predictions(model, request.train.batch(union)[0].to(
-        device)).cpu() == request.train.labels[torch.as_tensor(union)]).float().mean())
+    result["forgotten_acc"] = accuracy(model, request.train, union, device)
     return save_unlearned(request, out, "l2ul", asdict(settings), result, device)

@@ -37,7 +37,7 @@ from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.evaluation.attacks import familiarity_auc
 from oblivio.models.checkpoint import check_fits
-from oblivio.models.inference import predict_logits
+from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.batchnorm import recalibrate_batchnorm
 from oblivio.unlearn.requests import load_request, save_unlearned
@@ -188,9 +188,7 @@ def forget_by_matching(model_dir: str, data: str, ids_file: str, out: str,
     result["seconds"] = {"unlearn": unlearn_seconds,
                          "recalibrate_bn": time.perf_counter() - t}
     union = request.train.indices(request.forgotten_ids)
-    pred = predict_logits(model, request.train, union, device=device).argmax(1)
-    result["forgotten_acc"] = float(
-        (pred == request.train.labels[torch.as_tensor(union)]).float().mean())
+    result["forgotten_acc"] = accuracy(model, request.train, union, device)
     result["reference"] = reference.uri if settings.reference is not None else "test split"
     return save_unlearned(request, out, "match", asdict(settings), result, device)
 
