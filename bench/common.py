@@ -51,11 +51,12 @@ def isolated(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
 
 
 def trained(data: Path, arch: str, out: Path, epochs: int, exclude: str | None = None,
-            device: str = "cpu") -> dict:
-    """Train once and cache: the metrics of the model in ``out``."""
+            device: str = "cpu", **recipe: Any) -> dict:
+    """Train once and cache: the metrics of the model in ``out`` (``recipe``: overrides of the
+    architecture's default recipe)."""
     if not (out / "metrics.json").exists():
-        isolated(train_to_dir, str(data), arch, str(out), recipe_for(arch, epochs=epochs), exclude,
-                 None, device, False)
+        isolated(train_to_dir, str(data), arch, str(out),
+                 recipe_for(arch, epochs=epochs, **recipe), exclude, None, device, False)
     return json.loads((out / "metrics.json").read_text())
 
 

@@ -22,8 +22,6 @@ from oblivio.data.sample_ids import write_sample_ids
 from oblivio.data.write import write_classes, write_split
 
 FLIPPED, VALIDATION = 64, 5_000
-#: the largest k drawn per seed: the union oracle is retrained without all of them
-UNION_DRAWS = {0: 1024, 1: 128, 2: 128}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ oracle of that world); "in" trains on S_s + F with the same recipe and is then u
 method. Every shadow uses the architecture's default recipe with ``--epochs`` epochs, so the
 attack sees models like the one under test at a fraction of its cost. Heavy (2 (shadows + 1)
 trainings): a benchmark, never a test. Each model is cached in ``bench/out/ulira/``, so the run
-resumes. Writes ``bench/out/ulira-<arch>-<method>.json`` and ``.md``.
+resumes. Writes ``bench/out/ulira-<arch>-<method>-n<size>-e<epochs>.json`` and ``.md``; both
+give the same attack on the models before unlearning (``original_ulira_auc``: how much there
+was to hide) and the steps the method took in each world.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ def phi_of(model_dir: Path, data: Path, rows: np.ndarray) -> np.ndarray:
 
 
 def shadow_pair(s: int, args: argparse.Namespace, data: Path, work: Path,
-                forget: np.ndarray, forget_file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """phi of the forget images under the unlearned "in" and the retrained "out" model s."""
+                forget: np.ndarray, forget_file: Path) -> tuple[np.ndarray, ...]:
+    """phi of the forget images under the unlearned "in", the retrained "out" and the original
+    (trained with them, not unlearned) "in" model s."""
     train = open_dataset(data).split("train")
     others = np.setdiff1d(np.arange(len(train)), forget)
     subset = np.random.default_rng(1000 + s).choice(others, args.shadow_size, replace=False)
@@ -70,7 +73,8 @@ def shadow_pair(s: int, args: argparse.Namespace, data: Path, work: Path,
     if not (unlearned / "config.json").exists():
         isolated(unlearn, args.method, str(dirs["in"]), str(data), str(forget_file),
                  str(unlearned))
-    return phi_of(unlearned, data, forget), phi_of(dirs["out"], data, forget)
+    return (phi_of(unlearned, data, forget), phi_of(dirs["out"], data, forget),
+            phi_of(dirs["in"], data, forget))
 
 
 def main() -> None:
@@ -96,12 +100,18 @@ def main() -> None:
              for s in range(args.shadows + 1)]
     phi_in = np.stack([p[0] for p in pairs[:-1]])
     phi_out = np.stack([p[1] for p in pairs[:-1]])
-    result = ulira(phi_in, phi_out, *pairs[-1])
+    result = ulira(phi_in, phi_out, *pairs[-1][:2])
+    # the same attack on the models before unlearning: how much there was to hide
+    phi_original = np.stack([p[2] for p in pairs[:-1]])
+    before = ulira(phi_original, phi_out, pairs[-1][2], pairs[-1][1])
+    steps = [json.loads((work / f"in{s}-{args.method}" / "config.json").read_text())
+             ["provenance"].get("steps") for s in range(args.shadows + 1)]
     report = {"arch": args.arch, "method": args.method, "k": args.k, "shadows": args.shadows,
               "shadow_size": args.shadow_size, "epochs": args.epochs, **result,
+              "original_ulira_auc": before["ulira_auc"], "unlearning_steps": steps,
               "mean_phi_unlearned": float(phi_in.mean()), "mean_phi_retrained": float(
-                  phi_out.mean())}
-    name = f"ulira-{args.arch}-{args.method}"
+                  phi_out.mean()), "mean_phi_original": float(phi_original.mean())}
+    name = f"ulira-{args.arch}-{args.method}-n{args.shadow_size}-e{args.epochs}"
     (out / f"{name}.json").write_text(json.dumps(report, indent=2))
     md = [f"## U-LiRA, {args.arch} + {args.method}, {args.k} forget images", "",
           f"{args.shadows} shadow pairs fitted + 1 held out; shadows train on "

@@ -58,6 +58,12 @@ def test_attacks_rank_a_memorised_set_as_members(memorised: dict) -> None:
     assert [f for f in check_gates(saw_metrics, Gates()) if "still familiar" in f]
     worse = {**never_metrics, "original_retain_test_acc": never["retain_test_acc"] + 0.01}
     assert check_gates(worse, Gates())[0].startswith("test accuracy dropped 0.0100 > 0.005")
+    # stranger than unseen images: fails two-sided, passes one-sided (mislabelled requests);
+    # still familiar fails both
+    strange = {**never_metrics, "mia_loss_auc": 0.5 - 3 * never["mia_loss_auc_sd"]}
+    assert "stranger than unseen images" in check_gates(strange, Gates())[0]
+    assert check_gates(strange, Gates(instance_auc_one_sided=True)) == []
+    assert check_gates(saw_metrics, Gates(instance_auc_one_sided=True))
 
 
 def test_familiarity_auc_is_the_mann_whitney_auc_and_its_band_holds_a_retrain() -> None:

@@ -7,7 +7,8 @@ from oblivio_pipeline import component
 def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifact],
                    model_name: str, parent_version: str, deletion_batch: str,
                    max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
-                   instance_max_test_drop: float, instance_auc_z: float, promote: bool,
+                   instance_max_test_drop: float, instance_auc_z: float,
+                   instance_auc_one_sided: bool, promote: bool,
                    job_id: str, job_name: str) -> str:
     """Register the unlearned model with its lineage; promote it when the gates pass.
 
@@ -23,6 +24,8 @@ def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifa
         instance_max_test_drop: Gate for deletion requests: largest test accuracy drop.
         instance_auc_z: Gate for deletion requests: spreads of the loss attack's AUC allowed
             between the result and 0.5.
+        instance_auc_one_sided: Gate for deletion requests: fail only a result still more
+            familiar than unseen images (for mislabelled or poisoned images).
         promote: Make it champion when the gates pass.
         job_id: The pipeline job's id.
         job_name: The pipeline job's name (lineage tag).
@@ -38,6 +41,7 @@ def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifa
     result = register_unlearned(unlearned.path, report.path, model_name, parent_version, job_id,
                                 job_name, Gates(max_forget_acc, max_retain_drop,
                                                 min_mia_efficacy, instance_max_test_drop,
-                                                instance_auc_z), deletion_batch, promote)
+                                                instance_auc_z, instance_auc_one_sided),
+                                deletion_batch, promote)
     print(json.dumps(result))
     return result["version"]

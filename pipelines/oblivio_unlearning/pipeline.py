@@ -94,6 +94,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         min_mia_efficacy: float = 0.9,
         instance_max_test_drop: float = 0.005,
         instance_auc_z: float = 2.576,
+        instance_auc_one_sided: bool = False,
         instance_method: str = "match",
         instance_max_steps: int = 200,
         instance_ablation: str = "adv+imp",
@@ -143,6 +144,9 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             instance_auc_z: Gate, instance branch: how many of its spreads the loss attack's
                 AUC (forgotten vs unseen images) may lie from 0.5; a retrain stays within 2.576
                 99% of the time.
+            instance_auc_one_sided: Gate, instance branch: fail only a result still more
+                familiar than unseen images; for requests of mislabelled or poisoned images,
+                which a retrain makes stranger than unseen ones.
             instance_method: Instance branch: match (behave on the images like a retrain) or
                 l2ul (push them off their labels: for mislabelled or memorised images).
             instance_max_steps: Instance branch, match: cap on steps.
@@ -190,7 +194,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     deletion_batch=deletion_batch, max_forget_acc=max_forget_acc,
                     max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
                     instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
-                    promote=promote, job_id=job_id, job_name=job_name), **cluster)
+                    instance_auc_one_sided=instance_auc_one_sided, promote=promote, job_id=job_id, job_name=job_name), **cluster)
                 registered.set_caching_options(False)  # never skip a registration
 
             samples = _configure(sample_data(

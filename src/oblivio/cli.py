@@ -330,6 +330,9 @@ def run(
         help="Gate for sample ids: test accuracy drop.")] = 0.005,
     instance_auc_z: Annotated[float, typer.Option(
         help="Gate for sample ids: spreads the loss attack's AUC may lie from 0.5.")] = 2.576,
+    instance_auc_one_sided: Annotated[bool, typer.Option(
+        help="Gate for sample ids: fail only a result still familiar (mislabelled or poisoned "
+             "images, which a retrain makes stranger than unseen ones).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Run the unlearning pipeline locally (kfp.local) against the local MLflow."""
@@ -341,7 +344,8 @@ def run(
                        max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
                        min_mia_efficacy=min_mia_efficacy,
                        instance_max_test_drop=instance_max_test_drop,
-                       instance_auc_z=instance_auc_z)
+                       instance_auc_z=instance_auc_z,
+                       instance_auc_one_sided=instance_auc_one_sided)
     print(result["report"])
     print(f"forgot {result['forgot']}")
     print_lineage(model_name)
@@ -385,6 +389,9 @@ def promote(
         help="Gate for sample ids: test accuracy drop.")] = 0.005,
     instance_auc_z: Annotated[float, typer.Option(
         help="Gate for sample ids: spreads the loss attack's AUC may lie from 0.5.")] = 2.576,
+    instance_auc_one_sided: Annotated[bool, typer.Option(
+        help="Gate for sample ids: fail only a result still familiar (mislabelled or poisoned "
+             "images, which a retrain makes stranger than unseen ones).")] = False,
 ) -> None:
     """Make VERSION the champion if it passes the gates and honours every deletion the
     current champion honours (also how to roll back)."""
@@ -394,7 +401,8 @@ def promote(
 
     connect()
     print(run_promote(name, version, Gates(max_forget_acc, max_retain_drop, min_mia_efficacy,
-                                           instance_max_test_drop, instance_auc_z)))
+                                           instance_max_test_drop, instance_auc_z,
+                                           instance_auc_one_sided)))
 
 
 if __name__ == "__main__":

@@ -23,13 +23,17 @@ class Gates:
     the loss attack's AUC (forgotten vs unseen images) within ``instance_auc_z`` of its
     spread of 0.5, the band a model retrained without the images lands in 99% of the time at
     the default; misclassifying deleted images is not required, and a model that makes them
-    look stranger than unseen images fails too."""
+    look stranger than unseen images fails too, unless ``instance_auc_one_sided``: a retrain
+    makes mislabelled images far stranger than unseen ones (their wrong labels cost it a high
+    loss), so a request of mislabelled or poisoned images can only be held to "no longer
+    familiar"."""
 
     max_forget_acc: float = 0.01
     max_retain_drop: float = 0.025
     min_mia_efficacy: float = 0.9
     instance_max_test_drop: float = 0.005
     instance_auc_z: float = 2.576
+    instance_auc_one_sided: bool = False
 
     def as_params(self) -> dict[str, float]:
         return asdict(self)
@@ -69,7 +73,8 @@ def _instance_failures(metrics: dict[str, float], gates: Gates) -> list[str]:
     auc, sd = metrics["mia_loss_auc"], metrics.get("mia_loss_auc_sd")
     if sd is None:
         failures.append("no spread of the loss-attack AUC recorded")
-    elif abs(auc - 0.5) > gates.instance_auc_z * sd:
+    elif abs(auc - 0.5) > gates.instance_auc_z * sd and not (
+            gates.instance_auc_one_sided and auc < 0.5):
         side = "still familiar" if auc > 0.5 else "stranger than unseen images"
         failures.append(f"loss-attack AUC {auc:.3f} outside 0.5 +- {gates.instance_auc_z * sd:.3f}"
                         f" ({side})")
