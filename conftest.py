@@ -69,6 +69,39 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         yield uri
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on loopback (Debian's package, which `make test` installs);
+    yields its SQLAlchemy URL. Outside `make test` a machine without it skips these tests."""
+    import os
+
+    from tests.servers import postgres_bin, start_postgres
+
+    if postgres_bin() is None:
+        if os.environ.get("OBLIVIO_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL missing: `make test` installs Debian's postgresql")
+        pytest.skip("PostgreSQL is not installed (make test installs it)")
+    with start_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty ledger database: SQLite in a file, or a new database on the session's
+    PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    from sqlalchemy import create_engine, text
+
+    server = request.getfixturevalue("postgres")
+    name = f"ledger_{tmp_path.name.lower().replace('-', '_')[:40]}"
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return server.rsplit("/", 1)[0] + f"/{name}"
+
+
 @pytest.fixture()
 def tracked(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The session's MLflow server as this test's tracking URI, with its own oblivio home."""

@@ -43,3 +43,44 @@ def start_mlflow_server(root: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def postgres_bin() -> Path | None:
+    """The directory of PostgreSQL's server binaries (Debian's package), or None."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@contextlib.contextmanager
+def start_postgres() -> Iterator[str]:
+    """A real PostgreSQL server of its own (initdb + pg_ctl, trust auth, loopback only, in a
+    temporary directory removed afterwards); yields a SQLAlchemy URL. As root the server runs
+    as the package's ``postgres`` user, since PostgreSQL refuses to run as root (and its
+    directory is then outside pytest's, which only root may enter)."""
+    import os
+    import shutil
+    import tempfile
+
+    binaries = postgres_bin()
+    if binaries is None:
+        raise RuntimeError("PostgreSQL is not installed: run `make test` (it installs it)")
+    root = Path(tempfile.mkdtemp(prefix="oblivio-postgres-"))
+    data, sockets = root / "data", root / "sockets"
+    sockets.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+    port = free_port()
+    ctl = [*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-w", "-l",
+           str(root / "postgres.log")]
+    try:
+        subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data), "-U", "oblivio",
+                        "-A", "trust", "--no-sync"], check=True, capture_output=True)
+        subprocess.run([*ctl, "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} "
+                        "-c fsync=off", "start"], check=True, capture_output=True)
+        yield f"postgresql+psycopg://oblivio@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""The deletion-request ledger: intake, exactly-once batches, audit."""

@@ -1,0 +1,71 @@
+"""The ledger's schema (SQLAlchemy Core): deletion requests, the images or classes each names,
+and the batches that honour them.
+
+``items`` holds one row per image or class of every request that is pending, claimed or
+honoured, keyed by (model, kind, item): the database itself refuses a second request for the
+same image, so two intakes at once cannot both accept it. A request that fails for good gives
+its items back.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+#: a request's life: pending -> claimed (in a batch) -> honoured, or back to pending on a
+#: failed attempt, or failed after the last allowed attempt
+STATES = ("pending", "claimed", "honoured", "failed")
+#: a batch's: claimed (under a lease) -> completed or failed
+BATCH_STATES = ("claimed", "completed", "failed")
+
+batches = Table(
+    "batches", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("model_name", String(256), nullable=False, index=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("owner", String(256), nullable=False),
+    Column("lease_until", DateTime(timezone=True), nullable=False),
+    Column("claims", Integer, nullable=False),  # 1 + times taken over after a lease expired
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("ids_sha256", String(64)),  # the union of its image requests, as run
+    Column("versions", Text),  # versions registered for it, comma-separated
+    Column("error", Text),
+)
+
+requests = Table(
+    "requests", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("model_name", String(256), nullable=False, index=True),
+    Column("kind", String(8), nullable=False),  # "ids" or "classes"
+    Column("count", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the sorted ids (or class indices)
+    Column("ticket", String(256), index=True),
+    Column("deadline", Date),
+    Column("state", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("batch_id", String(40), ForeignKey("batches.id")),
+    Column("version", String(32)),  # the model version that first honoured it
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("honoured_at", DateTime(timezone=True)),
+)
+
+items = Table(
+    "items", metadata,
+    Column("model_name", String(256), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("item", String(256), primary_key=True),  # a sample id, or a class index
+    Column("request_id", String(40), ForeignKey("requests.id"), nullable=False, index=True),
+)
