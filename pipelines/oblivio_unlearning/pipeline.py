@@ -100,7 +100,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         instance_ablation: str = "adv+imp",
         instance_max_epochs: int = 300,
         promote: bool = True,
-        deletion_batch: str = "none",
+        deletion_batch: str = "",
         device: str = "auto",
         gpu_count: str = "1",
         compute_cpu: str = "4",
@@ -153,7 +153,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             instance_ablation: Instance branch, l2ul: adv+imp, adv or naive.
             instance_max_epochs: Instance branch, l2ul: cap on epochs over the request.
             promote: Make the new version champion when the gates pass.
-            deletion_batch: Id of the deletion batch this run honours.
+            deletion_batch: Id of the deletion batch this run honours (empty for none): a
+                version registered under it already is returned, never made twice.
             device: cpu, cuda or auto.
             gpu_count: GPUs (nvidia.com/gpu) for the steps that run the model, e.g. "1".
             compute_cpu: CPU request of the steps that run the model (the others ask for 1).

@@ -405,5 +405,157 @@ def promote(
                                            instance_auc_one_sided)))
 
 
+
+requests_app = typer.Typer(help="Deletion requests: intake and the ledger.", no_args_is_help=True)
+app.add_typer(requests_app, name="requests")
+batch_app = typer.Typer(help="Deletion batches: honour what is pending.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+ModelName = Annotated[str, typer.Option(help="Registered model name.")]
+DataOption = Annotated[str | None, typer.Option(
+    help="Dataset (default: Fashion-MNIST, converted under the oblivio home).")]
+
+
+def _local_model(name: str, data: str | None, epochs: int = 1, device: str = "auto") -> str:
+    """The dataset, with ``name`` registered: on a fresh machine the original is trained on
+    Fashion-MNIST and registered first, as ``oblivio run`` does."""
+    from pathlib import Path
+
+    from oblivio.tracking.store import oblivio_home
+    from oblivio_pipeline.local import ensure_dataset, ensure_registered
+
+    dataset = Path(data) if data else ensure_dataset(oblivio_home(),
+                                                     "/usr/share/datasets/fashion-mnist")
+    ensure_registered(name, dataset, oblivio_home(), "resnet18", epochs, device)
+    return str(dataset)
+
+
+@requests_app.command("submit")
+@one_line_errors
+def requests_submit(
+    ids: Annotated[str | None, typer.Option(
+        help="Text or Parquet file (or s3:// URI) of training sample ids to delete.")] = None,
+    classes: Annotated[str | None, typer.Option(
+        help="Classes to forget: indices or names, e.g. 7,Sneaker.")] = None,
+    ticket: Annotated[str | None, typer.Option(help="Your reference, e.g. GDPR-2026-114.")] = None,
+    deadline: Annotated[str | None, typer.Option(help="Honour by (YYYY-MM-DD).")] = None,
+    model_name: ModelName = "fashion-classifier",
+    data: DataOption = None,
+) -> None:
+    """Check a request against the champion and the dataset, record it as pending, print its
+    id. Unknown, test-split or duplicate ids, classes already forgotten, anything already
+    requested: one error line, nothing recorded."""
+    from datetime import date
+
+    from oblivio.ledger.intake import submit_request
+    from oblivio.ledger.store import Ledger
+
+    try:
+        due = date.fromisoformat(deadline) if deadline else None
+    except ValueError:
+        raise OblivioError(f"--deadline {deadline!r} is not a date (YYYY-MM-DD)") from None
+    ledger = Ledger()
+    if (ids is None) == (classes is None):
+        raise OblivioError("a request names sample ids (--ids) or classes (--classes), one of them")
+    request = submit_request(ledger, model_name, _local_model(model_name, data), ids, classes,
+                             ticket, due)
+    print(request.id)
+
+
+@requests_app.command("list")
+@one_line_errors
+def requests_list(
+    state: Annotated[str | None, typer.Option(
+        help="pending, claimed, honoured or failed.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Only this model's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
+) -> None:
+    """The ledger's requests, oldest first."""
+    from oblivio.ledger.store import Ledger
+
+    found = Ledger().find(state=state, model_name=model_name)
+    if as_json:
+        for r in found:
+            print(json.dumps(r.as_dict()))
+        return
+    print(f"{'request':<16} {'model':<20} {'kind':<7} {'count':>6} {'state':<9} {'tries':>5} "
+          f"{'ticket':<16} {'deadline':<10} {'version':>7}  last error")
+    for r in found:
+        print(f"{r.id:<16} {r.model_name:<20} {r.kind:<7} {r.count:>6} {r.state:<9} "
+              f"{r.attempts:>5} {r.ticket or '-':<16} "
+              f"{r.deadline.isoformat() if r.deadline else '-':<10} {r.version or '-':>7}  "
+              f"{(r.last_error or '-')[:80]}")
+
+
+@batch_app.command("run")
+@one_line_errors
+def batch_run(
+    model_name: ModelName = "fashion-classifier",
+    data: DataOption = None,
+    lease_minutes: Annotated[int, typer.Option(
+        help="How long the claim holds before another run may take the batch over.")] = 360,
+    max_attempts: Annotated[int, typer.Option(
+        help="Attempts before a request is marked failed.")] = 3,
+    epochs: Annotated[int, typer.Option(
+        help="Epochs of the original model when it has to be trained first.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """Honour every pending request once: claim them, forget the classes then the images from
+    the champion (the pipeline, locally), promote, mark them honoured. Nothing pending: no
+    run, exit 0."""
+    from datetime import timedelta
+
+    from oblivio.ledger.store import Ledger
+    from oblivio_pipeline.batch import run_batch
+
+    if lease_minutes < 1 or max_attempts < 1:
+        raise OblivioError("--lease-minutes and --max-attempts must be at least 1")
+    ledger = Ledger()
+    dataset = _local_model(model_name, data, epochs, device)
+    result = run_batch(model_name, dataset, timedelta(minutes=lease_minutes), max_attempts,
+                       ledger, device=device)
+    if result.batch is None:
+        print("nothing pending")
+        return
+    for report in result.reports:
+        print(report)
+    done = ", ".join(f"{kind} by version {v}" for kind, v in result.honoured.items())
+    print(f"{result.batch}: honoured {len(result.requests)} request(s): {done}")
+    print_lineage(model_name)
+
+
+@app.command()
+@one_line_errors
+def audit(
+    ticket: Annotated[str | None, typer.Option(help="A request's ticket.")] = None,
+    sample_id: Annotated[str | None, typer.Option(help="A training sample id.")] = None,
+    class_: Annotated[str | None, typer.Option("--class", help="A class index or name.")] = None,
+    model_name: ModelName = "fashion-classifier",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON.")] = False,
+) -> None:
+    """Which versions honour a request (by ticket, image or class), since when, whether the
+    champion does, and the evidence of each."""
+    from oblivio.ledger.audit import audit as run_audit
+    from oblivio.ledger.audit import render
+    from oblivio.ledger.store import Ledger
+
+    index = None
+    if class_ is not None:
+        from oblivio.tracking.registry import CHAMPION, download_model_dir
+
+        if class_.isdigit():
+            index = int(class_)
+        else:  # a name: the champion's own class names say which index
+            from oblivio.models.checkpoint import read_config
+
+            names = read_config(download_model_dir(f"models:/{model_name}@{CHAMPION}"))[
+                "class_names"]
+            if class_ not in names:
+                raise OblivioError(f"unknown class {class_!r}; classes: {', '.join(names)}")
+            index = names.index(class_)
+    entries = run_audit(Ledger(), model_name, ticket=ticket, sample_id=sample_id,
+                        class_index=index)
+    print(json.dumps(entries, indent=1, default=str) if as_json else render(entries))
+
+
 if __name__ == "__main__":
     app()

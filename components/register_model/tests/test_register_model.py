@@ -14,23 +14,32 @@ def test_registers_with_lineage_and_promotes_through_the_gates(
     evaluate_unlearned(str(projected), str(data), tmp_path / "report", str(model_dir), "cpu")
     log_report(job, str(tmp_path / "report"))  # what the evaluate step leaves in the run
 
-    def register(max_forget_acc: float) -> str:
+    def register(max_forget_acc: float, batch: str, promote: bool = True) -> str:
         return register_model.python_func(
             unlearned=dsl.Model(uri=str(projected)),
             report=dsl.Artifact(uri=str(tmp_path / "report")), model_name=registered,
-            parent_version="1", deletion_batch="batch-7", max_forget_acc=max_forget_acc,
+            parent_version="1", deletion_batch=batch, max_forget_acc=max_forget_acc,
             max_retain_drop=1.0, min_mia_efficacy=0.0, instance_max_test_drop=0.005,
-            instance_auc_z=2.576, instance_auc_one_sided=False, promote=True, job_id=job,
+            instance_auc_z=2.576, instance_auc_one_sided=False, promote=promote, job_id=job,
             job_name="oblivio-unlearning-1")
 
-    assert register(-1.0) == "2"  # no forget accuracy is below -1: the gate fails
+    assert register(-1.0, "batch-6") == "2"  # no forget accuracy is below -1: the gate fails
     failed = client().get_model_version(registered, "2")
     assert failed.tags["oblivio.gate"].startswith("failed")
     assert str(client().get_model_version_by_alias(registered, CHAMPION).version) == "1"
-    assert register(1.0) == "3"
+    assert register(1.0, "batch-7") == "3"
     version = client().get_model_version(registered, "3")
     assert version.tags["oblivio.parent_version"] == "1"
     assert version.tags["oblivio.forget_classes"] == "1"
     assert version.tags["oblivio.deletion_batch"] == "batch-7"
     assert version.tags["oblivio.gate"] == "passed"
     assert str(client().get_model_version_by_alias(registered, CHAMPION).version) == "3"
+    # a re-run of a batch registered already (its run died before recording the outcome)
+    # gets the same version back: no second one
+    assert register(1.0, "batch-7") == "3"
+    assert len(client().search_model_versions(f"name = '{registered}'")) == 3
+    # registered but not promoted when the run died: the re-run promotes it
+    assert register(1.0, "batch-8", promote=False) == "4"
+    assert str(client().get_model_version_by_alias(registered, CHAMPION).version) == "3"
+    assert register(1.0, "batch-8") == "4"
+    assert str(client().get_model_version_by_alias(registered, CHAMPION).version) == "4"

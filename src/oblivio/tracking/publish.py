@@ -48,10 +48,18 @@ def register_unlearned(model_dir: str, report_dir: str, name: str, parent_versio
                        promote_if_passed: bool = True) -> dict:
     """Register ``model_dir`` as a new version of ``name`` (alias ``candidate``) with lineage
     tags and the gate verdict; make it ``champion`` when the gates pass and it honours every
-    deletion of the current champion."""
+    deletion of the current champion. Idempotent per ``deletion_batch``: a version already
+    registered for it (a run that died before recording its outcome) is returned instead, and
+    promoted if it passed and was not yet."""
     import mlflow
 
     connect()
+    if deletion_batch:
+        existing = version_for_batch(name, deletion_batch)
+        if existing is not None:
+            return finish_registration(name, existing.version,
+                                       existing.tags.get(f"{TAG}gate", ""), gates,
+                                       promote_if_passed, already=True)
     config = read_config(model_dir)
     prov = config.get("provenance", {})
     report = json.loads(Path(report_dir, "report.json").read_text())
@@ -74,16 +82,38 @@ def register_unlearned(model_dir: str, report_dir: str, name: str, parent_versio
         gate=verdict(failures))
     with mlflow.start_run(run_id=run_id_of(job_id)):
         version = log_model_version(model_dir, name, lineage, alias=CANDIDATE)
-    result = {"name": name, "version": str(version.version), "gate": lineage.gate,
-              "champion": False, "promotion": "gates failed: not promoted"}
-    if not failures and promote_if_passed:
+    return finish_registration(name, str(version.version), lineage.gate, gates, promote_if_passed)
+
+
+def finish_registration(name: str, version: str, gate: str, gates: Gates,
+                        promote_if_passed: bool, already: bool = False) -> dict:
+    """Promote a registered version when its gates passed; record and return the outcome."""
+    result = {"name": name, "version": str(version), "gate": gate, "champion": False,
+              "promotion": "gates failed: not promoted", "already_registered": already}
+    if gate == "passed" and promote_if_passed:
         try:
-            result["promotion"] = promote(name, str(version.version), gates)
+            result["promotion"] = promote(name, str(version), gates)
             result["champion"] = True
         except OblivioError as exc:
             result["promotion"] = str(exc)
     elif not promote_if_passed:
         result["promotion"] = "promotion not requested"
-    client().set_model_version_tag(name, str(version.version), f"{TAG}promotion",
+    client().set_model_version_tag(name, str(version), f"{TAG}promotion",
                                    result["promotion"][:5000])
     return result
+
+
+def version_for_batch(name: str, deletion_batch: str):
+    """The version of ``name`` registered for ``deletion_batch``, or None."""
+    import re
+
+    from mlflow.exceptions import MlflowException
+
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,200}", deletion_batch):
+        raise OblivioError(f"deletion batch id {deletion_batch!r}: letters, digits and ._:- only")
+    try:
+        found = client().search_model_versions(
+            f"name = '{name}' and tags.`{TAG}deletion_batch` = '{deletion_batch}'")
+    except MlflowException as exc:
+        raise OblivioError(f"{name}: {exc.message.splitlines()[0]}") from None
+    return min(found, key=lambda v: int(v.version)) if found else None
