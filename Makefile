@@ -8,7 +8,7 @@ IDX_DIR ?= /usr/share/datasets/fashion-mnist
 OBLIVIO_HOME ?= $(HOME)/.oblivio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup lock fashion-mnist lint test demo clean
+.PHONY: setup lock fashion-mnist postgresql lint test demo clean
 
 setup: $(STAMP)
 
@@ -40,18 +40,35 @@ fashion-mnist:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
+# PostgreSQL's server binaries (Debian's package) for the ledger's tests, which start their own
+# server on loopback; installed only when missing.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql; \
+	fi
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup fashion-mnist lint
-	$(VENV)/bin/pytest
+test: setup fashion-mnist postgresql lint
+	OBLIVIO_REQUIRE_POSTGRES=1 $(VENV)/bin/pytest
 
-# The main job, locally: on a fresh machine it converts Fashion-MNIST, trains and registers the
-# original model (MLflow on SQLite under $(OBLIVIO_HOME)), then runs the Kubeflow pipeline with
-# kfp's local runner: forget a class, evaluate, register, promote. Each further run forgets the
-# next class the champion still knows, extending the lineage.
+# The main job, locally, as a platform engineer runs it: on a fresh machine it converts
+# Fashion-MNIST, trains and registers the original model (MLflow on SQLite under
+# $(OBLIVIO_HOME)); then two deletion requests go into the ledger (the next class the champion
+# still knows, and 32 random training images), one deletion batch honours both with the Kubeflow
+# pipeline under kfp's local runner (forget, evaluate, register, promote), and the lineage and
+# the audit show which versions honour them. Each further run extends the lineage.
+DEMO_IDS = $(OBLIVIO_HOME)/demo-ids.txt
 demo: setup fashion-mnist
-	OBLIVIO_HOME=$(OBLIVIO_HOME) $(VENV)/bin/oblivio run
+	@set -e; export OBLIVIO_HOME=$(OBLIVIO_HOME); mkdir -p $(OBLIVIO_HOME); \
+	$(VENV)/bin/oblivio requests submit --classes next --ticket demo-class; \
+	$(PY) -c "import random; from oblivio.data.fashion_mnist import sample_ids; \
+	print('\n'.join(random.sample(sample_ids('train', 60000), 32)))" > $(DEMO_IDS); \
+	$(VENV)/bin/oblivio requests submit --ids $(DEMO_IDS) --ticket demo-images; \
+	$(VENV)/bin/oblivio requests list --state pending; \
+	$(VENV)/bin/oblivio batch run; \
+	$(VENV)/bin/oblivio audit --ticket demo-images
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -143,3 +143,15 @@ def test_an_unreachable_ledger_is_one_line(tmp_path) -> None:
     assert "\n" not in str(err.value) and "secret" not in str(err.value)
     with pytest.raises(OblivioError, match="not a database URL"):
         Ledger("no-such-scheme")
+
+
+def test_a_batch_whose_runs_keep_dying_fails(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    request = ledger.submit("m", "ids", ["train-1"], "d1")
+    first = ledger.claim("m", "run-1", timedelta(0), max_claims=2)
+    assert ledger.claim("m", "run-2", timedelta(0), max_claims=2).id == first.id
+    assert ledger.claim("m", "run-3", HOUR, max_claims=2) is None  # died twice: failed
+    failed = ledger.get(request.id)
+    assert failed.state == "failed" and "died 2 time(s)" in failed.last_error
+    assert ledger.batch_row(first.id)["state"] == "failed"
+    assert [r.id for r in ledger.claimed_in(first.id)] == []

@@ -28,6 +28,9 @@ from oblivio_pipeline.components import (
 #: URI is required (without it a step would fall back to a SQLite file inside its pod and fail
 #: later, confusingly), the credentials only where the servers ask for them.
 REQUIRED_SECRET_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
+#: The ledger's URL, required by the steps that read it (a step without it would open a SQLite
+#: file inside its pod: an empty ledger, silently).
+LEDGER_SECRET_ENV = {"OBLIVIO_LEDGER_URL": "OBLIVIO_LEDGER_URL"}
 SECRET_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
               "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
               "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
@@ -41,13 +44,16 @@ LIGHT_CPU, LIGHT_MEMORY = "1", "2Gi"
 
 def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
                node_selector: dict, tolerations: list, compute_cpu: str, compute_memory: str,
-               gpu_count: str | None = None, retries: int = 0) -> dsl.PipelineTask:
+               gpu_count: str | None = None, retries: int = 0,
+               ledger: bool = False) -> dsl.PipelineTask:
     """Credentials from the secret, scheduling from the parameters, resources (the steps that
     run the model, ``gpu_count`` given, ask for GPUs and the compute CPU and memory): Kubernetes
     settings, which kfp's local runner cannot resolve, so it gets none."""
     if on_cluster:
         kubernetes.use_secret_as_env(task, secret_name, REQUIRED_SECRET_ENV, optional=False)
         kubernetes.use_secret_as_env(task, secret_name, SECRET_ENV, optional=True)
+        if ledger:
+            kubernetes.use_secret_as_env(task, secret_name, LEDGER_SECRET_ENV, optional=False)
         kubernetes.add_node_selector_json(task, node_selector)
         kubernetes.add_toleration_json(task, tolerations)
         if gpu_count is not None:
@@ -195,7 +201,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     deletion_batch=deletion_batch, max_forget_acc=max_forget_acc,
                     max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
                     instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
-                    instance_auc_one_sided=instance_auc_one_sided, promote=promote, job_id=job_id, job_name=job_name), **cluster)
+                    instance_auc_one_sided=instance_auc_one_sided, promote=promote,
+                    job_id=job_id, job_name=job_name), **cluster)
                 registered.set_caching_options(False)  # never skip a registration
 
             samples = _configure(sample_data(

@@ -302,6 +302,35 @@ def pipeline_compile(
         print(f"wrote {path}")
 
 
+@pipeline_app.command("schedule")
+@one_line_errors
+def pipeline_schedule(
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://ml-pipeline:8888.")],
+    cron: Annotated[str, typer.Option(
+        help="Six fields, seconds first: '0 0 2 * * *' is every day at 02:00.")] =
+        "0 0 2 * * *",
+    experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "oblivio",
+    namespace: Annotated[str | None, typer.Option(
+        help="Kubeflow profile namespace (multi-user deployments).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="A pipeline parameter, NAME=VALUE (repeatable), e.g. dataset_uri=s3://...")] = None,
+) -> None:
+    """Upload the deletion-batch pipeline (a new version when it exists) and schedule it as a
+    recurring run (one at a time, no catch-up), replacing the previous schedule."""
+    from oblivio_pipeline.schedule import schedule
+
+    params = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise OblivioError(f"--param {item!r}: expected NAME=VALUE")
+        try:  # numbers, booleans, objects as the pipeline types them; anything else text
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    print(json.dumps(schedule(host, cron, experiment, params=params, namespace=namespace)))
+
+
 @app.command()
 @one_line_errors
 def run(
@@ -435,7 +464,8 @@ def requests_submit(
     ids: Annotated[str | None, typer.Option(
         help="Text or Parquet file (or s3:// URI) of training sample ids to delete.")] = None,
     classes: Annotated[str | None, typer.Option(
-        help="Classes to forget: indices or names, e.g. 7,Sneaker.")] = None,
+        help="Classes to forget: indices or names, e.g. 7,Sneaker; 'next': the next class the "
+             "champion still knows.")] = None,
     ticket: Annotated[str | None, typer.Option(help="Your reference, e.g. GDPR-2026-114.")] = None,
     deadline: Annotated[str | None, typer.Option(help="Honour by (YYYY-MM-DD).")] = None,
     model_name: ModelName = "fashion-classifier",
@@ -456,8 +486,12 @@ def requests_submit(
     ledger = Ledger()
     if (ids is None) == (classes is None):
         raise OblivioError("a request names sample ids (--ids) or classes (--classes), one of them")
-    request = submit_request(ledger, model_name, _local_model(model_name, data), ids, classes,
-                             ticket, due)
+    dataset = _local_model(model_name, data)
+    if classes == "next":
+        from oblivio_pipeline.local import next_class
+
+        classes = next_class(model_name)
+    request = submit_request(ledger, model_name, dataset, ids, classes, ticket, due)
     print(request.id)
 
 

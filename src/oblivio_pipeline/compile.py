@@ -7,10 +7,12 @@ from pathlib import Path
 
 from kfp import compiler
 
+from oblivio_pipeline.pipelines.oblivio_deletion_batch import deletion_batch_pipeline
 from oblivio_pipeline.pipelines.oblivio_unlearning import unlearning_pipeline
 
 #: Folder name under pipelines/ -> the pipeline.
-PIPELINES = {"oblivio_unlearning": unlearning_pipeline}
+PIPELINES = {"oblivio_unlearning": unlearning_pipeline,
+             "oblivio_deletion_batch": deletion_batch_pipeline}
 
 
 def compile_pipelines(out_dir: str | Path) -> list[Path]:

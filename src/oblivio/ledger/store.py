@@ -181,21 +181,29 @@ class Ledger:
 
     # batches ------------------------------------------------------------------------------
 
-    def claim(self, model_name: str, owner: str, lease: timedelta) -> Batch | None:
+    def claim(self, model_name: str, owner: str, lease: timedelta,
+              max_claims: int | None = None) -> Batch | None:
         """Take the oldest batch whose lease expired (its run died), or claim every pending
-        request of the model into a new batch; None when there is nothing to do."""
+        request of the model into a new batch; None when there is nothing to do. A batch
+        whose runs died ``max_claims`` times is failed instead of taken over again."""
         moment = now()
         with self._begin() as conn:
-            stale = conn.execute(
-                select(batches.c.id).where(batches.c.model_name == model_name,
-                                           batches.c.state == "claimed",
-                                           batches.c.lease_until < moment)
-                .order_by(batches.c.created_at).limit(1)
-                .with_for_update(skip_locked=True)).scalar()
-            if stale is not None:
-                conn.execute(update(batches).where(batches.c.id == stale).values(
+            while True:
+                stale = conn.execute(
+                    select(batches.c.id, batches.c.claims).where(
+                        batches.c.model_name == model_name, batches.c.state == "claimed",
+                        batches.c.lease_until < moment)
+                    .order_by(batches.c.created_at).limit(1)
+                    .with_for_update(skip_locked=True)).first()
+                if stale is None:
+                    break
+                if max_claims is not None and stale.claims >= max_claims:
+                    self._fail(conn, stale.id, f"its run died {stale.claims} time(s) before "
+                               "finishing", 1, moment)
+                    continue
+                conn.execute(update(batches).where(batches.c.id == stale.id).values(
                     owner=owner, lease_until=moment + lease, claims=batches.c.claims + 1))
-                return self._batch(conn, stale)
+                return self._batch(conn, stale.id)
             pending = conn.execute(
                 select(requests.c.id).where(requests.c.model_name == model_name,
                                             requests.c.state == "pending")
@@ -250,19 +258,28 @@ class Ledger:
     def fail(self, batch_id: str, reason: str, max_attempts: int) -> list[Request]:
         """Give the batch's still-claimed requests back: pending again, or failed (their items
         released for a new request) once they had ``max_attempts``. Returns them."""
-        moment = now()
         with self._begin() as conn:
-            claimed = conn.execute(select(requests).where(
-                requests.c.batch_id == batch_id, requests.c.state == "claimed")).all()
-            for row in claimed:
-                final = row.attempts >= max_attempts
-                conn.execute(update(requests).where(requests.c.id == row.id).values(
-                    state="failed" if final else "pending", last_error=reason[:4000]))
-                if final:
-                    conn.execute(delete(items).where(items.c.request_id == row.id))
-            self._finish_if_done(conn, batch_id, moment, "failed", reason[:4000])
+            return self._fail(conn, batch_id, reason, max_attempts, now())
+
+    def _fail(self, conn: Connection, batch_id: str, reason: str, max_attempts: int,
+              moment: datetime) -> list[Request]:
+        claimed = conn.execute(select(requests).where(
+            requests.c.batch_id == batch_id, requests.c.state == "claimed")).all()
+        for row in claimed:
+            final = row.attempts >= max_attempts
+            conn.execute(update(requests).where(requests.c.id == row.id).values(
+                state="failed" if final else "pending", last_error=reason[:4000]))
+            if final:
+                conn.execute(delete(items).where(items.c.request_id == row.id))
+        self._finish_if_done(conn, batch_id, moment, "failed", reason[:4000])
+        return [_request(r) for r in conn.execute(select(requests).where(
+            requests.c.id.in_([r.id for r in claimed])))]
+
+    def claimed_in(self, batch_id: str) -> list[Request]:
+        """The batch's requests not yet honoured or given back."""
+        with self._begin() as conn:
             return [_request(r) for r in conn.execute(select(requests).where(
-                requests.c.id.in_([r.id for r in claimed])))]
+                requests.c.batch_id == batch_id, requests.c.state == "claimed"))]
 
     @staticmethod
     def _finish_if_done(conn: Connection, batch_id: str, moment: datetime, state: str,

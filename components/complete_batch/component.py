@@ -1,0 +1,26 @@
+from oblivio_pipeline import component
+
+
+@component
+def complete_batch(model_name: str, batch_id: str, max_attempts: int,
+                   champion_version: str) -> str:
+    """The batch's last step, after every part was registered, promoted and settled: nothing
+    of it may be left claimed; anything that is gets settled here, or sent back with the reason.
+
+    Args:
+        model_name: Registered model the requests are for.
+        batch_id: The batch claim_batch returned.
+        max_attempts: Attempts before a request is marked failed.
+        champion_version: The champion after the last part (orders this step after it).
+
+    Returns:
+        The batch's state in the ledger.
+    """
+    from oblivio.ledger.batches import complete_step
+    from oblivio.ledger.store import Ledger
+
+    ledger = Ledger()
+    complete_step(ledger, model_name, batch_id, max_attempts)
+    state = ledger.batch_row(batch_id)["state"]
+    print(f"{batch_id}: {state}; champion is version {champion_version}")
+    return state

@@ -1,0 +1,29 @@
+from datetime import timedelta
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from oblivio.ledger.store import Ledger
+from oblivio.tracking.registry import CHAMPION, Lineage, log_model_version
+from oblivio.tracking.store import connect
+from oblivio_pipeline.components import complete_batch
+
+
+def test_completes_a_batch_once_every_part_is_champion(
+        registered: str, trained_rgb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger()
+    request = ledger.submit(registered, "ids", ["rgb/train/0000"], "d1")
+    batch = ledger.claim(registered, "run", timedelta(hours=1))
+    with mlflow.start_run(experiment_id=connect()):
+        log_model_version(trained_rgb[1], registered, Lineage(
+            "match", deletion_batch=f"{batch.id}.ids"), alias=CHAMPION)
+
+    def complete() -> str:
+        return complete_batch.python_func(model_name=registered, batch_id=batch.id,
+                                          max_attempts=3, champion_version="2")
+
+    assert complete() == "completed"
+    assert (ledger.get(request.id).state, ledger.get(request.id).version) == ("honoured", "2")
+    assert complete() == "completed"  # a retried step changes nothing

@@ -1,0 +1,141 @@
+"""The deletion-batch pipeline: what a recurring run executes. It claims every pending request
+from the ledger (skipping the rest when there is none), forgets the batch's classes and then its
+images with the unlearning pipeline (nested, the same steps and gates as a manual run; each
+part registers under its own deletion-batch key, so a re-run never makes a second version),
+settles the classes against the ledger, and completes the batch (settling the images).
+
+The images' part starts from the version the classes' part left as champion: settle_batch
+returns it, and ``dsl.OneOf`` carries it out of the branch that ran, which also orders the
+parts. complete_batch sits in both branches of the images' condition, not after a second
+``dsl.OneOf``, and that second branch is an If, not a ``dsl.Else``: kfp 2.17's compiler loses
+the condition's input otherwise. A part that fails (gates, promotion) sends the batch's
+requests back to pending with the reason; a run that dies leaves its lease to expire, and the
+next run takes the batch over.
+"""
+
+from kfp import dsl
+
+from oblivio_pipeline.components import claim_batch, complete_batch, settle_batch
+from oblivio_pipeline.pipelines.oblivio_unlearning.pipeline import (
+    _configure,
+    make_unlearning_pipeline,
+)
+
+
+def make_deletion_batch_pipeline(on_cluster: bool = True):
+    """The pipeline; ``on_cluster=False`` leaves out the Kubernetes settings."""
+    unlearning = make_unlearning_pipeline(on_cluster)
+
+    @dsl.pipeline(name="oblivio-deletion-batch",
+                  description="Honour every pending deletion request exactly once: claim them "
+                              "from the ledger, forget their classes then their images from the "
+                              "champion, register and promote through the gates, mark them "
+                              "honoured.")
+    def deletion_batch_pipeline(
+        model_name: str = "fashion-classifier",
+        dataset_uri: str = "s3://oblivio/datasets/fashion-mnist",
+        batch_root: str = "s3://oblivio/batches",
+        lease_minutes: int = 360,
+        max_attempts: int = 3,
+        class_method: str = "projection",
+        instance_method: str = "match",
+        instance_max_steps: int = 200,
+        max_forget_acc: float = 0.01,
+        max_retain_drop: float = 0.025,
+        min_mia_efficacy: float = 0.9,
+        instance_max_test_drop: float = 0.005,
+        instance_auc_z: float = 2.576,
+        instance_auc_one_sided: bool = False,
+        device: str = "auto",
+        gpu_count: str = "1",
+        compute_cpu: str = "4",
+        compute_memory: str = "16Gi",
+        node_selector: dict = {},  # noqa: B006 -- the pipeline's default, compiled, never mutated
+        tolerations: list = [],  # noqa: B006
+        secret_name: str = "oblivio-credentials",
+    ) -> None:
+        """One deletion batch, parameterised for the Kubeflow UI.
+
+        Args:
+            model_name: Registered model whose requests are honoured.
+            dataset_uri: Dataset the model was trained on (directory or s3:// URI).
+            batch_root: Folder or s3:// URI where each batch's sample ids are written.
+            lease_minutes: How long a claim holds before a later run may take the batch over
+                (longer than a run takes).
+            max_attempts: Attempts (failed batches, or runs that died) before a request is
+                marked failed.
+            class_method: Classes: projection or contrast.
+            instance_method: Images: match or l2ul.
+            instance_max_steps: Images, match: cap on steps.
+            max_forget_acc: Gate: highest forget-class test accuracy.
+            max_retain_drop: Gate: largest retain test accuracy drop vs the parent.
+            min_mia_efficacy: Gate: lowest MIA-efficacy (confidence), classes.
+            instance_max_test_drop: Gate, images: largest test accuracy drop vs the parent.
+            instance_auc_z: Gate, images: spreads the loss attack's AUC may lie from 0.5.
+            instance_auc_one_sided: Gate, images: fail only a result still familiar.
+            device: cpu, cuda or auto.
+            gpu_count: GPUs for the steps that run the model.
+            compute_cpu: CPU request of the steps that run the model.
+            compute_memory: Memory request of the steps that run the model.
+            node_selector: Node selector for every step.
+            tolerations: Tolerations for every step.
+            secret_name: Kubernetes secret with the ledger URL, MLflow and S3 credentials.
+        """
+        cluster = {"on_cluster": on_cluster, "secret_name": secret_name,
+                   "node_selector": node_selector, "tolerations": tolerations,
+                   "compute_cpu": compute_cpu, "compute_memory": compute_memory}
+        shared = {"model_name": model_name, "dataset_uri": dataset_uri,
+                  "class_method": class_method, "instance_method": instance_method,
+                  "instance_max_steps": instance_max_steps, "max_forget_acc": max_forget_acc,
+                  "max_retain_drop": max_retain_drop, "min_mia_efficacy": min_mia_efficacy,
+                  "instance_max_test_drop": instance_max_test_drop,
+                  "instance_auc_z": instance_auc_z,
+                  "instance_auc_one_sided": instance_auc_one_sided, "promote": True,
+                  "device": device, "gpu_count": gpu_count, "compute_cpu": compute_cpu,
+                  "compute_memory": compute_memory, "node_selector": node_selector,
+                  "tolerations": tolerations, "secret_name": secret_name}
+        claim = _configure(claim_batch(
+            model_name=model_name, batch_root=batch_root, lease_minutes=lease_minutes,
+            max_attempts=max_attempts, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), **cluster,
+            ledger=True)
+        claim.set_caching_options(False)  # the ledger changes between runs
+        batch_id = claim.outputs["batch_id"]
+
+        def settle(kind: str) -> dsl.PipelineTask:
+            task = _configure(settle_batch(model_name=model_name, batch_id=batch_id, kind=kind,
+                                           max_attempts=max_attempts), **cluster, retries=3,
+                              ledger=True)
+            task.set_caching_options(False)
+            return task.set_display_name(f"settle {kind}")
+
+        def complete(champion) -> dsl.PipelineTask:
+            task = _configure(complete_batch(model_name=model_name, batch_id=batch_id,
+                                             max_attempts=max_attempts,
+                                             champion_version=champion), **cluster, retries=3,
+                              ledger=True)
+            task.set_caching_options(False)
+            return task
+
+        with dsl.If(batch_id != ""):
+            with dsl.If(claim.outputs["forget_classes"] != ""):
+                forgot = unlearning(forget_classes=claim.outputs["forget_classes"],
+                                    forget_ids_uri="", model_alias="champion",
+                                    deletion_batch=claim.outputs["classes_key"], **shared)
+                classes_settled = settle("classes").after(forgot)
+            with dsl.Else(name="no-classes"):
+                no_classes = settle("classes")
+            start = dsl.OneOf(classes_settled.output, no_classes.output)
+            with dsl.If(claim.outputs["forget_ids_uri"] != ""):
+                erased = unlearning(forget_classes="", forget_ids_uri=claim.outputs[
+                    "forget_ids_uri"], model_alias=start,
+                    deletion_batch=claim.outputs["ids_key"], **shared)
+                complete(start).after(erased)
+            # a second If, not dsl.Else: kfp 2.17 cannot compile an Else whose tasks read a
+            # dsl.OneOf (it loses the condition's input)
+            with dsl.If(claim.outputs["forget_ids_uri"] == "", name="no-images"):
+                complete(start)
+
+    return deletion_batch_pipeline
+
+
+deletion_batch_pipeline = make_deletion_batch_pipeline()
