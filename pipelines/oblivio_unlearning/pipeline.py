@@ -51,7 +51,10 @@ def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
     settings, which kfp's local runner cannot resolve, so it gets none."""
     if on_cluster:
         kubernetes.use_secret_as_env(task, secret_name, REQUIRED_SECRET_ENV, optional=False)
-        kubernetes.use_secret_as_env(task, secret_name, SECRET_ENV, optional=True)
+        # promotion checks the ledger too: every step may read it, the batch steps must
+        kubernetes.use_secret_as_env(task, secret_name,
+                                     SECRET_ENV | ({} if ledger else LEDGER_SECRET_ENV),
+                                     optional=True)
         if ledger:
             kubernetes.use_secret_as_env(task, secret_name, LEDGER_SECRET_ENV, optional=False)
         kubernetes.add_node_selector_json(task, node_selector)

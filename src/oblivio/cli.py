@@ -559,6 +559,26 @@ def batch_run(
 
 @app.command()
 @one_line_errors
+def purge(
+    model_name: ModelName = "fashion-classifier",
+    dry_run: Annotated[bool, typer.Option(help="Tag and list, delete nothing.")] = False,
+) -> None:
+    """Tag every version that still knows data of an honoured request, and delete its weights
+    (registry entries and lineage stay, for the audit)."""
+    from oblivio.ledger.retention import purge as run_purge
+    from oblivio.ledger.store import Ledger
+
+    rows = run_purge(Ledger(), model_name, dry_run)
+    for row in rows:
+        state = ("would delete" if dry_run and not row["purged"] else
+                 f"purged {row['purged']}")
+        print(f"version {row['version']:>4}  {state}  knows {', '.join(row['knows'])}")
+    if not rows:
+        print("every version honours every honoured request")
+
+
+@app.command()
+@one_line_errors
 def audit(
     ticket: Annotated[str | None, typer.Option(help="A request's ticket.")] = None,
     sample_id: Annotated[str | None, typer.Option(help="A training sample id.")] = None,

@@ -116,6 +116,39 @@ def promote(name: str, version: str, gates: Gates | None = None) -> str:
         failures = check_gates(metrics, gates)
         if failures:
             raise OblivioError(f"refused: version {version} fails the gates ({verdict(failures)})")
+    _refuse_unhonoured(name, target, "refused")
     client().set_registered_model_alias(name, CHAMPION, target.version)
+    # checked again once the alias is set: another promotion and a batch may have honoured a
+    # request in between; the champion then goes to the newest version honouring everything
+    try:
+        _refuse_unhonoured(name, target, "reverted")
+    except OblivioError:
+        fallback = _newest_honouring(name)
+        if fallback is not None:
+            client().set_registered_model_alias(name, CHAMPION, fallback)
+        raise
     before = f" (was version {champion.version})" if champion is not None else ""
     return f"{name} version {version} is now {CHAMPION}{before}"
+
+
+def _newest_honouring(name: str) -> str | None:
+    from oblivio.ledger.retention import unhonoured
+    from oblivio.ledger.store import Ledger
+    from oblivio.tracking.registry import versions
+
+    ledger = Ledger()
+    for version in reversed(versions(name)):
+        if not unhonoured(ledger, name, version.tags):
+            return str(version.version)
+    return None
+
+
+def _refuse_unhonoured(name: str, target, verb: str) -> None:
+    """Deletion-monotone against the ledger: every honoured request must be forgotten."""
+    from oblivio.ledger.retention import unhonoured
+    from oblivio.ledger.store import Ledger
+
+    missing = unhonoured(Ledger(), name, target.tags)
+    if missing:
+        raise OblivioError(f"{verb}: version {target.version} still knows what honoured deletion "
+                           f"request(s) {', '.join(missing[:5])} removed")

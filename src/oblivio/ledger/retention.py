@@ -1,0 +1,77 @@
+"""What the ledger demands of model versions: once a request is honoured, no version that still
+knows its data may become champion again, and such versions' weights can be deleted
+(``oblivio purge``) while their registry entries stay for the audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from oblivio.errors import OblivioError
+from oblivio.ledger.store import Ledger
+
+KNOWS_DELETED, PURGED = "knows_deleted", "purged"
+
+
+def unhonoured(ledger: Ledger, model_name: str, tags: dict[str, str]) -> list[str]:
+    """The honoured requests of ``model_name`` that a version with these lineage tags has not
+    forgotten (a class request: each of its classes; an image request: the batch of images it
+    was honoured in)."""
+    from oblivio.tracking.registry import forgotten
+
+    classes, batches = forgotten(tags)
+    missing = []
+    digests: dict[str, str | None] = {}
+    for request in ledger.find(state="honoured", model_name=model_name):
+        if request.kind == "classes":
+            if not {int(c) for c in ledger.items_of(request.id)} <= classes:
+                missing.append(request.id)
+            continue
+        if request.batch_id not in digests:
+            digests[request.batch_id] = ledger.batch_row(request.batch_id)["ids_sha256"]
+        if digests[request.batch_id] not in batches:
+            missing.append(request.id)
+    return missing
+
+
+def purge(ledger: Ledger, model_name: str, dry_run: bool = True) -> list[dict]:
+    """Tag every version that still knows honoured data (``oblivio.knows_deleted``: the
+    requests), and unless ``dry_run`` delete its logged model's artifacts (the weights) and tag
+    it ``oblivio.purged``. The champion is never purged: it would be a violation, reported."""
+    from oblivio.tracking.registry import CHAMPION, TAG, client, versions
+    from oblivio.tracking.store import connect
+
+    connect()
+    aliases = client().get_registered_model(model_name).aliases
+    champion = str(aliases.get(CHAMPION, ""))
+    rows = []
+    for version in versions(model_name):
+        number = str(version.version)
+        missing = unhonoured(ledger, model_name, version.tags)
+        if not missing:
+            continue
+        if number == champion:
+            raise OblivioError(f"{model_name} version {number} is {CHAMPION} but does not honour "
+                               f"{', '.join(missing)}: promote a version that does first")
+        client().set_model_version_tag(model_name, number, f"{TAG}{KNOWS_DELETED}",
+                                       ",".join(missing)[:5000])
+        done = version.tags.get(f"{TAG}{PURGED}")
+        if not dry_run and not done:
+            _delete_weights(version)
+            done = datetime.now(UTC).isoformat(timespec="seconds")
+            client().set_model_version_tag(model_name, number, f"{TAG}{PURGED}", done)
+        rows.append({"version": number, "knows": missing, "purged": done,
+                     "aliases": sorted(a for a, v in aliases.items() if str(v) == number)})
+    return rows
+
+
+def _delete_weights(version) -> None:
+    """Delete the artifacts of the version's logged model (its weights, in both forms)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from oblivio.tracking.registry import client
+
+    model_id = getattr(version, "model_id", None)
+    if not model_id:
+        raise OblivioError(f"version {version.version} has no logged model to purge")
+    location = client().get_logged_model(model_id).artifact_location
+    get_artifact_repository(location).delete_artifacts()
