@@ -71,7 +71,10 @@ def _delete_weights(version) -> None:
     from oblivio.tracking.registry import client
 
     model_id = getattr(version, "model_id", None)
-    if not model_id:
-        raise OblivioError(f"version {version.version} has no logged model to purge")
-    location = client().get_logged_model(model_id).artifact_location
+    if not model_id and (version.source or "").startswith("models:/m-"):
+        model_id = version.source.removeprefix("models:/").split("/")[0]
+    if not model_id:  # registered from a run's artifacts, before logged models
+        location = version.source
+    else:
+        location = client().get_logged_model(model_id).artifact_location
     get_artifact_repository(location).delete_artifacts()
