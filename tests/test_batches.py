@@ -24,7 +24,7 @@ FAST = {**LENIENT, **SMALL, "instance_max_steps": 5, "device": "cpu"}
 
 
 def submit(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["requests", "submit", "--model-name", "tiny", *args])
+    result = runner.invoke(app, ["requests", "submit", "--model-name", "batched", *args])
     return result.exit_code, result.stdout.strip(), result.stderr.strip()
 
 
@@ -34,7 +34,7 @@ def test_requests_are_honoured_once_through_a_killed_run(
 
     data, model_dir = trained_rgb
     monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
-    register_original("tiny", model_dir)
+    register_original("batched", model_dir)
     ids = ["rgb/train/0000", "rgb/train/0061", "rgb/train/0122"]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     (tmp_path / "test-ids.txt").write_text("rgb/test/0001\n")
@@ -69,51 +69,51 @@ def test_requests_are_honoured_once_through_a_killed_run(
 
     monkeypatch.setattr(Ledger, "honour", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_batch("tiny", str(data), lease=timedelta(0), **FAST)
+        run_batch("batched", str(data), lease=timedelta(0), **FAST)
     monkeypatch.setattr(Ledger, "honour", real_honour)
-    assert [r["version"] for r in lineage("tiny")] == ["1", "2", "3"]
+    assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]
     assert Ledger().get(class_request).state == "honoured"
     assert Ledger().get(ids_request).state == "claimed"
-    result = run_batch("tiny", str(data), **FAST)
+    result = run_batch("batched", str(data), **FAST)
     assert result.honoured == {"ids": "3"} and result.reports == []  # no second run
-    assert [r["version"] for r in lineage("tiny")] == ["1", "2", "3"]
+    assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]
     ledger = Ledger()
     assert (ledger.get(class_request).version, ledger.get(ids_request).version) == ("2", "3")
     assert ledger.batch_row(ledger.get(ids_request).batch_id)["claims"] == 2
-    assert str(client().get_model_version_by_alias("tiny", CHAMPION).version) == "3"
+    assert str(client().get_model_version_by_alias("batched", CHAMPION).version) == "3"
     # nothing pending: no run, no version, exit 0
-    nothing = runner.invoke(app, ["batch", "run", "--model-name", "tiny", "--data", str(data)])
+    nothing = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data)])
     assert nothing.exit_code == 0 and nothing.stdout.strip() == "nothing pending"
 
     # the audit: by ticket, image and class; version 3 honours both (it descends from 2)
     code, _, err = submit("--data", str(data), "--ids", str(tmp_path / "ids.txt"))
-    assert code == 2 and "already forgotten by tiny version 3" in err
-    by_sample = json.loads(runner.invoke(app, ["audit", "--model-name", "tiny", "--sample-id",
+    assert code == 2 and "already forgotten by batched version 3" in err
+    by_sample = json.loads(runner.invoke(app, ["audit", "--model-name", "batched", "--sample-id",
                                                ids[1], "--json"]).stdout)
     assert [e["request"]["id"] for e in by_sample] == [ids_request]
     assert by_sample[0]["first_version"] == "3" and by_sample[0]["champion_honours"]
     assert [v["version"] for v in by_sample[0]["versions"]] == ["3"]
     assert by_sample[0]["versions"][0]["method"] == "match"
     assert "mia_loss_auc" in by_sample[0]["versions"][0]["evidence"]
-    by_class = json.loads(runner.invoke(app, ["audit", "--model-name", "tiny", "--class", "1",
+    by_class = json.loads(runner.invoke(app, ["audit", "--model-name", "batched", "--class", "1",
                                               "--json"]).stdout)
     assert [v["version"] for v in by_class[0]["versions"]] == ["2", "3"]
     assert by_class[0]["versions"][0]["gate"] == "passed"
-    text = runner.invoke(app, ["audit", "--model-name", "tiny", "--ticket", "T-2"])
+    text = runner.invoke(app, ["audit", "--model-name", "batched", "--ticket", "T-2"])
     assert text.exit_code == 0 and "champion (version 3) honours it" in text.stdout
-    missing = runner.invoke(app, ["audit", "--model-name", "tiny", "--ticket", "T-404"])
+    missing = runner.invoke(app, ["audit", "--model-name", "batched", "--ticket", "T-404"])
     assert missing.exit_code == 2 and "no request for ticket T-404" in missing.stderr
 
     # a gate that fails sends the request back with the reason; MLflow down claims nothing
     code, gated, _ = submit("--data", str(data), "--classes", "2")
     with pytest.raises(OblivioError, match=r"did not become champion: failed: forget accuracy"
                                            r".*1 request\(s\) back to pending"):
-        run_batch("tiny", str(data), **{**FAST, "max_forget_acc": -1.0})
+        run_batch("batched", str(data), **{**FAST, "max_forget_acc": -1.0})
     back = Ledger().get(gated)
     assert (back.state, back.attempts) == ("pending", 1) and "forget accuracy" in back.last_error
-    assert str(client().get_model_version_by_alias("tiny", CHAMPION).version) == "3"
+    assert str(client().get_model_version_by_alias("batched", CHAMPION).version) == "3"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
-    down = runner.invoke(app, ["batch", "run", "--model-name", "tiny", "--data", str(data)])
+    down = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data)])
     assert down.exit_code == 2 and down.stderr.startswith("error: MLflow at http://127.0.0.1:")
     assert len(down.stderr.strip().splitlines()) == 1
     assert (Ledger().get(gated).state, Ledger().get(gated).attempts) == ("pending", 1)

@@ -45,3 +45,27 @@ def test_settles_a_part_by_its_champion_version_or_sends_it_back(
         settle("images")
     assert complete_batch.python_func(model_name=registered, batch_id=batch.id, max_attempts=3,
                                       champion_version="2") == "failed"
+
+
+def test_a_champion_moved_while_settling_goes_back_to_one_that_honours(
+        registered: str, trained_rgb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger()
+    ledger.submit(registered, "classes", ["1"], "d1")
+    batch = ledger.claim(registered, "run", timedelta(hours=1))
+    with mlflow.start_run(experiment_id=connect()):
+        log_model_version(trained_rgb[1], registered, Lineage(
+            "projection", forgotten_classes=[1], deletion_batch=f"{batch.id}.classes"),
+            alias=CHAMPION)
+    real = Ledger.honour
+
+    def racing(self, batch_id: str, kind: str, version: str) -> int:
+        # another promotion moves the champion back to version 1 after the check, before
+        # the request is recorded honoured
+        client().set_registered_model_alias(registered, CHAMPION, "1")
+        return real(self, batch_id, kind, version)
+
+    monkeypatch.setattr(Ledger, "honour", racing)
+    assert settle_batch.python_func(model_name=registered, batch_id=batch.id, kind="classes",
+                                    max_attempts=3) == "2"
+    assert str(client().get_model_version_by_alias(registered, CHAMPION).version) == "2"

@@ -66,6 +66,11 @@ def settle(ledger: Ledger, model_name: str, batch_id: str, kind: str) -> str:
         outcome = gate if gate.startswith("failed") else latest.get(f"{TAG}promotion", "")
         raise OblivioError(f"version {number} ({kind}) did not become {CHAMPION}: {outcome}")
     ledger.honour(batch_id, kind, number)
+    # a promotion may have moved the champion since the check above, to a version that does
+    # not honour what was just honoured: it goes back to one that does
+    from oblivio.tracking.promotion import restore_honouring_champion
+
+    restore_honouring_champion(model_name)
     return number
 
 

@@ -131,6 +131,23 @@ def promote(name: str, version: str, gates: Gates | None = None) -> str:
     return f"{name} version {version} is now {CHAMPION}{before}"
 
 
+def restore_honouring_champion(name: str) -> str | None:
+    """After a request was honoured: if a promotion moved the champion, since that request's
+    version was checked, to one that does not honour it, the champion goes to the newest
+    version that honours everything. Returns the version it went to (None: nothing to do)."""
+    from oblivio.ledger.retention import unhonoured
+    from oblivio.ledger.store import Ledger
+
+    champion = client().get_model_version_by_alias(name, CHAMPION)
+    if not unhonoured(Ledger(), name, champion.tags):
+        return None
+    fallback = _newest_honouring(name)
+    if fallback is None:
+        raise OblivioError(f"no version of {name} honours every honoured request")
+    client().set_registered_model_alias(name, CHAMPION, fallback)
+    return fallback
+
+
 def _newest_honouring(name: str) -> str | None:
     from oblivio.ledger.retention import unhonoured
     from oblivio.ledger.store import Ledger
