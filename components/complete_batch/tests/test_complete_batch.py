@@ -16,9 +16,11 @@ def test_completes_a_batch_once_every_part_is_champion(
     ledger = Ledger()
     request = ledger.submit(registered, "ids", ["rgb/train/0000"], "d1")
     batch = ledger.claim(registered, "run", timedelta(hours=1))
+    ledger.record_run(batch.id, ids_sha256="digest-of-the-ids")  # what claim_step records
     with mlflow.start_run(experiment_id=connect()):
         log_model_version(trained_rgb[1], registered, Lineage(
-            "match", deletion_batch=f"{batch.id}.ids"), alias=CHAMPION)
+            "match", forgotten_batches=["digest-of-the-ids"],
+            deletion_batch=f"{batch.id}.ids"), alias=CHAMPION)
 
     def complete() -> str:
         return complete_batch.python_func(model_name=registered, batch_id=batch.id,
