@@ -175,7 +175,8 @@ def forget(
     max_steps: Annotated[int | None, typer.Option(
         help="match: cap on steps (default 200).")] = None,
     tolerance: Annotated[float | None, typer.Option(
-        help="match: stop when the loss attack's AUC is this close to 0.5 (default 0.02).")]
+        help="match: stop when the forgotten images' losses are this close (Wasserstein-1) "
+             "to unseen ones (default: as close as a random unseen set of their size).")]
         = None,
     reference: Annotated[str | None, typer.Option(
         help="match: dataset whose test split holds the unseen images that set the target "
