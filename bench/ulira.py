@@ -12,7 +12,8 @@ trainings): a benchmark, never a test. Each model is cached in ``bench/out/ulira
 resumes. Every pair is held out once (the attack fitted on the others): the AUC is the mean over
 that rotation, beside the worst. Writes ``bench/out/ulira-<arch>-<method>-n<size>-e<epochs>``
 ``.json`` and ``.md``, with the same attack on the models before unlearning
-(``original_ulira_auc``: how much there was to hide) and the steps taken in each world.
+(``original_ulira_auc``: how much there was to hide), the steps taken and the test accuracy
+lost in each world.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from oblivio.data import open_dataset
 from oblivio.data.sample_ids import write_sample_ids
 from oblivio.evaluation.ulira import logit_confidence, ulira
 from oblivio.models import load_model
-from oblivio.models.inference import predict_logits
+from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import recipe_for, train_to_dir
 from oblivio.unlearn.baselines import BASELINES, forget_with_baseline
 from oblivio.unlearn.instance_forgetting import forget_instances
@@ -45,6 +46,10 @@ def unlearn(method: str, model_dir: str, data: str, ids_file: str, out: str) -> 
         return forget_by_matching(model_dir, data, ids_file, out, device="cpu", progress=False)
     return forget_with_baseline(model_dir, data, out, method, ids_file=ids_file, device="cpu",
                                 progress=False)
+
+
+def test_accuracy(model_dir: Path, data: Path) -> float:
+    return accuracy(load_model(model_dir), open_dataset(data).split("test"))
 
 
 def phi_of(model_dir: Path, data: Path, rows: np.ndarray) -> np.ndarray:
@@ -110,6 +115,10 @@ def main() -> None:
         # the same attack on the models before unlearning: how much there was to hide
         original.append(ulira(np.stack([p[2] for p in fit]), phi_out, pairs[j][2],
                               pairs[j][1])["ulira_auc"])
+    # what the unlearning cost the model: test accuracy points lost in each world
+    test_drop = [100 * (test_accuracy(work / f"in{s}", data)
+                        - test_accuracy(work / f"in{s}-{args.method}", data))
+                 for s in range(args.shadows + 1)]
     steps = [json.loads((work / f"in{s}-{args.method}" / "config.json").read_text())
              ["provenance"].get("steps") for s in range(args.shadows + 1)]
     report = {"arch": args.arch, "method": args.method, "k": args.k, "shadows": args.shadows,
@@ -119,6 +128,8 @@ def main() -> None:
               "original_ulira_auc": float(np.mean(original)),
               "original_ulira_auc_range": [float(min(original)), float(max(original))],
               "unlearning_steps": steps,
+              "test_drop_points": test_drop,
+              "mean_test_drop_points": float(np.mean(test_drop)),
               "mean_phi_unlearned": float(np.mean([p[0] for p in pairs])),
               "mean_phi_retrained": float(np.mean([p[1] for p in pairs])),
               "mean_phi_original": float(np.mean([p[2] for p in pairs]))}

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from oblivio.cli import app
 from oblivio.data import open_dataset
-from oblivio.data.sample_ids import write_sample_ids
+from oblivio.data.sample_ids import read_sample_ids, write_sample_ids
 from oblivio.data.write import write_classes, write_split
 from oblivio.evaluation.evaluate import evaluate
 from oblivio.models import load_model
@@ -315,6 +315,29 @@ def test_match_moves_memorised_images_towards_unseen(memorised: dict, tmp_path: 
     assert report["retain_train_acc"] >= 0.9  # the rest stays memorised
     summary = (tmp_path / "r" / "report.md").read_text()
     assert "- oracle: forgotten images acc 0.3333" in summary and "test split acc" in summary
+
+
+def test_match_undoes_steps_that_harm_the_retain_images(memorised: dict,
+                                                        tmp_path: Path) -> None:
+    """A step size far too large for the model: every step that raises the guard images' loss
+    past the budget is undone and the step halved, so the rest stays memorised; without the
+    guard the same steps wreck it."""
+    data, ids = str(memorised["data"]), str(memorised["ids"])
+    train = open_dataset(data).split("train")
+    forget = train.indices(read_sample_ids(ids))
+    retain = np.setdiff1d(np.arange(len(train)), forget)
+    runs = {}
+    for name, guard in (("guarded", 0.1), ("unguarded", 1e6)):
+        runs[name] = forget_by_matching(
+            str(memorised["saw"]), data, ids, str(tmp_path / name),
+            MatchSettings(lr=0.5, max_steps=40, retain_guard=guard), device="cpu",
+            progress=False)
+        runs[name]["retain_acc"] = accuracy(load_model(tmp_path / name), train, retain)
+    guarded = runs["guarded"]
+    assert guarded["halved_at"] and guarded["final_lr"] < 0.5
+    assert guarded["guard_loss_end"] <= guarded["guard_loss_limit"]
+    assert guarded["retain_acc"] >= 0.95
+    assert runs["unguarded"]["halved_at"] == [] and runs["unguarded"]["retain_acc"] < 0.8
 
 
 def test_match_leaves_a_request_that_already_looks_unseen(trained_rgb, tmp_path: Path) -> None:

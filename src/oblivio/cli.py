@@ -178,6 +178,11 @@ def forget(
         help="match: stop when the forgotten images' losses are this close (Wasserstein-1) "
              "to unseen ones (default: as close as a random unseen set of their size).")]
         = None,
+    retain_guard: Annotated[float | None, typer.Option(
+        help="match: the most the steps may raise the mean loss of a fixed set of retain "
+             "images, as a share of the unseen images' mean loss, before they are undone and "
+             "the step size halved (default 0.1).")]
+        = None,
     reference: Annotated[str | None, typer.Option(
         help="match: dataset whose test split holds the unseen images that set the target "
              "(default: --data's test split).")] = None,
@@ -215,11 +220,15 @@ def forget(
         "forget_target": forget_target, "ablation": ablation, "variant": variant, "bn": bn,
         "adv_per_instance": adv_per_instance, "pgd_iters": pgd_iters,
         "max_epochs": max_epochs, "mask": mask, "eps": eps, "max_steps": max_steps,
-        "tolerance": tolerance, "reference": reference, "recalibrate_bn": recalibrate_bn,
-        "epochs": epochs, "lr": lr,
+        "tolerance": tolerance, "retain_guard": retain_guard, "reference": reference,
+        "recalibrate_bn": recalibrate_bn, "epochs": epochs, "lr": lr,
         "fisher_samples": fisher_samples, "seed": seed})
     result = chosen.run(model, data, out, classes, forget_ids, settings, device, True)
-    if result.get("cap_hit"):
+    if result.get("guard_stopped"):
+        print(f"warning: match stopped after {len(result['halved_at'])} undone steps: even the "
+              "smallest step raised the retain images' loss more than --retain-guard allows, "
+              "so the images are only partly matched", file=sys.stderr)
+    elif result.get("cap_hit"):
         cap = "--max-steps" if chosen.name == "match" else "--max-epochs"
         print(f"warning: {chosen.name} stopped at its cap before reaching its target "
               f"(raise {cap})", file=sys.stderr)

@@ -16,6 +16,15 @@ already about as familiar to the model as 16 unseen ones would be, and a model r
 without them still classifies all of them correctly, so pushing them further would make them
 stand out.
 
+A retrain changes nothing else, so neither may the steps: a fixed guard set of retain images is
+scored at every check, and steps that raised its mean loss by more than ``retain_guard`` times
+the unseen images' mean loss (a budget on the scale of the losses being matched, which holds
+for a model that memorised its retain images to a loss near 0 as well) are undone and the step
+size halved. One learning rate then fits models trained very differently: on a ViT trained
+with AdamW, a few SGD steps at 0.01 cost up to 23 points of test accuracy (and made the
+forgotten images stand out to U-LiRA); the guard undoes them and halves its way down to a step
+the model takes, while a ResNet that tolerates 0.01 keeps it.
+
 Why not stop on the loss attack's AUC: with label smoothing most images, seen or not, sit at
 the same loss floor, so the AUC of a model that still classifies all of its deleted images
 correctly is already near 0.5 (Fashion-MNIST resnet18, 16 images: 0.49); the difference to a
@@ -55,6 +64,9 @@ class MatchSettings:
     reference_samples: int = 2000  # unseen images whose losses set the targets
     tolerance: float | None = None  # relative distance to stop at; None: a random set's
     check_every: int | None = None  # steps between stopping checks; None: one per 256 images
+    retain_guard: float = 0.1  # largest rise of the guard images' loss, x the unseen mean loss
+    guard_samples: int = 256  # retain images that guard the rest of the data
+    max_halvings: int = 8  # undone steps before matching stops where it is
     recalibrate_bn: int = 0
     reference: str | None = None  # dataset whose test split holds unseen images; None: own
     seed: int = 0
@@ -64,6 +76,9 @@ class MatchSettings:
                 self.check_every is not None and self.check_every < 1):
             raise OblivioError("learning rate, batch size, max steps and check-every must be "
                                "positive")
+        if self.retain_guard <= 0 or self.guard_samples < 1 or self.max_halvings < 0:
+            raise OblivioError("retain guard must be positive, guard samples at least 1, max "
+                               "halvings at least 0")
         if self.reference_samples < 10:
             raise OblivioError("reference samples must be at least 10")
         if self.tolerance is not None and not 0 <= self.tolerance < 1:
@@ -105,6 +120,14 @@ def null_distance(unseen_loss: torch.Tensor, k: int, gen: torch.Generator,
     return float(gap.median() / targets.mean().clamp_min(1e-12))
 
 
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+
+
 def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
                  retain_rows: np.ndarray, unseen: Split, settings: MatchSettings, device: str,
                  label_smoothing: float = 0.0, progress: bool = True) -> dict:
@@ -121,8 +144,13 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
     if tolerance is None:
         tolerance = null_distance(unseen_loss, len(forget_rows), gen)
     history = [distance(start_loss, targets)]
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9,
-                                weight_decay=5e-4)
+    guard_rows = np.sort(retain_rows[torch.randperm(len(retain_rows), generator=gen)[
+        :settings.guard_samples].numpy()])
+    guard_start = float(_losses(model, split, guard_rows, device).mean())
+    guard_limit = guard_start + settings.retain_guard * float(unseen_loss.mean())
+    lr, halvings = settings.lr, []
+    kept = _snapshot(model)
+    optimizer = _sgd(model, lr)
     ce = nn.CrossEntropyLoss(reduction="none")
     smoothed = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     nf = min(settings.batch_size, len(forget_rows))
@@ -146,13 +174,28 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
         steps += 1
         bar.update()
         if steps % check_every == 0 or steps == settings.max_steps:
+            # not "<=": a step that blew the loss up to NaN is harm too
+            if not float(_losses(model, split, guard_rows, device).mean()) <= guard_limit:
+                model.load_state_dict(kept)  # undo the steps since the last check
+                halvings.append(steps)
+                if len(halvings) > settings.max_halvings:
+                    break
+                lr /= 2
+                optimizer = _sgd(model, lr)  # and their momentum
+                bar.set_postfix(distance=f"{history[-1]:.3f}", lr=f"{lr:.2g}")
+                continue
+            kept = _snapshot(model)
             now = _losses(model, split, forget_rows, device)
             history.append(distance(now, targets))
-            bar.set_postfix(distance=f"{history[-1]:.3f}")
+            bar.set_postfix(distance=f"{history[-1]:.3f}", lr=f"{lr:.2g}")
     bar.close()
     model.eval()
     end_loss = _losses(model, split, forget_rows, device)
     return {"steps": steps, "cap_hit": history[-1] > tolerance, "tolerance": tolerance,
+            "halved_at": halvings, "final_lr": lr,
+            "guard_stopped": len(halvings) > settings.max_halvings,
+            "guard_loss_start": guard_start, "guard_loss_limit": guard_limit,
+            "guard_loss_end": float(_losses(model, split, guard_rows, device).mean()),
             "distance_start": history[0], "distance_end": history[-1],
             "auc_start": auc_start, "auc_end": familiarity_auc(end_loss.numpy(), unseen_np),
             "reference_samples": len(picked),

@@ -111,7 +111,8 @@ def _registry() -> dict[str, Method]:
                ("ratio", "rounds", "blocks", *SAMPLING), _contrast,
                "training-free energy contrast (the better choice for a ViT)", True),
         Method("match", frozenset({IDS}), MatchSettings,
-               ("lr", "max_steps", "tolerance", "reference", "recalibrate_bn", "seed"), _match,
+               ("lr", "max_steps", "tolerance", "retain_guard", "reference", "recalibrate_bn",
+                "seed"), _match,
                "move the images' losses to unseen images' losses, as a retrain would "
                "(the default for ids)", True),
         Method("l2ul", frozenset({IDS}), L2ULSettings,
