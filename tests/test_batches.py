@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from oblivio.cli import app
 from oblivio.errors import OblivioError
-from oblivio.ledger.store import Ledger
+from oblivio.ledger.store import LeaseLost, Ledger
 from oblivio.tracking.registry import CHAMPION, client, lineage
 from tests.servers import free_port
 from tests.test_pipeline import LENIENT, SMALL, register_original
@@ -58,6 +58,19 @@ def test_requests_are_honoured_once_through_a_killed_run(
     assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [
         class_request, ids_request]
 
+    # a run whose lease ran out and was taken over stops before its next part, leaving the
+    # batch to the run that has it (nothing failed, nothing run)
+    def taken_over(self, batch_id: str, owner: str, lease: timedelta) -> None:
+        raise LeaseLost(f"batch {batch_id} is no longer this run's (taken over by another)")
+
+    real_renew = Ledger.renew
+    monkeypatch.setattr(Ledger, "renew", taken_over)
+    with pytest.raises(LeaseLost):
+        run_batch("batched", str(data), lease=timedelta(0), **FAST)
+    monkeypatch.setattr(Ledger, "renew", real_renew)
+    assert {Ledger().get(r).state for r in (class_request, ids_request)} == {"claimed"}
+    assert [r["version"] for r in lineage("batched")] == ["1"]
+
     # the run dies after registering the images' version, before recording it: its lease
     # runs out, and the next run takes the same batch over and finds that version
     real_honour = Ledger.honour
@@ -79,7 +92,7 @@ def test_requests_are_honoured_once_through_a_killed_run(
     assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]
     ledger = Ledger()
     assert (ledger.get(class_request).version, ledger.get(ids_request).version) == ("2", "3")
-    assert ledger.batch_row(ledger.get(ids_request).batch_id)["claims"] == 2
+    assert ledger.batch_row(ledger.get(ids_request).batch_id)["claims"] == 3
     assert str(client().get_model_version_by_alias("batched", CHAMPION).version) == "3"
     # nothing pending: no run, no version, exit 0
     nothing = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data)])

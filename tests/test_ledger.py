@@ -97,6 +97,16 @@ def test_an_expired_lease_is_taken_over_as_the_same_batch(ledger_url: str) -> No
     assert [r.id for r in again.requests] == [request.id]
     assert ledger.get(request.id).attempts == 1  # taking over is not a new attempt
     assert ledger.claim("m", "third", HOUR).requests[0].id != request.id
+    # the run that died wakes up: renewing its lease is refused, so it stops before working
+    with pytest.raises(OblivioError, match=f"batch {dead.id} is no longer this run's "
+                                           r"\(taken over by rerun\)"):
+        ledger.renew(dead.id, "killed-run", HOUR)
+    before = ledger.batch_row(dead.id)["lease_until"]
+    assert ledger.renew(dead.id, "rerun", 2 * HOUR) > before
+    assert ledger.batch_row(dead.id)["lease_until"] > before
+    ledger.honour(dead.id, "ids", "7")
+    with pytest.raises(OblivioError, match=r"no longer this run's \(completed\)"):
+        ledger.renew(dead.id, "rerun", HOUR)
 
 
 def test_failures_return_requests_until_the_last_attempt(ledger_url: str) -> None:

@@ -5,7 +5,7 @@ from oblivio_pipeline import component
 
 @component
 def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Model],
-                   dataset_uri: str, device: str, job_id: str,
+                   dataset_uri: str, device: str, job_id: str, deletion_batch: str,
                    metrics: dsl.Output[dsl.Metrics], report: dsl.Output[dsl.Artifact],
                    summary: dsl.Output[dsl.Markdown], html: dsl.Output[dsl.HTML]) -> None:
     """Accuracy, membership-inference attacks and a linear probe, original beside unlearned.
@@ -19,6 +19,7 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
         dataset_uri: Dataset directory or s3:// URI.
         device: cpu, cuda or auto.
         job_id: The pipeline job's id (metrics and report go to its MLflow run).
+        deletion_batch: The deletion-batch part the run honours ("" for none).
         metrics: Flat numeric metrics for the KFP UI.
         report: The report folder (JSON, Markdown, HTML, plots).
         summary: The report's Markdown table.
@@ -28,10 +29,10 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
 
     from oblivio.evaluation.evaluate import evaluate_unlearned
     from oblivio.evaluation.report import markdown
-    from oblivio.tracking.runs import log_report
+    from oblivio.tracking.runs import log_report, run_key
 
     result = evaluate_unlearned(unlearned.path, dataset_uri, report.path, original.path, device)
-    for key, value in log_report(job_id, report.path).items():
+    for key, value in log_report(run_key(job_id, deletion_batch), report.path).items():
         metrics.log_metric(key, value)
     with open(summary.path, "w") as f:
         f.write(markdown(result))

@@ -37,8 +37,10 @@ def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifa
 
     from oblivio.tracking.promotion import Gates
     from oblivio.tracking.publish import register_unlearned
+    from oblivio.tracking.runs import run_key
 
-    result = register_unlearned(unlearned.path, report.path, model_name, parent_version, job_id,
+    result = register_unlearned(unlearned.path, report.path, model_name, parent_version,
+                                run_key(job_id, deletion_batch),
                                 job_name, Gates(max_forget_acc, max_retain_drop,
                                                 min_mia_efficacy, instance_max_test_drop,
                                                 instance_auc_z, instance_auc_one_sided),

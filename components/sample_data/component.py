@@ -7,6 +7,7 @@ from oblivio_pipeline import component
 def sample_data(model: dsl.Input[dsl.Model], dataset_uri: str, forget_classes: str,
                 forget_ids_uri: str, retain_per_class: int, forget_samples: int,
                 val_per_class: int, val_forget_samples: int, seed: int, job_id: str,
+                deletion_batch: str,
                 samples: dsl.Output[dsl.Dataset]) -> None:
     """Draw the retain, forget and validation sample lists from the training split, or, for a
     deletion request (``forget_ids_uri``), check it and keep it as the forget list.
@@ -22,12 +23,13 @@ def sample_data(model: dsl.Input[dsl.Model], dataset_uri: str, forget_classes: s
         val_forget_samples: Validation samples of the forget classes.
         seed: Seed of the draws.
         job_id: The pipeline job's id (its MLflow run gets the lists as inputs).
+        deletion_batch: The deletion-batch part the run honours ("" for none).
         samples: A folder of retain/forget/validation Parquet id lists and plan.json.
     """
-    from oblivio.tracking.runs import log_sample_sets
+    from oblivio.tracking.runs import log_sample_sets, run_key
     from oblivio.unlearn.steps import sample_request_step
 
     samples.metadata.update(sample_request_step(
         model.path, dataset_uri, forget_classes, forget_ids_uri, samples.path, retain_per_class,
         forget_samples, val_per_class, val_forget_samples, seed))
-    log_sample_sets(job_id, samples.path, dataset_uri)
+    log_sample_sets(run_key(job_id, deletion_batch), samples.path, dataset_uri)

@@ -4,6 +4,12 @@ images with the unlearning pipeline (nested, the same steps and gates as a manua
 part registers under its own deletion-batch key, so a re-run never makes a second version),
 settles the classes against the ledger, and completes the batch (settling the images).
 
+Everything after the claim sits in a nested pipeline, ``honour-batch``, that takes the claim's
+outputs as its inputs, and every condition reads those inputs: kfp.local (2.17) cannot resolve a
+condition on an output of a task with several outputs, and with this shape the pipeline
+compiled for Kubeflow is the one that runs end to end locally. Each part's unlearning run logs
+into its own MLflow run of the job (keyed by the job id and the part's deletion-batch key).
+
 The images' part starts from the version the classes' part left as champion: settle_batch
 returns it, and ``dsl.OneOf`` carries it out of the branch that ran, which also orders the
 parts. complete_batch sits in both branches of the images' condition, not after a second
@@ -26,6 +32,68 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
     """The pipeline; ``on_cluster=False`` leaves out the Kubernetes settings."""
     unlearning = make_unlearning_pipeline(on_cluster)
 
+    @dsl.pipeline(name="honour-batch")
+    def honour_batch(
+        batch_id: str, forget_classes: str, forget_ids_uri: str, classes_key: str,
+        ids_key: str, model_name: str, dataset_uri: str, max_attempts: int,
+        retain_per_class: int, forget_samples: int, val_per_class: int,
+        val_forget_samples: int, class_method: str, instance_method: str, instance_max_steps: int,
+        max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
+        instance_max_test_drop: float, instance_auc_z: float, instance_auc_one_sided: bool,
+        device: str, gpu_count: str, compute_cpu: str, compute_memory: str, node_selector: dict,
+        tolerations: list, secret_name: str,
+    ) -> None:
+        """A claimed batch: its classes, then its images, then complete. Its conditions read
+        this pipeline's inputs: kfp.local (2.17) resolves those, not a condition on an output
+        of a task with several outputs, such as claim_batch's."""
+        cluster = {"on_cluster": on_cluster, "secret_name": secret_name,
+                   "node_selector": node_selector, "tolerations": tolerations,
+                   "compute_cpu": compute_cpu, "compute_memory": compute_memory}
+        shared = {"model_name": model_name, "dataset_uri": dataset_uri,
+                  "retain_per_class": retain_per_class, "forget_samples": forget_samples,
+                  "val_per_class": val_per_class, "val_forget_samples": val_forget_samples,
+                  "class_method": class_method, "instance_method": instance_method,
+                  "instance_max_steps": instance_max_steps, "max_forget_acc": max_forget_acc,
+                  "max_retain_drop": max_retain_drop, "min_mia_efficacy": min_mia_efficacy,
+                  "instance_max_test_drop": instance_max_test_drop,
+                  "instance_auc_z": instance_auc_z,
+                  "instance_auc_one_sided": instance_auc_one_sided, "promote": True,
+                  "device": device, "gpu_count": gpu_count, "compute_cpu": compute_cpu,
+                  "compute_memory": compute_memory, "node_selector": node_selector,
+                  "tolerations": tolerations, "secret_name": secret_name}
+
+        def settle(kind: str) -> dsl.PipelineTask:
+            task = _configure(settle_batch(model_name=model_name, batch_id=batch_id, kind=kind,
+                                           max_attempts=max_attempts), **cluster, retries=3,
+                              ledger=True)
+            task.set_caching_options(False)
+            return task.set_display_name(f"settle {kind}")
+
+        def complete(champion) -> dsl.PipelineTask:
+            task = _configure(complete_batch(model_name=model_name, batch_id=batch_id,
+                                             max_attempts=max_attempts,
+                                             champion_version=champion), **cluster, retries=3,
+                              ledger=True)
+            task.set_caching_options(False)
+            return task
+
+        with dsl.If(batch_id != "", name="pending"):  # nothing pending: nothing runs
+            with dsl.If(forget_classes != ""):
+                forgot = unlearning(forget_classes=forget_classes, forget_ids_uri="",
+                                    model_alias="champion", deletion_batch=classes_key, **shared)
+                classes_settled = settle("classes").after(forgot)
+            with dsl.Else(name="no-classes"):
+                no_classes = settle("classes")
+            start = dsl.OneOf(classes_settled.output, no_classes.output)
+            with dsl.If(forget_ids_uri != ""):
+                erased = unlearning(forget_classes="", forget_ids_uri=forget_ids_uri,
+                                    model_alias=start, deletion_batch=ids_key, **shared)
+                complete(start).after(erased)
+            # a second If, not dsl.Else: kfp 2.17 cannot compile an Else whose tasks read a
+            # dsl.OneOf (it loses the condition's input)
+            with dsl.If(forget_ids_uri == "", name="no-images"):
+                complete(start)
+
     @dsl.pipeline(name="oblivio-deletion-batch",
                   description="Honour every pending deletion request exactly once: claim them "
                               "from the ledger, forget their classes then their images from the "
@@ -37,6 +105,10 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         batch_root: str = "s3://oblivio/batches",
         lease_minutes: int = 360,
         max_attempts: int = 3,
+        retain_per_class: int = 100,
+        forget_samples: int = 1000,
+        val_per_class: int = 50,
+        val_forget_samples: int = 250,
         class_method: str = "projection",
         instance_method: str = "match",
         instance_max_steps: int = 200,
@@ -64,6 +136,10 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
                 (longer than a run takes).
             max_attempts: Attempts (failed batches, or runs that died) before a request is
                 marked failed.
+            retain_per_class: Classes: retain samples per kept class.
+            forget_samples: Classes: samples of the forget classes.
+            val_per_class: Classes: validation samples per kept class.
+            val_forget_samples: Classes: validation samples of the forget classes.
             class_method: Classes: projection or contrast.
             instance_method: Images: match or l2ul.
             instance_max_steps: Images, match: cap on steps.
@@ -81,59 +157,29 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             tolerations: Tolerations for every step.
             secret_name: Kubernetes secret with the ledger URL, MLflow and S3 credentials.
         """
-        cluster = {"on_cluster": on_cluster, "secret_name": secret_name,
-                   "node_selector": node_selector, "tolerations": tolerations,
-                   "compute_cpu": compute_cpu, "compute_memory": compute_memory}
-        shared = {"model_name": model_name, "dataset_uri": dataset_uri,
-                  "class_method": class_method, "instance_method": instance_method,
-                  "instance_max_steps": instance_max_steps, "max_forget_acc": max_forget_acc,
-                  "max_retain_drop": max_retain_drop, "min_mia_efficacy": min_mia_efficacy,
-                  "instance_max_test_drop": instance_max_test_drop,
-                  "instance_auc_z": instance_auc_z,
-                  "instance_auc_one_sided": instance_auc_one_sided, "promote": True,
-                  "device": device, "gpu_count": gpu_count, "compute_cpu": compute_cpu,
-                  "compute_memory": compute_memory, "node_selector": node_selector,
-                  "tolerations": tolerations, "secret_name": secret_name}
         claim = _configure(claim_batch(
             model_name=model_name, batch_root=batch_root, lease_minutes=lease_minutes,
-            max_attempts=max_attempts, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), **cluster,
+            max_attempts=max_attempts, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+            on_cluster=on_cluster, secret_name=secret_name, node_selector=node_selector,
+            tolerations=tolerations, compute_cpu=compute_cpu, compute_memory=compute_memory,
             ledger=True)
         claim.set_caching_options(False)  # the ledger changes between runs
-        batch_id = claim.outputs["batch_id"]
-
-        def settle(kind: str) -> dsl.PipelineTask:
-            task = _configure(settle_batch(model_name=model_name, batch_id=batch_id, kind=kind,
-                                           max_attempts=max_attempts), **cluster, retries=3,
-                              ledger=True)
-            task.set_caching_options(False)
-            return task.set_display_name(f"settle {kind}")
-
-        def complete(champion) -> dsl.PipelineTask:
-            task = _configure(complete_batch(model_name=model_name, batch_id=batch_id,
-                                             max_attempts=max_attempts,
-                                             champion_version=champion), **cluster, retries=3,
-                              ledger=True)
-            task.set_caching_options(False)
-            return task
-
-        with dsl.If(batch_id != ""):
-            with dsl.If(claim.outputs["forget_classes"] != ""):
-                forgot = unlearning(forget_classes=claim.outputs["forget_classes"],
-                                    forget_ids_uri="", model_alias="champion",
-                                    deletion_batch=claim.outputs["classes_key"], **shared)
-                classes_settled = settle("classes").after(forgot)
-            with dsl.Else(name="no-classes"):
-                no_classes = settle("classes")
-            start = dsl.OneOf(classes_settled.output, no_classes.output)
-            with dsl.If(claim.outputs["forget_ids_uri"] != ""):
-                erased = unlearning(forget_classes="", forget_ids_uri=claim.outputs[
-                    "forget_ids_uri"], model_alias=start,
-                    deletion_batch=claim.outputs["ids_key"], **shared)
-                complete(start).after(erased)
-            # a second If, not dsl.Else: kfp 2.17 cannot compile an Else whose tasks read a
-            # dsl.OneOf (it loses the condition's input)
-            with dsl.If(claim.outputs["forget_ids_uri"] == "", name="no-images"):
-                complete(start)
+        honour_batch(
+            batch_id=claim.outputs["batch_id"],
+            forget_classes=claim.outputs["forget_classes"],
+            forget_ids_uri=claim.outputs["forget_ids_uri"],
+            classes_key=claim.outputs["classes_key"], ids_key=claim.outputs["ids_key"],
+            model_name=model_name, dataset_uri=dataset_uri, max_attempts=max_attempts,
+            retain_per_class=retain_per_class, forget_samples=forget_samples,
+            val_per_class=val_per_class, val_forget_samples=val_forget_samples,
+            class_method=class_method, instance_method=instance_method,
+            instance_max_steps=instance_max_steps, max_forget_acc=max_forget_acc,
+            max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
+            instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
+            instance_auc_one_sided=instance_auc_one_sided, device=device,
+            gpu_count=gpu_count, compute_cpu=compute_cpu, compute_memory=compute_memory,
+            node_selector=node_selector, tolerations=tolerations, secret_name=secret_name,
+        ).set_display_name("honour the batch")
 
     return deletion_batch_pipeline
 

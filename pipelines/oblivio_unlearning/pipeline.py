@@ -177,7 +177,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         cluster = {"on_cluster": on_cluster, "secret_name": secret_name,
                    "node_selector": node_selector, "tolerations": tolerations,
                    "compute_cpu": compute_cpu, "compute_memory": compute_memory}
-        outcome = _configure(record_outcome(job_id=job_id), **cluster)
+        outcome = _configure(record_outcome(job_id=job_id, deletion_batch=deletion_batch),
+                             **cluster)
         with dsl.ExitHandler(outcome, name="unlearn"):
             validated = _configure(validate_request(  # never retried: a retry cannot fix it
                 model_uri=f"models:/{model_name}@{model_alias}", dataset_uri=dataset_uri,
@@ -187,8 +188,9 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             validated.set_caching_options(False)  # the alias moves
             resolved = _configure(resolve_model(
                 model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
-                dataset_uri=dataset_uri, forget_classes=forget_classes,
-                forget_ids_uri=forget_ids_uri, class_method=class_method,
+                deletion_batch=deletion_batch, dataset_uri=dataset_uri,
+                forget_classes=forget_classes, forget_ids_uri=forget_ids_uri,
+                class_method=class_method,
                 alpha_mode=alpha_mode, ratio_mode=ratio_mode, seed=seed),
                 **cluster, retries=3).after(validated)
             resolved.set_caching_options(False)  # the alias moves: always ask the registry
@@ -197,7 +199,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             def evaluate_and_register(unlearned) -> None:
                 evaluated = _configure(evaluate_model(
                     original=model, unlearned=unlearned, dataset_uri=dataset_uri, device=device,
-                    job_id=job_id), **cluster, gpu_count=gpu_count, retries=2)
+                    job_id=job_id, deletion_batch=deletion_batch), **cluster,
+                    gpu_count=gpu_count, retries=2)
                 registered = _configure(register_model(
                     unlearned=unlearned, report=evaluated.outputs["report"],
                     model_name=model_name, parent_version=resolved.outputs["Output"],
@@ -212,7 +215,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                 model=model, dataset_uri=dataset_uri, forget_classes=forget_classes,
                 forget_ids_uri=forget_ids_uri, retain_per_class=retain_per_class,
                 forget_samples=forget_samples, val_per_class=val_per_class,
-                val_forget_samples=val_forget_samples, seed=seed, job_id=job_id),
+                val_forget_samples=val_forget_samples, seed=seed, job_id=job_id,
+                deletion_batch=deletion_batch),
                 **cluster, retries=3).outputs["samples"]
             with dsl.If(forget_ids_uri == "", name="classes"):
                 stats = {which: _configure(capture_activations(

@@ -4,8 +4,10 @@ each version carries the evidence of its own request), and mark the requests hon
 version that became champion; the Kubeflow batch pipeline does the same with the same library
 calls (``oblivio.ledger.batches``).
 
-A part registered by an earlier run of the same batch (one that died before settling it) is not
-run again: its version is promoted if it passed and settled. A batch that fails (gates, an
+Before each part the run renews its lease, and stops if the lease ran out and another run
+took the batch over, so two runs never work on one batch. A part registered by an earlier run
+of the same batch (one that died before settling it) is not run again: its version is promoted
+if it passed and settled. A batch that fails (gates, an
 unreachable MLflow, a refused promotion) returns its requests to pending with the reason, or
 marks them failed after their last attempt.
 """
@@ -20,7 +22,7 @@ from datetime import timedelta
 
 from oblivio.errors import OblivioError
 from oblivio.ledger.batches import KINDS, claim_step, complete_step, part_key, settle
-from oblivio.ledger.store import Ledger
+from oblivio.ledger.store import LeaseLost, Ledger
 from oblivio.tracking.store import connect, oblivio_home
 
 
@@ -47,7 +49,8 @@ def run_batch(name: str = "fashion-classifier", data: str | None = None,
 
     ledger = ledger or Ledger()
     connect()  # an unreachable MLflow fails here, before anything is claimed
-    batch, run = claim_step(ledger, name, str(oblivio_home() / "batches"), lease, owner(),
+    me = owner()
+    batch, run = claim_step(ledger, name, str(oblivio_home() / "batches"), lease, me,
                             max_attempts)
     if batch is None:
         return BatchResult(None)
@@ -60,6 +63,7 @@ def run_batch(name: str = "fashion-classifier", data: str | None = None,
     try:
         for kind in (k for k in KINDS if next(iter(arguments[k].values()))):
             key = part_key(batch.id, kind)
+            ledger.renew(batch.id, me, lease)  # still ours, and for a whole part more
             existing = version_for_batch(name, key)
             if existing is None:
                 out = run_local(name, data=data, deletion_batch=key, **arguments[kind],
@@ -69,6 +73,8 @@ def run_batch(name: str = "fashion-classifier", data: str | None = None,
                 finish_registration(name, str(existing.version),
                                     existing.tags.get(f"{TAG}gate", ""), gates, True)
             result.honoured[kind] = settle(ledger, name, batch.id, kind)
+    except LeaseLost:
+        raise  # the batch is another run's now: settling or failing it is that run's job
     except OblivioError as exc:
         result.honoured |= complete_step(ledger, name, batch.id, max_attempts, str(exc))
     return result

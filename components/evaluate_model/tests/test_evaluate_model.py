@@ -15,7 +15,7 @@ def test_judges_what_the_model_forgot_and_logs_it(trained_rgb, projected: Path, 
     summary, html = tmp_path / "summary.md", tmp_path / "report.html"
     evaluate_model.python_func(original=dsl.Model(uri=str(model_dir)),
                                unlearned=dsl.Model(uri=str(projected)), dataset_uri=str(data),
-                               device="cpu", job_id=job, metrics=metrics,
+                               device="cpu", job_id=job, deletion_batch="", metrics=metrics,
                                report=dsl.Artifact(uri=str(tmp_path / "report")),
                                summary=dsl.Markdown(uri=str(summary)),
                                html=dsl.HTML(uri=str(html)))

@@ -4,7 +4,7 @@ from kfp import dsl
 
 from oblivio.evaluation.evaluate import evaluate_unlearned
 from oblivio.tracking.registry import CHAMPION, client
-from oblivio.tracking.runs import log_report
+from oblivio.tracking.runs import log_report, run_key, start_run
 from oblivio_pipeline.components import register_model
 
 
@@ -12,9 +12,11 @@ def test_registers_with_lineage_and_promotes_through_the_gates(
         trained_rgb, projected: Path, registered: str, job: str, tmp_path: Path) -> None:
     data, model_dir = trained_rgb
     evaluate_unlearned(str(projected), str(data), tmp_path / "report", str(model_dir), "cpu")
-    log_report(job, str(tmp_path / "report"))  # what the evaluate step leaves in the run
 
     def register(max_forget_acc: float, batch: str, promote: bool = True) -> str:
+        # what resolve_model and evaluate_model leave: the batch part's own run in the job
+        start_run(run_key(job, batch), "oblivio-unlearning-1", {})
+        log_report(run_key(job, batch), str(tmp_path / "report"))
         return register_model.python_func(
             unlearned=dsl.Model(uri=str(projected)),
             report=dsl.Artifact(uri=str(tmp_path / "report")), model_name=registered,

@@ -6,10 +6,10 @@ from kfp import dsl
 import oblivio
 from oblivio.errors import OblivioError
 from oblivio.tracking.registry import client
-from oblivio.tracking.runs import run_id_of
+from oblivio.tracking.runs import run_id_of, run_key
 from oblivio_pipeline.components import resolve_model
 
-CHOICES = {"dataset_uri": "data", "forget_classes": "1", "forget_ids_uri": "",
+CHOICES = {"deletion_batch": "", "dataset_uri": "data", "forget_classes": "1", "forget_ids_uri": "",
            "class_method": "projection", "alpha_mode": "auto", "ratio_mode": "auto", "seed": 0}
 
 
@@ -25,6 +25,21 @@ def test_downloads_the_champion_and_opens_the_run(registered: str, trained_rgb,
         trained_rgb[1]).config["weights_sha256"]
     params = client().get_run(run_id_of("job-9")).data.params
     assert params["class_method"] == "projection" and params["parent_version"] == "1"
+
+
+def test_each_part_of_a_deletion_batch_gets_its_own_run(registered: str,
+                                                        tmp_path: Path) -> None:
+    """One batch job runs the pipeline for its classes, then its images: two MLflow runs (the
+    second logs other params, which one run could not take)."""
+    for part, classes, ids in (("b1.classes", "1", ""), ("b1.ids", "", "ids.parquet")):
+        resolve_model.python_func(model_uri=f"models:/{registered}@champion", job_id="job-7",
+                                  job_name="batch 7", model=dsl.Model(uri=str(tmp_path / part)),
+                                  **{**CHOICES, "deletion_batch": part,
+                                     "forget_classes": classes, "forget_ids_uri": ids})
+    runs = [client().get_run(run_id_of(run_key("job-7", p))) for p in ("b1.classes", "b1.ids")]
+    assert runs[0].info.run_id != runs[1].info.run_id
+    assert [r.info.run_name for r in runs] == ["batch 7 b1.classes", "batch 7 b1.ids"]
+    assert [r.data.params["forget_classes"] for r in runs] == ["1", ""]
 
 
 @pytest.mark.parametrize(("choice", "message"), [

@@ -9,7 +9,7 @@ from oblivio.tracking.registry import client
 from oblivio.tracking.runs import run_id_of
 from oblivio_pipeline.components import sample_data
 
-SMALL = {"retain_per_class": 10, "forget_samples": 20, "val_per_class": 5,
+SMALL = {"deletion_batch": "", "retain_per_class": 10, "forget_samples": 20, "val_per_class": 5,
          "val_forget_samples": 10, "seed": 0}
 
 

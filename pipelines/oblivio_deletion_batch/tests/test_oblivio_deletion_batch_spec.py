@@ -1,6 +1,6 @@
 """The compiled deletion-batch pipeline as the Kubeflow backend will read it (no Kubeflow can run
-here: its order of steps, conditions and secrets are checked in the YAML; the same library calls
-run end to end in tests/test_batches.py through ``oblivio batch run``)."""
+here: its order of steps, conditions and secrets are checked in the YAML; the same pipeline runs
+end to end under kfp's local runner in test_oblivio_deletion_batch_local.py)."""
 
 from __future__ import annotations
 
@@ -40,11 +40,17 @@ def test_claim_then_classes_then_images_then_complete(tmp_path: Path) -> None:
     assert params["max_attempts"]["defaultValue"] == 3
     assert all(p.get("description") for p in params.values())
     root = spec["root"]["dag"]["tasks"]
-    assert set(root) == {"claim-batch", "condition-1"}
+    assert set(root) == {"claim-batch", "honour-batch"}
     assert root["claim-batch"]["cachingOptions"] == {}  # the ledger changes between runs
-    assert root["condition-1"]["triggerPolicy"]["condition"].endswith("batch_id'] != ''")
+    # the claim's outputs become the nested pipeline's inputs, and its conditions read those
+    honour = root["honour-batch"]["inputs"]["parameters"]
+    assert honour["batch_id"]["taskOutputParameter"] == {"outputParameterKey": "batch_id",
+                                                         "producerTask": "claim-batch"}
     components = spec["components"]
-    pending = components["comp-condition-1"]["dag"]["tasks"]
+    (gate,) = components["comp-honour-batch"]["dag"]["tasks"].values()
+    assert gate["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--batch_id'] != ''")
+    pending = components[gate["componentRef"]["name"]]["dag"]["tasks"]
     branches = components[pending["condition-branches-2"]["componentRef"]["name"]]["dag"]["tasks"]
     classes, no_classes = (components[branches[c]["componentRef"]["name"]]["dag"]["tasks"]
                            for c in ("condition-3", "condition-4"))

@@ -29,6 +29,10 @@ from oblivio.ledger.tables import STATES, batches, items, metadata, requests
 LEDGER_ENV = "OBLIVIO_LEDGER_URL"
 
 
+class LeaseLost(OblivioError):
+    """The batch went to another run (or finished): this run must leave it alone."""
+
+
 def ledger_url() -> str:
     """``OBLIVIO_LEDGER_URL``, else a SQLite file under the oblivio home."""
     from oblivio.tracking.store import oblivio_home
@@ -219,6 +223,25 @@ class Ledger:
                          .values(state="claimed", batch_id=batch_id,
                                  attempts=requests.c.attempts + 1))
             return self._batch(conn, batch_id)
+
+    def renew(self, batch_id: str, owner: str, lease: timedelta) -> datetime:
+        """Extend the lease of a batch this owner still holds, before work that may outlast it;
+        refuse (one line) when the lease ran out and another run took the batch over, or the
+        batch is finished, so two runs never work on one batch. Returns the new end."""
+        moment = now()
+        with self._begin() as conn:
+            row = conn.execute(select(batches).where(batches.c.id == batch_id)
+                               .with_for_update()).first()
+            if row is None:
+                raise OblivioError(f"no batch {batch_id!r} in the ledger")
+            if row.state != "claimed" or row.owner != owner:
+                holder = (f"{row.state}" if row.state != "claimed"
+                          else f"taken over by {row.owner}")
+                raise LeaseLost(f"batch {batch_id} is no longer this run's ({holder}): "
+                                   "stopping without running it")
+            conn.execute(update(batches).where(batches.c.id == batch_id)
+                         .values(lease_until=moment + lease))
+        return moment + lease
 
     def _batch(self, conn: Connection, batch_id: str) -> Batch:
         row = conn.execute(select(batches).where(batches.c.id == batch_id)).one()

@@ -94,7 +94,10 @@ def log_model_version(model_dir: str | os.PathLike[str], name: str, lineage: Lin
 
 
 def resolve_version(uri: str):
-    """The ModelVersion named by ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+    """The ModelVersion named by ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``; an alias
+    of digits names that version (``models:/NAME@3``), which is how a pipeline's
+    ``model_alias`` parameter takes a version number, such as the one a deletion batch's
+    classes left as champion."""
     from mlflow.exceptions import MlflowException
 
     if not uri.startswith("models:/"):
@@ -103,6 +106,8 @@ def resolve_version(uri: str):
     try:
         if "@" in ref:
             name, alias = ref.split("@", 1)
+            if alias.isdigit():
+                return client().get_model_version(name, alias)
             return client().get_model_version_by_alias(name, alias)
         name, _, number = ref.partition("/")
         return client().get_model_version(name, number)

@@ -17,6 +17,14 @@ JOB_TAG = f"{TAG}pipeline_run"
 RUNNER_TAG = f"{TAG}runner"
 
 
+def run_key(job_id: str, deletion_batch: str = "") -> str:
+    """The key of a pipeline run's MLflow run: its job's id, and the deletion-batch part it
+    honours when it has one. A deletion batch's job runs the unlearning pipeline once per part
+    (classes, then images), and each part needs its own run: its own params, metrics, report
+    and model version."""
+    return f"{job_id}/{deletion_batch}" if deletion_batch else job_id
+
+
 def _find(experiment_id: str, job_id: str):
     found = client().search_runs([experiment_id], f"tags.`{JOB_TAG}` = '{job_id}'",
                                  max_results=1)

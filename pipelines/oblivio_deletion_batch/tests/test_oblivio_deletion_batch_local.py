@@ -1,0 +1,61 @@
+"""The deletion-batch pipeline itself, the one compiled for Kubeflow, run end to end by kfp's
+local runner (every step a subprocess, against MLflow on SQLite and a SQLite ledger): it claims
+a class request and an image request, forgets the class and then the images, and marks each
+request honoured by its own version; run again with nothing pending, it changes nothing. The
+Kubernetes settings are left out (``on_cluster=False``): kfp.local ignores them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kfp import local
+
+from oblivio.ledger.intake import submit_request
+from oblivio.ledger.store import Ledger
+from oblivio.tracking.registry import CHAMPION, client, lineage
+from oblivio.tracking.runs import JOB_TAG, run_id_of, run_key
+from oblivio_pipeline.pipelines.oblivio_deletion_batch.pipeline import (
+    make_deletion_batch_pipeline,
+)
+from tests.test_pipeline import LENIENT, SMALL, register_original
+
+
+def test_the_batch_pipeline_honours_a_class_and_images_once(
+        sqlite_mlflow: str, trained_rgb, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data, model_dir = trained_rgb
+    monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    register_original("local-batch", model_dir)
+    (tmp_path / "ids.txt").write_text("rgb/train/0000\nrgb/train/0061\nrgb/train/0122\n")
+    ledger = Ledger()
+    classes = submit_request(ledger, "local-batch", str(data), classes="1")
+    images = submit_request(ledger, "local-batch", str(data), ids_uri=str(tmp_path / "ids.txt"))
+    local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
+               pipeline_root=str(tmp_path / "kfp"))
+    pipeline = make_deletion_batch_pipeline(on_cluster=False)
+    arguments = {"model_name": "local-batch", "dataset_uri": str(data),
+                 "batch_root": str(tmp_path / "batches"), "device": "cpu", "gpu_count": "0",
+                 "instance_max_steps": 5, **SMALL, **LENIENT}
+    pipeline(**arguments)
+
+    honoured = {r.id: (r.state, r.version) for r in Ledger().find()}
+    assert honoured == {classes.id: ("honoured", "2"), images.id: ("honoured", "3")}
+    rows = lineage("local-batch")
+    assert [(r["version"], r["parent"]) for r in rows] == [("1", None), ("2", "1"), ("3", "2")]
+    assert rows[2]["forgotten_classes"] == "1"  # the images' part started from version 2
+    assert str(client().get_model_version_by_alias("local-batch", CHAMPION).version) == "3"
+    # each part logged into its own MLflow run of the job, closed as finished
+    batch = Ledger().get(images.id).batch_id
+    parts = [client().get_model_version("local-batch", v) for v in ("2", "3")]
+    assert [p.tags["oblivio.deletion_batch"] for p in parts] == [f"{batch}.classes",
+                                                                  f"{batch}.ids"]
+    job = client().get_run(parts[0].run_id).data.tags[JOB_TAG].split("/")[0]
+    for part in parts:
+        run = client().get_run(run_id_of(run_key(job, part.tags["oblivio.deletion_batch"])))
+        assert run.info.run_id == part.run_id and run.info.status == "FINISHED"
+    assert Ledger().batch_row(batch)["state"] == "completed"
+
+    pipeline(**arguments)  # nothing pending: the claim finds nothing and nothing else runs
+    assert len(lineage("local-batch")) == 3
+    assert {r.state for r in Ledger().find()} == {"honoured"}
