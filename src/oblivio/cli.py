@@ -9,6 +9,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -304,11 +305,14 @@ app.add_typer(pipeline_app, name="pipeline")
 @one_line_errors
 def pipeline_compile(
     out: Annotated[str, typer.Option(help="Folder for the compiled YAML.")] = "pipelines",
+    image_digest: Annotated[str | None, typer.Option(
+        help="sha256:... of the project image: every step names the image by this digest "
+             "instead of the version tag.")] = None,
 ) -> None:
     """Compile the pipelines to KFP IR YAML (upload it in the Kubeflow UI)."""
     from oblivio_pipeline.compile import compile_pipelines
 
-    for path in compile_pipelines(out):
+    for path in compile_pipelines(out, image_digest):
         print(f"wrote {path}")
 
 
@@ -324,6 +328,9 @@ def pipeline_schedule(
         help="Kubeflow profile namespace (multi-user deployments).")] = None,
     param: Annotated[list[str] | None, typer.Option(
         help="A pipeline parameter, NAME=VALUE (repeatable), e.g. dataset_uri=s3://...")] = None,
+    package: Annotated[Path | None, typer.Option(
+        help="The compiled pipeline YAML to upload (default: the one installed with oblivio; "
+             "the Helm chart's hook passes the one in its ConfigMap).")] = None,
 ) -> None:
     """Upload the deletion-batch pipeline (a new version when it exists) and schedule it as a
     recurring run (one at a time, no catch-up), replacing the previous schedule."""
@@ -338,7 +345,10 @@ def pipeline_schedule(
             params[name] = json.loads(value)
         except json.JSONDecodeError:
             params[name] = value
-    print(json.dumps(schedule(host, cron, experiment, params=params, namespace=namespace)))
+    if package is not None and not package.is_file():
+        raise OblivioError(f"--package {package}: no such file")
+    print(json.dumps(schedule(host, cron, experiment, params=params, package=package,
+                              namespace=namespace)))
 
 
 @app.command()
