@@ -59,6 +59,7 @@ METHODS: dict[str, tuple[str, Any]] = {
     "finetune": ("finetune", BaselineSettings(epochs=0.2)),
     "neggrad+": ("neggrad+", BaselineSettings()),
     "neggrad+, 20 epochs": ("neggrad+", BaselineSettings(epochs=20)),
+    "neggrad+, guarded, 100 epochs": ("neggrad+", BaselineSettings(epochs=100, retain_guard=0.1)),
     "l2ul": ("l2ul", L2ULSettings()),
     "l2ul + bn recalibration": ("recalibrate", "l2ul"),
     "l2ul, eps 4": ("l2ul", L2ULSettings(eps=4.0)),
@@ -66,7 +67,8 @@ METHODS: dict[str, tuple[str, Any]] = {
     "l2ul, first version": ("l2ul", L2ULSettings(eps=4.0, mask="train", joint_pass=True)),
 }
 RECALIBRATION_BATCHES = 20
-FLIPPED_METHODS = ("match", "neggrad+", "neggrad+, 20 epochs", "l2ul", "finetune")
+FLIPPED_METHODS = ("match", "neggrad+", "neggrad+, 20 epochs", "neggrad+, guarded, 100 epochs",
+                   "l2ul", "finetune")
 
 
 def run_method(name: str, bench: BenchData, model_dir: Path, ids_file: Path, out: Path,

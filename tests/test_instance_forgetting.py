@@ -340,6 +340,30 @@ def test_match_undoes_steps_that_harm_the_retain_images(memorised: dict,
     assert runs["unguarded"]["halved_at"] == [] and runs["unguarded"]["retain_acc"] < 0.8
 
 
+def test_guarded_neggrad_keeps_the_retain_images(memorised: dict, tmp_path: Path) -> None:
+    """NegGrad+ with --retain-guard: the ascent that wrecks the memorised retain images as
+    published is undone and halved; random-label has no guard to take."""
+    data, ids = str(memorised["data"]), str(memorised["ids"])
+    train = open_dataset(data).split("train")
+    retain = np.setdiff1d(np.arange(len(train)), train.indices(read_sample_ids(ids)))
+    kept = {}
+    for name, guard in (("guarded", 0.1), ("published", None)):
+        prov = forget_with_baseline(str(memorised["saw"]), data, str(tmp_path / name),
+                                    "neggrad+", ids_file=ids, settings=BaselineSettings(
+                                        epochs=400, lr=0.5, retain_guard=guard),
+                                    device="cpu", progress=False)
+        kept[name] = (prov, accuracy(load_model(tmp_path / name), train, retain))
+    guarded, published = kept["guarded"], kept["published"]
+    assert guarded[0]["halved_at"] and guarded[0]["guard_loss_end"] <= guarded[0][
+        "guard_loss_limit"]
+    assert guarded[1] >= 0.9 > 0.5 > published[1] and "halved_at" not in published[0]
+    refused = runner.invoke(app, ["forget", "--model", str(memorised["saw"]), "--data", data,
+                                  "--forget-ids", ids, "--method", "random-label",
+                                  "--retain-guard", "0.1", "--out", str(tmp_path / "r")])
+    assert refused.exit_code == 2
+    assert "--retain-guard does not apply to --method random-label" in refused.stderr
+
+
 def test_match_leaves_a_request_that_already_looks_unseen(trained_rgb, tmp_path: Path) -> None:
     """Typical images of a model that generalises: about as familiar as unseen ones, so the
     stopping bar (a random unseen set's distance) is met at once and the model barely moves."""

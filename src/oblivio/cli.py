@@ -180,9 +180,9 @@ def forget(
              "to unseen ones (default: as close as a random unseen set of their size).")]
         = None,
     retain_guard: Annotated[float | None, typer.Option(
-        help="match: the most the steps may raise the mean loss of a fixed set of retain "
-             "images, as a share of the unseen images' mean loss, before they are undone and "
-             "the step size halved (default 0.1).")]
+        help="match, neggrad, neggrad+: the most the steps may raise the mean loss of a "
+             "fixed set of retain images, as a share of the unseen images' mean loss, before "
+             "they are undone and the step size halved (match: default 0.1; neggrad: off).")]
         = None,
     reference: Annotated[str | None, typer.Option(
         help="match: dataset whose test split holds the unseen images that set the target "

@@ -25,10 +25,13 @@ from oblivio.models.build import build
 from oblivio.models.inference import accuracy
 from oblivio.training import recipe_for, resolve_device, seed_everything, train
 from oblivio.unlearn.adversarial import other_classes
+from oblivio.unlearn.guard import RetainGuard, mean_loss
 from oblivio.unlearn.requests import ForgetRequest, load_request, save_unlearned
 
 BASELINES = ("finetune", "neggrad", "neggrad+", "random-label", "ssd", "retrain")
 CHECK_ROWS = 512  # forget rows watched by the stopping rule
+GUARD_ROWS = 256  # retain rows watched by the retain guard
+MAX_HALVINGS = 8
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class BaselineSettings:
     ssd_alpha: float = 10.0
     ssd_lambda: float = 1.0
     fisher_samples: int | None = None  # None: SSD's Fisher over all of D
+    # neggrad, neggrad+: None runs the method as published; a budget undoes steps that raise
+    # the loss of 256 retain images by more than this x the test split's mean loss, and halves
+    # the step (oblivio.unlearn.guard), at most 8 times
+    retain_guard: float | None = None
     seed: int = 0
 
     def check(self) -> None:
@@ -47,6 +54,8 @@ class BaselineSettings:
             raise OblivioError("epochs, learning rate and batch size must be positive")
         if self.forget_target is not None and not 0 <= self.forget_target <= 1:
             raise OblivioError(f"forget target must be in [0, 1], got {self.forget_target}")
+        if self.retain_guard is not None and self.retain_guard <= 0:
+            raise OblivioError("retain guard must be positive")
         if self.ssd_alpha <= 0 or self.ssd_lambda <= 0:
             raise OblivioError("SSD's alpha and lambda must be positive")
 
@@ -71,9 +80,10 @@ class _Draw:
 
 def _optimise(model: nn.Module, settings: BaselineSettings, steps: int,
               loss_of: Callable[[], torch.Tensor], stop: Callable[[], bool] | None,
-              desc: str, progress: bool) -> dict:
+              desc: str, progress: bool, guard: RetainGuard | None = None) -> dict:
     """SGD (momentum 0.9, cosine decay over the budget) for up to ``steps`` steps, stopping as
-    soon as ``stop()`` holds after a step."""
+    soon as ``stop()`` holds after a step; with a ``guard``, a step it undoes halves the step
+    size (and clears the momentum), and the 9th undone step ends the run."""
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9,
                                 weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
@@ -90,9 +100,17 @@ def _optimise(model: nn.Module, settings: BaselineSettings, steps: int,
         optimizer.step()
         schedule.step()
         taken += 1
+        if guard is not None and not guard.holds(model, taken):
+            if len(guard.halved_at) > MAX_HALVINGS:
+                break
+            schedule.base_lrs = [lr / 2 for lr in schedule.base_lrs]
+            for group in optimizer.param_groups:
+                group["lr"] /= 2
+            optimizer.state.clear()
         done = stop() if stop else False
     model.eval()
-    return {"steps": taken, "budget_steps": steps, "stopped_early": bool(stop and done)}
+    result = {"steps": taken, "budget_steps": steps, "stopped_early": bool(stop and done)}
+    return result | (guard.report(model) if guard is not None else {})
 
 
 def _steps(rows: np.ndarray, settings: BaselineSettings) -> int:
@@ -130,9 +148,10 @@ def finetune(model: nn.Module, split: Split, retain_rows: np.ndarray, settings: 
 
 def neggrad(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: np.ndarray,
             settings: BaselineSettings, target: float, device: str, plus: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, loss_scale: float = 1.0) -> dict:
     """Gradient ascent on D_f until its accuracy is at most ``target``; NegGrad+ (``plus``)
-    adds descent on a D_r batch in the same step."""
+    adds descent on a D_r batch in the same step. With ``settings.retain_guard``, steps that
+    harm the retain images are undone (budget x ``loss_scale``, the unseen mean loss)."""
     gen, forget, retain = _forget_and_retain(split, forget_rows, retain_rows, settings, device)
     ce = nn.CrossEntropyLoss()
 
@@ -144,8 +163,10 @@ def neggrad(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows
             value = value + ce(model(xr), yr)
         return value
     stop = _forget_stop(model, split, forget_rows, target, device, gen)
+    guard = None if settings.retain_guard is None else RetainGuard(
+        model, split, retain_rows, settings.retain_guard, loss_scale, gen, GUARD_ROWS, device)
     return _optimise(model, settings, _steps(forget_rows, settings), loss, stop,
-                     "neggrad+" if plus else "neggrad", progress)
+                     "neggrad+" if plus else "neggrad", progress, guard)
 
 
 def random_label(model: nn.Module, split: Split, forget_rows: np.ndarray,
@@ -249,8 +270,13 @@ def forget_with_baseline(model_dir: str, data: str, out: str, method: str,
     if method == "finetune":
         result = finetune(model, split, r_rows, settings, device, progress)
     elif method in ("neggrad", "neggrad+"):
+        scale = 1.0
+        if settings.retain_guard is not None:  # the unseen images' loss scale
+            test = request.dataset.split("test")
+            rows = np.sort(np.random.default_rng(settings.seed).permutation(len(test))[:2000])
+            scale = mean_loss(model, test, rows, device)
         result = neggrad(model, split, f_rows, r_rows, settings, target, device,
-                         method == "neggrad+", progress)
+                         method == "neggrad+", progress, scale)
     elif method == "random-label":
         result = random_label(model, split, f_rows, r_rows, request.dataset.num_classes,
                               settings, target, device, progress)

@@ -49,6 +49,7 @@ from oblivio.models.checkpoint import check_fits
 from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.batchnorm import recalibrate_batchnorm
+from oblivio.unlearn.guard import RetainGuard
 from oblivio.unlearn.requests import load_request, save_unlearned
 
 
@@ -120,10 +121,6 @@ def null_distance(unseen_loss: torch.Tensor, k: int, gen: torch.Generator,
     return float(gap.median() / targets.mean().clamp_min(1e-12))
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
 
@@ -144,12 +141,9 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
     if tolerance is None:
         tolerance = null_distance(unseen_loss, len(forget_rows), gen)
     history = [distance(start_loss, targets)]
-    guard_rows = np.sort(retain_rows[torch.randperm(len(retain_rows), generator=gen)[
-        :settings.guard_samples].numpy()])
-    guard_start = float(_losses(model, split, guard_rows, device).mean())
-    guard_limit = guard_start + settings.retain_guard * float(unseen_loss.mean())
-    lr, halvings = settings.lr, []
-    kept = _snapshot(model)
+    guard = RetainGuard(model, split, retain_rows, settings.retain_guard,
+                        float(unseen_loss.mean()), gen, settings.guard_samples, device)
+    lr = settings.lr
     optimizer = _sgd(model, lr)
     ce = nn.CrossEntropyLoss(reduction="none")
     smoothed = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -174,17 +168,13 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
         steps += 1
         bar.update()
         if steps % check_every == 0 or steps == settings.max_steps:
-            # not "<=": a step that blew the loss up to NaN is harm too
-            if not float(_losses(model, split, guard_rows, device).mean()) <= guard_limit:
-                model.load_state_dict(kept)  # undo the steps since the last check
-                halvings.append(steps)
-                if len(halvings) > settings.max_halvings:
+            if not guard.holds(model, steps):  # undone since the last check
+                if len(guard.halved_at) > settings.max_halvings:
                     break
                 lr /= 2
                 optimizer = _sgd(model, lr)  # and their momentum
                 bar.set_postfix(distance=f"{history[-1]:.3f}", lr=f"{lr:.2g}")
                 continue
-            kept = _snapshot(model)
             now = _losses(model, split, forget_rows, device)
             history.append(distance(now, targets))
             bar.set_postfix(distance=f"{history[-1]:.3f}", lr=f"{lr:.2g}")
@@ -192,10 +182,8 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
     model.eval()
     end_loss = _losses(model, split, forget_rows, device)
     return {"steps": steps, "cap_hit": history[-1] > tolerance, "tolerance": tolerance,
-            "halved_at": halvings, "final_lr": lr,
-            "guard_stopped": len(halvings) > settings.max_halvings,
-            "guard_loss_start": guard_start, "guard_loss_limit": guard_limit,
-            "guard_loss_end": float(_losses(model, split, guard_rows, device).mean()),
+            "final_lr": lr, "guard_stopped": len(guard.halved_at) > settings.max_halvings,
+            **guard.report(model),
             "distance_start": history[0], "distance_end": history[-1],
             "auc_start": auc_start, "auc_end": familiarity_auc(end_loss.numpy(), unseen_np),
             "reference_samples": len(picked),
