@@ -235,10 +235,9 @@ class Ledger:
             if row is None:
                 raise OblivioError(f"no batch {batch_id!r} in the ledger")
             if row.state != "claimed" or row.owner != owner:
-                holder = (f"{row.state}" if row.state != "claimed"
-                          else f"taken over by {row.owner}")
+                holder = row.state if row.state != "claimed" else f"taken over by {row.owner}"
                 raise LeaseLost(f"batch {batch_id} is no longer this run's ({holder}): "
-                                   "stopping without running it")
+                                "stopping without running it")
             conn.execute(update(batches).where(batches.c.id == batch_id)
                          .values(lease_until=moment + lease))
         return moment + lease
