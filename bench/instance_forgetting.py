@@ -46,7 +46,7 @@ from oblivio.models import load_model
 from oblivio.models.checkpoint import save_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import Recipe, recipe_for, train_to_dir
-from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
+from oblivio.unlearn.baselines import BaselineSettings, RelabelSettings, forget_with_baseline
 from oblivio.unlearn.batchnorm import recalibrate_batchnorm
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
@@ -60,6 +60,7 @@ METHODS: dict[str, tuple[str, Any]] = {
     "neggrad+": ("neggrad+", BaselineSettings()),
     "neggrad+, 20 epochs": ("neggrad+", BaselineSettings(epochs=20)),
     "neggrad+, guarded, 100 epochs": ("neggrad+", BaselineSettings(epochs=100, retain_guard=0.1)),
+    "relabel": ("relabel", RelabelSettings()),
     "l2ul": ("l2ul", L2ULSettings()),
     "l2ul + bn recalibration": ("recalibrate", "l2ul"),
     "l2ul, eps 4": ("l2ul", L2ULSettings(eps=4.0)),
@@ -67,8 +68,8 @@ METHODS: dict[str, tuple[str, Any]] = {
     "l2ul, first version": ("l2ul", L2ULSettings(eps=4.0, mask="train", joint_pass=True)),
 }
 RECALIBRATION_BATCHES = 20
-FLIPPED_METHODS = ("match", "neggrad+", "neggrad+, 20 epochs", "neggrad+, guarded, 100 epochs",
-                   "l2ul", "finetune")
+FLIPPED_METHODS = ("match", "relabel", "neggrad+", "neggrad+, 20 epochs",
+                   "neggrad+, guarded, 100 epochs", "l2ul", "finetune")
 
 
 def run_method(name: str, bench: BenchData, model_dir: Path, ids_file: Path, out: Path,

@@ -20,7 +20,7 @@ from oblivio.models import load_model
 from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import Recipe, train_to_dir
 from oblivio.unlearn.adversarial import adversarial_bank, l2_pgd, other_classes
-from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
+from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline, runner_up
 from oblivio.unlearn.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from oblivio.unlearn.importance import anchor_weights, output_sensitivity
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
@@ -206,6 +206,34 @@ def test_each_baseline_moves_the_model_in_its_direction(mislabelled: dict, tmp_p
     else:  # stop as soon as no forget instance keeps its label
         assert prov["stopped_early"] and after == 0.0
     assert _test_acc(tmp_path / "u", data) >= 0.7
+
+
+def test_relabel_gives_mislabelled_images_their_true_class(mislabelled: dict,
+                                                         tmp_path: Path) -> None:
+    """The images were trained in under the next colour's label; relabel moves each to the
+    model's runner-up class (on Fashion-MNIST the true class for 7 in 8: bench/), stops as soon
+    as none keeps its wrong label, keeps the test accuracy, and refuses a class request."""
+    data, model_dir, forget = mislabelled["data"], mislabelled["model"], mislabelled["forget"]
+    result = runner.invoke(app, ["forget", "--model", str(model_dir), "--data", str(data),
+                                 "--forget-ids", str(mislabelled["ids"]), "--method", "relabel",
+                                 "--out", str(tmp_path / "u")])
+    assert result.exit_code == 0, result.output
+    prov = load_model(tmp_path / "u").config["provenance"]
+    assert prov["method"] == "relabel" and prov["params"]["retain_guard"] == 0.1
+    assert prov["stopped_early"] and not prov["cap_hit"] and prov["forgotten_acc"] == 0.0
+    assert prov["budget_steps"] == 100  # 8 images, smaller than a batch: a pass is a step
+    assert "guard_loss_end" in prov
+    train = open_dataset(data).split("train")
+    rows = train.indices(forget)
+    second = runner_up(load_model(model_dir), train, rows, "cpu")
+    predicted = predict_logits(load_model(tmp_path / "u"), train, rows).argmax(1)
+    assert int((predicted == second).sum()) >= MISLABELLED - 1
+    assert _test_acc(tmp_path / "u", data) >= _test_acc(model_dir, data) - 0.05
+    refused = runner.invoke(app, ["forget", "--model", str(model_dir), "--data", str(data),
+                                  "--classes", "1", "--method", "relabel",
+                                  "--out", str(tmp_path / "c")])
+    assert refused.exit_code == 2 and "relabel forgets training images" in refused.stderr
+    assert not (tmp_path / "c").exists()
 
 
 def test_retrain_is_the_oracle_and_class_requests_work(trained_rgb, tmp_path: Path) -> None:

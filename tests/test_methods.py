@@ -62,12 +62,13 @@ def test_auto_picks_the_default_for_what_is_forgotten() -> None:
 
 def test_the_pipeline_branches_come_from_the_registry() -> None:
     assert pipeline_methods(CLASSES) == ("projection", "contrast")
-    assert pipeline_methods(IDS) == ("match", "l2ul")
+    assert pipeline_methods(IDS) == ("match", "l2ul", "relabel")
     check_pipeline_params({"class_method": "contrast", "alpha_mode": "fixed",
                            "instance_method": "l2ul"})
     with pytest.raises(OblivioError, match="class method must be projection or contrast"):
         check_pipeline_params({"class_method": "anything", "forget_ids_uri": "s3://b/ids"})
-    with pytest.raises(OblivioError, match="instance method must be match or l2ul, got 'x'"):
+    with pytest.raises(OblivioError,
+                       match="instance method must be match, l2ul or relabel, got 'x'"):
         check_pipeline_params({"instance_method": "x"})
     with pytest.raises(OblivioError, match="ratio mode must be auto or fixed, got 'grid'"):
         check_pipeline_params({"ratio_mode": "grid"})

@@ -9,25 +9,27 @@ def unlearn_instances(model: dsl.Input[dsl.Model], dataset_uri: str,
                       ablation: str, max_epochs: int, seed: int, device: str,
                       unlearned: dsl.Output[dsl.Model]) -> None:
     """Forget the deletion request's training images: ``match`` (the default) makes the model
-    treat them like images it never saw, as a retrain would; ``l2ul`` pushes them off their
-    labels, for mislabelled or memorised images.
+    treat them like images it never saw, as a retrain would; ``relabel`` (the choice for
+    mislabelled images) moves them to the model's runner-up class, where a retrain puts them;
+    ``l2ul`` pushes them off their labels.
 
     Args:
         model: The model to unlearn from.
         dataset_uri: Dataset directory or s3:// URI.
         samples: The checked deletion request from sample_data.
-        method: match or l2ul.
+        method: match, relabel or l2ul.
         max_steps: match: cap on steps; a hit cap is recorded with the model.
         ablation: l2ul: adv+imp (the method), adv or naive.
-        max_epochs: l2ul: cap on epochs over the request; a hit cap is recorded.
+        max_epochs: l2ul, relabel: cap on epochs over the request; a hit cap is recorded.
         seed: Seed of the batches (and of l2ul's adversarial targets).
         device: cpu, cuda or auto.
         unlearned: The unlearned model directory.
     """
     from oblivio.unlearn.steps import instance_step
 
-    options = ({"max_steps": max_steps} if method == "match" else
-               {"ablation": ablation, "max_epochs": max_epochs})
+    options = {"match": {"max_steps": max_steps},
+               "l2ul": {"ablation": ablation, "max_epochs": max_epochs},
+               "relabel": {"epochs": float(max_epochs)}}.get(method, {})
     prov = instance_step(model.path, dataset_uri, samples.path, unlearned.path, method,
                          {**options, "seed": seed}, device)
     unlearned.metadata.update({key: prov[key] for key in (

@@ -141,7 +141,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             val_per_class: Classes: validation samples per kept class.
             val_forget_samples: Classes: validation samples of the forget classes.
             class_method: Classes: projection or contrast.
-            instance_method: Images: match or l2ul.
+            instance_method: Images: match, relabel (for mislabelled images) or l2ul.
             instance_max_steps: Images, match: cap on steps.
             max_forget_acc: Gate: highest forget-class test accuracy.
             max_retain_drop: Gate: largest retain test accuracy drop vs the parent.

@@ -156,11 +156,13 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             instance_auc_one_sided: Gate, instance branch: fail only a result still more
                 familiar than unseen images; for requests of mislabelled or poisoned images,
                 which a retrain makes stranger than unseen ones.
-            instance_method: Instance branch: match (behave on the images like a retrain) or
-                l2ul (push them off their labels: for mislabelled or memorised images).
+            instance_method: Instance branch: match (behave on the images like a retrain),
+                relabel (move them to the model's runner-up class: for mislabelled images)
+                or l2ul (push them off their labels).
             instance_max_steps: Instance branch, match: cap on steps.
             instance_ablation: Instance branch, l2ul: adv+imp, adv or naive.
-            instance_max_epochs: Instance branch, l2ul: cap on epochs over the request.
+            instance_max_epochs: Instance branch, l2ul and relabel: cap on epochs over the
+                request.
             promote: Make the new version champion when the gates pass.
             deletion_batch: Id of the deletion batch this run honours (empty for none): a
                 version registered under it already is returned, never made twice.

@@ -150,8 +150,8 @@ def forget(
              "250).")] = None,
     forget_target: Annotated[float | None, typer.Option(
         help="Forget accuracy to reach: the validation target of projection and contrast "
-             "(default 0.01), the stopping rule of neggrad, neggrad+, random-label (default 0 "
-             "for ids, 0.01 for classes).")] = None,
+             "(default 0.01), the stopping rule of neggrad, neggrad+, random-label, relabel "
+             "(default 0 for ids, 0.01 for classes).")] = None,
     ablation: Annotated[str | None, typer.Option(
         help="l2ul: naive, adv or adv+imp (default).")] = None,
     variant: Annotated[str | None, typer.Option(
@@ -180,9 +180,10 @@ def forget(
              "to unseen ones (default: as close as a random unseen set of their size).")]
         = None,
     retain_guard: Annotated[float | None, typer.Option(
-        help="match, neggrad, neggrad+: the most the steps may raise the mean loss of a "
-             "fixed set of retain images, as a share of the unseen images' mean loss, before "
-             "they are undone and the step size halved (match: default 0.1; neggrad: off).")]
+        help="match, relabel, neggrad, neggrad+: the most the steps may raise the mean loss "
+             "of a fixed set of retain images, as a share of the unseen images' mean loss, "
+             "before they are undone and the step size halved (match, relabel: default 0.1; "
+             "neggrad: off).")]
         = None,
     reference: Annotated[str | None, typer.Option(
         help="match: dataset whose test split holds the unseen images that set the target "
@@ -192,7 +193,7 @@ def forget(
              "afterwards (default 0).")] = None,
     epochs: Annotated[float | None, typer.Option(
         help="finetune: epochs over D_r; neggrad, neggrad+, random-label: over D_f (default "
-             "1).")] = None,
+             "1); relabel: cap on epochs over D_f (default 100).")] = None,
     lr: Annotated[float | None, typer.Option(
         help="match, l2ul and the gradient baselines: learning rate (default 1e-3 for l2ul, "
              "0.01 for match and "
@@ -226,11 +227,11 @@ def forget(
         "fisher_samples": fisher_samples, "seed": seed})
     result = chosen.run(model, data, out, classes, forget_ids, settings, device, True)
     if result.get("guard_stopped"):
-        print(f"warning: match stopped after {len(result['halved_at'])} undone steps: even the "
-              "smallest step raised the retain images' loss more than --retain-guard allows, "
-              "so the images are only partly matched", file=sys.stderr)
+        print(f"warning: {chosen.name} stopped after {len(result['halved_at'])} undone steps: "
+              "even the smallest step raised the retain images' loss more than --retain-guard "
+              "allows, so the images are only partly forgotten", file=sys.stderr)
     elif result.get("cap_hit"):
-        cap = "--max-steps" if chosen.name == "match" else "--max-epochs"
+        cap = {"match": "--max-steps", "l2ul": "--max-epochs"}.get(chosen.name, "--epochs")
         print(f"warning: {chosen.name} stopped at its cap before reaching its target "
               f"(raise {cap})", file=sys.stderr)
     shown = {k: result[k] for k in ("method", "forget_classes", "forgotten_classes",
@@ -368,8 +369,9 @@ def run(
     class_method: Annotated[str, typer.Option(
         help="Classes: projection, or contrast (the better choice for a ViT).")] = "projection",
     instance_method: Annotated[str, typer.Option(
-        help="Sample ids: match (behave like a retrain), or l2ul (push them off their labels, "
-             "for mislabelled images).")] = "match",
+        help="Sample ids: match (behave like a retrain), relabel (mislabelled images: to the "
+             "model's runner-up class, where a retrain puts them) or l2ul (push them off "
+             "their labels).")] = "match",
     alpha_mode: Annotated[str, typer.Option(help="auto or fixed.")] = "auto",
     promote: Annotated[bool, typer.Option(help="Promote to champion when gates pass.")] = True,
     max_forget_acc: Annotated[float, typer.Option(help="Gate: forget accuracy.")] = 0.01,

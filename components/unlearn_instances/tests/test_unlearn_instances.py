@@ -10,7 +10,7 @@ from oblivio.unlearn.steps import sample_instances_step
 from oblivio_pipeline.components import unlearn_instances
 
 
-@pytest.mark.parametrize("method", ["match", "l2ul"])
+@pytest.mark.parametrize("method", ["match", "l2ul", "relabel"])
 def test_forgets_the_request_with_each_method_and_records_it(trained_rgb, tmp_path: Path,
                                                             method: str) -> None:
     data, model_dir = trained_rgb
@@ -26,7 +26,7 @@ def test_forgets_the_request_with_each_method_and_records_it(trained_rgb, tmp_pa
                                   unlearned=unlearned)
     prov = oblivio.load_model(tmp_path / "unlearned").config["provenance"]
     assert prov["forgotten_ids"] == ids and prov["method"] == method
-    assert prov["steps"] <= 3  # one batch of two images: a step per l2ul epoch
+    assert prov["steps"] <= 3  # one batch of two images: a step per l2ul, relabel epoch
     assert unlearned.metadata["forget_ids_sha256"] == ids_sha256(ids)
     assert unlearned.metadata["forget_ids_count"] == 2
     assert unlearned.metadata["method"] == method

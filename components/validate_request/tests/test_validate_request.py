@@ -28,7 +28,7 @@ def test_a_sound_request_names_the_version(registered: str, trained_rgb, tmp_pat
     ({"class_method": "ssd"}, "class method must be projection or contrast, got 'ssd'"),
     ({"ratio_mode": "grid"}, "ratio mode must be auto or fixed, got 'grid'"),
     ({"classes": "", "ids": "IDS", "instance_method": "neggrad"},
-     "instance method must be match or l2ul, got 'neggrad'"),
+     "instance method must be match, l2ul or relabel, got 'neggrad'"),
     ({"classes": "", "ids": "TEST_IDS"}, "names test-split sample ids"),
 ])
 def test_what_no_retry_can_fix_is_one_error(registered: str, trained_rgb, tmp_path: Path,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from oblivio.errors import OblivioError
-from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
+from oblivio.unlearn.baselines import BaselineSettings, RelabelSettings, forget_with_baseline
 from oblivio.unlearn.class_forgetting import (
     ContrastSettings,
     ProjectionSettings,
@@ -120,6 +120,10 @@ def _registry() -> dict[str, Method]:
                 "max_epochs", "lr", "recalibrate_bn", "seed"), _l2ul,
                "adversarial examples + weight importance: misclassify or relabel (for "
                "memorised, mislabelled images)", True),
+        Method("relabel", frozenset({IDS}), RelabelSettings, (*GRADIENT, "retain_guard"),
+               _baseline("relabel"),
+               "fine-tune the images towards the model's runner-up class, retain guard on "
+               "(for mislabelled images: a retrain predicts their true class)", True),
         Method("finetune", both, BaselineSettings, ("epochs", "lr", "seed"), _baseline("finetune"),
                "fine-tune on the retain set"),
         Method("neggrad", both, BaselineSettings, (*GRADIENT, "retain_guard"),
@@ -173,7 +177,8 @@ def check_pipeline_params(params: dict) -> None:
     for key, target in (("class_method", CLASSES), ("instance_method", IDS)):
         allowed = pipeline_methods(target)
         if params.get(key, allowed[0]) not in allowed:
-            raise OblivioError(f"{key.replace('_', ' ')} must be {' or '.join(allowed)}, "
+            choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+            raise OblivioError(f"{key.replace('_', ' ')} must be {choices}, "
                                f"got {params[key]!r}")
     for key in ("alpha_mode", "ratio_mode"):
         if params.get(key, "auto") not in ("auto", "fixed"):
