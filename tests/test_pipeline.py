@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -62,6 +63,26 @@ def test_pipeline_twice_extends_the_lineage(tracked: str, trained_rgb, tmp_path:
     assert ours.config["provenance"]["forgotten_classes"] == [1, 2]
     result = runner.invoke(app, ["lineage", "tiny"])
     assert result.exit_code == 0 and "champion" in result.stdout
+
+
+def test_shards_give_what_one_pass_gives(tracked: str, trained_rgb) -> None:
+    """The same request from the same version, once in one pass and once over 3 shards
+    (ParallelFor fan-out, Collected reduce, under kfp's local runner): the same weights, up
+    to float sums, and the same evaluation."""
+    from oblivio_pipeline.local import run_local
+
+    data, model_dir = trained_rgb
+    register_original("sharded", model_dir)
+    for shards in (1, 3):
+        run_local("sharded", "1", str(data), device="cpu", promote=False, shards=shards,
+                  **SMALL, **LENIENT)  # champion stays version 1
+    one, three = (oblivio.load_model(f"models:/sharded/{v}") for v in ("2", "3"))
+    assert one.config["provenance"]["alpha"] == three.config["provenance"]["alpha"]
+    for key, value in one.state_dict().items():
+        torch.testing.assert_close(three.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    runs = [client().get_run(client().get_model_version("sharded", v).run_id) for v in "23"]
+    for key in ("forget_test_acc", "retain_train_acc", "mia_efficacy_confidence"):
+        assert runs[1].data.metrics[key] == pytest.approx(runs[0].data.metrics[key], abs=1e-6)
 
 
 def test_a_deletion_request_takes_the_instance_branch(tracked: str, trained_rgb,

@@ -1,3 +1,4 @@
+
 from kfp import dsl
 
 from oblivio_pipeline import component
@@ -5,6 +6,8 @@ from oblivio_pipeline import component
 
 @component
 def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Model],
+                   original_train: dsl.Input[list[dsl.Artifact]],
+                   unlearned_train: dsl.Input[list[dsl.Artifact]],
                    dataset_uri: str, device: str, job_id: str, deletion_batch: str,
                    metrics: dsl.Output[dsl.Metrics], report: dsl.Output[dsl.Artifact],
                    summary: dsl.Output[dsl.Markdown], html: dsl.Output[dsl.HTML]) -> None:
@@ -16,6 +19,8 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
     Args:
         original: The parent model.
         unlearned: The unlearned model.
+        original_train: The parent's training-split outputs, the shards of predict_outputs.
+        unlearned_train: The unlearned model's training-split outputs, likewise.
         dataset_uri: Dataset directory or s3:// URI.
         device: cpu, cuda or auto.
         job_id: The pipeline job's id (metrics and report go to its MLflow run).
@@ -31,7 +36,10 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
     from oblivio.evaluation.report import markdown
     from oblivio.tracking.runs import log_report, run_key
 
-    result = evaluate_unlearned(unlearned.path, dataset_uri, report.path, original.path, device)
+    parts = {"model": [a.path for a in unlearned_train],
+             "original": [a.path for a in original_train]}
+    result = evaluate_unlearned(unlearned.path, dataset_uri, report.path, original.path, device,
+                                train_parts=parts)
     for key, value in log_report(run_key(job_id, deletion_batch), report.path).items():
         metrics.log_metric(key, value)
     with open(summary.path, "w") as f:

@@ -16,6 +16,9 @@ from oblivio_pipeline.components import (
     capture_activations,
     compute_subspaces,
     evaluate_model,
+    merge_statistics,
+    plan_shards,
+    predict_outputs,
     record_outcome,
     register_model,
     resolve_model,
@@ -40,6 +43,9 @@ SECRET_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
 
 #: CPU and memory a step that does not run the model asks for.
 LIGHT_CPU, LIGHT_MEMORY = "1", "2Gi"
+#: Shards of one fan-out that run at once. A ParallelFor's parallelism is compiled in, not a
+#: run parameter; the run's ``shards`` says how many there are.
+PARALLEL_SHARDS = 16
 
 
 def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
@@ -111,6 +117,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         promote: bool = True,
         deletion_batch: str = "",
         device: str = "auto",
+        shards: int = 1,
         gpu_count: str = "1",
         compute_cpu: str = "4",
         compute_memory: str = "16Gi",
@@ -167,6 +174,9 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             deletion_batch: Id of the deletion batch this run honours (empty for none): a
                 version registered under it already is returned, never made twice.
             device: cpu, cuda or auto.
+            shards: Tasks that the capture of each sample list and the evaluation's pass over
+                the training split each spread over (1 to 256; at most 16 run at once); the
+                parts are added up in order, so any count gives the same result.
             gpu_count: GPUs (nvidia.com/gpu) for the steps that run the model, e.g. "1".
             compute_cpu: CPU request of the steps that run the model (the others ask for 1).
             compute_memory: Memory request of the steps that run the model (the others 2Gi).
@@ -197,10 +207,21 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                 **cluster, retries=3).after(validated)
             resolved.set_caching_options(False)  # the alias moves: always ask the registry
             model = resolved.outputs["model"]
+            shard_list = _configure(plan_shards(shards=shards), **cluster).after(
+                validated).output
 
             def evaluate_and_register(unlearned) -> None:
+                with dsl.ParallelFor(shard_list, parallelism=PARALLEL_SHARDS) as shard:
+                    predicted = {role: _configure(predict_outputs(
+                        model=m, dataset_uri=dataset_uri, shard=shard, shards=shards,
+                        device=device), **cluster, gpu_count=gpu_count,
+                        retries=2).set_display_name(f"predict {role}")
+                        for role, m in (("original", model), ("unlearned", unlearned))}
                 evaluated = _configure(evaluate_model(
-                    original=model, unlearned=unlearned, dataset_uri=dataset_uri, device=device,
+                    original=model, unlearned=unlearned,
+                    original_train=dsl.Collected(predicted["original"].outputs["outputs"]),
+                    unlearned_train=dsl.Collected(predicted["unlearned"].outputs["outputs"]),
+                    dataset_uri=dataset_uri, device=device,
                     job_id=job_id, deletion_batch=deletion_batch), **cluster,
                     gpu_count=gpu_count, retries=2)
                 registered = _configure(register_model(
@@ -221,13 +242,17 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                 deletion_batch=deletion_batch),
                 **cluster, retries=3).outputs["samples"]
             with dsl.If(forget_ids_uri == "", name="classes"):
-                stats = {which: _configure(capture_activations(
-                    model=model, dataset_uri=dataset_uri, samples=samples, which=which,
-                    device=device), **cluster, gpu_count=gpu_count,
-                    retries=2).set_display_name(f"capture {which}")
-                    for which in ("retain", "forget")}
-                retain_stats = stats["retain"].outputs["statistics"]
-                forget_stats = stats["forget"].outputs["statistics"]
+                stats = {}
+                for which in ("retain", "forget"):
+                    with dsl.ParallelFor(shard_list, parallelism=PARALLEL_SHARDS) as shard:
+                        part = _configure(capture_activations(
+                            model=model, dataset_uri=dataset_uri, samples=samples, which=which,
+                            shard=shard, shards=shards, device=device), **cluster,
+                            gpu_count=gpu_count, retries=2).set_display_name(f"capture {which}")
+                    stats[which] = _configure(merge_statistics(
+                        parts=dsl.Collected(part.outputs["statistics"])),
+                        **cluster).set_display_name(f"merge {which}").outputs["statistics"]
+                retain_stats, forget_stats = stats["retain"], stats["forget"]
                 with dsl.If(class_method == "contrast", name="contrast"):
                     contrasted = _configure(apply_contrast(
                         model=model, dataset_uri=dataset_uri, retain_statistics=retain_stats,

@@ -385,6 +385,9 @@ def run(
         help="Gate for sample ids: fail only a result still familiar (mislabelled or poisoned "
              "images, which a retrain makes stranger than unseen ones).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    shards: Annotated[int, typer.Option(
+        help="Tasks that capture and the evaluation's training-split pass each spread over "
+             "(the same result for any count).")] = 1,
 ) -> None:
     """Run the unlearning pipeline locally (kfp.local) against the local MLflow."""
     from oblivio_pipeline.local import run_local
@@ -396,7 +399,7 @@ def run(
                        min_mia_efficacy=min_mia_efficacy,
                        instance_max_test_drop=instance_max_test_drop,
                        instance_auc_z=instance_auc_z,
-                       instance_auc_one_sided=instance_auc_one_sided)
+                       instance_auc_one_sided=instance_auc_one_sided, shards=shards)
     print(result["report"])
     print(f"forgot {result['forgot']}")
     print_lineage(model_name)

@@ -7,6 +7,7 @@ import json
 import os
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -30,7 +31,7 @@ def read_tensors(uri: str | os.PathLike[str], fmt: str
         tensors = load_safetensors(blob)
         header_len = int.from_bytes(blob[:8], "little")  # safetensors: u64 length + JSON header
         meta = json.loads(blob[8:8 + header_len]).get("__metadata__") or {}
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError, SafetensorError) as exc:
         raise OblivioError(f"{os.fspath(uri)} is not a {fmt} file") from exc
     if meta.get("format") != fmt:
         raise OblivioError(f"{os.fspath(uri)} is not a {fmt} file")

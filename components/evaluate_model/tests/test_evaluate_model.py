@@ -1,25 +1,42 @@
 import json
 from pathlib import Path
 
+import pytest
 from kfp import dsl
 
+from oblivio.evaluation.evaluate import evaluate_unlearned
 from oblivio.tracking.registry import client
 from oblivio.tracking.runs import run_id_of
-from oblivio_pipeline.components import evaluate_model
+from oblivio_pipeline.components import evaluate_model, predict_outputs
 
 
 def test_judges_what_the_model_forgot_and_logs_it(trained_rgb, projected: Path, job: str,
                                                   tmp_path: Path) -> None:
+    """On shards of the training split (two, then gathered), the report is what one pass
+    over the whole split gives."""
     data, model_dir = trained_rgb
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
     summary, html = tmp_path / "summary.md", tmp_path / "report.html"
+    parts = {}
+    for role, path in (("original", model_dir), ("unlearned", projected)):
+        parts[role] = [dsl.Artifact(uri=str(tmp_path / f"{role}{i}")) for i in range(2)]
+        for i, part in enumerate(parts[role]):
+            predict_outputs.python_func(model=dsl.Model(uri=str(path)), dataset_uri=str(data),
+                                        shard=i, shards=2, device="cpu", outputs=part)
     evaluate_model.python_func(original=dsl.Model(uri=str(model_dir)),
-                               unlearned=dsl.Model(uri=str(projected)), dataset_uri=str(data),
+                               unlearned=dsl.Model(uri=str(projected)),
+                               original_train=parts["original"],
+                               unlearned_train=parts["unlearned"], dataset_uri=str(data),
                                device="cpu", job_id=job, deletion_batch="", metrics=metrics,
                                report=dsl.Artifact(uri=str(tmp_path / "report")),
                                summary=dsl.Markdown(uri=str(summary)),
                                html=dsl.HTML(uri=str(html)))
     report = json.loads((tmp_path / "report" / "report.json").read_text())
+    whole = evaluate_unlearned(str(projected), str(data), tmp_path / "whole", str(model_dir),
+                               "cpu")
+    for key in ("forget_test_acc", "retain_train_acc", "forget_train_acc",
+                "mia_efficacy_confidence", "mia_loss_lr_cv_acc", "probe_forget_test_acc"):
+        assert report[key] == pytest.approx(whole[key], abs=1e-6), key
     assert report["mode"] == "class" and report["forget_classes"] == [1]  # from provenance
     assert metrics.metadata["forget_test_acc"] == report["forget_test_acc"]
     assert "original_retain_test_acc" in metrics.metadata

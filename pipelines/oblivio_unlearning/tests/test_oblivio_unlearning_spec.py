@@ -82,7 +82,9 @@ def test_platform_parameters_have_the_types_the_driver_accepts(tmp_path: Path) -
                 if "accelerator" in c.get("resources", {})}
     assert with_gpu == {"exec-capture-activations", "exec-capture-activations-2",
                         "exec-apply-projection", "exec-apply-contrast", "exec-unlearn-instances",
-                        "exec-evaluate-model", "exec-evaluate-model-2", "exec-evaluate-model-3"}
+                        "exec-evaluate-model", "exec-evaluate-model-2", "exec-evaluate-model-3",
+                        *(f"exec-predict-outputs{s}" for s in ("", "-2", "-3", "-4", "-5",
+                                                               "-6"))}
     for name, container in containers.items():  # every step asks for CPU and memory
         resources = container["resources"]
         if name in with_gpu:
@@ -110,31 +112,58 @@ def test_steps_parameters_and_branches(tmp_path: Path) -> None:
     tasks = components["comp-exit-handler-1"]["dag"]["tasks"]
     assert tasks["resolve-model"]["cachingOptions"] == {}  # the alias moves
     assert tasks["resolve-model"]["retryPolicy"]["maxRetryCount"] == 3  # I/O steps retry
-    assert set(tasks) == {"validate-request", "resolve-model", "sample-data",
+    assert set(tasks) == {"validate-request", "resolve-model", "sample-data", "plan-shards",
                           "condition-branches-2"}
+    assert tasks["plan-shards"]["dependentTasks"] == ["validate-request"]
     validate = tasks["validate-request"]  # first, never retried, never cached
     assert "retryPolicy" not in validate and validate["cachingOptions"] == {}
     assert "dependentTasks" not in validate
     assert tasks["resolve-model"]["dependentTasks"] == ["validate-request"]
     resolve_inputs = tasks["resolve-model"]["inputs"]["parameters"]
     assert {"class_method", "alpha_mode", "ratio_mode", "forget_classes"} <= set(resolve_inputs)
-    classes = components["comp-condition-6"]["dag"]["tasks"]
-    contrast = components["comp-condition-4"]["dag"]["tasks"]
-    projection = components["comp-condition-5"]["dag"]["tasks"]
-    instances = components["comp-condition-7"]["dag"]["tasks"]
-    assert set(classes) == {"capture-activations", "capture-activations-2",  # retain || forget
-                            "condition-branches-3"}
-    assert set(contrast) == {"apply-contrast", "evaluate-model", "register-model"}
-    assert set(projection) == {"compute-subspaces", "apply-projection", "evaluate-model-2",
-                               "register-model-2"}
-    assert set(instances) == {"unlearn-instances", "evaluate-model-3", "register-model-3"}
+    classes = components["comp-condition-10"]["dag"]["tasks"]
+    contrast = components["comp-condition-7"]["dag"]["tasks"]
+    projection = components["comp-condition-8"]["dag"]["tasks"]
+    instances = components["comp-condition-11"]["dag"]["tasks"]
+    # retain || forget, each fanned out over the shards and merged
+    assert set(classes) == {"for-loop-3", "for-loop-4", "merge-statistics",
+                            "merge-statistics-2", "condition-branches-5"}
+    assert set(contrast) == {"apply-contrast", "for-loop-6", "evaluate-model", "register-model"}
+    assert set(projection) == {"compute-subspaces", "apply-projection", "for-loop-9",
+                               "evaluate-model-2", "register-model-2"}
+    assert set(instances) == {"unlearn-instances", "for-loop-12", "evaluate-model-3",
+                              "register-model-3"}
+    loops = {"3": {"capture-activations"}, "4": {"capture-activations-2"},
+             "6": {"predict-outputs", "predict-outputs-2"},
+             "9": {"predict-outputs-3", "predict-outputs-4"},
+             "12": {"predict-outputs-5", "predict-outputs-6"}}
+    parents = {"3": classes, "4": classes, "6": contrast, "9": projection, "12": instances}
+    for n, steps in loops.items():
+        assert set(components[f"comp-for-loop-{n}"]["dag"]["tasks"]) == steps
+        loop = parents[n][f"for-loop-{n}"]
+        assert loop["iteratorPolicy"]["parallelismLimit"] == 16
+        assert loop["parameterIterator"]["items"]["inputParameter"].endswith(
+            "plan-shards-Output")
+        for step in steps:  # each shard is told which it is and how many there are
+            inputs = components[f"comp-for-loop-{n}"]["dag"]["tasks"][step]["inputs"]
+            assert inputs["parameters"]["shard"]["componentInputParameter"].endswith(
+                "loop-item")
+            assert inputs["parameters"]["shards"]["componentInputParameter"].endswith(
+                "shards")
+    for merge in ("merge-statistics", "merge-statistics-2"):  # the reduce: every shard, in order
+        parts = classes[merge]["inputs"]["artifacts"]["parts"]["taskOutputArtifact"]
+        assert parts["producerTask"] in ("for-loop-3", "for-loop-4")
+    evaluate_inputs = components["comp-evaluate-model"]["inputDefinitions"]["artifacts"]
+    assert evaluate_inputs["original_train"]["isArtifactList"] is True
+    assert evaluate_inputs["unlearned_train"]["isArtifactList"] is True
+    assert params["shards"]["defaultValue"] == 1
     for register in (contrast["register-model"], projection["register-model-2"],
                      instances["register-model-3"]):
         assert register["cachingOptions"] == {}  # never skip a registration
         assert "retryPolicy" not in register
     branch = components["comp-condition-branches-2"]["dag"]["tasks"]
-    assert "forget_ids_uri" in branch["condition-6"]["triggerPolicy"]["condition"]
-    method = components["comp-condition-branches-3"]["dag"]["tasks"]
-    assert "class_method" in method["condition-4"]["triggerPolicy"]["condition"]
+    assert "forget_ids_uri" in branch["condition-10"]["triggerPolicy"]["condition"]
+    method = components["comp-condition-branches-5"]["dag"]["tasks"]
+    assert "class_method" in method["condition-7"]["triggerPolicy"]["condition"]
     exit_task = spec["root"]["dag"]["tasks"]["record-outcome"]
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"

@@ -28,7 +28,7 @@ from oblivio.evaluation.metrics import (
     mia_features,
     per_class_accuracy,
 )
-from oblivio.evaluation.outputs import collect_outputs
+from oblivio.evaluation.outputs import collect_outputs, gather_shards
 from oblivio.evaluation.report import write_report
 from oblivio.models.checkpoint import check_fits, load_model, read_config
 from oblivio.training import resolve_device
@@ -58,10 +58,12 @@ def forget_spec(dataset: Dataset, classes: str | list[int] | None,
 
 
 def _model_metrics(model: torch.nn.Module, dataset: Dataset, spec: ForgetSpec, device: str,
-                   seed: int, svc_cap: int | None, progress: bool
-                   ) -> tuple[dict, list[float], dict]:
-    train = collect_outputs(model, dataset.split("train"), device=device, progress=progress,
-                            desc="predict train")
+                   seed: int, svc_cap: int | None, progress: bool,
+                   train_parts: list[str] | None = None) -> tuple[dict, list[float], dict]:
+    split = dataset.split("train")
+    train = (collect_outputs(model, split, device=device, progress=progress,
+                             desc="predict train") if train_parts is None else
+             gather_shards(train_parts, model.config["weights_sha256"], len(split)))
     test = collect_outputs(model, dataset.split("test"), device=device, progress=progress,
                            desc="predict test")
     metrics = compute_metrics(train, test, spec, dataset.num_classes, seed, svc_cap)
@@ -107,10 +109,12 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
              forget_classes: str | list[int] | None = None,
              forget_ids: str | os.PathLike[str] | None = None, original: str | None = None,
              oracle: str | None = None, device: str = "auto", seed: int = 0,
-             svc_cap: int | None = 5000, progress: bool = True) -> dict:
+             svc_cap: int | None = 5000, progress: bool = True,
+             train_parts: dict[str, list[str]] | None = None) -> dict:
     """Evaluate ``model`` (and ``original``/``oracle`` beside it); write report.json, .md and
     .html to ``out``. Every input is checked before any prediction; ``out`` appears whole or
-    not at all."""
+    not at all. ``train_parts`` (per role) gives a model's training-split outputs as the
+    shard files of :func:`predict_shard` instead of predicting them here."""
     start = time.perf_counter()
     device = resolve_device(device)
     dataset = open_dataset(data)
@@ -121,7 +125,8 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
               if path is not None}
     _check_agrees(models["model"].config, named, dataset, model)
     ensure_checked(dataset)
-    results = {role: _model_metrics(m, dataset, spec, device, seed, svc_cap, progress)
+    results = {role: _model_metrics(m, dataset, spec, device, seed, svc_cap, progress,
+                                    (train_parts or {}).get(role))
                for role, m in models.items()}
     keys = CLASS_KEYS if spec.mode == "class" else INSTANCE_KEYS
     metrics, _, extra = results["model"]
@@ -156,10 +161,12 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
 
 def evaluate_unlearned(unlearned: str, data: str, out: str | os.PathLike[str],
                        original: str | None = None, device: str = "auto",
-                       progress: bool = False) -> dict:
+                       progress: bool = False,
+                       train_parts: dict[str, list[str]] | None = None) -> dict:
     """Evaluate an unlearned model on everything it has forgotten, as its provenance records
     it (this run's request and earlier ones): its classes, or after deletion requests all the
-    training images it has forgotten. What the pipeline's evaluate step runs."""
+    training images it has forgotten. What the pipeline's evaluate step runs; its
+    ``train_parts`` (roles ``model`` and ``original``) come from the sharded predict steps."""
     provenance = read_config(unlearned).get("provenance", {})
     with tempfile.TemporaryDirectory() as tmp:
         spec: dict = {"forget_classes": provenance.get("forgotten_classes")}
@@ -169,4 +176,4 @@ def evaluate_unlearned(unlearned: str, data: str, out: str | os.PathLike[str],
         if not spec.get("forget_classes") and "forget_ids" not in spec:
             raise OblivioError(f"{unlearned} records nothing forgotten: not an unlearned model")
         return evaluate(unlearned, data, out, original=original, device=device,
-                        progress=progress, **spec)
+                        progress=progress, train_parts=train_parts, **spec)

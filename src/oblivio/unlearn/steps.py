@@ -1,7 +1,7 @@
 """Forgetting as separately runnable steps over files, one per pipeline step
 (docs/architecture.md):
-classes: sample -> capture (retain and forget, in parallel) -> subspaces -> project, or
-sample -> capture -> contrast;
+classes: sample -> capture (retain and forget, each over shards, merged) -> subspaces ->
+project, or sample -> capture -> contrast;
 instances: sample (check the deletion request) -> unlearn.
 
 Each step reads what the previous one wrote (sample-id Parquet files, safetensors statistics and
@@ -22,6 +22,7 @@ from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_id
 from oblivio.data.storage import staged_dir, write_bytes
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import load_model
+from oblivio.shards import shard_rows
 from oblivio.training import resolve_device
 from oblivio.unlearn.alpha_selection import FORGET_MARGIN, alpha_pairs
 from oblivio.unlearn.class_forgetting import contrast_and_save, project_and_save
@@ -32,7 +33,12 @@ from oblivio.unlearn.projection import eigen_operators
 from oblivio.unlearn.ratio_selection import contrast_taus
 from oblivio.unlearn.requests import forgotten_classes, load_request
 from oblivio.unlearn.samples import ClassSamples
-from oblivio.unlearn.statistics import capture_statistics, load_statistics, save_statistics
+from oblivio.unlearn.statistics import (
+    capture_statistics,
+    load_statistics,
+    merge_statistics,
+    save_statistics,
+)
 from oblivio.unlearn.subspaces import compute_subspaces, load_subspaces, save_subspaces
 
 SETS = ("retain", "forget", "validation")
@@ -96,16 +102,27 @@ def instance_step(model_dir: str, data: str, samples_dir: str, out: str, method:
 
 
 def capture_step(model_dir: str, data: str, ids_file: str, out_file: str,
-                 batch_size: int = 250, device: str = "auto") -> dict:
-    """Per-layer input statistics of one sample list, as one safetensors file."""
+                 batch_size: int = 250, device: str = "auto", shard: int = 0,
+                 shards: int = 1) -> dict:
+    """Per-layer input statistics of one sample list (or of its slice ``shard`` of
+    ``shards``), as one safetensors file."""
     device = resolve_device(device)
     model = load_model(model_dir, device)
     train = open_dataset(data).split("train")
-    rows = train.indices(read_sample_ids(ids_file))
+    rows = shard_rows(train.indices(read_sample_ids(ids_file)), shard, shards)
     start = time.perf_counter()
     stats = capture_statistics(model, train, rows, batch_size, device)
     save_statistics(stats, out_file)
-    return {"samples": stats.samples, "layers": len(stats.layers),
+    return {"samples": stats.samples, "layers": len(stats.layers), "shard": shard,
+            "shards": shards, "seconds": time.perf_counter() - start}
+
+
+def merge_statistics_step(part_files: list[str], out_file: str) -> dict:
+    """The statistics of a whole sample list from those of its shards, in shard order."""
+    start = time.perf_counter()
+    merged = merge_statistics([load_statistics(f) for f in part_files])
+    save_statistics(merged, out_file)
+    return {"samples": merged.samples, "layers": len(merged.layers), "parts": len(part_files),
             "seconds": time.perf_counter() - start}
 
 
