@@ -86,9 +86,38 @@ def _avg(records: list[dict], key: str) -> float:
     return sum(r[key] for r in records) / len(records)
 
 
+def sharding() -> str:
+    """bench/sharding.py: the seconds of one shard of capture and of the training-split
+    prediction, per image count and shard count, and the reduce where it was timed."""
+    records = json.loads((ROOT / "bench" / "results" / "sharding.json").read_text())["records"]
+    base = {r["images"]: r for r in records if r["shards"] == 1}
+    header = ["images", "shards", "images per shard", "capture s (per 1k images)",
+              "capture s vs 1 shard", "merge s", "predict s (per 1k images)",
+              "predict s vs 1 shard", "gather s"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in records:
+        n, shards, one = r["images"], r["shards"], base[r["images"]]
+        per = -(-n // shards)
+        cells = [f"{n:,}", str(shards), f"{per:,}"]
+        for step in ("capture", "predict"):
+            sec = r[step]["shard_seconds"]
+            cells += [f"{sec:.1f} ({1000 * sec / per:.2f})",
+                      f"{sec / one[step]['shard_seconds']:.2f}"]
+            if step == "capture":
+                cells.append(_reduce(r[step]))
+        cells.append(_reduce(r["predict"]))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _reduce(step: dict) -> str:
+    return f"{step['reduce_seconds']:.2f}" if "reduce_seconds" in step else "-"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "oracles": oracles, "instance": instance,
-    "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json")}
+    "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
+    "sharding": sharding}
 
 
 def render(text: str) -> str:
