@@ -37,11 +37,23 @@ def fashion_mnist(out: Path) -> Path:
     return data
 
 
+def _peak_mib() -> float:
+    """This process's peak RSS. ru_maxrss survives exec on Linux, so a spawned child would
+    report its parent's peak when that was higher; VmHWM belongs to the address space, which
+    exec replaces."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float, float]:
     start = time.perf_counter()
     result = fn(*args)
-    return result, time.perf_counter() - start, resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result, time.perf_counter() - start, _peak_mib()
 
 
 def isolated(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:

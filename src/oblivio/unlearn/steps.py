@@ -118,9 +118,15 @@ def capture_step(model_dir: str, data: str, ids_file: str, out_file: str,
 
 
 def merge_statistics_step(part_files: list[str], out_file: str) -> dict:
-    """The statistics of a whole sample list from those of its shards, in shard order."""
+    """The statistics of a whole sample list from those of its shards, in shard order, one
+    file at a time: a resnet18's statistics are 0.74 GB on 28x28 images, and holding 8 shards
+    at once took 7.5 GB."""
+    if not part_files:
+        raise OblivioError("no statistics to merge")
     start = time.perf_counter()
-    merged = merge_statistics([load_statistics(f) for f in part_files])
+    merged = load_statistics(part_files[0])
+    for part in part_files[1:]:
+        merged = merge_statistics([merged, load_statistics(part)])
     save_statistics(merged, out_file)
     return {"samples": merged.samples, "layers": len(merged.layers), "parts": len(part_files),
             "seconds": time.perf_counter() - start}
