@@ -165,7 +165,13 @@ def forget(
     pgd_iters: Annotated[int | None, typer.Option(
         help="l2ul: L2-PGD iterations (default 100).")] = None,
     max_epochs: Annotated[int | None, typer.Option(
-        help="l2ul: cap on epochs over the forget set (default 300).")] = None,
+        help="l2ul: cap on epochs over the forget set (default 300); scrub: epochs that "
+             "begin with max-steps on the forget set (default 2).")] = None,
+    retain_batches: Annotated[int | None, typer.Option(
+        help="scrub: min-step batches of the retain set per epoch (default: a pass).")] = None,
+    saliency: Annotated[float | None, typer.Option(
+        help="salun: share of the weights updated, the most salient to the forget loss "
+             "(default 0.5).")] = None,
     mask: Annotated[str | None, typer.Option(
         help="l2ul: which images the ascent still pushes: eval (default: those the model in "
              "eval mode still gets right), train (judged in the step's train mode) or none "
@@ -192,12 +198,13 @@ def forget(
         help="match, l2ul: re-estimate batch-norm statistics on this many retain batches "
              "afterwards (default 0).")] = None,
     epochs: Annotated[float | None, typer.Option(
-        help="finetune: epochs over D_r; neggrad, neggrad+, random-label: over D_f (default "
-             "1); relabel: cap on epochs over D_f (default 100).")] = None,
+        help="finetune: epochs over D_r; neggrad, neggrad+, random-label, salun: over D_f "
+             "(default 1); relabel: cap on epochs over D_f (default 100); scrub: SCRUB "
+             "epochs (default 3).")] = None,
     lr: Annotated[float | None, typer.Option(
         help="match, l2ul and the gradient baselines: learning rate (default 1e-3 for l2ul, "
-             "0.01 for match and "
-             "the baselines).")] = None,
+             "5e-4 for scrub, 0.013 for salun, 0.01 for match and the other baselines).")]
+        = None,
     fisher_samples: Annotated[int | None, typer.Option(
         help="ssd: training samples for the Fisher of D (default: all).")] = None,
     seed: Annotated[int | None, typer.Option(
@@ -224,7 +231,8 @@ def forget(
         "max_epochs": max_epochs, "mask": mask, "eps": eps, "max_steps": max_steps,
         "tolerance": tolerance, "retain_guard": retain_guard, "reference": reference,
         "recalibrate_bn": recalibrate_bn, "epochs": epochs, "lr": lr,
-        "fisher_samples": fisher_samples, "seed": seed})
+        "fisher_samples": fisher_samples, "retain_batches": retain_batches,
+        "saliency": saliency, "seed": seed})
     result = chosen.run(model, data, out, classes, forget_ids, settings, device, True)
     if result.get("guard_stopped"):
         print(f"warning: {chosen.name} stopped after {len(result['halved_at'])} undone steps: "

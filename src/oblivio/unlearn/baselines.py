@@ -1,6 +1,7 @@
 """The baselines every unlearning claim is measured against (docs/algorithms.md §3), for class and
-instance requests alike: fine-tune, NegGrad, NegGrad+, random label, SSD, and the retrain oracle;
-and relabel, the method for mislabelled images, built on the same loop.
+instance requests alike: fine-tune, NegGrad, NegGrad+, random label, SSD, SCRUB and SalUn (in
+their own modules), and the retrain oracle; and relabel, the method for mislabelled images,
+built on the same loop.
 
 Each changes a model in place given the training rows to forget and to keep, and reports its
 steps and seconds; ``forget_with_baseline`` wraps them into the same model directory as every
@@ -29,7 +30,8 @@ from oblivio.unlearn.adversarial import other_classes
 from oblivio.unlearn.guard import RetainGuard, mean_loss
 from oblivio.unlearn.requests import ForgetRequest, load_request, save_unlearned
 
-BASELINES = ("finetune", "neggrad", "neggrad+", "random-label", "relabel", "ssd", "retrain")
+BASELINES = ("finetune", "neggrad", "neggrad+", "random-label", "relabel", "scrub", "salun",
+             "ssd", "retrain")
 CHECK_ROWS = 512  # forget rows watched by the stopping rule
 GUARD_ROWS = 256  # retain rows watched by the retain guard
 MAX_HALVINGS = 8
@@ -92,10 +94,13 @@ class _Draw:
 
 def _optimise(model: nn.Module, settings: BaselineSettings, steps: int,
               loss_of: Callable[[], torch.Tensor], stop: Callable[[], bool] | None,
-              desc: str, progress: bool, guard: RetainGuard | None = None) -> dict:
+              desc: str, progress: bool, guard: RetainGuard | None = None,
+              masks: dict[str, torch.Tensor] | None = None) -> dict:
     """SGD (momentum 0.9, cosine decay over the budget) for up to ``steps`` steps, stopping as
     soon as ``stop()`` holds after a step; with a ``guard``, a step it undoes halves the step
-    size (and clears the momentum), and the 9th undone step ends the run."""
+    size (and clears the momentum), and the 9th undone step ends the run; with ``masks`` (per
+    parameter name) only the masked gradients are kept."""
+    params = dict(model.named_parameters())
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9,
                                 weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
@@ -109,6 +114,9 @@ def _optimise(model: nn.Module, settings: BaselineSettings, steps: int,
         loss = loss_of()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for name, mask in (masks or {}).items():
+            if params[name].grad is not None:
+                params[name].grad.mul_(mask)
         optimizer.step()
         schedule.step()
         taken += 1
@@ -228,7 +236,8 @@ def relabel(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows
 def _descend_to(model: nn.Module, split: Split, forget_rows: np.ndarray, forget: _Draw,
                 retain: _Draw, relabelled: Callable[[torch.Tensor], torch.Tensor] | None,
                 settings: BaselineSettings, target: float, device: str, gen: torch.Generator,
-                desc: str, progress: bool, guard: RetainGuard | None = None) -> dict:
+                desc: str, progress: bool, guard: RetainGuard | None = None,
+                masks: dict[str, torch.Tensor] | None = None) -> dict:
     """Cross-entropy on a D_f batch (its labels through ``relabelled``) and a D_r batch in one
     pass, until the forget accuracy on the given labels is at most ``target``."""
     ce = nn.CrossEntropyLoss()
@@ -240,7 +249,7 @@ def _descend_to(model: nn.Module, split: Split, forget_rows: np.ndarray, forget:
         return ce(model(torch.cat([x, xr])), torch.cat([y, yr]))
     stop = _forget_stop(model, split, forget_rows, target, device, gen)
     return _optimise(model, settings, _steps(forget_rows, settings), loss, stop, desc, progress,
-                     guard)
+                     guard, masks)
 
 
 def diagonal_fisher(model: nn.Module, split: Split, rows: np.ndarray, batch_size: int,
@@ -343,6 +352,13 @@ def forget_with_baseline(model_dir: str, data: str, out: str, method: str,
     elif method == "random-label":
         result = random_label(model, split, f_rows, r_rows, request.dataset.num_classes,
                               settings, target, device, progress)
+    elif method == "scrub":
+        from oblivio.unlearn.scrub import scrub  # it builds on this module's loop
+        result = scrub(model, split, f_rows, r_rows, settings, device, progress)
+    elif method == "salun":
+        from oblivio.unlearn.salun import salun
+        result = salun(model, split, f_rows, r_rows, request.dataset.num_classes, settings,
+                       target, device, progress)
     elif method == "ssd":
         result = ssd(model, split, f_rows, np.arange(len(split)), settings, device, progress)
     else:

@@ -19,6 +19,8 @@ from oblivio.unlearn.class_forgetting import (
 )
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
+from oblivio.unlearn.salun import SalunSettings
+from oblivio.unlearn.scrub import ScrubSettings
 
 CLASSES, IDS = "classes", "ids"
 
@@ -133,6 +135,11 @@ def _registry() -> dict[str, Method]:
                "gradient ascent on the forget set, descent on the retain set"),
         Method("random-label", both, BaselineSettings, GRADIENT, _baseline("random-label"),
                "fine-tune the forget set on random other labels"),
+        Method("scrub", both, ScrubSettings,
+               ("epochs", "lr", "max_epochs", "retain_batches", "seed"), _baseline("scrub"),
+               "SCRUB: the original as teacher, away from it on D_f, with it on D_r"),
+        Method("salun", both, SalunSettings, (*GRADIENT, "saliency"), _baseline("salun"),
+               "SalUn: random labels on the weights most salient to the forget loss"),
         Method("ssd", both, BaselineSettings, ("fisher_samples", "seed"), _baseline("ssd"),
                "selective synaptic dampening (training-free)"),
         Method("retrain", both, BaselineSettings, (), _baseline("retrain"),
