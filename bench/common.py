@@ -50,7 +50,7 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float, float]:
+def timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float, float]:
     start = time.perf_counter()
     result = fn(*args)
     return result, time.perf_counter() - start, _peak_mib()
@@ -59,7 +59,7 @@ def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float, float]:
 def isolated(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
     """Run ``fn(*args)`` in a fresh process: (result, seconds, peak RSS in MiB)."""
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(_timed, fn, args).result()
+        return pool.submit(timed, fn, args).result()
 
 
 def trained(data: Path, arch: str, out: Path, epochs: int, exclude: str | None = None,
