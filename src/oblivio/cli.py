@@ -142,12 +142,16 @@ def forget(
     retain_per_class: Annotated[int | None, typer.Option(
         help="projection, contrast: retain samples per kept class (default 100).")] = None,
     forget_samples: Annotated[int | None, typer.Option(
-        help="projection, contrast: samples of the forget class(es) (default 1000).")] = None,
+        help="projection, contrast: samples of the forget class(es) (default 250).")] = None,
     val_per_class: Annotated[int | None, typer.Option(
         help="projection, contrast: validation samples per kept class (default 50).")] = None,
     val_forget_samples: Annotated[int | None, typer.Option(
         help="projection, contrast: validation samples of the forget class(es) (default "
              "250).")] = None,
+    column_budget: Annotated[float | None, typer.Option(
+        help="projection, contrast: conv-layer columns captured per sample set, about this "
+             "times the layer's fan-in (a few positions of each image; default 8); 0 keeps "
+             "every position.")] = None,
     forget_target: Annotated[float | None, typer.Option(
         help="Forget accuracy to reach: the validation target of projection and contrast "
              "(default 0.01), the stopping rule of neggrad, neggrad+, random-label, relabel "
@@ -226,6 +230,7 @@ def forget(
         "blocks": _auto_or(blocks, int, "--blocks", "a number of blocks"),
         "retain_per_class": retain_per_class, "forget_samples": forget_samples,
         "val_per_class": val_per_class, "val_forget_samples": val_forget_samples,
+        "column_budget": column_budget,
         "forget_target": forget_target, "ablation": ablation, "variant": variant, "bn": bn,
         "adv_per_instance": adv_per_instance, "pgd_iters": pgd_iters,
         "max_epochs": max_epochs, "mask": mask, "eps": eps, "max_steps": max_steps,

@@ -1,6 +1,9 @@
 """Membership-inference attacks (docs/algorithms.md §4.2). Every feature comes from the model under
 test. Directions: MIA-efficacy, higher = more forgotten; entropy-LR member rate, lower = more
-forgotten; loss-LR accuracy, 0.5 = indistinguishable from unseen data."""
+forgotten; loss-LR accuracy, 0.5 = indistinguishable from unseen data.
+
+scikit-learn and SciPy are imported inside the attacks: at module level they cost every CLI
+command (this module is reachable from the registry of methods) about 2 s of start-up."""
 
 from __future__ import annotations
 
@@ -8,10 +11,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.svm import SVC
 
 EPS = 1e-30
 
@@ -48,6 +47,8 @@ def svc_efficacy(members: np.ndarray, non_members: np.ndarray, target: np.ndarra
     caller); the fraction of ``target`` it calls NON-member."""
     x = np.concatenate([_column(members), _column(non_members)])
     y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+    from sklearn.svm import SVC
+
     attack = SVC(C=3, kernel="rbf", gamma="auto").fit(x, y)
     return float((attack.predict(_column(target)) == 0).mean())
 
@@ -58,6 +59,8 @@ def entropy_lr_member_rate(members: np.ndarray, non_members: np.ndarray,
     member."""
     x = np.concatenate([_column(members), _column(non_members)])
     y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+    from sklearn.linear_model import LogisticRegression
+
     attack = LogisticRegression(class_weight="balanced").fit(x, y)
     return float((attack.predict(_column(target)) == 1).mean())
 
@@ -73,6 +76,9 @@ def loss_lr_cv_accuracy(forget_loss: np.ndarray, test_loss: np.ndarray,
     t = rng.choice(test_loss, n, replace=False)
     x = np.concatenate([_column(f), _column(t)])
     y = np.r_[np.ones(n), np.zeros(n)]
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
     folds = StratifiedKFold(splits, shuffle=True, random_state=int(rng.integers(2**31)))
     return float(cross_val_score(LogisticRegression(), x, y, cv=folds).mean())
 
@@ -83,6 +89,8 @@ def familiarity_auc(forget_loss: np.ndarray, unseen_loss: np.ndarray) -> float:
     images look unseen; above: still familiar; below: suspiciously unfamiliar."""
     if len(forget_loss) == 0 or len(unseen_loss) == 0:
         return float("nan")
+    from scipy.stats import rankdata
+
     ranks = rankdata(np.concatenate([forget_loss, unseen_loss]))
     n_f, n_u = len(forget_loss), len(unseen_loss)
     higher = ranks[:n_f].sum() - n_f * (n_f + 1) / 2  # pairs where the forget loss is higher

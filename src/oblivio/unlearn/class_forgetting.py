@@ -47,13 +47,21 @@ class ClassSampling:
     the validation split that chooses its free settings)."""
 
     retain_per_class: int = 100
-    forget_samples: int = 1000
+    forget_samples: int = 250
     val_per_class: int = 50
     val_forget_samples: int = 250
     seed: int = 0
+    column_budget: float = 8.0  # conv columns kept per set, about this x fan-in; 0: all
 
     def check(self) -> None:
         """The counts are checked where the sets are drawn, against the data."""
+        if self.column_budget < 0:
+            raise OblivioError(f"column budget must be positive (or 0: every position), got "
+                               f"{self.column_budget}")
+
+    @property
+    def budget(self) -> float | None:
+        return self.column_budget or None
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class ProjectionSettings(ClassSampling):
         return "auto" if self.alpha_r is None else (self.alpha_r, self.alpha_f)
 
     def check(self) -> None:
+        super().check()
         if (self.alpha_r is None) != (self.alpha_f is None):
             raise OblivioError("give both --alpha-r and --alpha-f, or neither (alpha chosen on "
                                "validation)")
@@ -134,7 +143,8 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
     plan = _plan(model_dir, data, classes, settings, device)
     if len(pairs) > 1:
         require_validation(plan)
-    retain_stats, forget_stats, timings = capture_plan(plan, start, batch_size, device, progress)
+    retain_stats, forget_stats, timings = capture_plan(plan, start, batch_size, device, progress,
+                                                       column_budget=settings.budget)
     t = time.perf_counter()
     if len(pairs) > 1:  # a grid: forget side decomposed once, each pair one product per layer
         operators = grid_operators(retain_stats, forget_stats, device,
@@ -144,7 +154,8 @@ def forget_classes(model_dir: str, data: str, classes: str | list[int], out: str
     del retain_stats, forget_stats
     timings["subspaces"] = time.perf_counter() - t
     provenance = {"solver": "direct+eigen" if len(pairs) > 1 else "direct",
-                  "seed": settings.seed, "seconds": timings, "parent": {"path": model_dir}}
+                  "seed": settings.seed, "column_budget": settings.budget, "seconds": timings,
+                  "parent": {"path": model_dir}}
     return project_and_save(plan, operators, pairs, out, settings.forget_target,
                             settings.forget_margin, device, progress, provenance, start)
 
@@ -226,7 +237,8 @@ def forget_by_contrast(model_dir: str, data: str, classes: str | list[int], out:
     contrast_depths(settings.blocks, taus, plan.model)  # refused before any capture
     if len(taus) > 1:
         require_validation(plan)
-    retain_stats, forget_stats, timings = capture_plan(plan, start, batch_size, device, progress)
+    retain_stats, forget_stats, timings = capture_plan(plan, start, batch_size, device, progress,
+                                                       column_budget=settings.budget)
     provenance = {"seed": settings.seed, "seconds": timings, "parent": {"path": model_dir}}
     return contrast_and_save(plan, retain_stats, forget_stats, taus, settings.rounds, out,
                              settings.forget_target, device, progress, provenance, start,

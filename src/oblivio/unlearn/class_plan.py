@@ -15,7 +15,7 @@ from oblivio.models.checkpoint import save_model
 from oblivio.training import seed_everything
 from oblivio.unlearn.requests import forgotten_classes, load_matching, peak_memory
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
-from oblivio.unlearn.statistics import Statistics, capture_statistics
+from oblivio.unlearn.statistics import Statistics, capture_sets
 
 
 @dataclass
@@ -107,21 +107,17 @@ def save_class_model(plan: Plan, out: str, started: float, provenance: dict) -> 
 
 
 def capture_plan(plan: Plan, start: float, batch_size: int, device: str, progress: bool,
-             layers: list[str] | None = None, split: Split | None = None
-             ) -> tuple[Statistics, Statistics, dict[str, float]]:
-    """Retain and forget statistics of the plan's sample sets (of every layer, or the named
-    ones; from ``split``, a view of the training split, when given), with the time of each
-    stage (sampling counted from ``start``)."""
+                 layers: list[str] | None = None, split: Split | None = None,
+                 column_budget: float | None = None
+                 ) -> tuple[Statistics, Statistics, dict[str, float]]:
+    """Retain and forget statistics of the plan's sample sets in one pass (of every layer, or
+    the named ones; from ``split``, a view of the training split, when given), with the time
+    of each stage (sampling counted from ``start``)."""
     split = plan.train if split is None else split
     timings = {"load_and_sample": time.perf_counter() - start}
     t = time.perf_counter()
-    retain = capture_statistics(plan.model, split, plan.sets.retain, batch_size, device,
-                                progress, "capture retain", layers)
-    timings["capture_retain"] = time.perf_counter() - t
-    t = time.perf_counter()
-    forget = capture_statistics(plan.model, split, plan.sets.forget, batch_size, device,
-                                progress, "capture forget", layers)
-    timings["capture_forget"] = time.perf_counter() - t
-    return retain, forget, timings
-
-
+    stats = capture_sets(plan.model, split, {"retain": plan.sets.retain,
+                                              "forget": plan.sets.forget},
+                         batch_size, device, progress, "capture", layers, column_budget)
+    timings["capture"] = time.perf_counter() - t
+    return stats["retain"], stats["forget"], timings

@@ -99,7 +99,7 @@ def _baseline(name: str) -> Callable[..., dict]:
 
 
 SAMPLING = ("retain_per_class", "forget_samples", "val_per_class", "val_forget_samples",
-            "forget_target", "seed")
+            "column_budget", "forget_target", "seed")
 GRADIENT = ("epochs", "lr", "forget_target", "seed")
 
 

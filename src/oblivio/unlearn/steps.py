@@ -25,7 +25,7 @@ from oblivio.models.checkpoint import load_model
 from oblivio.shards import shard_rows
 from oblivio.training import resolve_device
 from oblivio.unlearn.alpha_selection import FORGET_MARGIN, alpha_pairs
-from oblivio.unlearn.class_forgetting import contrast_and_save, project_and_save
+from oblivio.unlearn.class_forgetting import ClassSampling, contrast_and_save, project_and_save
 from oblivio.unlearn.class_plan import Plan, classes_after, plan_forgetting
 from oblivio.unlearn.grid_tables import alpha_grid_markdown, ratio_grid_markdown
 from oblivio.unlearn.methods import check_pipeline_params, method_for
@@ -46,14 +46,17 @@ PLAN_FILE = "plan.json"
 
 
 def sample_step(model_dir: str, data: str, classes: str | list[int], out_dir: str,
-                retain_per_class: int = 100, forget_samples: int = 1000, val_per_class: int = 50,
-                val_forget_samples: int = 250, seed: int = 0) -> dict:
+                retain_per_class: int = 100, forget_samples: int = 250, val_per_class: int = 50,
+                val_forget_samples: int = 250, seed: int = 0,
+                column_budget: float = ClassSampling.column_budget) -> dict:
     """Draw the retain, forget and validation sets; write each as sample ids (Parquet) plus
-    ``plan.json`` (the classes to forget now and in all)."""
+    ``plan.json`` (the classes to forget now and in all, and the capture's column budget, so
+    every shard of the capture keeps the same columns as ``forget_classes`` would)."""
     plan = plan_forgetting(model_dir, data, classes, retain_per_class, forget_samples,
                            val_per_class, seed, "cpu", val_forget_samples)
     summary = {"forget_classes": plan.forget_new, "forgotten_classes": plan.forget_all,
                "retain_per_class": retain_per_class, "seed": seed,
+               "column_budget": column_budget or None,
                **{name: len(getattr(plan.sets, name)) for name in SETS}}
     with staged_dir(out_dir) as staged:  # the lists and their plan, whole or not at all
         for name in SETS:
@@ -64,7 +67,7 @@ def sample_step(model_dir: str, data: str, classes: str | list[int], out_dir: st
 
 
 def sample_request_step(model_dir: str, data: str, forget_classes: str, ids_uri: str,
-                        out_dir: str, retain_per_class: int = 100, forget_samples: int = 1000,
+                        out_dir: str, retain_per_class: int = 100, forget_samples: int = 250,
                         val_per_class: int = 50, val_forget_samples: int = 250,
                         seed: int = 0) -> dict:
     """The pipeline's sample step: a deletion request (``ids_uri`` set) is checked and kept,
@@ -105,13 +108,19 @@ def capture_step(model_dir: str, data: str, ids_file: str, out_file: str,
                  batch_size: int = 250, device: str = "auto", shard: int = 0,
                  shards: int = 1) -> dict:
     """Per-layer input statistics of one sample list (or of its slice ``shard`` of
-    ``shards``), as one safetensors file."""
+    ``shards``), as one safetensors file, with the column budget of the ``plan.json`` beside
+    the list (none without one)."""
     device = resolve_device(device)
     model = load_model(model_dir, device)
     train = open_dataset(data).split("train")
-    rows = shard_rows(train.indices(read_sample_ids(ids_file)), shard, shards)
+    every = train.indices(read_sample_ids(ids_file))
+    rows = shard_rows(every, shard, shards)
+    plan_file = Path(ids_file).with_name(PLAN_FILE)
+    budget = json.loads(plan_file.read_text()).get("column_budget") if plan_file.exists() \
+        else None
     start = time.perf_counter()
-    stats = capture_statistics(model, train, rows, batch_size, device)
+    stats = capture_statistics(model, train, rows, batch_size, device, column_budget=budget,
+                               total_samples=len(every))
     save_statistics(stats, out_file)
     return {"samples": stats.samples, "layers": len(stats.layers), "shard": shard,
             "shards": shards, "seconds": time.perf_counter() - start}
