@@ -54,7 +54,8 @@ class ClassSampling:
     column_budget: float = 8.0  # conv columns kept per set, about this x fan-in; 0: all
 
     def check(self) -> None:
-        """The counts are checked where the sets are drawn, against the data."""
+        """The column budget; the counts are checked where the sets are drawn, against the
+        data."""
         if self.column_budget < 0:
             raise OblivioError(f"column budget must be positive (or 0: every position), got "
                                f"{self.column_budget}")

@@ -10,6 +10,7 @@ decompose as a 1,000 x 1,000 problem instead of a 4,608 x 4,608 one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -54,14 +55,20 @@ GOLDEN = (5 ** 0.5 - 1) / 2
 MIN_COLUMNS = 4096  # below this a layer's Gram is cheap whatever its positions
 
 
+@functools.cache
+def _position_order(positions: int, salt: int) -> torch.Tensor:
+    """One random order of a layer's positions, as evenly spaced values in [0, 1)."""
+    order = torch.randperm(positions, generator=torch.Generator().manual_seed(salt))
+    return order.double() / positions
+
+
 def kept_positions(rows: torch.Tensor, positions: int, keep: int, salt: int) -> torch.Tensor:
     """Which ``keep`` of a layer's ``positions`` output positions each image (by its row in the
     split) contributes: a window over one random order of the positions (``salt``: the
     layer), rotated by the golden ratio per row. Every position is kept equally often over a
     sample set, and an image keeps the same positions whatever batch or shard it comes in, so
     sharded statistics still add up to the one-pass ones. Returns (len(rows), keep) indices."""
-    order = torch.randperm(positions, generator=torch.Generator().manual_seed(salt))
-    scores = torch.remainder(order.double()[None, :] / positions
+    scores = torch.remainder(_position_order(positions, salt)[None, :]
                              + rows.double()[:, None] * GOLDEN, 1.0)
     return scores.topk(keep, dim=1).indices
 
