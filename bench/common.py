@@ -22,6 +22,7 @@ from oblivio.data.fashion_mnist import convert
 from oblivio.data.reader import Dataset
 from oblivio.evaluation.metrics import ForgetSpec, compute_metrics
 from oblivio.evaluation.outputs import Outputs, collect_outputs
+from oblivio.evaluation.relearn import relearn
 from oblivio.models import load_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import recipe_for, train_to_dir
@@ -143,9 +144,16 @@ def known_oracle(arch: str, c: int, epochs: int) -> dict | None:
     return entry if entry and entry["recipe"] == asdict(recipe_for(arch, epochs=epochs)) else None
 
 
+def relearned(model_dir: Path, data: Path, c: int, device: str = "cpu") -> dict:
+    """The relearning measurement (default settings) of a model for forgotten class ``c``."""
+    ds = open_dataset(data)
+    return relearn(load_model(model_dir, device), ds.split("train"), ds.split("test"), [c],
+                   device=device, progress=False)
+
+
 def ledger_entry(data: Path, model_dir: Path, c: int, device: str = "cpu") -> dict:
     """What the ledger keeps of a trained oracle: per-class test accuracy, training seconds and
-    device, and both metric sets."""
+    device, both metric sets and the relearning measurement."""
     metrics = json.loads((model_dir / "metrics.json").read_text())
     return {
         "recipe": metrics["recipe"], "seconds": metrics["seconds"],
@@ -154,6 +162,7 @@ def ledger_entry(data: Path, model_dir: Path, c: int, device: str = "cpu") -> di
         "per_class_test_acc": per_class_accuracy(model_dir, data, device).tolist(),
         "evidence": evidence(model_dir, data, c, device),
         "sampled_quality": sampled_quality(model_dir, data, c, device),
+        "relearn": relearned(model_dir, data, c, device),
     }
 
 

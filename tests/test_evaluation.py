@@ -141,3 +141,72 @@ def test_cli_evaluate_prints_the_table(memorised: dict, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "| mia_efficacy_confidence |" in result.stdout
     assert json.loads(result.stdout.strip().splitlines()[-1])["out"] == str(tmp_path / "r")
+
+
+@pytest.fixture(scope="module")
+def without_class_1(trained_rgb, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``trained_rgb`` recipe retrained without class 1: the relearning reference."""
+    from oblivio.training import Recipe, train_to_dir
+
+    data, _ = trained_rgb
+    out = tmp_path_factory.mktemp("never1") / "model"
+    train_to_dir(str(data), "resnet18", str(out), Recipe(epochs=3, batch_size=32, lr=0.05),
+                 exclude_classes="1", device="cpu", progress=False)
+    return out
+
+
+def test_relearn_counts_steps_from_a_copy_and_is_repeatable(trained_rgb,
+                                                           without_class_1: Path) -> None:
+    from oblivio.data import open_dataset
+    from oblivio.evaluation.relearn import RelearnSettings, relearn
+    from oblivio.models import load_model
+
+    data, original = trained_rgb
+    ds = open_dataset(data)
+    train, test = ds.split("train"), ds.split("test")
+    settings = RelearnSettings(images=16, batch_size=8, lr=0.01, max_steps=16)
+    knows = relearn(load_model(original), train, test, [1], settings, progress=False)
+    assert knows["relearn_steps"] == 0 and knows["relearn_curve"][0] >= 0.9
+    never = load_model(without_class_1)
+    before = {k: v.clone() for k, v in never.state_dict().items()}
+    first = relearn(never, train, test, [1], settings, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in never.state_dict().items())
+    assert list(first["relearn_curve"]) == [0, 1, 2, 4, 8, 16]
+    assert first["relearn_curve"][0] == 0.0 < first["relearn_forget_test_acc"]
+    assert first["relearn_steps"] is None or first["relearn_steps"] > 0
+    assert relearn(never, train, test, [1], settings, progress=False) == first
+
+
+def test_report_with_relearning_beside_the_oracle(trained_rgb, without_class_1: Path,
+                                                  tmp_path: Path) -> None:
+    from oblivio.evaluation.relearn import RelearnSettings
+
+    data, original = trained_rgb
+    settings = RelearnSettings(images=16, batch_size=8, lr=0.01, max_steps=8)
+    report = evaluate(str(without_class_1), str(data), tmp_path / "r", forget_classes="1",
+                      original=str(original), oracle=str(without_class_1), device="cpu",
+                      progress=False, relearning=settings)
+    assert report["models"]["original"]["metrics"]["relearn_steps"] == 0
+    assert report["relearn_forget_test_acc_gap_to_oracle"] == 0.0  # the model is the oracle
+    assert list(report["models"]["model"]["relearn_curve"]) == [0, 1, 2, 4, 8]
+    assert report["relearning"]["max_steps"] == 8
+    assert "| relearn_steps |" in (tmp_path / "r/report.md").read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--forget-classes", "1", "--relearn", "--relearn-steps", "0"],
+     "error: relearning needs at least one step"),
+    (["--forget-ids", "IDS", "--relearn"], "error: relearning is measured for forgotten classes"),
+])
+def test_cli_relearn_bad_input(trained_rgb, tmp_path: Path, args: list[str],
+                               message: str) -> None:
+    data, original = trained_rgb
+    ids = tmp_path / "ids.txt"
+    ids.write_text("rgb/train/0000\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["evaluate", "--model", str(original), "--data", str(data),
+                                 "--out", str(out), "--device", "cpu",
+                                 *[a.replace("IDS", str(ids)) for a in args]])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -10,6 +10,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -23,12 +24,14 @@ from oblivio.evaluation.metrics import (
     CLASS_KEYS,
     DIRECTIONS,
     INSTANCE_KEYS,
+    RELEARN_KEYS,
     ForgetSpec,
     compute_metrics,
     mia_features,
     per_class_accuracy,
 )
 from oblivio.evaluation.outputs import collect_outputs, gather_shards
+from oblivio.evaluation.relearn import RelearnSettings, relearn
 from oblivio.evaluation.report import write_report
 from oblivio.models.checkpoint import check_fits, load_model, read_config
 from oblivio.training import resolve_device
@@ -59,7 +62,8 @@ def forget_spec(dataset: Dataset, classes: str | list[int] | None,
 
 def _model_metrics(model: torch.nn.Module, dataset: Dataset, spec: ForgetSpec, device: str,
                    seed: int, svc_cap: int | None, progress: bool,
-                   train_parts: list[str] | None = None) -> tuple[dict, list[float], dict]:
+                   train_parts: list[str] | None = None,
+                   relearning: RelearnSettings | None = None) -> tuple[dict, list[float], dict]:
     split = dataset.split("train")
     train = (collect_outputs(model, split, device=device, progress=progress,
                              desc="predict train") if train_parts is None else
@@ -67,12 +71,17 @@ def _model_metrics(model: torch.nn.Module, dataset: Dataset, spec: ForgetSpec, d
     test = collect_outputs(model, dataset.split("test"), device=device, progress=progress,
                            desc="predict test")
     metrics = compute_metrics(train, test, spec, dataset.num_classes, seed, svc_cap)
+    curve = None
+    if relearning is not None:
+        metrics |= relearn(model, split, dataset.split("test"), spec.classes, relearning,
+                           device, progress)
+        curve = metrics.pop("relearn_curve")
     train_features = mia_features(train)
     features = {"retain_train": {k: v[~spec.train_mask] for k, v in train_features.items()},
                 "forget_train": {k: v[spec.train_mask] for k, v in train_features.items()},
                 "test": mia_features(test)}
     return metrics, per_class_accuracy(test, dataset.num_classes), {
-        "config": model.config, "features": features}
+        "config": model.config, "features": features, "relearn_curve": curve}
 
 
 def _load_checked(path: str, dataset: Dataset, device: str) -> torch.nn.Module:
@@ -105,20 +114,30 @@ def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _gap(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else _clean(a - b)
+
+
 def evaluate(model: str, data: str, out: str | os.PathLike[str],
              forget_classes: str | list[int] | None = None,
              forget_ids: str | os.PathLike[str] | None = None, original: str | None = None,
              oracle: str | None = None, device: str = "auto", seed: int = 0,
              svc_cap: int | None = 5000, progress: bool = True,
-             train_parts: dict[str, list[str]] | None = None) -> dict:
+             train_parts: dict[str, list[str]] | None = None,
+             relearning: RelearnSettings | None = None) -> dict:
     """Evaluate ``model`` (and ``original``/``oracle`` beside it); write report.json, .md and
     .html to ``out``. Every input is checked before any prediction; ``out`` appears whole or
     not at all. ``train_parts`` (per role) gives a model's training-split outputs as the
-    shard files of :func:`predict_shard` instead of predicting them here."""
+    shard files of :func:`predict_shard` instead of predicting them here. ``relearning``
+    (class mode) adds the relearning measurement of every model."""
     start = time.perf_counter()
     device = resolve_device(device)
     dataset = open_dataset(data)
     spec, named = forget_spec(dataset, forget_classes, forget_ids)
+    if relearning is not None:
+        if spec.mode != "class":
+            raise OblivioError("relearning is measured for forgotten classes, not instances")
+        relearning.schedule()
     paths = {"model": model, "original": original, "oracle": oracle}
     # every checkpoint is loaded and checked before minutes of predictions
     models = {role: _load_checked(path, dataset, device) for role, path in paths.items()
@@ -126,15 +145,15 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
     _check_agrees(models["model"].config, named, dataset, model)
     ensure_checked(dataset)
     results = {role: _model_metrics(m, dataset, spec, device, seed, svc_cap, progress,
-                                    (train_parts or {}).get(role))
+                                    (train_parts or {}).get(role), relearning)
                for role, m in models.items()}
     keys = CLASS_KEYS if spec.mode == "class" else INSTANCE_KEYS
+    keys = keys + (RELEARN_KEYS if relearning is not None else [])
     metrics, _, extra = results["model"]
     report: dict = {k: _clean(metrics[k]) for k in keys}
     if "oracle" in results:
         for k in keys:
-            a, b = metrics[k], results["oracle"][0][k]
-            report[f"{k}_gap_to_oracle"] = _clean(a - b)
+            report[f"{k}_gap_to_oracle"] = _gap(metrics[k], results["oracle"][0][k])
     config = extra["config"]
     report.update({
         "mode": spec.mode,
@@ -143,7 +162,9 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
         "directions": {k: DIRECTIONS[k] for k in keys},
         "models": {role: {"path": str(paths[role]),
                           "weights_sha256": res[2]["config"]["weights_sha256"],
-                          "metrics": {k: _clean(res[0][k]) for k in keys}}
+                          "metrics": {k: _clean(res[0][k]) for k in keys},
+                          **({"relearn_curve": res[2]["relearn_curve"]}
+                             if relearning is not None else {})}
                    for role, res in results.items()},
         "per_class_test_acc": {role: res[1] for role, res in results.items()},
         "class_names": dataset.classes,
@@ -153,6 +174,7 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
                                                                  "blocks", "blocks_total")},
         "seed": seed,
         "svc_samples_per_side": svc_cap,
+        "relearning": None if relearning is None else asdict(relearning),
         "seconds": time.perf_counter() - start,
     })
     write_report(report, extra["features"], out)

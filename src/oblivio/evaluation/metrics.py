@@ -41,11 +41,19 @@ DIRECTIONS = {
     "probe_forget_test_acc": "lower = forgotten deeper than the head (linear probe on features)",
     "probe_forget_train_acc": "lower = forgotten deeper than the head (probe fitted without "
                               "the forget instances)",
+    "relearn_steps": "higher = forgotten deeper: fine-tuning steps on a few forgotten images "
+                     "until half their class's test images are right again (none: not within "
+                     "the cap); the retrain's value is the reference",
+    "relearn_forget_test_acc": "lower = forgotten deeper (the forgotten classes' test accuracy "
+                               "after the relearning cap)",
+    "relearn_retain_test_acc": "the other classes' test accuracy after relearning (a low value: "
+                               "the fine-tuning only learnt to say the forgotten class)",
 }
 CLASS_KEYS = ["retain_train_acc", "forget_train_acc", "retain_test_acc", "forget_test_acc",
               "composite_test", "mia_efficacy_confidence", "mia_efficacy_entropy",
               "mia_efficacy_m_entropy", "mia_entropy_lr_member_rate", "mia_loss_lr_cv_acc",
               "probe_forget_test_acc"]
+RELEARN_KEYS = ["relearn_steps", "relearn_forget_test_acc", "relearn_retain_test_acc"]
 INSTANCE_KEYS = ["retain_train_acc", "forget_train_acc", "forget_train_loss", "retain_test_acc",
                  "test_loss", "composite_test", "mia_loss_auc", "mia_loss_auc_sd",
                  "mia_efficacy_confidence", "mia_efficacy_entropy", "mia_efficacy_m_entropy",
