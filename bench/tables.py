@@ -114,8 +114,39 @@ def _reduce(step: dict) -> str:
     return f"{step['reduce_seconds']:.2f}" if "reduce_seconds" in step else "-"
 
 
+EVIDENCE_KEYS = ("retain_test_acc", "mia_efficacy_confidence", "mia_efficacy_entropy",
+                 "mia_efficacy_m_entropy", "mia_entropy_lr_member_rate", "mia_loss_lr_cv_acc",
+                 "probe_forget_test_acc", "relearn_forget_test_acc")
+
+
+def _steps(value: int | None) -> str:
+    return ">64" if value is None else str(value)
+
+
+def evidence(name: str = "evidence-resnet18-default.json") -> str:
+    """bench/evidence.py: per forgotten class, the unlearned model's value and the oracle's
+    (in brackets) of each attack, the probe and relearning; relearning steps of the original,
+    the unlearned model and the oracle; then the mean absolute gap to the oracle."""
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    header = ["class", "forget test acc", *(k.replace("_", " ") for k in EVIDENCE_KEYS),
+              "relearn steps: original / unlearned / oracle"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in result["classes"]:
+        u, o = r["unlearned"], r.get("oracle", {})
+        cells = [str(r["class"]), f"{u['forget_test_acc']:.3f}",
+                 *(f"{u[k]:.3f} ({o[k]:.3f})" if k in o else f"{u[k]:.3f} (-)"
+                   for k in EVIDENCE_KEYS),
+                 " / ".join([_steps(r["original"]["relearn_steps"]), _steps(u["relearn_steps"]),
+                             _steps(o["relearn_steps"]) if "relearn_steps" in o else "-"])]
+        rows.append("| " + " | ".join(cells) + " |")
+    gaps = result["gaps"]
+    rows.append("| mean abs gap to oracle | | " + " | ".join(
+        f"{gaps[k]:.3f}" if k in gaps else "-" for k in EVIDENCE_KEYS) + " | |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
-    "oracles": oracles, "instance": instance,
+    "oracles": oracles, "instance": instance, "evidence_default": evidence,
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
     "sharding": sharding}
 

@@ -71,7 +71,7 @@ class RelabelSettings(BaselineSettings):
     retain_guard: float | None = 0.1
 
 
-class _Draw:
+class BatchDraw:
     """Random batches of rows, reshuffled each pass, on the model's device; ``labels`` (one per
     row of the split) replaces the split's labels."""
 
@@ -151,17 +151,17 @@ def _forget_stop(model: nn.Module, split: Split, forget_rows: np.ndarray, target
 
 def _forget_and_retain(split: Split, forget_rows: np.ndarray, retain_rows: np.ndarray,
                        settings: BaselineSettings, device: str
-                       ) -> tuple[torch.Generator, _Draw, _Draw]:
+                       ) -> tuple[torch.Generator, BatchDraw, BatchDraw]:
     gen = seed_everything(settings.seed)
-    return (gen, _Draw(split, forget_rows, settings.batch_size, gen, device),
-            _Draw(split, retain_rows, settings.batch_size, gen, device))
+    return (gen, BatchDraw(split, forget_rows, settings.batch_size, gen, device),
+            BatchDraw(split, retain_rows, settings.batch_size, gen, device))
 
 
 def finetune(model: nn.Module, split: Split, retain_rows: np.ndarray, settings: BaselineSettings,
              device: str, progress: bool = True) -> dict:
     """Cross-entropy on D_r only: forgetting by catastrophic interference."""
     gen = seed_everything(settings.seed)
-    draw = _Draw(split, retain_rows, settings.batch_size, gen, device)
+    draw = BatchDraw(split, retain_rows, settings.batch_size, gen, device)
     ce = nn.CrossEntropyLoss()
 
     def loss() -> torch.Tensor:
@@ -202,7 +202,7 @@ def random_label(model: nn.Module, split: Split, forget_rows: np.ndarray,
 
     def wrong(y: torch.Tensor) -> torch.Tensor:
         return other_classes(y, num_classes, gen).to(device)
-    return _descend_to(model, split, forget_rows, forget, retain, wrong, settings, target,
+    return descend_to(model, split, forget_rows, forget, retain, wrong, settings, target,
                        device, gen, "random-label", progress)
 
 
@@ -225,19 +225,19 @@ def relabel(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows
     gen = seed_everything(settings.seed)
     labels = split.labels.clone()
     labels[torch.as_tensor(forget_rows)] = runner_up(model, split, forget_rows, device).cpu()
-    forget = _Draw(split, forget_rows, settings.batch_size, gen, device, labels)
-    retain = _Draw(split, retain_rows, settings.batch_size, gen, device)
+    forget = BatchDraw(split, forget_rows, settings.batch_size, gen, device, labels)
+    retain = BatchDraw(split, retain_rows, settings.batch_size, gen, device)
     guard = None if settings.retain_guard is None else RetainGuard(
         model, split, retain_rows, settings.retain_guard, loss_scale, gen, GUARD_ROWS, device)
-    return _descend_to(model, split, forget_rows, forget, retain, None, settings, target, device,
+    return descend_to(model, split, forget_rows, forget, retain, None, settings, target, device,
                        gen, "relabel", progress, guard)
 
 
-def _descend_to(model: nn.Module, split: Split, forget_rows: np.ndarray, forget: _Draw,
-                retain: _Draw, relabelled: Callable[[torch.Tensor], torch.Tensor] | None,
-                settings: BaselineSettings, target: float, device: str, gen: torch.Generator,
-                desc: str, progress: bool, guard: RetainGuard | None = None,
-                masks: dict[str, torch.Tensor] | None = None) -> dict:
+def descend_to(model: nn.Module, split: Split, forget_rows: np.ndarray, forget: BatchDraw,
+               retain: BatchDraw, relabelled: Callable[[torch.Tensor], torch.Tensor] | None,
+               settings: BaselineSettings, target: float, device: str, gen: torch.Generator,
+               desc: str, progress: bool, guard: RetainGuard | None = None,
+               masks: dict[str, torch.Tensor] | None = None) -> dict:
     """Cross-entropy on a D_f batch (its labels through ``relabelled``) and a D_r batch in one
     pass, until the forget accuracy on the given labels is at most ``target``."""
     ce = nn.CrossEntropyLoss()

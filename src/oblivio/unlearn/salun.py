@@ -20,8 +20,8 @@ from oblivio.training import seed_everything
 from oblivio.unlearn.adversarial import other_classes
 from oblivio.unlearn.baselines import (
     BaselineSettings,
-    _descend_to,
-    _Draw,
+    BatchDraw,
+    descend_to,
 )
 
 
@@ -65,12 +65,12 @@ def salun(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: 
     gen = seed_everything(settings.seed)
     masks = saliency_masks(model, split, forget_rows, settings.batch_size, settings.saliency,
                            device)
-    forget = _Draw(split, forget_rows, settings.batch_size, gen, device)
-    retain = _Draw(split, retain_rows, settings.batch_size, gen, device)
+    forget = BatchDraw(split, forget_rows, settings.batch_size, gen, device)
+    retain = BatchDraw(split, retain_rows, settings.batch_size, gen, device)
 
     def wrong(y: torch.Tensor) -> torch.Tensor:
         return other_classes(y, num_classes, gen).to(device)
-    result = _descend_to(model, split, forget_rows, forget, retain, wrong, settings, target,
+    result = descend_to(model, split, forget_rows, forget, retain, wrong, settings, target,
                          device, gen, "salun", progress, masks=masks)
     salient = sum(int(m.sum()) for m in masks.values())
     return result | {"salient_weights": salient,

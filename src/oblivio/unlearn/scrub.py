@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.training import seed_everything
-from oblivio.unlearn.baselines import BaselineSettings, _Draw
+from oblivio.unlearn.baselines import BaselineSettings, BatchDraw
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ def scrub(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: 
     """Train ``model`` in place as SCRUB's student of a frozen copy of itself."""
     gen = seed_everything(settings.seed)
     teacher = copy.deepcopy(model).eval()
-    forget = _Draw(split, forget_rows, settings.forget_batch_size, gen, device)
-    retain = _Draw(split, retain_rows, settings.batch_size, gen, device)
+    forget = BatchDraw(split, forget_rows, settings.forget_batch_size, gen, device)
+    retain = BatchDraw(split, retain_rows, settings.batch_size, gen, device)
     per_pass = math.ceil(len(forget_rows) / min(settings.forget_batch_size, len(forget_rows)))
     retain_steps = settings.retain_batches or math.ceil(len(retain_rows) / settings.batch_size)
     epochs = int(settings.epochs)
