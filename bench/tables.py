@@ -145,8 +145,31 @@ def evidence(name: str = "evidence-resnet18-default.json") -> str:
     return "\n".join(rows) + "\n"
 
 
+def known_pair(name: str = "class_speed-known-pair.json") -> str:
+    """bench/class_speed.py --known-pair: per class, seconds end to end of the default, of
+    NegGrad+ and of the projection given the pair the default chose, and the two ratios."""
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    header = ["class", "default s", "neggrad+ s", "known pair s", "default / neggrad+",
+              "known pair / neggrad+", "known pair in-process: capture / subspaces / "
+              "projection / total s"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in result["records"]:
+        st = r["known pair"]["stages"]
+        rows.append("| " + " | ".join([
+            str(r["class"]), *(f"{r[n]['median_seconds']:.1f}"
+                               for n in ("default", "neggrad+", "known pair")),
+            f"{r['ratio']:.2f}", f"{r['known_pair_ratio']:.2f}",
+            " / ".join(f"{st[k]:.1f}" for k in ("capture", "subspaces", "projection", "total"))
+        ]) + " |")
+    s = result["summary"]
+    rows.append(f"| mean (worst) | | | | {s['ratio_mean']:.2f} ({s['ratio_worst']:.2f}) | "
+                f"{s['known_pair_ratio_mean']:.2f} ({s['known_pair_ratio_worst']:.2f}) | |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "oracles": oracles, "instance": instance, "evidence_default": evidence,
+    "speed_known_pair": known_pair,
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
     "sharding": sharding}
 
