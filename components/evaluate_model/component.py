@@ -9,8 +9,9 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
                    original_train: dsl.Input[list[dsl.Artifact]],
                    unlearned_train: dsl.Input[list[dsl.Artifact]],
                    dataset_uri: str, device: str, job_id: str, deletion_batch: str,
-                   metrics: dsl.Output[dsl.Metrics], report: dsl.Output[dsl.Artifact],
-                   summary: dsl.Output[dsl.Markdown], html: dsl.Output[dsl.HTML]) -> None:
+                   relearn_steps: int, metrics: dsl.Output[dsl.Metrics],
+                   report: dsl.Output[dsl.Artifact], summary: dsl.Output[dsl.Markdown],
+                   html: dsl.Output[dsl.HTML]) -> None:
     """Accuracy, membership-inference attacks and a linear probe, original beside unlearned.
 
     Judged on everything the unlearned model has forgotten, this run's and earlier ones: its
@@ -25,6 +26,8 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
         device: cpu, cuda or auto.
         job_id: The pipeline job's id (metrics and report go to its MLflow run).
         deletion_batch: The deletion-batch part the run honours ("" for none).
+        relearn_steps: Also fine-tune each model on a few forgotten images for up to this many
+            steps and report when the class returns (0: off; classes only).
         metrics: Flat numeric metrics for the KFP UI.
         report: The report folder (JSON, Markdown, HTML, plots).
         summary: The report's Markdown table.
@@ -33,13 +36,15 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
     import shutil
 
     from oblivio.evaluation.evaluate import evaluate_unlearned
+    from oblivio.evaluation.relearn import RelearnSettings
     from oblivio.evaluation.report import markdown
     from oblivio.tracking.runs import log_report, run_key
 
     parts = {"model": [a.path for a in unlearned_train],
              "original": [a.path for a in original_train]}
+    relearning = RelearnSettings(max_steps=relearn_steps) if relearn_steps else None
     result = evaluate_unlearned(unlearned.path, dataset_uri, report.path, original.path, device,
-                                train_parts=parts)
+                                train_parts=parts, relearning=relearning)
     for key, value in log_report(run_key(job_id, deletion_batch), report.path).items():
         metrics.log_metric(key, value)
     with open(summary.path, "w") as f:

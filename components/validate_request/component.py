@@ -5,7 +5,7 @@ from oblivio_pipeline import component
 @component
 def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
                      forget_ids_uri: str, class_method: str, instance_method: str,
-                     alpha_mode: str, ratio_mode: str) -> str:
+                     alpha_mode: str, ratio_mode: str, relearn_steps: int) -> str:
     """Check everything about the run that no retry can fix, before any other step: the
     choices, the registered model, the dataset, and the classes or the deletion request.
     The pipeline never retries this step.
@@ -19,6 +19,7 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
         instance_method: An instance method with a pipeline branch.
         alpha_mode: projection: auto or fixed.
         ratio_mode: contrast: auto or fixed.
+        relearn_steps: The evaluation's relearning cap (0: off).
 
     Returns:
         The registered version the alias pointed at when checked.
@@ -27,4 +28,5 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
 
     return check_request_step(model_uri, dataset_uri, forget_classes, forget_ids_uri, {
         "class_method": class_method, "instance_method": instance_method,
-        "alpha_mode": alpha_mode, "ratio_mode": ratio_mode})["version"]
+        "alpha_mode": alpha_mode, "ratio_mode": ratio_mode,
+        "relearn_steps": relearn_steps})["version"]

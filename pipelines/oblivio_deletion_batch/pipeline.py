@@ -40,8 +40,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         val_forget_samples: int, class_method: str, instance_method: str, instance_max_steps: int,
         max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
         instance_max_test_drop: float, instance_auc_z: float, instance_auc_one_sided: bool,
-        device: str, shards: int, gpu_count: str, compute_cpu: str, compute_memory: str,
-        node_selector: dict,
+        relearn_steps: int, device: str, shards: int, gpu_count: str, compute_cpu: str,
+        compute_memory: str, node_selector: dict,
         tolerations: list, secret_name: str,
     ) -> None:
         """A claimed batch: its classes, then its images, then complete. Its conditions read
@@ -59,6 +59,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
                   "instance_max_test_drop": instance_max_test_drop,
                   "instance_auc_z": instance_auc_z,
                   "instance_auc_one_sided": instance_auc_one_sided, "promote": True,
+                  "relearn_steps": relearn_steps,
                   "device": device, "shards": shards, "gpu_count": gpu_count,
                   "compute_cpu": compute_cpu,
                   "compute_memory": compute_memory, "node_selector": node_selector,
@@ -120,6 +121,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         instance_max_test_drop: float = 0.005,
         instance_auc_z: float = 2.576,
         instance_auc_one_sided: bool = False,
+        relearn_steps: int = 0,
         device: str = "auto",
         shards: int = 1,
         gpu_count: str = "1",
@@ -152,6 +154,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             instance_max_test_drop: Gate, images: largest test accuracy drop vs the parent.
             instance_auc_z: Gate, images: spreads the loss attack's AUC may lie from 0.5.
             instance_auc_one_sided: Gate, images: fail only a result still familiar.
+            relearn_steps: Evaluation, classes: relearning cap in steps (0: off).
             device: cpu, cuda or auto.
             shards: Tasks the capture and the evaluation's training-split pass spread over.
             gpu_count: GPUs for the steps that run the model.
@@ -180,7 +183,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             instance_max_steps=instance_max_steps, max_forget_acc=max_forget_acc,
             max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
             instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
-            instance_auc_one_sided=instance_auc_one_sided, device=device, shards=shards,
+            instance_auc_one_sided=instance_auc_one_sided, relearn_steps=relearn_steps,
+            device=device, shards=shards,
             gpu_count=gpu_count, compute_cpu=compute_cpu, compute_memory=compute_memory,
             node_selector=node_selector, tolerations=tolerations, secret_name=secret_name,
         ).set_display_name("honour the batch")

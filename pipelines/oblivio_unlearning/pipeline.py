@@ -114,6 +114,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         instance_max_steps: int = 200,
         instance_ablation: str = "adv+imp",
         instance_max_epochs: int = 300,
+        relearn_steps: int = 0,
         promote: bool = True,
         deletion_batch: str = "",
         device: str = "auto",
@@ -170,6 +171,9 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             instance_ablation: Instance branch, l2ul: adv+imp, adv or naive.
             instance_max_epochs: Instance branch, l2ul and relabel: cap on epochs over the
                 request.
+            relearn_steps: Evaluation, forgotten classes: also fine-tune the original and the
+                unlearned model on 64 forgotten images for up to this many steps and report
+                when the class comes back (0: off; a few seconds a model on a GPU).
             promote: Make the new version champion when the gates pass.
             deletion_batch: Id of the deletion batch this run honours (empty for none): a
                 version registered under it already is returned, never made twice.
@@ -196,7 +200,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                 model_uri=f"models:/{model_name}@{model_alias}", dataset_uri=dataset_uri,
                 forget_classes=forget_classes, forget_ids_uri=forget_ids_uri,
                 class_method=class_method, instance_method=instance_method,
-                alpha_mode=alpha_mode, ratio_mode=ratio_mode), **cluster)
+                alpha_mode=alpha_mode, ratio_mode=ratio_mode, relearn_steps=relearn_steps),
+                **cluster)
             validated.set_caching_options(False)  # the alias moves
             resolved = _configure(resolve_model(
                 model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
@@ -222,8 +227,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     original_train=dsl.Collected(predicted["original"].outputs["outputs"]),
                     unlearned_train=dsl.Collected(predicted["unlearned"].outputs["outputs"]),
                     dataset_uri=dataset_uri, device=device,
-                    job_id=job_id, deletion_batch=deletion_batch), **cluster,
-                    gpu_count=gpu_count, retries=2)
+                    job_id=job_id, deletion_batch=deletion_batch,
+                    relearn_steps=relearn_steps), **cluster, gpu_count=gpu_count, retries=2)
                 registered = _configure(register_model(
                     unlearned=unlearned, report=evaluated.outputs["report"],
                     model_name=model_name, parent_version=resolved.outputs["Output"],

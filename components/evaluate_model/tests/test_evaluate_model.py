@@ -27,7 +27,8 @@ def test_judges_what_the_model_forgot_and_logs_it(trained_rgb, projected: Path, 
                                unlearned=dsl.Model(uri=str(projected)),
                                original_train=parts["original"],
                                unlearned_train=parts["unlearned"], dataset_uri=str(data),
-                               device="cpu", job_id=job, deletion_batch="", metrics=metrics,
+                               device="cpu", job_id=job, deletion_batch="", relearn_steps=4,
+                               metrics=metrics,
                                report=dsl.Artifact(uri=str(tmp_path / "report")),
                                summary=dsl.Markdown(uri=str(summary)),
                                html=dsl.HTML(uri=str(html)))
@@ -38,6 +39,9 @@ def test_judges_what_the_model_forgot_and_logs_it(trained_rgb, projected: Path, 
                 "mia_efficacy_confidence", "mia_loss_lr_cv_acc", "probe_forget_test_acc"):
         assert report[key] == pytest.approx(whole[key], abs=1e-6), key
     assert report["mode"] == "class" and report["forget_classes"] == [1]  # from provenance
+    assert report["relearning"]["max_steps"] == 4 and "relearn_steps" in report
+    assert list(report["models"]["original"]["relearn_curve"]) == ["0", "1", "2", "4"]
+    assert metrics.metadata["relearn_forget_test_acc"] == report["relearn_forget_test_acc"]
     assert metrics.metadata["forget_test_acc"] == report["forget_test_acc"]
     assert "original_retain_test_acc" in metrics.metadata
     assert "forget_test_acc" in summary.read_text() and html.read_text().startswith("<!")

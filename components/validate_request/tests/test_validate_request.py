@@ -6,7 +6,7 @@ from oblivio.errors import OblivioError
 from oblivio_pipeline.components import validate_request
 
 CHOICES = {"class_method": "projection", "instance_method": "match", "alpha_mode": "auto",
-           "ratio_mode": "auto"}
+           "ratio_mode": "auto", "relearn_steps": 0}
 
 
 def check(registered: str, data: Path, classes: str = "1", ids: str = "", **choices) -> str:
@@ -27,6 +27,7 @@ def test_a_sound_request_names_the_version(registered: str, trained_rgb, tmp_pat
     ({"classes": "0,1,2,3"}, "cannot forget every class"),
     ({"class_method": "ssd"}, "class method must be projection or contrast, got 'ssd'"),
     ({"ratio_mode": "grid"}, "ratio mode must be auto or fixed, got 'grid'"),
+    ({"relearn_steps": -1}, "relearn steps must be 0 or more \\(0: off\\), got -1"),
     ({"classes": "", "ids": "IDS", "instance_method": "neggrad"},
      "instance method must be match, l2ul or relabel, got 'neggrad'"),
     ({"classes": "", "ids": "TEST_IDS"}, "names test-split sample ids"),

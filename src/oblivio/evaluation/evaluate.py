@@ -184,11 +184,13 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
 def evaluate_unlearned(unlearned: str, data: str, out: str | os.PathLike[str],
                        original: str | None = None, device: str = "auto",
                        progress: bool = False,
-                       train_parts: dict[str, list[str]] | None = None) -> dict:
+                       train_parts: dict[str, list[str]] | None = None,
+                       relearning: RelearnSettings | None = None) -> dict:
     """Evaluate an unlearned model on everything it has forgotten, as its provenance records
     it (this run's request and earlier ones): its classes, or after deletion requests all the
     training images it has forgotten. What the pipeline's evaluate step runs; its
-    ``train_parts`` (roles ``model`` and ``original``) come from the sharded predict steps."""
+    ``train_parts`` (roles ``model`` and ``original``) come from the sharded predict steps.
+    ``relearning`` applies to forgotten classes; after deletion requests it is left out."""
     provenance = read_config(unlearned).get("provenance", {})
     with tempfile.TemporaryDirectory() as tmp:
         spec: dict = {"forget_classes": provenance.get("forgotten_classes")}
@@ -197,5 +199,8 @@ def evaluate_unlearned(unlearned: str, data: str, out: str | os.PathLike[str],
             spec = {"forget_ids": f"{tmp}/forgotten.parquet"}
         if not spec.get("forget_classes") and "forget_ids" not in spec:
             raise OblivioError(f"{unlearned} records nothing forgotten: not an unlearned model")
+        if "forget_ids" in spec:
+            relearning = None
         return evaluate(unlearned, data, out, original=original, device=device,
-                        progress=progress, train_parts=train_parts, **spec)
+                        progress=progress, train_parts=train_parts, relearning=relearning,
+                        **spec)

@@ -191,3 +191,6 @@ def check_pipeline_params(params: dict) -> None:
         if params.get(key, "auto") not in ("auto", "fixed"):
             raise OblivioError(f"{key.replace('_', ' ')} must be auto or fixed, "
                                f"got {params[key]!r}")
+    if params.get("relearn_steps", 0) < 0:
+        raise OblivioError("relearn steps must be 0 or more (0: off), got "
+                           f"{params['relearn_steps']}")
