@@ -194,9 +194,10 @@ def test_report_with_relearning_beside_the_oracle(trained_rgb, without_class_1: 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--forget-classes", "1", "--relearn", "--relearn-steps", "0"],
+    (["--forget-classes", "1", "--relearn-steps", "-1"],
      "error: relearning needs at least one step"),
-    (["--forget-ids", "IDS", "--relearn"], "error: relearning is measured for forgotten classes"),
+    (["--forget-ids", "IDS", "--relearn-steps", "8"],
+     "error: relearning is measured for forgotten classes"),
 ])
 def test_cli_relearn_bad_input(trained_rgb, tmp_path: Path, args: list[str],
                                message: str) -> None:

@@ -295,10 +295,9 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the attacks' sample draws.")] = 0,
     svc_samples: Annotated[int, typer.Option(
         help="Per-side samples of the SVC attacks (0: all of the test split).")] = 5000,
-    relearn: Annotated[bool, typer.Option(
-        help="Also fine-tune each model on a few forgotten images and count the steps until "
-             "the class returns (class mode).")] = False,
-    relearn_steps: Annotated[int, typer.Option(help="The relearning's cap in steps.")] = 64,
+    relearn_steps: Annotated[int, typer.Option(
+        help="Also fine-tune each model on a few forgotten images for up to this many steps "
+             "and count the steps until the class returns (class mode; 0: off).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     force: Annotated[bool, typer.Option(
         help="Replace --out when it is a directory with content.")] = False,
@@ -313,7 +312,7 @@ def evaluate(
     check_output_dir(out, [model, data, forget_ids, original, oracle], force)
     report = run(model, data, out, forget_classes, forget_ids, original, oracle, device, seed,
                  svc_samples or None,
-                 relearning=RelearnSettings(max_steps=relearn_steps) if relearn else None)
+                 relearning=RelearnSettings(max_steps=relearn_steps) if relearn_steps else None)
     print(markdown(report), end="")
     print(json.dumps({"out": out, "seconds": round(report["seconds"], 1)}))
 
