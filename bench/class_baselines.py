@@ -106,8 +106,20 @@ def main() -> None:
     print(md)
 
 
+def with_earlier(path: Path, records: list[dict]) -> list[dict]:
+    """This run's records and the earlier result's rows (class, method) it did not run, so a
+    run of one more method or class adds to the table instead of replacing it."""
+    ran = {(r["class"], r["method"]) for r in records}
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    order = list(dict.fromkeys(r["method"] for r in earlier + records))
+    return sorted([r for r in earlier if (r["class"], r["method"]) not in ran] + records,
+                  key=lambda r: (r["class"], order.index(r["method"])))
+
+
 def write_report(out: Path, tag: str, args: argparse.Namespace, records: list[dict]) -> str:
     where = "CPU, 2 threads" if args.device == "cpu" else args.device
+    path = out / f"class_baselines-resnet18{tag}.json"
+    records = with_earlier(path, records)
     classes = sorted({r["class"] for r in records})
     md = "\n".join([
         f"# Class forgetting vs baselines: resnet18, Fashion-MNIST ({where}"
@@ -119,7 +131,7 @@ def write_report(out: Path, tag: str, args: argparse.Namespace, records: list[di
         "lr 5e-4.", "",
         summarise(records)])
     (out / f"class_baselines-resnet18{tag}.md").write_text(md + "\n")
-    (out / f"class_baselines-resnet18{tag}.json").write_text(json.dumps(records, indent=2))
+    path.write_text(json.dumps(records, indent=2))
     return md
 
 

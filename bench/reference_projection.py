@@ -1,5 +1,5 @@
 """The straightforward version of the reference method, kept as the benchmark baseline
-(docs/algorithms.md §1.6): store every layer's activation matrix R (d x n, all columns), take a thin
+(docs/algorithms.md §1.7): store every layer's activation matrix R (d x n, all columns), take a thin
 SVD of it, form dense d x d projectors and P = I - (M_f - M_f M_r), then W <- W P^T.
 
 Same inputs as oblivio's path (same samples, all patches, same alpha), so the two differ only

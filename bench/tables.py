@@ -145,6 +145,76 @@ def evidence(name: str = "evidence-resnet18-default.json") -> str:
     return "\n".join(rows) + "\n"
 
 
+DEPTH_KEYS = {"mia_efficacy_confidence": "MIA confidence", "mia_efficacy_entropy": "MIA entropy",
+              "mia_efficacy_m_entropy": "MIA m-entropy",
+              "mia_entropy_lr_member_rate": "entropy-LR member rate",
+              "mia_loss_lr_cv_acc": "loss-LR", "probe_forget_test_acc": "probe"}
+
+
+def baselines(name: str) -> str:
+    """bench/class_baselines.py: per method, over the classes that have a retrain row, retain
+    and forget test accuracy, seconds, and each attack's and the probe's mean absolute gap to
+    that class's retrain (the depth of the forgetting, every method on one scale). The
+    retrains' seconds are left out: the ledger's oracles trained on different machines."""
+    records = json.loads((ROOT / "bench" / "results" / name).read_text())
+    retrain = {r["class"]: r for r in records if r["method"] == "retrain"}
+    header = ["method", "classes", "retain test acc %", "forget test acc % (worst)", "seconds",
+              *(f"{label} gap" for label in DEPTH_KEYS.values()), "mean gap"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in dict.fromkeys(r["method"] for r in records):
+        rs = [r for r in records if r["method"] == method and r["class"] in retrain]
+        if not rs:
+            continue
+        gaps = [sum(abs(r[k] - retrain[r["class"]][k]) for r in rs) / len(rs)
+                for k in DEPTH_KEYS]
+        gap_cells = (["-"] * (len(gaps) + 1) if method == "retrain"
+                     else [*(f"{g:.3f}" for g in gaps), f"{sum(gaps) / len(gaps):.3f}"])
+        secs = [r["seconds"] for r in rs if r["seconds"] is not None and method != "retrain"]
+        forget = [100 * r["forget_test_acc"] for r in rs]
+        rows.append("| " + " | ".join([
+            method, str(len(rs)), f"{_avg(rs, 'retain_test_acc') * 100:.2f}",
+            f"{sum(forget) / len(forget):.2f} ({max(forget):.2f})",
+            f"{sum(secs) / len(secs):.1f}" if secs else "-",
+            *gap_cells]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def bn_rounds(name: str = "bn_rounds.json") -> str:
+    """bench/bn_rounds.py: per class, retain / forget test accuracy of the original, the
+    projection without and with the batch-norm round and the retrain, each model's also after
+    batch norm is re-estimated on kept images, and the projections' seconds."""
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    header = ["class", "original", "original, re-estimated", "rounds 0", "rounds 0, re-estimated",
+              "rounds 1", "rounds 1, re-estimated", "retrain", "seconds rounds 0 / 1"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def pair(q: dict) -> str:
+        return f"{q['retain']:.2f} / {q['forget']:.1f}"
+    for r in result["records"]:
+        o, r0, r1 = r["original"], r["rounds0"], r["rounds1"]
+        rows.append("| " + " | ".join([
+            str(r["class"]), pair(o), pair(o["after_attack"]), pair(r0), pair(r0["after_attack"]),
+            pair(r1), pair(r1["after_attack"]), pair(r["retrain"]) if "retrain" in r else "-",
+            f"{r0['seconds']:.1f} / {r1['seconds']:.1f}"]) + " |")
+    recs = result["records"]
+
+    def mean_worst(key: str, side: str, attack: bool, worst: Callable) -> str:
+        vals = [(r[key]["after_attack"] if attack else r[key])[side] for r in recs]
+        return f"{sum(vals) / len(vals):.2f} ({worst(vals):.2f})"
+    cells = ["mean (worst)"]
+    for key in ("original", "rounds0", "rounds1"):
+        for attack in (False, True):
+            cells.append(f"{mean_worst(key, 'retain', attack, min)} / "
+                         f"{mean_worst(key, 'forget', attack, max)}")
+    with_retrain = [r for r in recs if "retrain" in r]
+    cells.append(f"{sum(r['retrain']['retain'] for r in with_retrain) / len(with_retrain):.2f}"
+                 if with_retrain else "-")
+    cells.append(" / ".join(f"{sum(r[k]['seconds'] for r in recs) / len(recs):.1f}"
+                            for k in ("rounds0", "rounds1")))
+    rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def known_pair(name: str = "class_speed-known-pair.json") -> str:
     """bench/class_speed.py --known-pair: per class, seconds end to end of the default, of
     NegGrad+ and of the projection given the pair the default chose, and the two ratios."""
@@ -169,7 +239,9 @@ def known_pair(name: str = "class_speed-known-pair.json") -> str:
 
 GENERATORS: dict[str, Callable[[], str]] = {
     "oracles": oracles, "instance": instance, "evidence_default": evidence,
-    "speed_known_pair": known_pair,
+    "speed_known_pair": known_pair, "bn_rounds": bn_rounds,
+    "baselines_cuda": lambda: baselines("class_baselines-resnet18-cuda.json"),
+    "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
     "sharding": sharding}
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import oblivio
 from oblivio.cli import app
 from oblivio.data.reader import Split
+from oblivio.errors import OblivioError
 from oblivio.models import build
 from oblivio.unlearn import statistics
 from oblivio.unlearn.alpha_selection import alpha_grid
@@ -455,7 +456,8 @@ def test_forget_classes_end_to_end_and_deterministic(trained_rgb, tmp_path: Path
     for name in ("a", "b"):
         prov = forget_classes(str(model_dir), str(data), "1", str(tmp_path / name),
                               ProjectionSettings(retain_per_class=20, forget_samples=30,
-                                                 val_per_class=10, val_forget_samples=20),
+                                                 val_per_class=10, val_forget_samples=20,
+                                                 bn_rounds=0),
                               device="cpu", progress=False)
         outs.append(oblivio.load_model(tmp_path / name))
     assert outs[0].config["weights_sha256"] == outs[1].config["weights_sha256"]
@@ -476,9 +478,11 @@ def test_forget_classes_end_to_end_and_deterministic(trained_rgb, tmp_path: Path
     assert_forgot_class(model_dir, data, outs[0], 1)
 
 
-def assert_forgot_class(parent_dir: Path, data: Path, model: nn.Module, c: int) -> None:
-    """Class ``c`` forgotten on the test split (<= 5%), the rest kept (within 10 points), only
-    weights of weight layers changed, and the parent's fingerprint recorded."""
+def assert_forgot_class(parent_dir: Path, data: Path, model: nn.Module, c: int,
+                        retain_slack: float = 0.1) -> None:
+    """Class ``c`` forgotten on the test split (<= 5%), the rest kept (within ``retain_slack``),
+    only weights of weight layers changed (and batch-norm statistics, by the rounds that
+    re-estimate them), and the parent's fingerprint recorded."""
     from oblivio.data import open_dataset
     from oblivio.models.inference import predict_logits
 
@@ -491,10 +495,59 @@ def assert_forgot_class(parent_dir: Path, data: Path, model: nn.Module, c: int) 
     original = predict_logits(parent, test).argmax(1)
     keep_before = float((original[~is_forget] == test.labels[~is_forget]).float().mean())
     keep_after = float((pred[~is_forget] == test.labels[~is_forget]).float().mean())
-    assert keep_after >= keep_before - 0.1
+    assert keep_after >= keep_before - retain_slack
+    recalibrated = model.config["provenance"].get("bn_rounds", 0) > 0
     for a, b in zip(parent.state_dict().items(), model.state_dict().items()):
+        if recalibrated and a[0].rsplit(".", 1)[-1] in BN_BUFFERS:
+            continue  # the batch-norm rounds re-estimate them
         if not a[0].endswith(".weight") or a[1].ndim == 1:
             assert torch.equal(a[1], b[1]), a[0]  # biases, norms, running stats untouched
+
+
+BN_BUFFERS = {"running_mean", "running_var", "num_batches_tracked"}
+
+
+def test_batchnorm_round_survives_recalibration_on_kept_data(trained_rgb,
+                                                             tmp_path: Path) -> None:
+    """Without the round, re-estimating batch norm on kept images (routine, and a cheap
+    attack) brings the forgotten class back; with it (the default) the class stays
+    forgotten, and the published statistics are those kept data gives."""
+    from oblivio.data import open_dataset
+    from oblivio.models.inference import predict_logits
+    from oblivio.unlearn.batchnorm import recalibrate_batchnorm
+
+    data, model_dir = trained_rgb
+    ds = open_dataset(data)
+    train, test = ds.split("train"), ds.split("test")
+    kept = np.flatnonzero(train.labels.numpy() != 1)
+    is_forget = test.labels == 1
+
+    def forget_acc(model: nn.Module) -> float:
+        return float((predict_logits(model, test).argmax(1)[is_forget] == 1).float().mean())
+
+    after_attack = {}
+    for rounds in (0, 1):
+        prov = forget_classes(str(model_dir), str(data), "1", str(tmp_path / f"r{rounds}"),
+                              ProjectionSettings(retain_per_class=20, forget_samples=30,
+                                                 val_per_class=10, val_forget_samples=20,
+                                                 bn_rounds=rounds),
+                              device="cpu", progress=False)
+        assert prov["bn_rounds"] == rounds and "bn_rounds" in prov["seconds"]
+        model = oblivio.load_model(tmp_path / f"r{rounds}")
+        assert forget_acc(model) <= 0.05
+        recalibrate_batchnorm(model, train, kept, 4, 32, torch.Generator().manual_seed(5), "cpu")
+        after_attack[rounds] = forget_acc(model)
+    assert after_attack[0] >= 0.3  # the class is back
+    assert after_attack[1] <= 0.05
+    # The second projection costs this 3-epoch, 240-image model 13 points at its alpha_r of
+    # 10; on Fashion-MNIST's resnet18 the round raises retain accuracy (docs/benchmarks.md).
+    assert_forgot_class(model_dir, data, oblivio.load_model(tmp_path / "r1"), 1,
+                        retain_slack=0.2)
+
+
+def test_bn_rounds_must_not_be_negative() -> None:
+    with pytest.raises(OblivioError, match="bn rounds must be 0 or more"):
+        ProjectionSettings(bn_rounds=-1).check()
 
 
 def test_second_forget_extends_the_forgotten_set(trained_rgb, tmp_path: Path) -> None:

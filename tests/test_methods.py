@@ -89,6 +89,6 @@ def test_cli_refuses_a_foreign_option_before_loading_anything(tmp_path: Path) ->
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         "error: --pgd-iters does not apply to --method projection (its options: --alpha-r, "
-        "--alpha-f, --forget-margin, --retain-per-class, --forget-samples, --val-per-class, "
-        "--val-forget-samples, --column-budget, --forget-target, --seed)")
+        "--alpha-f, --forget-margin, --bn-rounds, --retain-per-class, --forget-samples, "
+        "--val-per-class, --val-forget-samples, --column-budget, --forget-target, --seed)")
     assert not (tmp_path / "out").exists()

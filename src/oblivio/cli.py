@@ -128,6 +128,10 @@ def forget(
         help="projection: factor on the chosen alpha_f, because validation images come from "
              "the training split and forget more readily than unseen ones (default 1.732).")]
         = None,
+    bn_rounds: Annotated[int | None, typer.Option(
+        help="projection: times to re-estimate batch norm on the retain samples and project "
+             "again (default 1; 0 is faster, but re-estimating batch norm on kept data then "
+             "brings a forgotten class back).")] = None,
     ratio: Annotated[str | None, typer.Option(
         help="contrast: 'auto' (default) chooses the forget/retain energy ratio above which "
              "input directions are removed on the validation split, or a fixed ratio (> 1).")]
@@ -226,7 +230,7 @@ def forget(
     chosen = method_for(method, classes, forget_ids)
     settings = chosen.settings_from({
         "alpha_r": alpha_r, "alpha_f": alpha_f, "forget_margin": forget_margin,
-        "ratio": _auto_or(ratio, float, "--ratio", "a number"), "rounds": rounds,
+        "bn_rounds": bn_rounds, "ratio": _auto_or(ratio, float, "--ratio", "a number"), "rounds": rounds,
         "blocks": _auto_or(blocks, int, "--blocks", "a number of blocks"),
         "retain_per_class": retain_per_class, "forget_samples": forget_samples,
         "val_per_class": val_per_class, "val_forget_samples": val_forget_samples,

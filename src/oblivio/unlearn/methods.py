@@ -107,7 +107,7 @@ def _registry() -> dict[str, Method]:
     both = frozenset({CLASSES, IDS})
     entries = [
         Method("projection", frozenset({CLASSES}), ProjectionSettings,
-               ("alpha_r", "alpha_f", "forget_margin", *SAMPLING), _projection,
+               ("alpha_r", "alpha_f", "forget_margin", "bn_rounds", *SAMPLING), _projection,
                "training-free scaled subspace projection (the default for classes)", True),
         Method("contrast", frozenset({CLASSES}), ContrastSettings,
                ("ratio", "rounds", "blocks", *SAMPLING), _contrast,

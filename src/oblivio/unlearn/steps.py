@@ -25,7 +25,13 @@ from oblivio.models.checkpoint import load_model
 from oblivio.shards import shard_rows
 from oblivio.training import resolve_device
 from oblivio.unlearn.alpha_selection import FORGET_MARGIN, alpha_pairs
-from oblivio.unlearn.class_forgetting import ClassSampling, contrast_and_save, project_and_save
+from oblivio.unlearn.class_forgetting import (
+    BatchNormRounds,
+    ClassSampling,
+    ProjectionSettings,
+    contrast_and_save,
+    project_and_save,
+)
 from oblivio.unlearn.class_plan import Plan, classes_after, plan_forgetting
 from oblivio.unlearn.grid_tables import alpha_grid_markdown, ratio_grid_markdown
 from oblivio.unlearn.methods import check_pipeline_params, method_for
@@ -159,10 +165,12 @@ def _mode(name: str, mode: str) -> bool:
 def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: str, out: str,
                  alpha_mode: str = "auto", alpha_r: float = 100.0, alpha_f: float = 3.0,
                  forget_target: float = 0.01, forget_margin: float = FORGET_MARGIN,
-                 device: str = "auto", grid_file: str | None = None) -> dict:
+                 device: str = "auto", grid_file: str | None = None,
+                 bn_rounds: int = ProjectionSettings.bn_rounds) -> dict:
     """Project the weights with alpha chosen on the validation set (``alpha_mode`` auto) or
-    the fixed pair; write the unlearned model, and the scored grid as Markdown to
-    ``grid_file``."""
+    the fixed pair, then run ``bn_rounds`` batch-norm rounds (``BatchNormRounds``: they
+    capture the samples again here, with the plan's column budget); write the unlearned
+    model, and the scored grid as Markdown to ``grid_file``."""
     start = time.perf_counter()
     alpha = "auto" if _mode("alpha_mode", alpha_mode) else (alpha_r, alpha_f)
     device = resolve_device(device)
@@ -170,8 +178,10 @@ def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: st
     plan, seed = _plan_of(model_dir, data, samples_dir, device)
     operators = eigen_operators(load_subspaces(subspaces_file), device)
     provenance = {"solver": "eigen", "seed": seed, "seconds": {}}
+    budget = json.loads(Path(samples_dir, PLAN_FILE).read_text()).get("column_budget")
     provenance = project_and_save(plan, operators, pairs, out, forget_target, forget_margin,
-                                  device, False, provenance, start)
+                                  device, False, provenance, start,
+                                  BatchNormRounds(bn_rounds, column_budget=budget))
     if grid_file:
         write_bytes(grid_file, alpha_grid_markdown(provenance).encode())
     return provenance

@@ -1,0 +1,93 @@
+"""Batch-norm rounds (issue 25): does a projected class come back when batch norm is
+re-estimated on kept data, and what do the rounds cost and give?
+
+    python bench/bn_rounds.py --classes 0-9
+
+For each class, the default projection with ``bn_rounds`` 0 and 1, each in its own process
+on the 8-epoch resnet18 base: seconds (the call, loading included), retain and forget test
+accuracy, then the same after the attack, batch norm's running statistics re-estimated on
+5,120 random kept training images (40 batches of 128, the forgotten class left out), beside
+the original's and the retrain's (the ledger's per-class test accuracy). Writes
+``bench/results/bn_rounds.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from class_forgetting import parse_classes
+from common import fashion_mnist, isolated, known_oracle, per_class_accuracy, split_accuracy
+
+from oblivio.data import open_dataset
+from oblivio.models import load_model
+from oblivio.models.inference import predict_logits
+from oblivio.training import Recipe
+from oblivio.unlearn.batchnorm import recalibrate_batchnorm
+from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
+
+ATTACK_BATCHES, ATTACK_BATCH = 40, 128
+
+
+def accuracies(model: torch.nn.Module, data: Path, c: int) -> dict:
+    """Retain and forget test accuracy in %."""
+    test = open_dataset(data).split("test")
+    ok = (predict_logits(model, test).argmax(1) == test.labels).numpy()
+    forget = test.labels.numpy() == c
+    return {"retain": 100 * float(ok[~forget].mean()), "forget": 100 * float(ok[forget].mean())}
+
+
+def attacked(model_dir: Path, data: Path, c: int) -> dict:
+    """The accuracies after re-estimating batch norm on kept training images."""
+    model = load_model(model_dir)
+    train = open_dataset(data).split("train")
+    kept = np.flatnonzero(train.labels.numpy() != c)
+    recalibrate_batchnorm(model, train, kept, ATTACK_BATCHES, ATTACK_BATCH,
+                          torch.Generator().manual_seed(123), "cpu")
+    return accuracies(model, data, c)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--classes", default="0-9")
+    ap.add_argument("--epochs", type=int, default=Recipe().epochs)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    data = fashion_mnist(out)
+    base = out / "models" / f"resnet18-base-{args.epochs}ep"
+    records = []
+    for c in parse_classes(args.classes):
+        retain, forget = split_accuracy(per_class_accuracy(base, data), [c])
+        record = {"class": c, "original": {"retain": retain, "forget": forget,
+                                           "after_attack": attacked(base, data, c)}}
+        entry = known_oracle("resnet18", c, args.epochs)
+        if entry is not None:
+            r, f = split_accuracy(torch.tensor(entry["per_class_test_acc"]), [c])
+            record["retrain"] = {"retain": r, "forget": f}
+        for rounds in (0, 1):
+            model_dir = out / "bn_rounds" / f"class{c}-rounds{rounds}"
+            shutil.rmtree(model_dir, ignore_errors=True)
+            prov, seconds, _ = isolated(forget_classes, str(base), str(data), [c],
+                                        str(model_dir), ProjectionSettings(bn_rounds=rounds),
+                                        "cpu", 250, False)
+            quality = accuracies(load_model(model_dir), data, c)
+            record[f"rounds{rounds}"] = {
+                "seconds": seconds, "stages": prov["seconds"], "alpha": prov["alpha"],
+                **quality, "after_attack": attacked(model_dir, data, c)}
+        records.append(record)
+        print(json.dumps(record), flush=True)
+    path = Path(__file__).parent / "results" / "bn_rounds.json"
+    path.write_text(json.dumps({"attack": {"batches": ATTACK_BATCHES, "batch": ATTACK_BATCH},
+                                "records": records}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
