@@ -230,7 +230,8 @@ def forget(
     chosen = method_for(method, classes, forget_ids)
     settings = chosen.settings_from({
         "alpha_r": alpha_r, "alpha_f": alpha_f, "forget_margin": forget_margin,
-        "bn_rounds": bn_rounds, "ratio": _auto_or(ratio, float, "--ratio", "a number"), "rounds": rounds,
+        "bn_rounds": bn_rounds, "ratio": _auto_or(ratio, float, "--ratio", "a number"),
+        "rounds": rounds,
         "blocks": _auto_or(blocks, int, "--blocks", "a number of blocks"),
         "retain_per_class": retain_per_class, "forget_samples": forget_samples,
         "val_per_class": val_per_class, "val_forget_samples": val_forget_samples,
