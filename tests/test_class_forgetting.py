@@ -17,7 +17,11 @@ from oblivio.errors import OblivioError
 from oblivio.models import build
 from oblivio.unlearn import statistics
 from oblivio.unlearn.alpha_selection import alpha_grid
-from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
+from oblivio.unlearn.class_forgetting import (
+    BatchNormRounds,
+    ProjectionSettings,
+    forget_classes,
+)
 from oblivio.unlearn.layers import projectable_layers
 from oblivio.unlearn.projection import (
     NEGLIGIBLE,
@@ -548,6 +552,8 @@ def test_batchnorm_round_survives_recalibration_on_kept_data(trained_rgb,
 def test_bn_rounds_must_not_be_negative() -> None:
     with pytest.raises(OblivioError, match="bn rounds must be 0 or more"):
         ProjectionSettings(bn_rounds=-1).check()
+    with pytest.raises(OblivioError, match="bn rounds must be 0 or more"):
+        BatchNormRounds(-1)  # what the pipeline's project step builds
 
 
 def test_second_forget_extends_the_forgotten_set(trained_rgb, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from oblivio.unlearn.ratio_selection import (
     select_ratio,
 )
 from oblivio.unlearn.resume import depth_views
-from oblivio.unlearn.statistics import Statistics, capture_sets
+from oblivio.unlearn.statistics import Statistics
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,7 @@ class ProjectionSettings(ClassSampling):
         if (self.alpha_r is None) != (self.alpha_f is None):
             raise OblivioError("give both --alpha-r and --alpha-f, or neither (alpha chosen on "
                                "validation)")
-        if self.bn_rounds < 0:
-            raise OblivioError(f"bn rounds must be 0 or more, got {self.bn_rounds}")
+        BatchNormRounds(self.bn_rounds)  # refuses a negative count
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,10 @@ class BatchNormRounds:
     batch_size: int = 250
     column_budget: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise OblivioError(f"bn rounds must be 0 or more, got {self.rounds}")
+
 
 def batchnorm_rounds(plan: Plan, alpha: tuple[float, float], settings: BatchNormRounds,
                      device: str, progress: bool) -> int:
@@ -136,10 +139,10 @@ def batchnorm_rounds(plan: Plan, alpha: tuple[float, float], settings: BatchNorm
                               torch.Generator().manual_seed(0), device)
     for _ in range(settings.rounds):
         recalibrate()
-        stats = capture_sets(plan.model, plan.train, {"retain": retain, "forget": plan.sets.forget},
-                             settings.batch_size, device, progress, "capture (bn round)",
-                             column_budget=settings.column_budget)
-        operators = direct_operators(stats["retain"], stats["forget"], device)
+        retain_stats, forget_stats, _ = capture_plan(plan, time.perf_counter(),
+                                                     settings.batch_size, device, progress,
+                                                     column_budget=settings.column_budget)
+        operators = direct_operators(retain_stats, forget_stats, device)
         Projector(plan.model, operators, device).apply(*alpha)
     if settings.rounds:
         recalibrate()
