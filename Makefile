@@ -74,8 +74,13 @@ image:
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# A crash in native code kills pytest before its summary: then the test it was running and the
+# top of every thread's stack (conftest.py writes both) are printed last.
 test: setup fashion-mnist postgresql helm lint
-	OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) $(VENV)/bin/pytest
+	@rm -f .pytest_cache/crash-*.txt
+	OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) $(VENV)/bin/pytest || { rc=$$?; \
+		if [ -s .pytest_cache/crash-stacks.txt ]; then head -c 6000 .pytest_cache/crash-stacks.txt; \
+		echo; echo "pytest died (exit $$rc) in $$(cat .pytest_cache/crash-test.txt)"; fi; exit $$rc; }
 
 # The main job, locally, as a platform engineer runs it: on a fresh machine it converts
 # Fashion-MNIST, trains and registers the original model (MLflow on SQLite under

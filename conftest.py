@@ -12,6 +12,24 @@ import pytest
 from oblivio.data.fashion_mnist import DEFAULT_IDX_DIR, convert
 from tests.datasets import make_rgb_dataset
 
+#: Where a crash in native code leaves its trace: the running test's id, and every thread's
+#: stack (faulthandler). A SIGABRT or SIGSEGV ends pytest before its summary, and a CI log's
+#: tail holds only the bottom of that stack; `make test` prints both files when pytest fails.
+CRASH_DIR = Path(__file__).parent / ".pytest_cache"
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's faulthandler plugin, which points it at stderr
+def pytest_configure(config: pytest.Config) -> None:
+    import faulthandler
+
+    CRASH_DIR.mkdir(exist_ok=True)
+    # left open to the end of the process: a crash at exit is still written down
+    faulthandler.enable(open(CRASH_DIR / "crash-stacks.txt", "w"), all_threads=True)
+
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    (CRASH_DIR / "crash-test.txt").write_text(nodeid + "\n")
+
 
 @pytest.fixture(scope="session")
 def fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:

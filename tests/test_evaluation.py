@@ -15,6 +15,8 @@ from oblivio.cli import app
 from oblivio.evaluation import attacks
 from oblivio.evaluation.evaluate import evaluate
 from oblivio.evaluation.metrics import CLASS_KEYS, INSTANCE_KEYS
+from oblivio.evaluation.reestimate import REESTIMATE_KEYS
+from oblivio.models.inference import accuracy
 from oblivio.tracking.promotion import Gates, check_gates
 
 runner = CliRunner()
@@ -90,12 +92,14 @@ def test_report_has_every_key_and_uses_the_model_under_test(memorised: dict,
                       device="cpu", progress=False)
     alone = evaluate(str(memorised["saw"]), data, tmp_path / "alone", forget_classes="b",
                      device="cpu", progress=False)
-    assert set(CLASS_KEYS) <= set(report) and report["mode"] == "class"
-    assert {f"{k}_gap_to_oracle" for k in CLASS_KEYS} <= set(report)
-    assert all(report[f"{k}_gap_to_oracle"] in (0.0, None) for k in CLASS_KEYS)  # model = oracle
-    assert report["models"]["original"]["metrics"] == {k: alone[k] for k in CLASS_KEYS}
+    keys = CLASS_KEYS + REESTIMATE_KEYS
+    assert set(keys) <= set(report) and report["mode"] == "class"
+    assert {f"{k}_gap_to_oracle" for k in keys} <= set(report)
+    assert all(report[f"{k}_gap_to_oracle"] in (0.0, None) for k in keys)  # model = oracle
+    assert report["models"]["original"]["metrics"] == {k: alone[k] for k in keys}
     assert report["mia_efficacy_confidence"] != alone["mia_efficacy_confidence"]
-    assert set(report["directions"]) == set(CLASS_KEYS)
+    assert set(report["directions"]) == set(keys)
+    assert 0 <= report["reestimated_forget_test_acc"] <= 1
     for name in ("report.json", "report.md", "report.html", "plots/per_class_accuracy.png",
                  "plots/mia_features.png"):
         assert (tmp_path / "r" / name).stat().st_size > 0
@@ -105,6 +109,7 @@ def test_report_has_every_key_and_uses_the_model_under_test(memorised: dict,
     instance = evaluate(str(memorised["saw"]), data, tmp_path / "i",
                         forget_ids=str(memorised["ids"]), device="cpu", progress=False)
     assert set(INSTANCE_KEYS) <= set(instance) and instance["forget_ids_count"] == 24
+    assert not set(REESTIMATE_KEYS) & set(instance)
 
 
 @pytest.mark.parametrize(
@@ -211,3 +216,37 @@ def test_cli_relearn_bad_input(trained_rgb, tmp_path: Path, args: list[str],
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_reestimate_finds_a_class_hidden_in_the_statistics(trained_rgb,
+                                                           without_class_1: Path) -> None:
+    """Running statistics that hide the class (its channels' means raised until every image is
+    scored wrong) are what a user's re-estimate replaces: the class comes back. The retrain has
+    nothing to bring back, a model without batch norm nothing to re-estimate, and the model
+    under test is never changed."""
+    from oblivio.data import open_dataset
+    from oblivio.evaluation.reestimate import reestimated_accuracy
+    from oblivio.models import build, load_model
+    from oblivio.unlearn.batchnorm import batchnorm_layers
+
+    data, original = trained_rgb
+    ds = open_dataset(data)
+    train, test = ds.split("train"), ds.split("test")
+    train_forget, test_forget = (train.labels == 1).numpy(), (test.labels == 1).numpy()
+    hidden = load_model(original)
+    last, head = batchnorm_layers(hidden)[-1], hidden.net.get_classifier().weight
+    favours = head[1] - head.mean(0) > 0  # the final channels that raise class 1's logit
+    with torch.no_grad():
+        last.running_mean.add_(3 * favours * (last.running_var + last.eps).sqrt() / last.weight)
+    before = {k: v.clone() for k, v in hidden.state_dict().items()}
+    plain = accuracy(hidden, test, np.flatnonzero(test_forget))
+    found = reestimated_accuracy(hidden, train, test, train_forget, test_forget)
+    assert all(torch.equal(before[k], v) for k, v in hidden.state_dict().items())
+    assert plain < 0.5 < found["reestimated_forget_test_acc"]
+    assert found["reestimated_retain_test_acc"] > 0.6
+    never = reestimated_accuracy(load_model(without_class_1), train, test, train_forget,
+                                 test_forget)
+    assert never["reestimated_forget_test_acc"] <= 0.05 < never["reestimated_retain_test_acc"]
+    no_norm = build("test_vit", ds.num_classes, 3, 16)
+    assert reestimated_accuracy(no_norm, train, test, train_forget, test_forget) == {
+        k: None for k in REESTIMATE_KEYS}

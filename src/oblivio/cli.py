@@ -307,8 +307,8 @@ def evaluate(
     force: Annotated[bool, typer.Option(
         help="Replace --out when it is a directory with content.")] = False,
 ) -> None:
-    """Accuracy, membership-inference attacks, a linear probe and optionally relearning:
-    report.json/.md/.html."""
+    """Accuracy, membership-inference attacks, a linear probe, batch norm re-estimated on kept
+    images (classes) and optionally relearning: report.json/.md/.html."""
     from oblivio.data.storage import check_output_dir
     from oblivio.evaluation.evaluate import evaluate as run
     from oblivio.evaluation.relearn import RelearnSettings

@@ -31,6 +31,7 @@ from oblivio.evaluation.metrics import (
     per_class_accuracy,
 )
 from oblivio.evaluation.outputs import collect_outputs, gather_shards
+from oblivio.evaluation.reestimate import REESTIMATE_KEYS, reestimated_accuracy
 from oblivio.evaluation.relearn import RelearnSettings, relearn
 from oblivio.evaluation.report import write_report
 from oblivio.models.checkpoint import check_fits, load_model, read_config
@@ -71,6 +72,9 @@ def _model_metrics(model: torch.nn.Module, dataset: Dataset, spec: ForgetSpec, d
     test = collect_outputs(model, dataset.split("test"), device=device, progress=progress,
                            desc="predict test")
     metrics = compute_metrics(train, test, spec, dataset.num_classes, seed, svc_cap)
+    if spec.mode == "class":
+        metrics |= reestimated_accuracy(model, split, dataset.split("test"), spec.train_mask,
+                                        spec.test_mask, device=device)
     curve = None
     if relearning is not None:
         metrics |= relearn(model, split, dataset.split("test"), spec.classes, relearning,
@@ -147,7 +151,7 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
     results = {role: _model_metrics(m, dataset, spec, device, seed, svc_cap, progress,
                                     (train_parts or {}).get(role), relearning)
                for role, m in models.items()}
-    keys = CLASS_KEYS if spec.mode == "class" else INSTANCE_KEYS
+    keys = CLASS_KEYS + REESTIMATE_KEYS if spec.mode == "class" else INSTANCE_KEYS
     keys = keys + (RELEARN_KEYS if relearning is not None else [])
     metrics, _, extra = results["model"]
     report: dict = {k: _clean(metrics[k]) for k in keys}

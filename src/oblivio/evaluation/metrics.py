@@ -48,6 +48,11 @@ DIRECTIONS = {
                                "after the relearning cap)",
     "relearn_retain_test_acc": "the other classes' test accuracy after relearning (a low value: "
                                "the fine-tuning only learnt to say the forgotten class)",
+    "reestimated_forget_test_acc": "lower = more forgotten (the forgotten classes' test accuracy "
+                                   "after batch norm is re-estimated on kept training images; "
+                                   "none: no batch norm)",
+    "reestimated_retain_test_acc": "higher = more kept (the other classes' test accuracy after "
+                                   "the same re-estimate)",
 }
 CLASS_KEYS = ["retain_train_acc", "forget_train_acc", "retain_test_acc", "forget_test_acc",
               "composite_test", "mia_efficacy_confidence", "mia_efficacy_entropy",

@@ -29,11 +29,15 @@ def recalibrate_batchnorm(model: nn.Module, split: Split, rows: np.ndarray, batc
     layers = batchnorm_layers(model)
     if not layers or batches < 1 or len(rows) == 0:
         return 0
+    picked = rows[torch.randperm(len(rows), generator=gen)[:batches * batch_size].numpy()]
+    if len(picked) % batch_size == 1:
+        picked = picked[:-1]  # train-mode batch norm refuses a batch of one image
+    if len(picked) == 0:
+        return 0
     saved = [m.momentum for m in layers]
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: every batch counts the same
-    picked = rows[torch.randperm(len(rows), generator=gen)[:batches * batch_size].numpy()]
     was_training = model.training
     model.train()
     try:
