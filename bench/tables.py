@@ -237,9 +237,34 @@ def known_pair(name: str = "class_speed-known-pair.json") -> str:
     return "\n".join(rows) + "\n"
 
 
+def speed(name: str) -> str:
+    """bench/class_speed.py: per class, seconds end to end of the default and of NegGrad+,
+    their ratio, the quality the bar asks for, and the default's in-process stages."""
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    header = ["class", "default s", "neggrad+ s", "ratio", "default forget %",
+              "default retain drop", "neggrad+ forget %", "neggrad+ retain drop",
+              "default in-process: capture / alpha grid and projection / batch-norm round / "
+              "total s"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in result["records"]:
+        d, n, st = r["default"], r["neggrad+"], r["default"]["stages"]
+        rows.append("| " + " | ".join([
+            str(r["class"]), f"{d['median_seconds']:.1f}", f"{n['median_seconds']:.1f}",
+            f"{r['ratio']:.2f}", f"{d['forget']:.1f}", f"{d['retain_drop']:.2f}",
+            f"{n['forget']:.1f}", f"{n['retain_drop']:.2f}",
+            " / ".join(f"{st.get(k, 0.0):.1f}"
+                       for k in ("capture", "projection", "bn_rounds", "total"))]) + " |")
+    s = result["summary"]
+    rows.append(f"| mean (worst) | | | {s['ratio_mean']:.2f} ({s['ratio_worst']:.2f}) | "
+                f"({s['default_forget_worst']:.1f}) | {s['default_retain_drop_mean']:.2f} "
+                f"({s['default_retain_drop_worst']:.2f}) | | | |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "oracles": oracles, "instance": instance, "evidence_default": evidence,
     "speed_known_pair": known_pair, "bn_rounds": bn_rounds,
+    "speed_bn_round": lambda: speed("class_speed-bn-round.json"),
     "baselines_cuda": lambda: baselines("class_baselines-resnet18-cuda.json"),
     "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),

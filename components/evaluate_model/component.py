@@ -12,7 +12,8 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
                    relearn_steps: int, metrics: dsl.Output[dsl.Metrics],
                    report: dsl.Output[dsl.Artifact], summary: dsl.Output[dsl.Markdown],
                    html: dsl.Output[dsl.HTML]) -> None:
-    """Accuracy, membership-inference attacks and a linear probe, original beside unlearned.
+    """Accuracy, membership-inference attacks, a linear probe and (classes) batch norm
+    re-estimated on kept images, original beside unlearned.
 
     Judged on everything the unlearned model has forgotten, this run's and earlier ones: its
     classes, or (after a deletion request) all the training images it has forgotten.
