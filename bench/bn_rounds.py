@@ -8,7 +8,7 @@ on the 8-epoch resnet18 base: seconds (the call, loading included), retain and f
 accuracy, then the same after the attack, batch norm's running statistics re-estimated on
 5,120 random kept training images (40 batches of 128, the forgotten class left out), beside
 the original's and the retrain's (the ledger's per-class test accuracy). Writes
-``bench/results/bn_rounds.json``.
+``bench/results/bn_rounds.json`` (or ``--result``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from oblivio.models.inference import predict_logits
 from oblivio.training import Recipe
 from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
 
-ATTACK_BATCHES, ATTACK_BATCH = 40, 128
+ATTACK = ReestimateSettings()  # what `oblivio evaluate` runs
 
 
 def accuracies(model: torch.nn.Module, data: Path, c: int) -> dict:
@@ -50,7 +50,7 @@ def attacked(model_dir: Path, data: Path, c: int) -> dict:
     train, test = ds.split("train"), ds.split("test")
     found = reestimated_accuracy(load_model(model_dir), train, test,
                                  train.labels.numpy() == c, test.labels.numpy() == c,
-                                 ReestimateSettings(ATTACK_BATCHES, ATTACK_BATCH))
+                                 ATTACK)
     return {"retain": 100 * found["reestimated_retain_test_acc"],
             "forget": 100 * found["reestimated_forget_test_acc"]}
 
@@ -58,6 +58,7 @@ def attacked(model_dir: Path, data: Path, c: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", default="0-9")
+    ap.add_argument("--result", default=str(Path(__file__).parent / "results" / "bn_rounds.json"))
     ap.add_argument("--epochs", type=int, default=Recipe().epochs)
     ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
     args = ap.parse_args()
@@ -85,9 +86,8 @@ def main() -> None:
                 **quality, "after_attack": attacked(model_dir, data, c)}
         records.append(record)
         print(json.dumps(record), flush=True)
-    path = Path(__file__).parent / "results" / "bn_rounds.json"
-    path.write_text(json.dumps({"attack": {"batches": ATTACK_BATCHES, "batch": ATTACK_BATCH},
-                                "records": records}, indent=2))
+    attack = {"batches": ATTACK.batches, "batch": ATTACK.batch_size}
+    Path(args.result).write_text(json.dumps({"attack": attack, "records": records}, indent=2))
 
 
 if __name__ == "__main__":
