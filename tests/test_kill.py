@@ -21,7 +21,7 @@ from oblivio.tracking.store import connect
 RUN = ("import sys; from oblivio_pipeline.local import run_local; "
        "run_local('tiny', '1', sys.argv[1], device='cpu', retain_per_class=20, forget_samples=30,"
        " val_per_class=10, val_forget_samples=20, max_forget_acc=1.0, max_retain_drop=1.0,"
-       " min_mia_efficacy=0.0)")
+       " min_mia_efficacy=0.0, max_reestimated_forget_acc=1.0)")
 
 
 def descendants(pid: int) -> dict[int, str]:

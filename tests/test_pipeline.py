@@ -22,6 +22,7 @@ from tests.servers import free_port
 
 runner = CliRunner()
 LENIENT = {"max_forget_acc": 1.0, "max_retain_drop": 1.0, "min_mia_efficacy": 0.0,
+           "max_reestimated_forget_acc": 1.0,
            "instance_max_test_drop": 1.0, "instance_auc_z": 1000.0}
 SMALL = {"retain_per_class": 20, "forget_samples": 30, "val_per_class": 10,
          "val_forget_samples": 20}
@@ -138,6 +139,19 @@ def test_gates_and_the_deletion_rule(tracked: str, trained_rgb) -> None:
     assert "still knows what champion version 2 has forgotten (class 3)" in result.stderr
     assert client().get_model_version_by_alias("gated", CHAMPION).version == "2"
     assert run.info.run_id
+    # forgotten on the test split, back once batch norm is re-estimated on kept data
+    with mlflow.start_run(experiment_id=connect()):
+        mlflow.log_metrics({"forget_test_acc": 0.0, "retain_test_acc": 0.90,
+                            "original_retain_test_acc": 0.91, "mia_efficacy_confidence": 0.99,
+                            "reestimated_forget_test_acc": 0.3})
+        log_model_version(model_dir, "gated", Lineage("projection", forgotten_classes=[3],
+                                                      parent_version="1"))
+    result = runner.invoke(app, ["promote", "gated", "4"])
+    assert result.exit_code == 2
+    assert "forget accuracy 0.3000 > 0.01 once batch norm is re-estimated" in result.stderr
+    result = runner.invoke(app, ["promote", "gated", "4", "--max-reestimated-forget-acc", "0.5"])
+    assert result.exit_code == 0, result.stderr
+    assert client().get_model_version_by_alias("gated", CHAMPION).version == "4"
 
 
 def test_exit_handler_records_a_failed_run(tracked: str) -> None:

@@ -7,8 +7,8 @@ from oblivio_pipeline import component
 def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifact],
                    model_name: str, parent_version: str, deletion_batch: str,
                    max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
-                   instance_max_test_drop: float, instance_auc_z: float,
-                   instance_auc_one_sided: bool, promote: bool,
+                   max_reestimated_forget_acc: float, instance_max_test_drop: float,
+                   instance_auc_z: float, instance_auc_one_sided: bool, promote: bool,
                    job_id: str, job_name: str) -> str:
     """Register the unlearned model with its lineage; promote it when the gates pass.
 
@@ -21,6 +21,8 @@ def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifa
         max_forget_acc: Gate: highest forget accuracy allowed.
         max_retain_drop: Gate: largest retain accuracy drop allowed vs the parent.
         min_mia_efficacy: Gate: lowest MIA-efficacy (confidence) allowed.
+        max_reestimated_forget_acc: Gate: highest forget accuracy once batch norm is
+            re-estimated on kept data (not judged for a model without batch norm).
         instance_max_test_drop: Gate for deletion requests: largest test accuracy drop.
         instance_auc_z: Gate for deletion requests: spreads of the loss attack's AUC allowed
             between the result and 0.5.
@@ -41,9 +43,13 @@ def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifa
 
     result = register_unlearned(unlearned.path, report.path, model_name, parent_version,
                                 run_key(job_id, deletion_batch),
-                                job_name, Gates(max_forget_acc, max_retain_drop,
-                                                min_mia_efficacy, instance_max_test_drop,
-                                                instance_auc_z, instance_auc_one_sided),
+                                job_name, Gates(max_forget_acc=max_forget_acc,
+                                                max_retain_drop=max_retain_drop,
+                                                min_mia_efficacy=min_mia_efficacy,
+                                                max_reestimated_forget_acc=max_reestimated_forget_acc,
+                                                instance_max_test_drop=instance_max_test_drop,
+                                                instance_auc_z=instance_auc_z,
+                                                instance_auc_one_sided=instance_auc_one_sided),
                                 deletion_batch, promote)
     print(json.dumps(result))
     return result["version"]

@@ -39,7 +39,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         retain_per_class: int, forget_samples: int, val_per_class: int,
         val_forget_samples: int, class_method: str, instance_method: str, instance_max_steps: int,
         max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
-        instance_max_test_drop: float, instance_auc_z: float, instance_auc_one_sided: bool,
+        max_reestimated_forget_acc: float, instance_max_test_drop: float, instance_auc_z: float,
+        instance_auc_one_sided: bool,
         relearn_steps: int, device: str, shards: int, gpu_count: str, compute_cpu: str,
         compute_memory: str, node_selector: dict,
         tolerations: list, secret_name: str,
@@ -56,6 +57,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
                   "class_method": class_method, "instance_method": instance_method,
                   "instance_max_steps": instance_max_steps, "max_forget_acc": max_forget_acc,
                   "max_retain_drop": max_retain_drop, "min_mia_efficacy": min_mia_efficacy,
+                  "max_reestimated_forget_acc": max_reestimated_forget_acc,
                   "instance_max_test_drop": instance_max_test_drop,
                   "instance_auc_z": instance_auc_z,
                   "instance_auc_one_sided": instance_auc_one_sided, "promote": True,
@@ -118,6 +120,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         max_forget_acc: float = 0.01,
         max_retain_drop: float = 0.025,
         min_mia_efficacy: float = 0.9,
+        max_reestimated_forget_acc: float = 0.01,
         instance_max_test_drop: float = 0.005,
         instance_auc_z: float = 2.576,
         instance_auc_one_sided: bool = False,
@@ -151,6 +154,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             max_forget_acc: Gate: highest forget-class test accuracy.
             max_retain_drop: Gate: largest retain test accuracy drop vs the parent.
             min_mia_efficacy: Gate: lowest MIA-efficacy (confidence), classes.
+            max_reestimated_forget_acc: Gate, classes: highest forget-class test accuracy once
+                batch norm is re-estimated on kept data.
             instance_max_test_drop: Gate, images: largest test accuracy drop vs the parent.
             instance_auc_z: Gate, images: spreads the loss attack's AUC may lie from 0.5.
             instance_auc_one_sided: Gate, images: fail only a result still familiar.
@@ -182,6 +187,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             class_method=class_method, instance_method=instance_method,
             instance_max_steps=instance_max_steps, max_forget_acc=max_forget_acc,
             max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
+            max_reestimated_forget_acc=max_reestimated_forget_acc,
             instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
             instance_auc_one_sided=instance_auc_one_sided, relearn_steps=relearn_steps,
             device=device, shards=shards,

@@ -107,6 +107,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         max_forget_acc: float = 0.01,
         max_retain_drop: float = 0.025,
         min_mia_efficacy: float = 0.9,
+        max_reestimated_forget_acc: float = 0.01,
         instance_max_test_drop: float = 0.005,
         instance_auc_z: float = 2.576,
         instance_auc_one_sided: bool = False,
@@ -156,6 +157,9 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             max_forget_acc: Gate: highest forget-class test accuracy.
             max_retain_drop: Gate: largest retain test accuracy drop vs the parent.
             min_mia_efficacy: Gate: lowest MIA-efficacy (confidence), class branch.
+            max_reestimated_forget_acc: Gate, class branch: highest forget-class test accuracy
+                once batch norm is re-estimated on kept data (a model without batch norm is
+                not judged on it).
             instance_max_test_drop: Gate, instance branch: largest test accuracy drop vs the
                 parent.
             instance_auc_z: Gate, instance branch: how many of its spreads the loss attack's
@@ -234,6 +238,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     model_name=model_name, parent_version=resolved.outputs["Output"],
                     deletion_batch=deletion_batch, max_forget_acc=max_forget_acc,
                     max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
+                    max_reestimated_forget_acc=max_reestimated_forget_acc,
                     instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
                     instance_auc_one_sided=instance_auc_one_sided, promote=promote,
                     job_id=job_id, job_name=job_name), **cluster)

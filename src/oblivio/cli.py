@@ -401,6 +401,8 @@ def run(
     max_forget_acc: Annotated[float, typer.Option(help="Gate: forget accuracy.")] = 0.01,
     max_retain_drop: Annotated[float, typer.Option(help="Gate: retain drop.")] = 0.025,
     min_mia_efficacy: Annotated[float, typer.Option(help="Gate: MIA-efficacy.")] = 0.9,
+    max_reestimated_forget_acc: Annotated[float, typer.Option(
+        help="Gate: forget accuracy once batch norm is re-estimated on kept data.")] = 0.01,
     instance_max_test_drop: Annotated[float, typer.Option(
         help="Gate for sample ids: test accuracy drop.")] = 0.005,
     instance_auc_z: Annotated[float, typer.Option(
@@ -421,6 +423,7 @@ def run(
                        instance_method=instance_method, alpha_mode=alpha_mode, promote=promote,
                        max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
                        min_mia_efficacy=min_mia_efficacy,
+                       max_reestimated_forget_acc=max_reestimated_forget_acc,
                        instance_max_test_drop=instance_max_test_drop,
                        instance_auc_z=instance_auc_z,
                        instance_auc_one_sided=instance_auc_one_sided, shards=shards)
@@ -463,6 +466,8 @@ def promote(
     max_forget_acc: Annotated[float, typer.Option(help="Gate: forget accuracy.")] = 0.01,
     max_retain_drop: Annotated[float, typer.Option(help="Gate: retain drop.")] = 0.025,
     min_mia_efficacy: Annotated[float, typer.Option(help="Gate: MIA-efficacy.")] = 0.9,
+    max_reestimated_forget_acc: Annotated[float, typer.Option(
+        help="Gate: forget accuracy once batch norm is re-estimated on kept data.")] = 0.01,
     instance_max_test_drop: Annotated[float, typer.Option(
         help="Gate for sample ids: test accuracy drop.")] = 0.005,
     instance_auc_z: Annotated[float, typer.Option(
@@ -478,9 +483,12 @@ def promote(
     from oblivio.tracking.store import connect
 
     connect()
-    print(run_promote(name, version, Gates(max_forget_acc, max_retain_drop, min_mia_efficacy,
-                                           instance_max_test_drop, instance_auc_z,
-                                           instance_auc_one_sided)))
+    gates = Gates(max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
+                  min_mia_efficacy=min_mia_efficacy,
+                  max_reestimated_forget_acc=max_reestimated_forget_acc,
+                  instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
+                  instance_auc_one_sided=instance_auc_one_sided)
+    print(run_promote(name, version, gates))
 
 
 

@@ -21,7 +21,8 @@ def test_registers_with_lineage_and_promotes_through_the_gates(
             unlearned=dsl.Model(uri=str(projected)),
             report=dsl.Artifact(uri=str(tmp_path / "report")), model_name=registered,
             parent_version="1", deletion_batch=batch, max_forget_acc=max_forget_acc,
-            max_retain_drop=1.0, min_mia_efficacy=0.0, instance_max_test_drop=0.005,
+            max_retain_drop=1.0, min_mia_efficacy=0.0, max_reestimated_forget_acc=1.0,
+            instance_max_test_drop=0.005,
             instance_auc_z=2.576, instance_auc_one_sided=False, promote=promote, job_id=job,
             job_name="oblivio-unlearning-1")
 

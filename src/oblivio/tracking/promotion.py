@@ -18,19 +18,23 @@ class Gates:
     """Thresholds an unlearned version must meet (fractions, not percent).
 
     Class requests: forgotten classes at most ``max_forget_acc`` on the test split, the rest
-    within ``max_retain_drop``, and the MIA-efficacy. Deletion requests are held to what a
-    retrain does instead: test accuracy within ``instance_max_test_drop`` of the parent, and
-    the loss attack's AUC (forgotten vs unseen images) within ``instance_auc_z`` of its
-    spread of 0.5, the band a model retrained without the images lands in 99% of the time at
-    the default; misclassifying deleted images is not required, and a model that makes them
-    look stranger than unseen images fails too, unless ``instance_auc_one_sided``: a retrain
-    makes mislabelled images far stranger than unseen ones (their wrong labels cost it a high
-    loss), so a request of mislabelled or poisoned images can only be held to "no longer
-    familiar"."""
+    within ``max_retain_drop``, and the MIA-efficacy; and at most
+    ``max_reestimated_forget_acc`` once batch norm is re-estimated on kept data
+    (docs/algorithms.md §4.5), a routine step after which a shallow edit's class comes back
+    (not judged for a model without batch norm, which has nothing to re-estimate). Deletion
+    requests are held to what a retrain does instead: test accuracy within
+    ``instance_max_test_drop`` of the parent, and the loss attack's AUC (forgotten vs unseen
+    images) within ``instance_auc_z`` of its spread of 0.5, the band a model retrained without
+    the images lands in 99% of the time at the default; misclassifying deleted images is not
+    required, and a model that makes them look stranger than unseen images fails too, unless
+    ``instance_auc_one_sided``: a retrain makes mislabelled images far stranger than unseen
+    ones (their wrong labels cost it a high loss), so a request of mislabelled or poisoned
+    images can only be held to "no longer familiar"."""
 
     max_forget_acc: float = 0.01
     max_retain_drop: float = 0.025
     min_mia_efficacy: float = 0.9
+    max_reestimated_forget_acc: float = 0.01
     instance_max_test_drop: float = 0.005
     instance_auc_z: float = 2.576
     instance_auc_one_sided: bool = False
@@ -59,6 +63,10 @@ def check_gates(metrics: dict[str, float], gates: Gates) -> list[str]:
     mia = metrics.get("mia_efficacy_confidence")
     if mia is None or mia < gates.min_mia_efficacy:
         failures.append(f"MIA-efficacy {mia} < {gates.min_mia_efficacy}")
+    back = metrics.get("reestimated_forget_test_acc")
+    if back is not None and back > gates.max_reestimated_forget_acc:
+        failures.append(f"forget accuracy {back:.4f} > {gates.max_reestimated_forget_acc} once "
+                        f"batch norm is re-estimated on kept data")
     return failures
 
 

@@ -175,13 +175,13 @@ def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: st
     alpha = "auto" if _mode("alpha_mode", alpha_mode) else (alpha_r, alpha_f)
     device = resolve_device(device)
     pairs = alpha_pairs(alpha, forget_target, forget_margin)
-    plan, seed = _plan_of(model_dir, data, samples_dir, device)
+    plan, summary = _plan_of(model_dir, data, samples_dir, device)
     operators = eigen_operators(load_subspaces(subspaces_file), device)
-    provenance = {"solver": "eigen", "seed": seed, "seconds": {}}
-    budget = json.loads(Path(samples_dir, PLAN_FILE).read_text()).get("column_budget")
+    provenance = {"solver": "eigen", "seed": summary["seed"], "seconds": {}}
     provenance = project_and_save(plan, operators, pairs, out, forget_target, forget_margin,
                                   device, False, provenance, start,
-                                  BatchNormRounds(bn_rounds, column_budget=budget))
+                                  BatchNormRounds(bn_rounds,
+                                                  column_budget=summary.get("column_budget")))
     if grid_file:
         write_bytes(grid_file, alpha_grid_markdown(provenance).encode())
     return provenance
@@ -199,18 +199,20 @@ def contrast_step(model_dir: str, data: str, retain_file: str, forget_file: str,
     ratio = "auto" if _mode("ratio_mode", ratio_mode) else ratio
     device = resolve_device(device)
     taus = contrast_taus(ratio, rounds, forget_target)
-    plan, seed = _plan_of(model_dir, data, samples_dir, device)
+    plan, summary = _plan_of(model_dir, data, samples_dir, device)
     provenance = contrast_and_save(plan, load_statistics(retain_file),
                                    load_statistics(forget_file), taus, rounds, out,
-                                   forget_target, device, False, {"seed": seed, "seconds": {}},
+                                   forget_target, device, False,
+                                   {"seed": summary["seed"], "seconds": {}},
                                    start, blocks=blocks or "auto")
     if grid_file:
         write_bytes(grid_file, ratio_grid_markdown(provenance).encode())
     return provenance
 
 
-def _plan_of(model_dir: str, data: str, samples_dir: str, device: str) -> tuple[Plan, int]:
-    """The plan the sample step drew, checked against the model, and its seed."""
+def _plan_of(model_dir: str, data: str, samples_dir: str, device: str) -> tuple[Plan, dict]:
+    """The plan the sample step drew, checked against the model, and the step's summary
+    (seed, column budget) read with it."""
     summary = json.loads(Path(samples_dir, PLAN_FILE).read_text())
     if summary.get("mode") == "instance":
         raise OblivioError("the sample sets name a deletion request, not classes")
@@ -223,7 +225,7 @@ def _plan_of(model_dir: str, data: str, samples_dir: str, device: str) -> tuple[
             for name in SETS}
     plan = Plan(model, train, summary["forget_classes"], summary["forgotten_classes"],
                 ClassSamples(*(np.asarray(rows[n]) for n in SETS)), summary["retain_per_class"])
-    return plan, summary["seed"]
+    return plan, summary
 
 
 def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: str,
