@@ -2,9 +2,12 @@
 re-estimated on kept data, and what do the rounds cost and give?
 
     python bench/bn_rounds.py --classes 0-9
+    python bench/bn_rounds.py --methods neggrad+ salun --result bench/results/F.json
 
-For each class, the default projection with ``bn_rounds`` 0 and 1, each in its own process
-on the 8-epoch resnet18 base: seconds (the call, loading included), retain and forget test
+For each class, the default projection with ``bn_rounds`` 0 and 1 (``rounds0``, ``rounds1``)
+or the other methods named (contrast at its defaults, the baselines at
+``bench/class_baselines.py``'s budgets), each in its own process on
+the 8-epoch resnet18 base: seconds (the call, loading included), retain and forget test
 accuracy, then the same after the attack, batch norm's running statistics re-estimated on
 5,120 random kept training images (40 batches of 128, the forgotten class left out), beside
 the original's and the retrain's (the ledger's per-class test accuracy). Writes
@@ -22,6 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from class_baselines import BUDGETS, run_method
 from class_forgetting import parse_classes
 from common import fashion_mnist, isolated, known_oracle, per_class_accuracy, split_accuracy
 
@@ -30,9 +34,9 @@ from oblivio.evaluation.reestimate import ReestimateSettings, reestimated_accura
 from oblivio.models import load_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import Recipe
-from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
 
 ATTACK = ReestimateSettings()  # what `oblivio evaluate` runs
+ROUNDS = {"rounds0": "projection-bn0", "rounds1": "projection"}
 
 
 def accuracies(model: torch.nn.Module, data: Path, c: int) -> dict:
@@ -58,6 +62,8 @@ def attacked(model_dir: Path, data: Path, c: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", default="0-9")
+    ap.add_argument("--methods", nargs="+", choices=[*ROUNDS, "contrast", *BUDGETS],
+                    default=list(ROUNDS), help="rounds0/rounds1: the projection's bn_rounds")
     ap.add_argument("--result", default=str(Path(__file__).parent / "results" / "bn_rounds.json"))
     ap.add_argument("--epochs", type=int, default=Recipe().epochs)
     ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
@@ -74,15 +80,14 @@ def main() -> None:
         if entry is not None:
             r, f = split_accuracy(torch.tensor(entry["per_class_test_acc"]), [c])
             record["retrain"] = {"retain": r, "forget": f}
-        for rounds in (0, 1):
-            model_dir = out / "bn_rounds" / f"class{c}-rounds{rounds}"
+        for method in args.methods:
+            model_dir = out / "bn_rounds" / f"class{c}-{method}"
             shutil.rmtree(model_dir, ignore_errors=True)
-            prov, seconds, _ = isolated(forget_classes, str(base), str(data), [c],
-                                        str(model_dir), ProjectionSettings(bn_rounds=rounds),
-                                        "cpu", 250, False)
+            prov, seconds, _ = isolated(run_method, ROUNDS.get(method, method), str(base),
+                                        str(data), c, str(model_dir))
             quality = accuracies(load_model(model_dir), data, c)
-            record[f"rounds{rounds}"] = {
-                "seconds": seconds, "stages": prov["seconds"], "alpha": prov["alpha"],
+            record[method] = {
+                "seconds": seconds, "stages": prov.get("seconds"), "alpha": prov.get("alpha"),
                 **quality, "after_attack": attacked(model_dir, data, c)}
         records.append(record)
         print(json.dumps(record), flush=True)

@@ -35,7 +35,11 @@ from common import (
 
 from oblivio.training import Recipe
 from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
-from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
+from oblivio.unlearn.class_forgetting import (
+    ProjectionSettings,
+    forget_by_contrast,
+    forget_classes,
+)
 from oblivio.unlearn.salun import SalunSettings
 from oblivio.unlearn.scrub import ScrubSettings
 
@@ -50,9 +54,12 @@ BUDGETS = {  # what each baseline may spend: epochs over D_r (finetune) or D_f (
 
 
 def run_method(method: str, base: str, data: str, c: int, out: str, device: str = "cpu") -> dict:
-    if method in ("projection", "projection-bn0"):  # bn0: without the batch-norm round
-        settings = ProjectionSettings(bn_rounds=0 if method == "projection-bn0" else 1)
+    if method in ("projection", "projection-bn0"):  # bn0: without the batch-norm rounds
+        settings = ProjectionSettings(bn_rounds=0) if method == "projection-bn0" else \
+            ProjectionSettings()
         return forget_classes(base, data, [c], out, settings, device, progress=False)
+    if method == "contrast":  # the other training-free method, at its defaults
+        return forget_by_contrast(base, data, [c], out, device=device, progress=False)
     return forget_with_baseline(base, data, out, method, classes=[c], settings=BUDGETS[method],
                                 device=device, progress=False)
 

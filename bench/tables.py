@@ -215,6 +215,32 @@ def bn_rounds(name: str = "bn_rounds.json") -> str:
     return "\n".join(rows) + "\n"
 
 
+def reestimate_gate(names: tuple[str, ...], methods: dict[str, str],
+                    gate: float = 1.0) -> str:
+    """bench/bn_rounds.py over several result files of one base: per class, each method's
+    forget test accuracy in % before / after batch norm is re-estimated on kept images, then
+    the mean, the worst, and on how many classes each passes the ``gate`` (%) both ways."""
+    by_class: dict[int, dict] = {}
+    for name in names:
+        for r in json.loads((ROOT / "bench" / "results" / name).read_text())["records"]:
+            by_class.setdefault(r["class"], {}).update(r)
+    shown = {key: label for key, label in methods.items()
+             if all(key in r for r in by_class.values())}
+    rows = ["| class | " + " | ".join(shown.values()) + " |", "|" + "---|" * (len(shown) + 1)]
+    for c, r in sorted(by_class.items()):
+        rows.append(f"| {c} | " + " | ".join(
+            f"{r[k]['forget']:.1f} / {r[k]['after_attack']['forget']:.1f}" for k in shown) + " |")
+    recs = list(by_class.values())
+    for label, agg in (("mean", lambda v: sum(v) / len(v)), ("worst", max)):
+        rows.append(f"| {label} | " + " | ".join(
+            f"{agg([r[k]['forget'] for r in recs]):.2f} / "
+            f"{agg([r[k]['after_attack']['forget'] for r in recs]):.2f}" for k in shown) + " |")
+    rows.append(f"| classes within the {gate:g}% gate (forget / re-estimated) | " + " | ".join(
+        f"{sum(r[k]['forget'] <= gate for r in recs)} / "
+        f"{sum(r[k]['after_attack']['forget'] <= gate for r in recs)}" for k in shown) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def known_pair(name: str = "class_speed-known-pair.json") -> str:
     """bench/class_speed.py --known-pair: per class, seconds end to end of the default, of
     NegGrad+ and of the projection given the pair the default chose, and the two ratios."""
@@ -264,6 +290,11 @@ def speed(name: str) -> str:
 GENERATORS: dict[str, Callable[[], str]] = {
     "oracles": oracles, "instance": instance, "evidence_default": evidence,
     "speed_known_pair": known_pair, "bn_rounds": bn_rounds,
+    "reestimate_gate": lambda: reestimate_gate(
+        ("bn_rounds-cpu-base.json", "bn_rounds-contrast-cpu-base.json",
+         "bn_rounds-baselines-cpu-base.json"),
+        {"original": "original", "rounds1": "projection (default)", "rounds0": "projection, "
+         "bn_rounds 0", "contrast": "contrast", "neggrad+": "NegGrad+", "salun": "SalUn"}),
     "speed_bn_round": lambda: speed("class_speed-bn-round.json"),
     "baselines_cuda": lambda: baselines("class_baselines-resnet18-cuda.json"),
     "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),

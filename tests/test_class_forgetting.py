@@ -543,6 +543,15 @@ def test_batchnorm_round_survives_recalibration_on_kept_data(trained_rgb,
         after_attack[rounds] = forget_acc(model)
     assert after_attack[0] >= 0.3  # the class is back
     assert after_attack[1] <= 0.05
+    # the default is a cap: rounds stop at the first whose validation forget rows hold
+    prov = forget_classes(str(model_dir), str(data), "1", str(tmp_path / "capped"),
+                          ProjectionSettings(retain_per_class=20, forget_samples=30,
+                                             val_per_class=10, val_forget_samples=20),
+                          device="cpu", progress=False)
+    checked = prov["bn_rounds_validation_forget"]
+    assert prov["bn_rounds"] == len(checked) >= 1
+    assert all(acc > prov["forget_target"] for acc in checked[:-1])
+    assert checked[-1] <= prov["forget_target"] or len(checked) == ProjectionSettings.bn_rounds
     # The second projection costs this 3-epoch, 240-image model 13 points at its alpha_r of
     # 10; on Fashion-MNIST's resnet18 the round raises retain accuracy (docs/benchmarks.md).
     assert_forgot_class(model_dir, data, oblivio.load_model(tmp_path / "r1"), 1,

@@ -129,9 +129,10 @@ def forget(
              "the training split and forget more readily than unseen ones (default 1.732).")]
         = None,
     bn_rounds: Annotated[int | None, typer.Option(
-        help="projection: times to re-estimate batch norm on the retain samples and project "
-             "again (default 1; 0 is faster, but re-estimating batch norm on kept data then "
-             "brings a forgotten class back).")] = None,
+        help="projection: most times to re-estimate batch norm on the retain samples and "
+             "project again, stopping once the validation forget rows hold (default 3; 0 is "
+             "faster, but re-estimating batch norm on kept data then brings a forgotten class "
+             "back).")] = None,
     ratio: Annotated[str | None, typer.Option(
         help="contrast: 'auto' (default) chooses the forget/retain energy ratio above which "
              "input directions are removed on the validation split, or a fixed ratio (> 1).")]
