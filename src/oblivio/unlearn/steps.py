@@ -168,7 +168,7 @@ def project_step(model_dir: str, data: str, subspaces_file: str, samples_dir: st
                  device: str = "auto", grid_file: str | None = None,
                  bn_rounds: int = ProjectionSettings.bn_rounds) -> dict:
     """Project the weights with alpha chosen on the validation set (``alpha_mode`` auto) or
-    the fixed pair, then run ``bn_rounds`` batch-norm rounds (``BatchNormRounds``: they
+    the fixed pair, then at most ``bn_rounds`` batch-norm rounds (``BatchNormRounds``: they
     capture the samples again here, with the plan's column budget); write the unlearned
     model, and the scored grid as Markdown to ``grid_file``."""
     start = time.perf_counter()
