@@ -296,6 +296,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
         {"original": "original", "rounds1": "projection (default)", "rounds0": "projection, "
          "bn_rounds 0", "contrast": "contrast", "neggrad+": "NegGrad+", "salun": "SalUn"}),
     "speed_bn_round": lambda: speed("class_speed-bn-round.json"),
+    "speed_bn_cap": lambda: speed("class_speed-bn-cap.json"),
     "baselines_cuda": lambda: baselines("class_baselines-resnet18-cuda.json"),
     "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
