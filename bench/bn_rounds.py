@@ -34,9 +34,10 @@ from oblivio.evaluation.reestimate import ReestimateSettings, reestimated_accura
 from oblivio.models import load_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import Recipe
+from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
 
 ATTACK = ReestimateSettings()  # what `oblivio evaluate` runs
-ROUNDS = {"rounds0": "projection-bn0", "rounds1": "projection"}
+ROUNDS = {"rounds0": 0, "rounds1": 1}  # exactly this many batch-norm rounds
 
 
 def accuracies(model: torch.nn.Module, data: Path, c: int) -> dict:
@@ -83,8 +84,11 @@ def main() -> None:
         for method in args.methods:
             model_dir = out / "bn_rounds" / f"class{c}-{method}"
             shutil.rmtree(model_dir, ignore_errors=True)
-            prov, seconds, _ = isolated(run_method, ROUNDS.get(method, method), str(base),
-                                        str(data), c, str(model_dir))
+            prov, seconds, _ = (
+                isolated(forget_classes, str(base), str(data), [c], str(model_dir),
+                         ProjectionSettings(bn_rounds=ROUNDS[method]), "cpu", 250, False)
+                if method in ROUNDS else isolated(run_method, method, str(base), str(data), c,
+                                                  str(model_dir)))
             quality = accuracies(load_model(model_dir), data, c)
             record[method] = {
                 "seconds": seconds, "stages": prov.get("seconds"), "alpha": prov.get("alpha"),

@@ -55,8 +55,8 @@ BUDGETS = {  # what each baseline may spend: epochs over D_r (finetune) or D_f (
 
 def run_method(method: str, base: str, data: str, c: int, out: str, device: str = "cpu") -> dict:
     if method in ("projection", "projection-bn0"):  # bn0: without the batch-norm rounds
-        settings = ProjectionSettings(bn_rounds=0) if method == "projection-bn0" else \
-            ProjectionSettings()
+        settings = ProjectionSettings(bn_rounds=0 if method == "projection-bn0"
+                                      else ProjectionSettings.bn_rounds)
         return forget_classes(base, data, [c], out, settings, device, progress=False)
     if method == "contrast":  # the other training-free method, at its defaults
         return forget_by_contrast(base, data, [c], out, device=device, progress=False)

@@ -293,8 +293,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "reestimate_gate": lambda: reestimate_gate(
         ("bn_rounds-cpu-base.json", "bn_rounds-contrast-cpu-base.json",
          "bn_rounds-baselines-cpu-base.json"),
-        {"original": "original", "rounds1": "projection (default)", "rounds0": "projection, "
-         "bn_rounds 0", "contrast": "contrast", "neggrad+": "NegGrad+", "salun": "SalUn"}),
+        {"original": "original", "rounds1": "projection, 1 round (the default's)",
+         "rounds0": "projection, bn_rounds 0", "contrast": "contrast", "neggrad+": "NegGrad+",
+         "salun": "SalUn"}),
     "speed_bn_round": lambda: speed("class_speed-bn-round.json"),
     "speed_bn_cap": lambda: speed("class_speed-bn-cap.json"),
     "baselines_cuda": lambda: baselines("class_baselines-resnet18-cuda.json"),

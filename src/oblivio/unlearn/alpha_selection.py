@@ -7,13 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.unlearn.projection import Projector
-from oblivio.unlearn.validation_scoring import accuracy_until, check_forget_target, winner
+from oblivio.unlearn.validation_scoring import (
+    accuracy_until,
+    by_class,
+    check_forget_target,
+    winner,
+)
 
 ALPHA_R = (10.0, 30.0, 100.0, 300.0, 1000.0)
 ALPHA_F = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -74,11 +78,7 @@ def select_alpha(projector: Projector, split: Split, rows: np.ndarray, forget: l
     The finalist keeping the most, with its margin, wins: the margin costs some rows far more
     than others (class 6: 7 points at alpha_r 10, under 1 at 100).
     """
-    labels = split.labels[torch.as_tensor(rows)]
-    is_forget = torch.isin(labels, torch.tensor(forget)).numpy()
-    forget_rows, retain_rows = rows[is_forget], rows[~is_forget]
-    if len(forget_rows) == 0 or len(retain_rows) == 0:
-        raise OblivioError("the validation set needs rows of both forget and retain classes")
+    forget_rows, retain_rows = by_class(split, rows, forget)
     allowed = forget_target * len(forget_rows)
     grid: list[GridPoint] = []
     errors: dict[tuple[float, float], int] = {}

@@ -41,7 +41,7 @@ from oblivio.unlearn.ratio_selection import (
 )
 from oblivio.unlearn.resume import depth_views
 from oblivio.unlearn.statistics import Statistics
-from oblivio.unlearn.validation_scoring import accuracy_until
+from oblivio.unlearn.validation_scoring import accuracy_until, by_class
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,7 @@ def batchnorm_rounds(plan: Plan, alpha: tuple[float, float], settings: BatchNorm
     if not batchnorm_layers(plan.model) or settings.rounds == 0:
         return []
     retain = plan.sets.retain
-    labels = plan.train.labels[torch.as_tensor(plan.sets.validation)]
-    held_out = plan.sets.validation[torch.isin(labels, torch.tensor(plan.forget_all)).numpy()]
+    held_out, _ = by_class(plan.train, plan.sets.validation, plan.forget_all, need_both=False)
     allowed = forget_target * len(held_out)
 
     def recalibrate() -> None:

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -17,7 +16,12 @@ from oblivio.errors import OblivioError
 from oblivio.unlearn.contrast import RATIOS, ContrastBasis, ContrastProjector, contrast_bases
 from oblivio.unlearn.layers import last_blocks, layer_blocks, projectable_layers
 from oblivio.unlearn.statistics import Statistics
-from oblivio.unlearn.validation_scoring import accuracy_until, check_forget_target, winner
+from oblivio.unlearn.validation_scoring import (
+    accuracy_until,
+    by_class,
+    check_forget_target,
+    winner,
+)
 
 
 @dataclass(frozen=True)
@@ -110,11 +114,7 @@ def select_ratio(projector: ContrastProjector, split: Split, rows: np.ndarray,
     depth's sweep stops once a threshold's hits keep ``KNEE`` less than the best so far
     (smaller thresholds remove still more: on the ViT no later hit of a depth came back above
     its best after a drop of a point)."""
-    labels = split.labels[torch.as_tensor(rows)]
-    is_forget = torch.isin(labels, torch.tensor(forget)).numpy()
-    forget_rows, retain_rows = rows[is_forget], rows[~is_forget]
-    if len(forget_rows) == 0 or len(retain_rows) == 0:
-        raise OblivioError("the validation set needs rows of both forget and retain classes")
+    forget_rows, retain_rows = by_class(split, rows, forget)
     if rounds < 1 or (rounds > 1 and next_round is None):
         raise OblivioError(f"rounds must be at least 1 (and need next_round), got {rounds}")
     depths = blocks or [None]

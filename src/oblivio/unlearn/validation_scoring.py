@@ -45,6 +45,18 @@ def accuracy_until(model: nn.Module, split: Split, rows: np.ndarray, device: str
     return correct / len(rows), seen - correct, False
 
 
+def by_class(split: Split, rows: np.ndarray, forget: list[int],
+             need_both: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The validation ``rows`` of the forgotten classes and of the kept ones; with
+    ``need_both``, refused unless there are rows of each (nothing could be scored)."""
+    labels = split.labels[torch.as_tensor(rows)]
+    is_forget = torch.isin(labels, torch.tensor(forget)).numpy()
+    forget_rows, retain_rows = rows[is_forget], rows[~is_forget]
+    if need_both and (len(forget_rows) == 0 or len(retain_rows) == 0):
+        raise OblivioError("the validation set needs rows of both forget and retain classes")
+    return forget_rows, retain_rows
+
+
 def winner(grid: list[Scored], forget_target: float) -> Scored:
     forgetting = [p for p in grid if p.forget_acc <= forget_target and p.retain_acc is not None]
     if forgetting:
