@@ -37,7 +37,8 @@ from oblivio.training import Recipe
 from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
 
 ATTACK = ReestimateSettings()  # what `oblivio evaluate` runs
-ROUNDS = {"rounds0": 0, "rounds1": 1}  # exactly this many batch-norm rounds
+# exactly this many batch-norm rounds; "default": the cap, stopping on the validation rows
+ROUNDS = {"rounds0": 0, "rounds1": 1, "default": ProjectionSettings.bn_rounds}
 
 
 def accuracies(model: torch.nn.Module, data: Path, c: int) -> dict:
@@ -64,7 +65,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", default="0-9")
     ap.add_argument("--methods", nargs="+", choices=[*ROUNDS, "contrast", *BUDGETS],
-                    default=list(ROUNDS), help="rounds0/rounds1: the projection's bn_rounds")
+                    default=["rounds0", "rounds1"],
+                    help="rounds0/rounds1: the projection's bn_rounds; default: its defaults")
     ap.add_argument("--result", default=str(Path(__file__).parent / "results" / "bn_rounds.json"))
     ap.add_argument("--epochs", type=int, default=Recipe().epochs)
     ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
@@ -92,6 +94,8 @@ def main() -> None:
             quality = accuracies(load_model(model_dir), data, c)
             record[method] = {
                 "seconds": seconds, "stages": prov.get("seconds"), "alpha": prov.get("alpha"),
+                "bn_rounds": prov.get("bn_rounds"),
+                "bn_rounds_validation_forget": prov.get("bn_rounds_validation_forget"),
                 **quality, "after_attack": attacked(model_dir, data, c)}
         records.append(record)
         print(json.dumps(record), flush=True)

@@ -241,6 +241,40 @@ def reestimate_gate(names: tuple[str, ...], methods: dict[str, str],
     return "\n".join(rows) + "\n"
 
 
+def round_stop(name: str = "bn_rounds-stop-xeon.json") -> str:
+    """bench/bn_rounds.py --methods rounds1 default: per class, the default's rounds and its
+    validation forget accuracy after each, then retain / forget test accuracy (%) and the
+    forget accuracy once batch norm is re-estimated, for exactly one round and for the
+    default, beside the original's."""
+    recs = json.loads((ROOT / "bench" / "results" / name).read_text())["records"]
+    header = ["class", "original retain / forget", "1 round: retain / forget / re-estimated",
+              "default: rounds (validation forget % after each)",
+              "default: retain / forget / re-estimated"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def triple(q: dict) -> str:
+        return f"{q['retain']:.2f} / {q['forget']:.1f} / {q['after_attack']['forget']:.1f}"
+    for r in recs:
+        d = r["default"]
+        checks = ", ".join(f"{100 * v:.1f}" for v in d["bn_rounds_validation_forget"])
+        rows.append(f"| {r['class']} | {r['original']['retain']:.2f} / "
+                    f"{r['original']['forget']:.1f} | {triple(r['rounds1'])} | "
+                    f"{d['bn_rounds']} ({checks}) | {triple(d)} |")
+    def summary(k: str, mean: bool) -> str:
+        retain = [r[k]["retain"] for r in recs]
+        forget = [r[k]["forget"] for r in recs]
+        attack = [r[k]["after_attack"]["forget"] for r in recs]
+        if mean:
+            return " / ".join(f"{sum(v) / len(v):.2f}" for v in (retain, forget, attack))
+        return f"{min(retain):.2f} / {max(forget):.1f} / {max(attack):.1f}"
+    rounds = [r["default"]["bn_rounds"] for r in recs]
+    for label, mean in (("mean", True), ("worst", False)):
+        counted = sum(rounds) / len(rounds) if mean else max(rounds)
+        rows.append(f"| {label} | | {summary('rounds1', mean)} | {counted:.1f} | "
+                    f"{summary('default', mean)} |")
+    return "\n".join(rows) + "\n"
+
+
 def known_pair(name: str = "class_speed-known-pair.json") -> str:
     """bench/class_speed.py --known-pair: per class, seconds end to end of the default, of
     NegGrad+ and of the projection given the pair the default chose, and the two ratios."""
@@ -296,6 +330,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
         {"original": "original", "rounds1": "projection, 1 round (the default's)",
          "rounds0": "projection, bn_rounds 0", "contrast": "contrast", "neggrad+": "NegGrad+",
          "salun": "SalUn"}),
+    "round_stop": round_stop,
     "speed_bn_round": lambda: speed("class_speed-bn-round.json"),
     "speed_bn_cap": lambda: speed("class_speed-bn-cap.json"),
     "baselines_cuda": lambda: baselines("class_baselines-resnet18-cuda.json"),
