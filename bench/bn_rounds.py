@@ -4,8 +4,9 @@ re-estimated on kept data, and what do the rounds cost and give?
     python bench/bn_rounds.py --classes 0-9
     python bench/bn_rounds.py --methods neggrad+ salun --result bench/results/F.json
 
-For each class, the default projection with ``bn_rounds`` 0 and 1 (``rounds0``, ``rounds1``)
-or the other methods named (contrast at its defaults, the baselines at
+For each class, the default projection with ``bn_rounds`` 0 and 1 (``rounds0``, ``rounds1``),
+at its defaults (``default``: the rounds' cap and stop, with the rounds run and the validation
+forget accuracy after each) or the other methods named (contrast at its defaults, the baselines at
 ``bench/class_baselines.py``'s budgets), each in its own process on
 the 8-epoch resnet18 base: seconds (the call, loading included), retain and forget test
 accuracy, then the same after the attack, batch norm's running statistics re-estimated on
