@@ -12,7 +12,8 @@ the 8-epoch resnet18 base: seconds (the call, loading included), retain and forg
 accuracy, then the same after the attack, batch norm's running statistics re-estimated on
 5,120 random kept training images (40 batches of 128, the forgotten class left out), beside
 the original's and the retrain's (the ledger's per-class test accuracy). Writes
-``bench/results/bn_rounds.json`` (or ``--result``).
+``bench/results/bn_rounds.json`` (or ``--result``), keeping the records of the classes and
+methods this run did not measure.
 """
 
 from __future__ import annotations
@@ -101,7 +102,18 @@ def main() -> None:
         records.append(record)
         print(json.dumps(record), flush=True)
     attack = {"batches": ATTACK.batches, "batch": ATTACK.batch_size}
-    Path(args.result).write_text(json.dumps({"attack": attack, "records": records}, indent=2))
+    Path(args.result).write_text(json.dumps(
+        {"attack": attack, "records": merged(Path(args.result), records)}, indent=2))
+
+
+def merged(path: Path, records: list[dict]) -> list[dict]:
+    """The earlier result's records with this run's methods written over them, class by
+    class, so one class or method can be measured again without the rest."""
+    earlier = {r["class"]: r for r in json.loads(path.read_text())["records"]} \
+        if path.exists() else {}
+    for r in records:
+        earlier[r["class"]] = earlier.get(r["class"], {}) | r
+    return [earlier[c] for c in sorted(earlier)]
 
 
 if __name__ == "__main__":
