@@ -260,6 +260,7 @@ def round_stop(name: str = "bn_rounds-stop-xeon.json") -> str:
         rows.append(f"| {r['class']} | {r['original']['retain']:.2f} / "
                     f"{r['original']['forget']:.1f} | {triple(r['rounds1'])} | "
                     f"{d['bn_rounds']} ({checks}) | {triple(d)} |")
+
     def summary(k: str, mean: bool) -> str:
         retain = [r[k]["retain"] for r in recs]
         forget = [r[k]["forget"] for r in recs]

@@ -194,8 +194,8 @@ def project_and_save(plan: Plan, operators: dict, pairs: list[tuple[float, float
     seconds = provenance.setdefault("seconds", {})
     seconds["projection"] = time.perf_counter() - t
     t = time.perf_counter()
-    # validation rows forget more readily than unseen images (the margin on alpha_f); the
-    # rounds' check carries the same margin, squared as accuracies are (1% -> 1/3% at sqrt 3)
+    # validation rows forget more readily than unseen images, hence the margin on alpha_f;
+    # the rounds' check carries it too, on the accuracy (1% -> 1/3% at the default sqrt 3)
     bn_target = forget_target / forget_margin ** 2
     rounds = batchnorm_rounds(plan, alpha, bn, bn_target, device, progress)
     seconds["bn_rounds"] = time.perf_counter() - t
