@@ -374,9 +374,11 @@ def test_match_undoes_steps_that_harm_the_retain_images(memorised: dict,
     assert guarded["halved_at"] and guarded["final_lr"] < 0.5
     assert guarded["guard_loss_end"] <= guarded["guard_loss_limit"]
     assert guarded["retain_acc"] >= 0.95
-    # without a budget a step is undone only when the loss went non-finite, which is too late
+    # without a budget a step is undone only when the loss went non-finite, which is too late;
+    # how far past the budget it ends is chaotic at this step size (7x on a Xeon, over 10x on
+    # an EPYC), so only "past it" is asserted
     assert runs["unguarded"]["retain_acc"] < 0.8
-    assert runs["unguarded"]["guard_loss_end"] > 10 * guarded["guard_loss_limit"]
+    assert runs["unguarded"]["guard_loss_end"] > guarded["guard_loss_limit"]
 
 
 def test_guarded_neggrad_keeps_the_retain_images(memorised: dict, tmp_path: Path) -> None:
