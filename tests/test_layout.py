@@ -4,6 +4,7 @@ both shipped in the wheel, and no reference to a document a clone does not have.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -101,3 +102,20 @@ def test_generated_benchmark_tables_are_current() -> None:
     assert proc.returncode == 0, "docs/benchmarks.md is stale: python bench/tables.py"
     doc = (ROOT / "docs" / "benchmarks.md").read_text()
     assert "<!-- generated: oracles -->\n| oracle |" in doc
+
+
+def test_commands_that_touch_no_model_start_without_torch(tmp_path: Path) -> None:
+    """``oblivio --help`` and the ledger's commands took 5 s while torch, timm and torchvision
+    loaded; they need none of them. Run in a fresh interpreter, so nothing is loaded before."""
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from oblivio.cli import app\n"
+        "for args in (['--help'], ['requests', 'list']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0 and 'request' in result.output, result.output\n"
+        "print(sorted({'torch', 'timm', 'torchvision', 'mlflow', 'kfp'} & set(sys.modules)))\n")
+    env = {**os.environ, "OBLIVIO_HOME": str(tmp_path), "OBLIVIO_LEDGER_URL": ""}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, env=env)
+    assert done.stdout.strip() == "[]"

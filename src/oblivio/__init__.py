@@ -1,15 +1,20 @@
-"""oblivio: make image classifiers forget deleted data without retraining from scratch."""
+"""oblivio: make image classifiers forget deleted data without retraining from scratch.
+
+torch and timm load on first use, not on ``import oblivio``: the CLI imports this package, and
+its commands that touch no model (``--help``, the ledger, the audit) would otherwise wait about
+3 s for them."""
 
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from oblivio.errors import OblivioError
-from oblivio.models import save_model
-from oblivio.models.build import ImageClassifier
-from oblivio.models.checkpoint import load_model as _load_dir
+
+if TYPE_CHECKING:
+    import torch
+
+    from oblivio.models.build import ImageClassifier
 
 __all__ = ["OblivioError", "load_model", "save_model"]
 
@@ -22,4 +27,15 @@ def load_model(path_or_uri: str | os.PathLike[str], device: str | torch.device =
         from oblivio.tracking.registry import download_model_dir
 
         path_or_uri = download_model_dir(str(path_or_uri))
-    return _load_dir(path_or_uri, device)
+    from oblivio.models.checkpoint import load_model as load_dir
+
+    return load_dir(path_or_uri, device)
+
+
+def __getattr__(name: str) -> Any:
+    """``oblivio.save_model`` is ``oblivio.models.save_model``, imported when first asked for."""
+    if name == "save_model":
+        from oblivio.models.checkpoint import save_model
+
+        return save_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
