@@ -334,6 +334,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "round_stop": round_stop,
     "speed_bn_round": lambda: speed("class_speed-bn-round.json"),
     "speed_bn_cap": lambda: speed("class_speed-bn-cap.json"),
+    "speed_stop_xeon": lambda: speed("class_speed-xeon-stop.json"),
     "baselines_cuda": lambda: baselines("class_baselines-resnet18-cuda.json"),
     "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
