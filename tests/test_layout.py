@@ -105,18 +105,27 @@ def test_generated_benchmark_tables_are_current() -> None:
 
 
 def test_what_touches_no_model_starts_without_torch(tmp_path: Path) -> None:
-    """``oblivio --help``, the ledger's commands and the pipeline steps that read no model
-    (claim, settle and complete a batch, plan shards, record the outcome) took 3-5 s while
-    torch, timm and torchvision loaded; they need none of them. Run in a fresh interpreter, so
-    nothing is loaded before."""
+    """``oblivio --help``, ``oblivio methods``, an option given to the wrong method, the
+    ledger's commands and the pipeline steps that read no model (claim, settle and complete a
+    batch, plan shards, record the outcome) took 3-5 s while torch, timm and torchvision
+    loaded; they need none of them. Run in a fresh interpreter, so nothing is loaded before."""
     script = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "import oblivio.ledger.batches, oblivio.shards, oblivio.tracking.runs\n"
         "from oblivio.cli import app\n"
-        "for args in (['--help'], ['requests', 'list']):\n"
+        "for args, shown in ((['--help'], 'requests'), (['requests', 'list'], 'request'),\n"
+        "                    (['methods'], 'projection')):\n"
         "    result = CliRunner().invoke(app, args)\n"
-        "    assert result.exit_code == 0 and 'request' in result.output, result.output\n"
+        "    assert result.exit_code == 0 and shown in result.output, result.output\n"
+        "from oblivio.errors import OblivioError\n"
+        "from oblivio.unlearn.methods import method\n"
+        "try:\n"
+        "    method('neggrad+').settings_from({'alpha_r': 3.0})\n"
+        "except OblivioError as exc:\n"
+        "    assert 'does not apply' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('a foreign option was taken')\n"
         "print(sorted({'torch', 'timm', 'torchvision', 'mlflow', 'kfp'} & set(sys.modules)))\n")
     env = {**os.environ, "OBLIVIO_HOME": str(tmp_path), "OBLIVIO_LEDGER_URL": ""}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -5,22 +5,12 @@ added in one place, and an option that belongs to another method is refused, not
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 from oblivio.errors import OblivioError
-from oblivio.unlearn.baselines import BaselineSettings, RelabelSettings, forget_with_baseline
-from oblivio.unlearn.class_forgetting import (
-    ContrastSettings,
-    ProjectionSettings,
-    forget_by_contrast,
-    forget_classes,
-)
-from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
-from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
-from oblivio.unlearn.salun import SalunSettings
-from oblivio.unlearn.scrub import ScrubSettings
 
 CLASSES, IDS = "classes", "ids"
 
@@ -33,15 +23,22 @@ class Method:
     unlearned model directory and returns its provenance. ``options`` are the settings fields a
     user may set (the CLI's ``--option`` names with ``_`` for ``-``); the rest keep the
     defaults the method was measured with. ``pipeline`` says whether the Kubeflow pipeline has
-    a branch for it."""
+    a branch for it. ``settings_ref`` names the settings class as ``module:Class`` under
+    ``oblivio.unlearn``, imported when first needed: the methods' modules import torch, which
+    ``oblivio methods`` and an option error need not wait for."""
 
     name: str
     forgets: frozenset[str]
-    settings: type
+    settings_ref: str
     options: tuple[str, ...]
     run: Callable[..., dict]
     summary: str
     pipeline: bool = False
+
+    @property
+    def settings(self) -> type:
+        module, name = self.settings_ref.split(":")
+        return getattr(importlib.import_module(f"oblivio.unlearn.{module}"), name)
 
     def settings_from(self, options: dict[str, Any]) -> Any:
         """The settings with ``options`` (those not None) set; an option of another method is
@@ -52,8 +49,9 @@ class Method:
             own = ", ".join(f"--{o.replace('_', '-')}" for o in self.options) or "none"
             raise OblivioError(f"--{foreign[0].replace('_', '-')} does not apply to --method "
                                f"{self.name} (its options: {own})")
-        known = {f.name for f in fields(self.settings)}
-        return self.settings(**{k: v for k, v in given.items() if k in known})
+        settings = self.settings
+        known = {f.name for f in fields(settings)}
+        return settings(**{k: v for k, v in given.items() if k in known})
 
     def check_target(self, classes: object, ids_file: object) -> str:
         """``classes`` or ``ids``: what this request forgets, refused if the method cannot."""
@@ -71,29 +69,39 @@ class Method:
 
 def _projection(model_dir: str, data: str, out: str, classes: str, ids_file: None,
                 settings: Any, device: str, progress: bool) -> dict:
+    from oblivio.unlearn.class_forgetting import forget_classes
+
     return forget_classes(model_dir, data, classes, out, settings, device, progress=progress)
 
 
 def _contrast(model_dir: str, data: str, out: str, classes: str, ids_file: None,
               settings: Any, device: str, progress: bool) -> dict:
+    from oblivio.unlearn.class_forgetting import forget_by_contrast
+
     return forget_by_contrast(model_dir, data, classes, out, settings, device,
                               progress=progress)
 
 
 def _l2ul(model_dir: str, data: str, out: str, classes: None, ids_file: str, settings: Any,
           device: str, progress: bool) -> dict:
+    from oblivio.unlearn.instance_forgetting import forget_instances
+
     return forget_instances(model_dir, data, ids_file, out, settings, device, progress)
 
 
 def _match(model_dir: str, data: str, out: str, classes: None, ids_file: str, settings: Any,
            device: str, progress: bool) -> dict:
+    from oblivio.unlearn.loss_matching import forget_by_matching
+
     return forget_by_matching(model_dir, data, ids_file, out, settings, device, progress)
 
 
 def _baseline(name: str) -> Callable[..., dict]:
     def run(model_dir: str, data: str, out: str, classes: str | None, ids_file: str | None,
             settings: Any, device: str, progress: bool) -> dict:
-            return forget_with_baseline(model_dir, data, out, name, classes, ids_file, settings,
+        from oblivio.unlearn.baselines import forget_with_baseline
+
+        return forget_with_baseline(model_dir, data, out, name, classes, ids_file, settings,
                                     device, progress)
     return run
 
@@ -105,44 +113,45 @@ GRADIENT = ("epochs", "lr", "forget_target", "seed")
 
 def _registry() -> dict[str, Method]:
     both = frozenset({CLASSES, IDS})
+    base = "baselines:BaselineSettings"
     entries = [
-        Method("projection", frozenset({CLASSES}), ProjectionSettings,
+        Method("projection", frozenset({CLASSES}), "class_forgetting:ProjectionSettings",
                ("alpha_r", "alpha_f", "forget_margin", "bn_rounds", *SAMPLING), _projection,
                "training-free scaled subspace projection (the default for classes)", True),
-        Method("contrast", frozenset({CLASSES}), ContrastSettings,
+        Method("contrast", frozenset({CLASSES}), "class_forgetting:ContrastSettings",
                ("ratio", "rounds", "blocks", *SAMPLING), _contrast,
                "training-free energy contrast (the better choice for a ViT)", True),
-        Method("match", frozenset({IDS}), MatchSettings,
+        Method("match", frozenset({IDS}), "loss_matching:MatchSettings",
                ("lr", "max_steps", "tolerance", "retain_guard", "reference", "recalibrate_bn",
                 "seed"), _match,
                "move the images' losses to unseen images' losses, as a retrain would "
                "(the default for ids)", True),
-        Method("l2ul", frozenset({IDS}), L2ULSettings,
+        Method("l2ul", frozenset({IDS}), "instance_forgetting:L2ULSettings",
                ("ablation", "variant", "bn", "mask", "eps", "adv_per_instance", "pgd_iters",
                 "max_epochs", "lr", "recalibrate_bn", "seed"), _l2ul,
                "adversarial examples + weight importance: misclassify or relabel (for "
                "memorised, mislabelled images)", True),
-        Method("relabel", frozenset({IDS}), RelabelSettings, (*GRADIENT, "retain_guard"),
-               _baseline("relabel"),
+        Method("relabel", frozenset({IDS}), "baselines:RelabelSettings",
+               (*GRADIENT, "retain_guard"), _baseline("relabel"),
                "fine-tune the images towards the model's runner-up class, retain guard on "
                "(for mislabelled images: a retrain predicts their true class)", True),
-        Method("finetune", both, BaselineSettings, ("epochs", "lr", "seed"), _baseline("finetune"),
+        Method("finetune", both, base, ("epochs", "lr", "seed"), _baseline("finetune"),
                "fine-tune on the retain set"),
-        Method("neggrad", both, BaselineSettings, (*GRADIENT, "retain_guard"),
+        Method("neggrad", both, base, (*GRADIENT, "retain_guard"),
                _baseline("neggrad"), "gradient ascent on the forget set"),
-        Method("neggrad+", both, BaselineSettings, (*GRADIENT, "retain_guard"),
+        Method("neggrad+", both, base, (*GRADIENT, "retain_guard"),
                _baseline("neggrad+"),
                "gradient ascent on the forget set, descent on the retain set"),
-        Method("random-label", both, BaselineSettings, GRADIENT, _baseline("random-label"),
+        Method("random-label", both, base, GRADIENT, _baseline("random-label"),
                "fine-tune the forget set on random other labels"),
-        Method("scrub", both, ScrubSettings,
+        Method("scrub", both, "scrub:ScrubSettings",
                ("epochs", "lr", "max_epochs", "retain_batches", "seed"), _baseline("scrub"),
                "SCRUB: the original as teacher, away from it on D_f, with it on D_r"),
-        Method("salun", both, SalunSettings, (*GRADIENT, "saliency"), _baseline("salun"),
+        Method("salun", both, "salun:SalunSettings", (*GRADIENT, "saliency"), _baseline("salun"),
                "SalUn: random labels on the weights most salient to the forget loss"),
-        Method("ssd", both, BaselineSettings, ("fisher_samples", "seed"), _baseline("ssd"),
+        Method("ssd", both, base, ("fisher_samples", "seed"), _baseline("ssd"),
                "selective synaptic dampening (training-free)"),
-        Method("retrain", both, BaselineSettings, (), _baseline("retrain"),
+        Method("retrain", both, base, (), _baseline("retrain"),
                "the oracle: retrain without the forget set, with the parent's recipe"),
     ]
     return {m.name: m for m in entries}
