@@ -64,12 +64,12 @@ def isolated(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
 
 
 def trained(data: Path, arch: str, out: Path, epochs: int, exclude: str | None = None,
-            device: str = "cpu", **recipe: Any) -> dict:
+            device: str = "cpu", exclude_ids: str | None = None, **recipe: Any) -> dict:
     """Train once and cache: the metrics of the model in ``out`` (``recipe``: overrides of the
-    architecture's default recipe)."""
+    architecture's default recipe; ``exclude`` classes, ``exclude_ids`` a file of sample ids)."""
     if not (out / "metrics.json").exists():
         isolated(train_to_dir, str(data), arch, str(out),
-                 recipe_for(arch, epochs=epochs, **recipe), exclude, None, device, False)
+                 recipe_for(arch, epochs=epochs, **recipe), exclude, exclude_ids, device, False)
     return json.loads((out / "metrics.json").read_text())
 
 

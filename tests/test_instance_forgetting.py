@@ -418,6 +418,38 @@ def test_match_leaves_a_request_that_already_looks_unseen(trained_rgb, tmp_path:
     assert accuracy(load_model(tmp_path / "u"), test) >= before - 0.02
 
 
+def test_match_after_a_forgotten_class_matches_among_the_classes_it_still_knows(
+        trained_rgb, projected: Path, tmp_path: Path) -> None:
+    """A model that forgot class 1 misclassifies its unseen images at a loss no kept image has:
+    as targets they would push typical images off their labels (make demo lost 1.3-2.6 test
+    points so). The reference is drawn from the classes the model still knows, and the request's
+    images of class 1 are left to the class (recorded), the evaluation judged likewise."""
+    data, _ = trained_rgb
+    train, test = open_dataset(data).split("train"), open_dataset(data).split("test")
+    ids = ["rgb/train/0000", "rgb/train/0001", "rgb/train/0060", "rgb/train/0061",  # class 0, 1
+           "rgb/train/0120", "rgb/train/0180"]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    prov = forget_by_matching(str(projected), str(data), str(tmp_path / "ids.txt"),
+                              str(tmp_path / "u"), device="cpu", progress=False)
+    assert prov["forgotten_with_class"] == 2 and prov["forgotten_ids"] == sorted(ids)
+    losses = torch.nn.functional.cross_entropy(
+        predict_logits(load_model(projected), test), test.labels, reduction="none")
+    known = test.labels != 1
+    assert losses[~known].min() > losses[known].max()  # the class is gone: every loss above
+    assert prov["target_loss_mean"] <= float(losses[known].max())
+
+    report = evaluate(str(tmp_path / "u"), str(data), tmp_path / "report",
+                      forget_ids=str(tmp_path / "ids.txt"), original=str(projected),
+                      device="cpu", progress=False)
+    assert report["judged_without_classes"] == [1] and report["forgotten_with_class"] == 2
+    kept = test.labels.numpy() != 1
+    assert report["retain_test_acc"] == pytest.approx(
+        accuracy(load_model(tmp_path / "u"), test, np.flatnonzero(kept)))
+    assert report["forget_train_acc"] == pytest.approx(
+        accuracy(load_model(tmp_path / "u"), train, train.indices(ids[:2] + ids[4:])))
+    assert "without class(es) 1" in (tmp_path / "report" / "report.md").read_text()
+
+
 def test_batchnorm_recalibration_restores_statistics_and_touches_no_weight(
         trained_rgb) -> None:
     data, model_dir = trained_rgb

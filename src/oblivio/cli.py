@@ -502,7 +502,8 @@ DataOption = Annotated[str | None, typer.Option(
     help="Dataset (default: Fashion-MNIST, converted under the oblivio home).")]
 
 
-def _local_model(name: str, data: str | None, epochs: int = 1, device: str = "auto") -> str:
+def _local_model(name: str, data: str | None, epochs: int = 1, device: str = "auto",
+                 seed: int = 0) -> str:
     """The dataset, with ``name`` registered: on a fresh machine the original is trained on
     Fashion-MNIST and registered first, as ``oblivio run`` does."""
     from pathlib import Path
@@ -512,7 +513,7 @@ def _local_model(name: str, data: str | None, epochs: int = 1, device: str = "au
 
     dataset = Path(data) if data else ensure_dataset(oblivio_home(),
                                                      "/usr/share/datasets/fashion-mnist")
-    ensure_registered(name, dataset, oblivio_home(), "resnet18", epochs, device)
+    ensure_registered(name, dataset, oblivio_home(), "resnet18", epochs, device, seed)
     return str(dataset)
 
 
@@ -613,6 +614,38 @@ def batch_run(
     done = ", ".join(f"{kind} by version {v}" for kind, v in result.honoured.items())
     print(f"{result.batch}: honoured {len(result.requests)} request(s): {done}")
     print_lineage(model_name)
+
+
+@app.command()
+@one_line_errors
+def demo(
+    seed: Annotated[int, typer.Option(
+        help="Seeds the image draw (and the original, on a fresh home).")] = 0,
+    images: Annotated[int, typer.Option(help="Training images the deletion request names.")] = 32,
+    model_name: ModelName = "fashion-classifier",
+    data: DataOption = None,
+    epochs: Annotated[int, typer.Option(
+        help="Epochs of the original model when it has to be trained first.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """What make demo runs: request the next class the champion knows and a seeded draw of
+    training images, honour both in one deletion batch, print who honours what, the lineage
+    and the audit. Either request not honoured: one error line, exit 2."""
+    from oblivio.ledger.audit import audit as run_audit
+    from oblivio.ledger.audit import render
+    from oblivio.ledger.store import Ledger
+    from oblivio_pipeline.demo import run_demo
+
+    if images < 1:
+        raise OblivioError("--images must be at least 1")
+    dataset = _local_model(model_name, data, epochs, device, seed)
+    result = run_demo(model_name, dataset, seed, images, device=device)
+    print_lineage(model_name)
+    for kind in ("classes", "ids"):
+        print(render(run_audit(Ledger(), model_name, ticket=result.tickets[kind])))
+    for kind in ("classes", "ids"):
+        print(f"demo: {result.named[kind]} (request {result.requests[kind]}, ticket "
+              f"{result.tickets[kind]}) honoured by version {result.honoured[kind]}")
 
 
 @app.command()

@@ -31,7 +31,7 @@ def ensure_dataset(home: Path, idx_dir: str) -> Path:
 
 
 def ensure_registered(name: str, data: Path, home: Path, arch: str, epochs: int,
-                      device: str) -> str:
+                      device: str, seed: int = 0) -> str:
     """Train and register the original as version 1 (alias champion) unless ``name`` exists."""
     import mlflow
 
@@ -43,12 +43,13 @@ def ensure_registered(name: str, data: Path, home: Path, arch: str, epochs: int,
         return "reused"
     out = home / "models" / f"{name}-original"
     if not (out / "metrics.json").exists():
-        train_to_dir(str(data), arch, str(out), recipe_for(arch, epochs=epochs), device=device)
+        train_to_dir(str(data), arch, str(out), recipe_for(arch, epochs=epochs, seed=seed),
+                     device=device)
     with mlflow.start_run(experiment_id=experiment, run_name=f"train {name}"):
         import json
 
         metrics = json.loads((out / "metrics.json").read_text())
-        mlflow.log_params({"arch": arch, "epochs": epochs, "dataset": str(data)})
+        mlflow.log_params({"arch": arch, "epochs": epochs, "seed": seed, "dataset": str(data)})
         mlflow.log_metric("test_acc", metrics["test_acc"])
         log_model_version(out, name, Lineage(method="trained", params={"arch": arch,
                                                                        "epochs": epochs}),

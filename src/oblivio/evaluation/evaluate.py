@@ -61,6 +61,23 @@ def forget_spec(dataset: Dataset, classes: str | list[int] | None,
                                                    "forget_ids_count": len(ids)}
 
 
+def judge_among_known(spec: ForgetSpec, named: dict, dataset: Dataset, config: dict) -> None:
+    """A deletion request on a model that has forgotten classes is judged among the classes
+    it still knows: the forgotten classes' test images (misclassified, at a loss no kept image
+    has) are no unseen images a retrain would see, and their training images are neither kept
+    nor part of the request's evidence (those gone with their class were judged there)."""
+    classes = sorted(config.get("provenance", {}).get("forgotten_classes") or [])
+    if spec.mode != "instance" or not classes:
+        return
+    spec.outside_train = np.isin(dataset.split("train").labels.numpy(), classes)
+    spec.outside_test = np.isin(dataset.split("test").labels.numpy(), classes)
+    named["judged_without_classes"] = classes
+    named["forgotten_with_class"] = int((spec.train_mask & spec.outside_train).sum())
+    if not (spec.train_mask & ~spec.outside_train).any():
+        raise OblivioError(f"every forget id is in a forgotten class ({classes}): the request "
+                           "went with its classes, nothing is left to judge")
+
+
 def _model_metrics(model: torch.nn.Module, dataset: Dataset, spec: ForgetSpec, device: str,
                    seed: int, svc_cap: int | None, progress: bool,
                    train_parts: list[str] | None = None,
@@ -147,6 +164,7 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
     models = {role: _load_checked(path, dataset, device) for role, path in paths.items()
               if path is not None}
     _check_agrees(models["model"].config, named, dataset, model)
+    judge_among_known(spec, named, dataset, models["model"].config)
     ensure_checked(dataset)
     results = {role: _model_metrics(m, dataset, spec, device, seed, svc_cap, progress,
                                     (train_parts or {}).get(role), relearning)

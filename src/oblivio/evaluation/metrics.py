@@ -67,11 +67,21 @@ INSTANCE_KEYS = ["retain_train_acc", "forget_train_acc", "forget_train_loss", "r
 
 @dataclass
 class ForgetSpec:
-    """Which train rows are forgotten; ``classes`` is empty in instance mode."""
+    """Which train rows are forgotten; ``classes`` is empty in instance mode. ``outside_*``
+    mark the rows of classes forgotten before a deletion request (instance mode): a retrain
+    never meets them, so the request is judged among the classes the model still knows."""
 
     classes: list[int]
     train_mask: np.ndarray
     test_mask: np.ndarray  # all False in instance mode
+    outside_train: np.ndarray | None = None  # None: no row is outside
+    outside_test: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.outside_train is None:
+            self.outside_train = np.zeros_like(self.train_mask)
+        if self.outside_test is None:
+            self.outside_test = np.zeros_like(self.test_mask)
 
     @property
     def mode(self) -> str:
@@ -99,8 +109,9 @@ def compute_metrics(train: Outputs, test: Outputs, spec: ForgetSpec, num_classes
     None uses all |non-members|, as the metric is defined.
     """
     rng = np.random.default_rng(seed)
-    forget, retain = spec.train_mask, ~spec.train_mask
-    non_member_rows = ~spec.test_mask
+    forget = spec.train_mask & ~spec.outside_train
+    retain = ~spec.train_mask & ~spec.outside_train
+    non_member_rows = ~spec.test_mask & ~spec.outside_test
     m: dict[str, float] = {
         "retain_train_acc": _acc(train, retain),
         "forget_train_acc": _acc(train, forget),
@@ -122,7 +133,7 @@ def compute_metrics(train: Outputs, test: Outputs, spec: ForgetSpec, num_classes
             tr[name][members], te[name][non_members_svc], tr[name][forget])
     m["mia_entropy_lr_member_rate"] = attacks.entropy_lr_member_rate(
         tr["entropy"][retain], te["entropy"][non_members], tr["entropy"][forget])
-    unseen = spec.test_mask if spec.mode == "class" else np.ones_like(spec.test_mask)
+    unseen = spec.test_mask if spec.mode == "class" else non_member_rows
     m["mia_loss_lr_cv_acc"] = attacks.loss_lr_cv_accuracy(tr["loss"][forget], te["loss"][unseen],
                                                           rng)
     if spec.mode == "class":
@@ -132,9 +143,10 @@ def compute_metrics(train: Outputs, test: Outputs, spec: ForgetSpec, num_classes
                                                     test.labels[mask])
     else:
         m["forget_train_loss"] = float(tr["loss"][forget].mean())
-        m["test_loss"] = float(te["loss"].mean())
-        m["mia_loss_auc"] = attacks.familiarity_auc(tr["loss"][forget], te["loss"])
-        m["mia_loss_auc_sd"] = attacks.auc_band(int(forget.sum()), len(te["loss"]), z=1.0)
+        m["test_loss"] = float(te["loss"][non_member_rows].mean())
+        m["mia_loss_auc"] = attacks.familiarity_auc(tr["loss"][forget], te["loss"][non_member_rows])
+        m["mia_loss_auc_sd"] = attacks.auc_band(int(forget.sum()), int(non_member_rows.sum()),
+                                                z=1.0)
         keep = torch.from_numpy(retain)
         head = fit_linear_probe(train.features[keep], train.labels[keep], num_classes)
         mask = torch.from_numpy(forget)

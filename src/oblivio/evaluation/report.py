@@ -51,6 +51,11 @@ def _instance_summary(report: dict, roles: list[str]) -> list[str]:
     if report["mode"] != "instance":
         return []
     lines = []
+    if report.get("judged_without_classes"):
+        shown = ", ".join(str(c) for c in report["judged_without_classes"])
+        lines += [f"Judged among the classes the model still knows: without class(es) {shown} "
+                  f"(their images in the request, {report['forgotten_with_class']}, went with "
+                  "them).", ""]
     for role in roles:
         m = report["models"][role]["metrics"]
         lines.append(f"- {role}: forgotten images acc {_fmt(m['forget_train_acc'])}, loss "

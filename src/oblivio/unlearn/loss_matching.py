@@ -127,11 +127,16 @@ def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
                  retain_rows: np.ndarray, unseen: Split, settings: MatchSettings, device: str,
-                 label_smoothing: float = 0.0, progress: bool = True) -> dict:
-    """Move the forget rows' losses onto rank-matched unseen losses (model changed in place)."""
+                 label_smoothing: float = 0.0, progress: bool = True,
+                 unseen_rows: np.ndarray | None = None) -> dict:
+    """Move the forget rows' losses onto rank-matched unseen losses (model changed in place).
+    The reference is drawn from ``unseen_rows`` (all of ``unseen`` when None): after a class
+    is forgotten, its unseen images have losses no kept image has, and as targets they would
+    push typical images off their labels and inflate the guard's budget."""
     settings.check()
     gen = seed_everything(settings.seed)
-    picked = torch.randperm(len(unseen), generator=gen)[:settings.reference_samples].numpy()
+    pool = np.arange(len(unseen)) if unseen_rows is None else unseen_rows
+    picked = pool[torch.randperm(len(pool), generator=gen)[:settings.reference_samples].numpy()]
     unseen_loss = _losses(model, unseen, np.sort(picked), device)
     start_loss = _losses(model, split, forget_rows, device)
     targets = rank_matched_targets(start_loss, unseen_loss).to(device)
@@ -208,9 +213,13 @@ def forget_by_matching(model_dir: str, data: str, ids_file: str, out: str,
     model = request.model.to(device, memory_format=torch.channels_last)
     t = time.perf_counter()
     recipe = request.model.config.get("provenance", {}).get("training", {}).get("recipe", {})
-    result = match_unseen(model, request.train, request.forget_rows, request.retain_rows,
-                          unseen, settings, device, recipe.get("label_smoothing", 0.0),
-                          progress)
+    live = request.live_forget_rows
+    result = {"steps": 0, "cap_hit": False}  # every image went with its class already
+    if len(live):
+        result = match_unseen(model, request.train, live, request.retain_rows, unseen,
+                              settings, device, recipe.get("label_smoothing", 0.0), progress,
+                              request.known_rows(unseen))
+    result["forgotten_with_class"] = len(request.forget_rows) - len(live)
     unlearn_seconds = time.perf_counter() - t
     t = time.perf_counter()
     result["recalibrated_images"] = recalibrate_batchnorm(

@@ -53,6 +53,19 @@ class ForgetRequest:
     def mode(self) -> str:
         return "instance" if self.ids else "class"
 
+    def known_rows(self, split: Split) -> np.ndarray:
+        """Rows of ``split`` whose class the model still knows. A retrain without the
+        forgotten classes never meets them, so a deletion request is matched and judged
+        among these: the forgotten classes' images sit at a loss no kept image has."""
+        return np.flatnonzero(~np.isin(split.labels.numpy(), self.forgotten_classes))
+
+    @property
+    def live_forget_rows(self) -> np.ndarray:
+        """The forget rows whose class is not forgotten: the rest are gone with their class
+        already, and stay recorded as forgotten ids."""
+        labels = self.train.labels.numpy()[self.forget_rows]
+        return self.forget_rows[~np.isin(labels, self.forgotten_classes)]
+
 
 def forgotten_classes(config: dict) -> list[int]:
     """Classes a model directory has already forgotten, from its provenance."""

@@ -1,0 +1,80 @@
+"""``oblivio demo`` (what ``make demo`` runs): the product's story on this machine. Two deletion
+requests go into the ledger, the next class the champion still knows and a seeded draw of
+training images, and one deletion batch honours both with the pipeline (classes first, then the
+images from the champion the classes left). It ends with which version honours each request,
+the lineage and the audit.
+
+The draw is seeded and excludes what the champion has already forgotten, so the same seed on a
+fresh home gives the same requests and the same result, and each further run asks for new
+images. On a fresh home the original is trained with the same seed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from oblivio.errors import OblivioError
+
+
+@dataclass
+class DemoResult:
+    batch: str
+    requests: dict[str, str]  # kind -> request id
+    honoured: dict[str, str]  # kind -> version
+    tickets: dict[str, str]  # kind -> ticket
+    named: dict[str, str]  # kind -> what the request names, for people
+
+
+def draw_ids(name: str, data: str, count: int, seed: int) -> list[str]:
+    """``count`` training ids the champion has not forgotten, drawn with ``seed`` and the number
+    it has forgotten: the same home and seed give the same draw, a longer lineage a new one."""
+    from oblivio.data import open_dataset
+    from oblivio.models.checkpoint import read_config
+    from oblivio.tracking.registry import CHAMPION, download_model_dir
+    from oblivio.unlearn.requests import forgotten_ids
+
+    done = forgotten_ids(read_config(download_model_dir(f"models:/{name}@{CHAMPION}")))
+    train = open_dataset(data).split("train").sample_ids.to_numpy(zero_copy_only=False)
+    left = np.setdiff1d(train, np.asarray(done, dtype=train.dtype))
+    if len(left) < count:
+        raise OblivioError(f"only {len(left)} training images are left to request")
+    rng = np.random.default_rng([seed, len(done)])
+    return sorted(rng.choice(left, count, replace=False).tolist())
+
+
+def run_demo(name: str, data: str, seed: int = 0, images: int = 32, classes: str = "next",
+             **params) -> DemoResult:
+    """Submit a class request and ``images`` seeded training ids, honour both in one batch.
+    Raises when either request is not honoured (its reason is the batch's)."""
+    from oblivio.ledger.intake import submit_request
+    from oblivio.ledger.store import Ledger
+    from oblivio.tracking.registry import lineage
+    from oblivio_pipeline.batch import run_batch
+    from oblivio_pipeline.local import next_class
+
+    ledger = Ledger()
+    step = len(lineage(name))
+    tickets = {"classes": f"demo-{seed}-{step}-class", "ids": f"demo-{seed}-{step}-images"}
+    chosen = next_class(name) if classes == "next" else classes
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_file = Path(tmp) / "ids.txt"
+        ids_file.write_text("\n".join(draw_ids(name, data, images, seed)) + "\n")
+        requests = {
+            "classes": submit_request(ledger, name, data, classes=chosen,
+                                      ticket=tickets["classes"]).id,
+            "ids": submit_request(ledger, name, data, ids_uri=str(ids_file),
+                                  ticket=tickets["ids"]).id}
+    result = run_batch(name, data, ledger=ledger, **params)
+    if result.batch is None:
+        raise OblivioError("the demo's requests were not claimed: another batch holds them")
+    states = {kind: ledger.get(rid) for kind, rid in requests.items()}
+    missed = [f"{kind} request {r.id} is {r.state} ({r.last_error or 'no reason recorded'})"
+              for kind, r in states.items() if r.state != "honoured"]
+    if missed:
+        raise OblivioError("not honoured: " + "; ".join(missed))
+    return DemoResult(result.batch, requests, {k: r.version for k, r in states.items()}, tickets,
+                      {"classes": f"class {chosen}", "ids": f"{images} training images"})
