@@ -1,6 +1,6 @@
 """make demo's sequence end to end on a small world, with the default gates: the next class, then
 a seeded draw of training images forgotten from the champion the class left, both honoured by one
-batch. Real Fashion-MNIST images (the first 300 training and 100 test images of each class), a
+batch. Real Fashion-MNIST images (the first 600 training and 100 test images of each class), a
 resnet18 trained as make demo trains it, a real ``mlflow server`` and the pipeline under kfp's
 local runner."""
 
@@ -25,15 +25,16 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def small_fashion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The first 300 training and 100 test images of each class, with their full-set ids, and
-    resnet18 trained on them with the default recipe for 3 epochs (about 80% test accuracy)."""
+    """The first 600 training and 100 test images of each class, with their full-set ids (room
+    for the class method's default 250 forget and 250 validation images of a class), and
+    resnet18 trained on them with the default recipe for 3 epochs."""
     from oblivio.training import recipe_for, train_to_dir
 
     if not Path(DEFAULT_IDX_DIR, "train-images-idx3-ubyte.gz").exists():
         pytest.fail("Fashion-MNIST IDX files missing: run `make test` (it installs them)")
     root = tmp_path_factory.mktemp("small-fashion")
     data = root / "data"
-    for split, per_class in (("train", 300), ("test", 100)):
+    for split, per_class in (("train", 600), ("test", 100)):
         images, labels = load_split(DEFAULT_IDX_DIR, split)
         rows = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class]
                                        for c in range(len(CLASSES))]))
