@@ -36,7 +36,7 @@ print(json.dumps(rows))
 """
 TAGS = ("oblivio.method", "oblivio.parent_version", "oblivio.forget_classes",
         "oblivio.forget_ids_sha256", "oblivio.gate")
-KEYS = ("retain_test_acc", "original_retain_test_acc", "forget_test_acc",
+KEYS = ("test_acc", "retain_test_acc", "original_retain_test_acc", "forget_test_acc",
         "reestimated_forget_test_acc", "mia_loss_auc", "mia_loss_auc_sd")
 
 

@@ -322,6 +322,60 @@ def speed(name: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def demo_runs(name: str = "demo_runs.json") -> str:
+    """bench/demo_runs.py: each make demo run, its exit status and wall time, and per request
+    the version that honoured it with the evidence its gate read."""
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    header = ["run", "exit", "seconds", "original test %", "class: version, forget % "
+              "(re-estimated), retain drop", "images: version, match steps, test drop "
+              "(points), loss AUC (band)"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in result["runs"]:
+        new = [v for v in r["versions"] if v["method"] != "trained"][-2:]
+        cls = next((v for v in new if v["forget_classes"]), None)
+        ids = next((v for v in new if v["forget_ids_sha256"]), None)
+        first = r["versions"][0]
+        cells = [r["run"], str(r["rc"]), f"{r['seconds']:.0f}",
+                 _pct(first.get("test_acc"))]
+        cells.append("-" if cls is None else
+                     f"v{cls['version']} class {cls['forget_classes']}, "
+                     f"{_pct(cls['forget_test_acc'])} ({_pct(cls['reestimated_forget_test_acc'])})"
+                     f", {_pct(cls['original_retain_test_acc'] - cls['retain_test_acc'])}")
+        cells.append("-" if ids is None else
+                     f"v{ids['version']}, {ids['steps']}, "
+                     f"{_pct(ids['original_retain_test_acc'] - ids['retain_test_acc'])}, "
+                     f"{ids['mia_loss_auc']:.3f} (0.5 +- {2.576 * ids['mia_loss_auc_sd']:.3f})")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def demo_gate(name: str = "demo_gate.json") -> str:
+    """bench/demo_gate.py: per seed, test accuracy of the one-epoch original, its retrain
+    without 32 images and match, the drops, the loss-attack AUC of each, and which fail the
+    default deletion gates; then the retrains' mean and worst drop."""
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    roles = ("original", "oracle", "model")
+    header = ["seed", "original test %", "retrain drop", "match drop (steps)",
+              "loss AUC: original / retrain / match (band)", "fail the default gates"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in result["seeds"]:
+        failing = [f"{ {'original': 'original', 'oracle': 'retrain', 'model': 'match'}[k]}: "
+                   f"{'; '.join(v)}" for k, v in r["failures_at_default_gates"].items() if v]
+        rows.append("| " + " | ".join([
+            str(r["seed"]), _pct(r["test_acc"]["original"]), _pct(r["drop"]["oracle"]),
+            f"{_pct(r['drop']['model'])} ({r['match_steps']})",
+            " / ".join(f"{r['auc'][k]:.3f}" for k in roles) + f" (+- {2.576 * r['auc_sd']:.3f})",
+            "<br>".join(failing) or "none"]) + " |")
+    drops = [r["drop"]["oracle"] for r in result["seeds"]]
+    rows.append(f"| retrains: mean (worst) | | {_pct(sum(drops) / len(drops))} "
+                f"({_pct(max(drops))}) | | | |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "oracles": oracles, "instance": instance, "evidence_default": evidence,
     "speed_known_pair": known_pair, "bn_rounds": bn_rounds,
@@ -338,7 +392,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "baselines_cuda": lambda: baselines("class_baselines-resnet18-cuda.json"),
     "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
-    "sharding": sharding}
+    "sharding": sharding, "demo_runs": demo_runs, "demo_gate": demo_gate}
 
 
 def render(text: str) -> str:

@@ -91,6 +91,8 @@ CASES = [
      "error: "),
     ("lineage of no model", ["lineage", "no-such-model"], "no registered model named"),
     ("promote a version that is not there", ["promote", "tiny", "9"], "error: "),
+    ("demo with no images", ["demo", "--model-name", "tiny", "--data", "DATA", "--images", "0"],
+     "--images must be at least 1"),
 ]
 
 
