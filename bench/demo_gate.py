@@ -25,7 +25,7 @@ from oblivio.data import open_dataset
 from oblivio.data.sample_ids import write_sample_ids
 from oblivio.evaluation.evaluate import evaluate
 from oblivio.tracking.promotion import Gates, check_gates
-from oblivio.unlearn.loss_matching import forget_by_matching
+from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
 
 ROLES = ("original", "oracle", "model")  # the untouched original, the retrain, match
 
@@ -41,8 +41,8 @@ def one_seed(data: Path, out: Path, seed: int, images: int, epochs: int) -> dict
     trained(data, "resnet18", retrain, epochs, exclude_ids=str(ids_file), seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         matched, match_seconds, _ = isolated(forget_by_matching, str(original), str(data),
-                                             str(ids_file), f"{tmp}/match",
-                                             progress=False)
+                                             str(ids_file), f"{tmp}/match", MatchSettings(),
+                                             "cpu", False)
         report = evaluate(f"{tmp}/match", str(data), f"{tmp}/report", forget_ids=str(ids_file),
                           original=str(original), oracle=str(retrain), device="cpu",
                           progress=False)
