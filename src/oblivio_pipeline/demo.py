@@ -52,12 +52,12 @@ def run_demo(name: str, data: str, seed: int = 0, images: int = 32, classes: str
     Raises when either request is not honoured (its reason is the batch's)."""
     from oblivio.ledger.intake import submit_request
     from oblivio.ledger.store import Ledger
-    from oblivio.tracking.registry import lineage
+    from oblivio.tracking.registry import versions
     from oblivio_pipeline.batch import run_batch
     from oblivio_pipeline.local import next_class
 
     ledger = Ledger()
-    step = len(lineage(name))
+    step = len(versions(name))
     tickets = {"classes": f"demo-{seed}-{step}-class", "ids": f"demo-{seed}-{step}-images"}
     chosen = next_class(name) if classes == "next" else classes
     with tempfile.TemporaryDirectory() as tmp:
