@@ -69,16 +69,14 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
 
         def settle(kind: str) -> dsl.PipelineTask:
             task = _configure(settle_batch(model_name=model_name, batch_id=batch_id, kind=kind,
-                                           max_attempts=max_attempts), **cluster, retries=3,
-                              ledger=True)
+                                           max_attempts=max_attempts), **cluster, ledger=True)
             task.set_caching_options(False)
             return task.set_display_name(f"settle {kind}")
 
         def complete(champion) -> dsl.PipelineTask:
             task = _configure(complete_batch(model_name=model_name, batch_id=batch_id,
                                              max_attempts=max_attempts,
-                                             champion_version=champion), **cluster, retries=3,
-                              ledger=True)
+                                             champion_version=champion), **cluster, ledger=True)
             task.set_caching_options(False)
             return task
 

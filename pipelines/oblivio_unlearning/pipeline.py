@@ -9,6 +9,7 @@ struct (dict), the tolerations a list, the GPU count a string (the resource fiel
 it fills in), as kfp-kubernetes and the upstream samples declare them."""
 
 from kfp import dsl, kubernetes
+from kfp.dsl import pipeline_channel
 
 from oblivio_pipeline.components import (
     apply_contrast,
@@ -68,6 +69,11 @@ def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
         if gpu_count is not None:
             task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
             task.set_cpu_request(compute_cpu).set_memory_request(compute_memory)
+            # kfp 2.17 puts resource channels in the task's inputs but not in the enclosing
+            # DAG's: registered, the compiler declares them on every condition, loop and exit
+            # handler DAG between the task and the root (the backend driver needs that)
+            task.register_pipeline_channels([c for c in (gpu_count, compute_cpu, compute_memory)
+                                             if isinstance(c, pipeline_channel.PipelineChannel)])
         else:
             task.set_cpu_request(LIGHT_CPU).set_memory_request(LIGHT_MEMORY)
     if on_cluster and retries:  # locally (kfp.local honours retries too) a failure is final

@@ -18,12 +18,33 @@ def test_closes_the_run_failed_with_the_reason(job: str) -> None:
                                status=status("FAILED", "capture: out of memory"))
     run = client().get_run(run_id_of(job))
     assert run.info.status == "FAILED"
-    assert run.data.tags["oblivio.failure"] == "capture: out of memory"
+    assert run.data.tags["oblivio.failure"] == "FAILED: capture: out of memory"
 
 
-def test_closes_the_run_finished(job: str) -> None:
-    record_outcome.python_func(job_id=job, deletion_batch="", status=status("SUCCEEDED"))
-    assert client().get_run(run_id_of(job)).info.status == "FINISHED"
+# The MLMD-based drivers report MLMD's execution state (backend/src/v2/driver/resolve.go,
+# resolveInputParameter, TaskFinalStatus case: GetLastKnownState().String()); the task API and
+# kfp.local report SUCCEEDED.
+@pytest.mark.parametrize("state", ["SUCCEEDED", "COMPLETE", "CACHED"])
+def test_every_success_state_a_backend_emits_closes_the_run_finished(job: str,
+                                                                     state: str) -> None:
+    record_outcome.python_func(job_id=job, deletion_batch="", status=status(state))
+    run = client().get_run(run_id_of(job))
+    assert run.info.status == "FINISHED"
+    assert "oblivio.failure" not in run.data.tags
+
+
+@pytest.mark.parametrize("state", ["CANCELED", "CANCELING"])
+def test_a_stopped_run_closes_killed_with_the_state(job: str, state: str) -> None:
+    record_outcome.python_func(job_id=job, deletion_batch="", status=status(state))
+    run = client().get_run(run_id_of(job))
+    assert run.info.status == "KILLED"
+    assert run.data.tags["oblivio.failure"] == f"the pipeline ended {state}"
+
+
+@pytest.mark.parametrize("state", ["FAILED", "RUNNING", ""])
+def test_a_state_that_is_not_success_never_closes_finished(job: str, state: str) -> None:
+    record_outcome.python_func(job_id=job, deletion_batch="", status=status(state))
+    assert client().get_run(run_id_of(job)).info.status == "FAILED"
 
 
 def test_a_job_that_failed_before_mlflow_has_nothing_to_close(sqlite_mlflow: str) -> None:

@@ -78,7 +78,12 @@ def complete_step(ledger: Ledger, model_name: str, batch_id: str, max_attempts: 
                   failure: str = "", kinds: tuple[str, ...] = KINDS) -> dict[str, str]:
     """Settle every part of the batch (of ``kinds``) still claimed; a part that cannot be
     settled (or the run's ``failure``) sends the rest back. Returns kind -> version honoured;
-    raises when any part failed, after the ledger has recorded it."""
+    raises when any part failed, after the ledger has recorded it. A batch that already
+    failed fails again with its reason: a retried step must not find nothing left to settle
+    and pass, turning the run green."""
+    row = ledger.batch_row(batch_id)
+    if row["state"] == "failed":
+        raise OblivioError(f"batch {batch_id} failed already: {row['error']}")
     pending = {r.kind for r in ledger.claimed_in(batch_id)}
     honoured: dict[str, str] = {}
     try:

@@ -52,14 +52,35 @@ def run_id_of(job_id: str) -> str:
     return run.info.run_id
 
 
+#: What ``PipelineTaskFinalStatus.state`` holds when the pipeline's tasks succeeded: the MLMD
+#: execution states the MLMD-based drivers report (backend/src/v2/driver/resolve.go,
+#: resolveInputParameter: ``GetLastKnownState().String()``, COMPLETE or CACHED), and the task
+#: API's and kfp.local's SUCCEEDED.
+SUCCESS_STATES = frozenset({"SUCCEEDED", "COMPLETE", "CACHED"})
+#: States of a run someone stopped: MLMD's CANCELED, the task API's CANCELED and CANCELING.
+KILLED_STATES = frozenset({"CANCELED", "CANCELLED", "CANCELING"})
+
+
+def run_status(state: str) -> str:
+    """The MLflow run status a pipeline's final task state maps to: FINISHED, KILLED or
+    FAILED (anything unknown is a failure, never a success)."""
+    state = (state or "").upper()
+    if state in SUCCESS_STATES:
+        return "FINISHED"
+    return "KILLED" if state in KILLED_STATES else "FAILED"
+
+
 def finish_run(job_id: str, state: str, error: str | None = None) -> None:
-    """Close the job's run: FINISHED when the pipeline succeeded, FAILED (with why) otherwise."""
+    """Close the job's run: FINISHED when the pipeline succeeded, KILLED or FAILED (with why,
+    the backend's state when it gave no message) otherwise."""
     run = _find(connect(), job_id)
     if run is None:
         return  # the pipeline failed before its first MLflow step: nothing to close
-    if state != "SUCCEEDED":
-        client().set_tag(run.info.run_id, f"{TAG}failure", (error or state)[:5000])
-    client().set_terminated(run.info.run_id, "FINISHED" if state == "SUCCEEDED" else "FAILED")
+    status = run_status(state)
+    if status != "FINISHED":
+        reason = f"{state}: {error}" if error else f"the pipeline ended {state or 'with no state'}"
+        client().set_tag(run.info.run_id, f"{TAG}failure", reason[:5000])
+    client().set_terminated(run.info.run_id, status)
 
 
 def close_abandoned_runs() -> list[str]:
