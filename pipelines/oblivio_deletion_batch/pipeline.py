@@ -21,6 +21,7 @@ next run takes the batch over.
 
 from kfp import dsl
 
+from oblivio_pipeline import NEEDS_BACKEND
 from oblivio_pipeline.components import claim_batch, complete_batch, settle_batch
 from oblivio_pipeline.pipelines.oblivio_unlearning.pipeline import (
     _configure,
@@ -101,7 +102,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
                   description="Honour every pending deletion request exactly once: claim them "
                               "from the ledger, forget their classes then their images from the "
                               "champion, register and promote through the gates, mark them "
-                              "honoured.")
+                              "honoured. " + NEEDS_BACKEND)
     def deletion_batch_pipeline(
         model_name: str = "fashion-classifier",
         dataset_uri: str = "s3://oblivio/datasets/fashion-mnist",

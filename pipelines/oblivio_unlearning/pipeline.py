@@ -11,6 +11,7 @@ it fills in), as kfp-kubernetes and the upstream samples declare them."""
 from kfp import dsl, kubernetes
 from kfp.dsl import pipeline_channel
 
+from oblivio_pipeline import NEEDS_BACKEND
 from oblivio_pipeline.components import (
     apply_contrast,
     apply_projection,
@@ -44,6 +45,11 @@ SECRET_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
 
 #: CPU and memory a step that does not run the model asks for.
 LIGHT_CPU, LIGHT_MEMORY = "1", "2Gi"
+#: Deadlines (pod activeDeadlineSeconds, kfp-kubernetes set_timeout) of a step that does not
+#: run the model and of one that does: a hung pod is killed and its step fails (or retries)
+#: instead of holding the run, and with it every later deletion batch, forever. Both stay well
+#: under the batch's 6-hour default lease.
+LIGHT_TIMEOUT_S, COMPUTE_TIMEOUT_S = 30 * 60, 3 * 60 * 60
 #: Shards of one fan-out that run at once. A ParallelFor's parallelism is compiled in, not a
 #: run parameter; the run's ``shards`` says how many there are.
 PARALLEL_SHARDS = 16
@@ -53,9 +59,9 @@ def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
                node_selector: dict, tolerations: list, compute_cpu: str, compute_memory: str,
                gpu_count: str | None = None, retries: int = 0,
                ledger: bool = False) -> dsl.PipelineTask:
-    """Credentials from the secret, scheduling from the parameters, resources (the steps that
-    run the model, ``gpu_count`` given, ask for GPUs and the compute CPU and memory): Kubernetes
-    settings, which kfp's local runner cannot resolve, so it gets none."""
+    """Credentials from the secret, scheduling from the parameters, a deadline, resources (the
+    steps that run the model, ``gpu_count`` given, ask for GPUs and the compute CPU and memory):
+    Kubernetes settings, which kfp's local runner cannot resolve, so it gets none."""
     if on_cluster:
         kubernetes.use_secret_as_env(task, secret_name, REQUIRED_SECRET_ENV, optional=False)
         # promotion checks the ledger too: every step may read it, the batch steps must
@@ -66,6 +72,7 @@ def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
             kubernetes.use_secret_as_env(task, secret_name, LEDGER_SECRET_ENV, optional=False)
         kubernetes.add_node_selector_json(task, node_selector)
         kubernetes.add_toleration_json(task, tolerations)
+        kubernetes.set_timeout(task, LIGHT_TIMEOUT_S if gpu_count is None else COMPUTE_TIMEOUT_S)
         if gpu_count is not None:
             task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
             task.set_cpu_request(compute_cpu).set_memory_request(compute_memory)
@@ -89,7 +96,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                               "the training images of a deletion request (L2UL) from a "
                               "registered image classifier; evaluate with membership "
                               "inference; register the unlearned version with its lineage and "
-                              "promote it through gates.")
+                              "promote it through gates. " + NEEDS_BACKEND)
     def unlearning_pipeline(
         model_name: str = "fashion-classifier",
         model_alias: str = "champion",

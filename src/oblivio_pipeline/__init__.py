@@ -19,6 +19,12 @@ except PackageNotFoundError:  # a source checkout without an install
 #: Every component runs in the project image, which has oblivio and kfp installed.
 IMAGE = f"ghcr.io/oblivio-dev/oblivio:{__version__}"
 
+#: The oldest Kubeflow Pipelines backend that runs the compiled pipelines: optional secret keys
+#: are read from 2.15 (exit-handler final status, dsl.Collected and retries below the root DAG
+#: from 2.14). tests/test_backend_conformance.py derives it from the IR.
+MIN_BACKEND = "2.15"
+NEEDS_BACKEND = f"Needs Kubeflow Pipelines {MIN_BACKEND} or newer."
+
 #: The decorator of every component: the project image, where kfp is already installed (so the
 #: container does not pip-install it at run time).
 component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_package=False)
