@@ -342,25 +342,51 @@ def pipeline_compile(
         print(f"wrote {path}")
 
 
+KfpHost = Annotated[str, typer.Option(
+    help="Kubeflow Pipelines API, e.g. http://ml-pipeline.kubeflow.svc.cluster.local:8888.")]
+KfpNamespace = Annotated[str | None, typer.Option(
+    help="Kubeflow profile namespace (multi-user Kubeflow): the pipeline, experiment and "
+         "recurring run live there.")]
+KfpTokenFile = Annotated[Path | None, typer.Option(
+    help="File holding the token (the projected ServiceAccount token, audience "
+         "pipelines.kubeflow.org); default $KF_PIPELINES_SA_TOKEN_PATH, or "
+         "/var/run/secrets/kubeflow/pipelines/token where it exists.")]
+KfpToken = Annotated[str | None, typer.Option(
+    envvar="OBLIVIO_KFP_TOKEN", show_envvar=True,
+    help="A bearer token (prefer the environment variable to the command line).")]
+KfpExperiment = Annotated[str, typer.Option(help="Kubeflow experiment.")]
+KfpJobName = Annotated[str, typer.Option(help="The recurring run's name.")]
+KfpWait = Annotated[float, typer.Option(
+    help="Minutes to wait for a batch in flight before the old schedule is deleted (one "
+         "still running stays disabled, and a later call deletes it).")]
+
+
 @pipeline_app.command("schedule")
 @one_line_errors
 def pipeline_schedule(
-    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://ml-pipeline:8888.")],
+    host: KfpHost,
     cron: Annotated[str, typer.Option(
         help="Six fields, seconds first: '0 0 2 * * *' is every day at 02:00.")] =
         "0 0 2 * * *",
-    experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "oblivio",
-    namespace: Annotated[str | None, typer.Option(
-        help="Kubeflow profile namespace (multi-user deployments).")] = None,
+    experiment: KfpExperiment = "oblivio",
+    namespace: KfpNamespace = None,
+    token_file: KfpTokenFile = None,
+    token: KfpToken = None,
+    pipeline_name: Annotated[str, typer.Option(
+        help="The pipeline's name in Kubeflow (unique within the namespace).")] =
+        "oblivio-deletion-batch",
+    job_name: KfpJobName = "oblivio-deletion-batch",
+    wait_minutes: KfpWait = 30.0,
     param: Annotated[list[str] | None, typer.Option(
         help="A pipeline parameter, NAME=VALUE (repeatable), e.g. dataset_uri=s3://...")] = None,
     package: Annotated[Path | None, typer.Option(
-        help="The compiled pipeline YAML to upload (default: the one installed with oblivio; "
-             "the Helm chart's hook passes the one in its ConfigMap).")] = None,
+        help="The compiled pipeline YAML to upload (default: the one installed with "
+             "oblivio).")] = None,
 ) -> None:
     """Upload the deletion-batch pipeline (a new version when it exists) and schedule it as a
-    recurring run (one at a time, no catch-up), replacing the previous schedule."""
-    from oblivio_pipeline.schedule import schedule
+    recurring run (one at a time, no catch-up), replacing the previous schedule without
+    killing a batch in flight."""
+    from oblivio_pipeline.schedule import Target, schedule
 
     params = {}
     for item in param or []:
@@ -373,8 +399,28 @@ def pipeline_schedule(
             params[name] = value
     if package is not None and not package.is_file():
         raise OblivioError(f"--package {package}: no such file")
-    print(json.dumps(schedule(host, cron, experiment, params=params, package=package,
-                              namespace=namespace)))
+    target = Target(host, namespace, token, token_file)
+    print(json.dumps(schedule(target, cron, experiment, job_name, params, package,
+                              pipeline_name, wait_s=wait_minutes * 60)))
+
+
+@pipeline_app.command("unschedule")
+@one_line_errors
+def pipeline_unschedule(
+    host: KfpHost,
+    experiment: KfpExperiment = "oblivio",
+    namespace: KfpNamespace = None,
+    token_file: KfpTokenFile = None,
+    token: KfpToken = None,
+    job_name: KfpJobName = "oblivio-deletion-batch",
+    wait_minutes: KfpWait = 30.0,
+) -> None:
+    """Take the deletion batch off its schedule (what the chart's uninstall runs): disable the
+    recurring run, wait for a batch in flight, delete it."""
+    from oblivio_pipeline.schedule import Target, unschedule
+
+    print(json.dumps(unschedule(Target(host, namespace, token, token_file), experiment,
+                                job_name, wait_s=wait_minutes * 60)))
 
 
 @app.command()
