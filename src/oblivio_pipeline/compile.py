@@ -18,6 +18,18 @@ PIPELINES = {"oblivio_unlearning": unlearning_pipeline,
              "oblivio_deletion_batch": deletion_batch_pipeline}
 
 
+def retarget(text: str, image: str) -> str:
+    """A compiled pipeline with every step running ``image`` (``repo:tag`` or
+    ``repo@sha256:...``) instead of the project image it was compiled with."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._/:-]*(:[\w.-]+|@sha256:[0-9a-f]{64})", image):
+        raise OblivioError(f"--image {image!r}: expected registry/repository:tag or "
+                           "registry/repository@sha256:<64 hex digits>")
+    if f"image: {IMAGE}\n" not in text:
+        raise OblivioError(f"the pipeline's steps do not run {IMAGE}: nothing to point at "
+                           f"{image}")
+    return text.replace(f"image: {IMAGE}\n", f"image: {image}\n")
+
+
 def compile_pipelines(out_dir: str | Path, image_digest: str | None = None) -> list[Path]:
     """Write ``<name>/pipeline.yaml`` for every pipeline under ``out_dir`` (``pipelines/`` puts
     each beside its source); returns the paths. With ``image_digest`` (``sha256:...``) every
@@ -35,6 +47,6 @@ def compile_pipelines(out_dir: str | Path, image_digest: str | None = None) -> l
         path.parent.mkdir(parents=True, exist_ok=True)
         compiler.Compiler().compile(pipeline, str(path))
         if pinned is not None:
-            path.write_text(path.read_text().replace(f"image: {IMAGE}\n", f"image: {pinned}\n"))
+            path.write_text(retarget(path.read_text(), pinned))
         written.append(path)
     return written

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -102,10 +103,12 @@ def _kubeflow_errors(host: str) -> Iterator[None]:
 
 def schedule(target: Target, cron: str, experiment: str = "oblivio",
              job_name: str = PIPELINE, params: dict | None = None, package: Path | None = None,
-             pipeline_name: str = PIPELINE, wait_s: float = 1800, poll_s: float = 10) -> dict:
+             pipeline_name: str = PIPELINE, wait_s: float = 1800, poll_s: float = 10,
+             image: str | None = None) -> dict:
     """Upload and schedule; returns the ids Kubeflow gave (pipeline, version, experiment,
     recurring run), the recurring runs it replaced, and those left disabled because their run
-    was still going when ``wait_s`` ran out."""
+    was still going when ``wait_s`` ran out. ``image`` points every step at another image (the
+    Helm chart's, by digest when it pins one)."""
     if not CRON.match(cron):
         raise OblivioError(f"--cron {cron!r}: Kubeflow takes six fields, seconds first "
                            "(e.g. '0 0 2 * * *': every day at 02:00)")
@@ -113,6 +116,19 @@ def schedule(target: Target, cron: str, experiment: str = "oblivio",
         from oblivio_pipeline.pipelines import oblivio_deletion_batch
 
         package = Path(oblivio_deletion_batch.__file__).parent / "pipeline.yaml"
+    with tempfile.TemporaryDirectory() as folder:
+        if image is not None:
+            from oblivio_pipeline.compile import retarget
+
+            text = retarget(package.read_text(), image)
+            package = Path(folder) / "pipeline.yaml"
+            package.write_text(text)
+        return _schedule(target, cron, experiment, job_name, params or {}, package,
+                         pipeline_name, wait_s, poll_s)
+
+
+def _schedule(target: Target, cron: str, experiment: str, job_name: str, params: dict,
+              package: Path, pipeline_name: str, wait_s: float, poll_s: float) -> dict:
     client = connect(target)
     with _kubeflow_errors(target.host):
         found = list(_pages(client.list_pipelines, "pipelines", filter=_by_name(pipeline_name),
@@ -133,7 +149,7 @@ def schedule(target: Target, cron: str, experiment: str = "oblivio",
         try:
             created = client.create_recurring_run(
                 experiment_id, job_name, cron_expression=cron, max_concurrency=1,
-                no_catchup=True, params=params or {}, pipeline_id=pipeline_id,
+                no_catchup=True, params=params, pipeline_id=pipeline_id,
                 version_id=version_id)
         except Exception:
             for old in ended + running:  # no new schedule: the old one goes on
@@ -160,6 +176,30 @@ def unschedule(target: Target, experiment: str = "oblivio", job_name: str = PIPE
         for old in ended:
             client.delete_recurring_run(old)
     return {"deleted": ended, "left_disabled": running}
+
+
+def check(target: Target, mlflow_url: str | None = None) -> dict:
+    """What ``helm test`` runs: Kubeflow Pipelines accepts the token in the namespace (it lists
+    the experiments there), and MLflow, when given, answers its API on that URL (a Host header
+    it does not allow gets 403)."""
+    import requests
+
+    client = connect(target)
+    with _kubeflow_errors(target.host):
+        listed = client.list_experiments(page_size=1, namespace=target.namespace)
+    result = {"kubeflow": target.host, "experiments": listed.total_size or 0}
+    if mlflow_url:
+        url = f"{mlflow_url.rstrip('/')}/api/2.0/mlflow/experiments/search"
+        try:
+            answer = requests.get(url, params={"max_results": 1}, timeout=10)
+        except requests.RequestException as exc:
+            raise OblivioError(f"MLflow at {mlflow_url} is unreachable "
+                               f"({type(exc).__name__})") from None
+        if answer.status_code != 200:
+            first = (answer.text.strip().splitlines() or [""])[0][:200]
+            raise OblivioError(f"MLflow at {mlflow_url}: {answer.status_code} {first}")
+        result["mlflow"] = mlflow_url
+    return result
 
 
 def _experiment_id(client, name: str, namespace: str | None) -> str | None:

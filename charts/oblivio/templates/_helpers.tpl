@@ -14,12 +14,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{/* One ServiceAccount per workload: (include "oblivio.serviceAccountName" (list $ "schedule")) */}}
 {{- define "oblivio.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "oblivio.fullname" .) .Values.serviceAccount.name -}}
+{{- $root := index . 0 -}}
+{{- $sa := index $root.Values.serviceAccounts (index . 1) -}}
+{{- if $sa.create -}}
+{{- default (printf "%s-%s" (include "oblivio.fullname" $root) (index . 1)) $sa.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- required (printf "serviceAccounts.%s.name: name the existing ServiceAccount (create is false)" (index . 1)) $sa.name -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The namespace the Kubeflow pipeline, its runs and the scheduling permissions live in. */}}
+{{- define "oblivio.kubeflowNamespace" -}}
+{{- default .Release.Namespace .Values.kubeflow.namespace -}}
 {{- end -}}
 
 {{/* The image every workload runs: by digest when one is given, else by tag (default: the
@@ -43,7 +51,33 @@ chart's appVersion, the version the compiled pipeline refers to). */}}
 {{- end -}}
 {{- end -}}
 
-{{- define "oblivio.podScheduling" -}}
+{{/* Pod metadata every workload shares: labels (with its component) and annotations
+(podAnnotations, Istio's, and any a third argument adds). */}}
+{{- define "oblivio.podMetadata" -}}
+{{- $root := index . 0 -}}
+labels:
+  {{- include "oblivio.labels" $root | nindent 2 }}
+  app.kubernetes.io/component: {{ index . 1 }}
+  {{- with $root.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- $annotations := merge (dict) ($root.Values.podAnnotations | default dict) }}
+{{- if gt (len .) 2 }}
+{{- $annotations = merge $annotations (index . 2) }}
+{{- end }}
+{{- if $root.Values.istio.sidecar }}
+{{- $annotations = merge (dict "proxy.istio.io/config" "{\"holdApplicationUntilProxyStarts\": true}") $annotations }}
+{{- end }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod spec every workload shares: scheduling, pull secrets, the restricted security
+context, no Kubernetes API token (nothing here calls the Kubernetes API). */}}
+{{- define "oblivio.podSpec" -}}
+automountServiceAccountToken: false
 {{- with .Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -62,4 +96,65 @@ imagePullSecrets:
 {{- end }}
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end -}}
+
+{{/* A container's shared settings: image, security context, HOME on the writable /tmp. */}}
+{{- define "oblivio.container" -}}
+image: {{ include "oblivio.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end -}}
+
+{{- define "oblivio.env" -}}
+- name: HOME
+  value: /tmp
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The Kubeflow Pipelines token: projected, audience pipelines.kubeflow.org, renewed by the
+kubelet; kfp reads it on every call (KF_PIPELINES_SA_TOKEN_PATH). */}}
+{{- define "oblivio.kfpTokenVolume" -}}
+- name: kfp-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          audience: {{ .Values.kubeflow.tokenAudience }}
+          expirationSeconds: 7200
+- name: tmp
+  emptyDir: {}
+{{- end -}}
+
+{{- define "oblivio.kfpTokenMount" -}}
+- name: kfp-token
+  mountPath: /var/run/secrets/kubeflow/pipelines
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{/* The arguments every Kubeflow call of the hooks shares. */}}
+{{- define "oblivio.kfpArgs" -}}
+- {{ printf "--host=%s" .Values.kubeflow.host | quote }}
+- {{ printf "--experiment=%s" .Values.kubeflow.experiment | quote }}
+- {{ printf "--job-name=%s" .Values.kubeflow.pipelineName | quote }}
+- {{ printf "--wait-minutes=%v" .Values.schedule.waitMinutes | quote }}
+- --token-file=/var/run/secrets/kubeflow/pipelines/token
+{{- with .Values.kubeflow.namespace }}
+- {{ printf "--namespace=%s" . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The script every Job's container runs its arguments under: the command, then (with an
+Istio sidecar) a request that stops the sidecar, so the Job's pod can end; the command's exit
+status is the pod's. */}}
+{{- define "oblivio.runScript" -}}
+{{- if .Values.istio.sidecar -}}
+"$@"; rc=$?; python -c 'import urllib.request as u; u.urlopen(u.Request("http://127.0.0.1:15020/quitquitquit", method="POST"), timeout=5)' 2>/dev/null; exit $rc
+{{- else -}}
+exec "$@"
+{{- end -}}
 {{- end -}}
