@@ -26,13 +26,16 @@ $(STAMP): $(LOCK) pyproject.toml
 
 # Re-resolve every dependency (pyproject.toml's ranges) to the newest versions and pin them,
 # with hashes, for Linux x86-64 and Python 3.11: requirements-dev.lock (with the dev tools, for
-# make) and requirements.lock (the same versions without them, for the image). Run it after
-# editing the dependencies or to take upgrades on purpose, then `make test`, and commit both.
+# make), requirements.lock (the same versions without them, for the full image),
+# requirements-control.lock (those without torch, for the control-plane image) and
+# requirements-checkov.lock (the scanner's own venv). Run it after editing the dependencies or
+# to take upgrades on purpose, then `make test`, and commit them all.
 UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --no-header --quiet \
 	--python-version 3.11 --python-platform x86_64-manylinux_2_28
 lock: $(STAMP)
 	$(UV_COMPILE) --extra dev --upgrade -o requirements-dev.lock
 	$(UV_COMPILE) --constraint requirements-dev.lock -o requirements.lock
+	$(PY) images/control_lock.py
 	echo "checkov==$$(sed -n 's/^checkov==\([^ ]*\).*/\1/p' requirements-checkov.lock)" | \
 		$(UV_COMPILE:pyproject.toml=-) -o requirements-checkov.lock
 
@@ -76,15 +79,19 @@ $(CHECKOV): requirements-checkov.lock
 		-r requirements-checkov.lock $(QUIET_PIP)
 	touch $@
 
-# The project image (images/Dockerfile, from requirements.lock), tagged as the compiled
-# pipelines and the chart name it; BASE=... builds on another base (e.g. a CUDA runtime).
-IMAGE_TAG = ghcr.io/oblivio-dev/oblivio:$(shell python3 -c "import tomllib; \
+# The project images (images/Dockerfile): the full one (requirements.lock) and the
+# control-plane one (requirements-control.lock, no torch), tagged as the compiled pipelines and
+# the chart name them; BASE=... builds on another base (e.g. a CUDA runtime).
+VERSION = $(shell python3 -c "import tomllib; \
 	print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
+IMAGE_ARGS = $(if $(BASE),--build-arg BASE=$(BASE)) --build-arg VERSION=$(VERSION) \
+	--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown)
 image:
 	@command -v docker >/dev/null || { echo "make image needs docker"; exit 1; }
-	docker build -f images/Dockerfile $(if $(BASE),--build-arg BASE=$(BASE)) \
-		--build-arg VERSION=$(lastword $(subst :, ,$(IMAGE_TAG))) \
-		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(IMAGE_TAG) .
+	docker build -f images/Dockerfile $(IMAGE_ARGS) --target full \
+		-t ghcr.io/oblivio-dev/oblivio:$(VERSION) .
+	docker build -f images/Dockerfile $(IMAGE_ARGS) --target control \
+		-t ghcr.io/oblivio-dev/oblivio-control:$(VERSION) .
 
 lint: setup
 	$(VENV)/bin/ruff check .

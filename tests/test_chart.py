@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import validate
 
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import CONTROL_IMAGE, IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "oblivio"
@@ -26,8 +26,9 @@ PIPELINE = ROOT / "pipelines" / "oblivio_deletion_batch" / "pipeline.yaml"
 KUBERNETES = "1.33.0"
 NAMESPACE = "team-a"
 DIGEST = "sha256:" + "ab" * 32
+CONTROL_DIGEST = "sha256:" + "cd" * 32
 FULL = {
-    "image": {"digest": DIGEST},
+    "image": {"digest": DIGEST, "controlDigest": CONTROL_DIGEST},
     "imagePullSecrets": [{"name": "ghcr"}],
     "credentials": {"create": True, "values": {
         "mlflowTrackingUri": "http://mlflow:5000", "ledgerUrl": "postgresql+psycopg://l/l",
@@ -196,7 +197,8 @@ def test_every_workload_takes_the_scheduling_security_and_pod_values(helm: str,
         assert pod["imagePullSecrets"] == [{"name": "ghcr"}]
         assert pod["automountServiceAccountToken"] is False  # no Kubernetes API token
         for container in pod.get("initContainers", []) + pod["containers"]:
-            assert container["image"] == f"ghcr.io/oblivio-dev/oblivio@{DIGEST}"
+            # the chart's pods need no torch: the control-plane image, by its digest
+            assert container["image"] == f"ghcr.io/oblivio-dev/oblivio-control@{CONTROL_DIGEST}"
             assert container["resources"]["requests"]
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
@@ -242,7 +244,8 @@ def test_the_hooks_schedule_and_unschedule_with_the_projected_token(
                        "job-name": "oblivio-deletion-batch", "wait-minutes": "5",
                        "pipeline-name": "oblivio-deletion-batch",
                        "token-file": "/var/run/secrets/kubeflow/pipelines/token",
-                       "image": f"ghcr.io/oblivio-dev/oblivio@{DIGEST}"}
+                       "image": f"ghcr.io/oblivio-dev/oblivio@{DIGEST}",
+                       "control-image": f"ghcr.io/oblivio-dev/oblivio-control@{CONTROL_DIGEST}"}
     params = dict(arg.removeprefix("--param=").split("=", 1) for arg in args
                   if arg.startswith("--param="))
     params = {k: json.loads(v) for k, v in params.items()}
@@ -358,7 +361,10 @@ def test_the_test_pod_and_the_hook_run_against_kubeflow_with_the_token(
         assert pipeline["namespace"] == "team-a"
         upload = next(r for r in stub.requests if r["path"].endswith("/upload_version"))
         assert f"image: ghcr.io/oblivio-dev/oblivio@{DIGEST}".encode() in upload["body"]
+        assert f"image: ghcr.io/oblivio-dev/oblivio-control@{CONTROL_DIGEST}".encode() in \
+            upload["body"]
         assert b"image: ghcr.io/oblivio-dev/oblivio:" not in upload["body"]
+        assert b"image: ghcr.io/oblivio-dev/oblivio-control:" not in upload["body"]
         gone = run("Job/release-oblivio-unschedule", url)
         assert gone.exit_code == 0, gone.output
         assert stub.recurring == {}
@@ -420,13 +426,17 @@ def test_a_values_typo_or_missing_secret_is_refused(helm: str, tmp_path: Path) -
     assert nothing.returncode != 0 and "set existingSecret" in nothing.stderr
 
 
-def test_the_charts_image_and_pipeline_are_the_compiled_ones() -> None:
+def test_the_charts_images_and_pipeline_are_the_compiled_ones() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert f"{values['image']['repository']}:{chart['appVersion']}" == IMAGE
+    assert f"{values['image']['controlRepository']}:{chart['appVersion']}" == CONTROL_IMAGE
     spec = yaml.safe_load(PIPELINE.read_text().split("\n---\n")[0])
-    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
-        IMAGE}
+    images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
+    assert {n.rstrip("-0123456789") for n, i in images.items() if i == CONTROL_IMAGE} == {
+        "exec-claim-batch", "exec-settle-batch", "exec-complete-batch", "exec-record-outcome",
+        "exec-plan-shards"}
+    assert set(images.values()) == {IMAGE, CONTROL_IMAGE}
     assert not (CHART / "files").exists()  # the hook uploads the pipeline its image carries
     schema = json.loads((CHART / "values.schema.json").read_text())
     declared = spec["root"]["inputDefinitions"]["parameters"]
@@ -434,21 +444,23 @@ def test_the_charts_image_and_pipeline_are_the_compiled_ones() -> None:
         "properties"]) <= set(declared)
 
 
-def test_compile_pins_the_image_by_digest(tmp_path: Path) -> None:
+def test_compile_pins_the_images_by_digest(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from oblivio.cli import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["pipeline", "compile", "--out", str(tmp_path),
-                                 "--image-digest", DIGEST])
+                                 "--image-digest", DIGEST, "--control-digest", CONTROL_DIGEST])
     assert result.exit_code == 0, result.output
     for name in ("oblivio_unlearning", "oblivio_deletion_batch"):
         spec = yaml.safe_load((tmp_path / name / "pipeline.yaml").read_text().split(
             "\n---\n")[0])
         assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()
-                } == {f"ghcr.io/oblivio-dev/oblivio@{DIGEST}"}
-    bad = runner.invoke(app, ["pipeline", "compile", "--out", str(tmp_path / "bad"),
-                              "--image-digest", "latest"])
-    assert bad.exit_code == 2 and "expected sha256:" in bad.stderr
-    assert not (tmp_path / "bad").exists()
+                } == {f"ghcr.io/oblivio-dev/oblivio@{DIGEST}",
+                      f"ghcr.io/oblivio-dev/oblivio-control@{CONTROL_DIGEST}"}
+    for option in ("--image-digest", "--control-digest"):
+        bad = runner.invoke(app, ["pipeline", "compile", "--out", str(tmp_path / "bad"),
+                                  option, "latest"])
+        assert bad.exit_code == 2 and f"{option} 'latest': expected sha256:" in bad.stderr
+        assert not (tmp_path / "bad").exists()

@@ -1,9 +1,9 @@
 from typing import NamedTuple
 
-from oblivio_pipeline import component
+from oblivio_pipeline import control_component
 
 
-@component
+@control_component
 def claim_batch(model_name: str, batch_root: str, lease_minutes: int, max_attempts: int,
                 job_id: str) -> NamedTuple("Claim", batch_id=str, forget_classes=str,
                                            forget_ids_uri=str, classes_key=str, ids_key=str):

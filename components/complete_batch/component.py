@@ -1,7 +1,7 @@
-from oblivio_pipeline import component
+from oblivio_pipeline import control_component
 
 
-@component
+@control_component
 def complete_batch(model_name: str, batch_id: str, max_attempts: int,
                    champion_version: str) -> str:
     """The batch's last step, after every part was registered, promoted and settled: nothing

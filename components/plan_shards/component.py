@@ -1,8 +1,8 @@
 
-from oblivio_pipeline import component
+from oblivio_pipeline import control_component
 
 
-@component
+@control_component
 def plan_shards(shards: int) -> list[int]:
     """The shard indices that capture and evaluation fan out over (a ParallelFor's items); a
     count out of range fails here, before any work.

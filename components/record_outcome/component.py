@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from oblivio_pipeline import component
+from oblivio_pipeline import control_component
 
 
-@component
+@control_component
 def record_outcome(job_id: str, deletion_batch: str,
                    status: dsl.PipelineTaskFinalStatus) -> None:
     """Exit handler: close the run's MLflow run as FINISHED, or FAILED with the error.

@@ -1,7 +1,7 @@
-from oblivio_pipeline import component
+from oblivio_pipeline import control_component
 
 
-@component
+@control_component
 def settle_batch(model_name: str, batch_id: str, kind: str, max_attempts: int) -> str:
     """After one part of a batch ran (classes, or ids): mark its requests honoured by the
     version registered for it, which must have become champion; otherwise send the batch's

@@ -332,13 +332,16 @@ app.add_typer(pipeline_app, name="pipeline")
 def pipeline_compile(
     out: Annotated[str, typer.Option(help="Folder for the compiled YAML.")] = "pipelines",
     image_digest: Annotated[str | None, typer.Option(
-        help="sha256:... of the project image: every step names the image by this digest "
+        help="sha256:... of the project image: the steps that run it name it by this digest "
              "instead of the version tag.")] = None,
+    control_digest: Annotated[str | None, typer.Option(
+        help="sha256:... of the control-plane image (the ledger's steps, the exit handler), "
+             "likewise.")] = None,
 ) -> None:
     """Compile the pipelines to KFP IR YAML (upload it in the Kubeflow UI)."""
     from oblivio_pipeline.compile import compile_pipelines
 
-    for path in compile_pipelines(out, image_digest):
+    for path in compile_pipelines(out, image_digest, control_digest):
         print(f"wrote {path}")
 
 
@@ -383,8 +386,11 @@ def pipeline_schedule(
         help="The compiled pipeline YAML to upload (default: the one installed with "
              "oblivio).")] = None,
     image: Annotated[str | None, typer.Option(
-        help="Run every step in this image (repository:tag or repository@sha256:...) instead "
-             "of the one the pipeline was compiled with.")] = None,
+        help="Run the steps that use the project image in this one (repository:tag or "
+             "repository@sha256:...) instead.")] = None,
+    control_image: Annotated[str | None, typer.Option(
+        help="Likewise for the control-plane image (the ledger's steps, the exit "
+             "handler).")] = None,
 ) -> None:
     """Upload the deletion-batch pipeline (a new version when it exists) and schedule it as a
     recurring run (one at a time, no catch-up), replacing the previous schedule without
@@ -404,7 +410,8 @@ def pipeline_schedule(
         raise OblivioError(f"--package {package}: no such file")
     target = Target(host, namespace, token, token_file)
     print(json.dumps(schedule(target, cron, experiment, job_name, params, package,
-                              pipeline_name, wait_s=wait_minutes * 60, image=image)))
+                              pipeline_name, wait_s=wait_minutes * 60, image=image,
+                              control_image=control_image)))
 
 
 @pipeline_app.command("check")

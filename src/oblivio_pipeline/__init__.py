@@ -16,8 +16,12 @@ try:
 except PackageNotFoundError:  # a source checkout without an install
     __version__ = "0.0.0"
 
-#: Every component runs in the project image, which has oblivio and kfp installed.
+#: Every component runs in the project image, which has oblivio and kfp installed...
 IMAGE = f"ghcr.io/oblivio-dev/oblivio:{__version__}"
+#: ... but the control plane's (the ledger's steps, the exit handler, plan_shards), which runs
+#: in the same image without torch and its CUDA libraries (images/Dockerfile, target
+#: control): a fraction of the pull, for steps that run on every batch.
+CONTROL_IMAGE = f"ghcr.io/oblivio-dev/oblivio-control:{__version__}"
 
 #: The oldest Kubeflow Pipelines backend that runs the compiled pipelines: optional secret keys
 #: are read from 2.15 (exit-handler final status, dsl.Collected and retries below the root DAG
@@ -28,6 +32,8 @@ NEEDS_BACKEND = f"Needs Kubeflow Pipelines {MIN_BACKEND} or newer."
 #: The decorator of every component: the project image, where kfp is already installed (so the
 #: container does not pip-install it at run time).
 component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_package=False)
+control_component = functools.partial(dsl.component, base_image=CONTROL_IMAGE,
+                                      install_kfp_package=False)
 
 
 def _follow_local_runner() -> None:

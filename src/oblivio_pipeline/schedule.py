@@ -104,11 +104,11 @@ def _kubeflow_errors(host: str) -> Iterator[None]:
 def schedule(target: Target, cron: str, experiment: str = "oblivio",
              job_name: str = PIPELINE, params: dict | None = None, package: Path | None = None,
              pipeline_name: str = PIPELINE, wait_s: float = 1800, poll_s: float = 10,
-             image: str | None = None) -> dict:
+             image: str | None = None, control_image: str | None = None) -> dict:
     """Upload and schedule; returns the ids Kubeflow gave (pipeline, version, experiment,
     recurring run), the recurring runs it replaced, and those left disabled because their run
-    was still going when ``wait_s`` ran out. ``image`` points every step at another image (the
-    Helm chart's, by digest when it pins one)."""
+    was still going when ``wait_s`` ran out. ``image`` and ``control_image`` point the steps at
+    other images (the Helm chart's, by digest when it pins them)."""
     if not CRON.match(cron):
         raise OblivioError(f"--cron {cron!r}: Kubeflow takes six fields, seconds first "
                            "(e.g. '0 0 2 * * *': every day at 02:00)")
@@ -117,10 +117,10 @@ def schedule(target: Target, cron: str, experiment: str = "oblivio",
 
         package = Path(oblivio_deletion_batch.__file__).parent / "pipeline.yaml"
     with tempfile.TemporaryDirectory() as folder:
-        if image is not None:
+        if image is not None or control_image is not None:
             from oblivio_pipeline.compile import retarget
 
-            text = retarget(package.read_text(), image)
+            text = retarget(package.read_text(), image, control_image)
             package = Path(folder) / "pipeline.yaml"
             package.write_text(text)
         return _schedule(target, cron, experiment, job_name, params or {}, package,

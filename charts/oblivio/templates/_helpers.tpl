@@ -98,9 +98,19 @@ securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end -}}
 
-{{/* A container's shared settings: image, security context, HOME on the writable /tmp. */}}
+{{/* The control-plane image (no torch): the hooks, the test pod, MLflow and the pipeline's
+ledger steps. Same tag as the project image; by its own digest when one is given. */}}
+{{- define "oblivio.controlImage" -}}
+{{- if .Values.image.controlDigest -}}
+{{- printf "%s@%s" .Values.image.controlRepository .Values.image.controlDigest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.controlRepository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A container's shared settings: the control-plane image, the security context. */}}
 {{- define "oblivio.container" -}}
-image: {{ include "oblivio.image" . }}
+image: {{ include "oblivio.controlImage" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}

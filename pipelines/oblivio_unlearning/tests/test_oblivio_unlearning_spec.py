@@ -10,25 +10,27 @@ import yaml
 from typer.testing import CliRunner
 
 from oblivio.cli import app
-from oblivio_pipeline import IMAGE
+from oblivio_pipeline import CONTROL_IMAGE, IMAGE
 
 runner = CliRunner()
 HERE = Path(__file__).resolve().parents[1]
 IMAGE_REPO = IMAGE.rsplit(":", 1)[0]
+CONTROL_REPO = CONTROL_IMAGE.rsplit(":", 1)[0]
 
 
 def normalised(text: str) -> list:
     """The YAML documents without what legitimately changes between releases, as kfp's own
     golden tests do it (sdk/python/kfp/compiler/read_write_test.py): the kfp version, and the
-    project image's tag (it follows oblivio's version)."""
+    project images' tag (it follows oblivio's version)."""
 
     def walk(node):
         if isinstance(node, dict):
             return {k: walk(v) for k, v in node.items() if k != "sdkVersion"}
         if isinstance(node, list):
             return [walk(v) for v in node]
-        if isinstance(node, str) and node.startswith(IMAGE_REPO + ":"):
-            return IMAGE_REPO + ":<version>"
+        for repo in (IMAGE_REPO, CONTROL_REPO):
+            if isinstance(node, str) and node.startswith(repo + ":"):
+                return repo + ":<version>"
         return node
 
     return [walk(doc) for doc in yaml.safe_load_all(text)]
@@ -96,7 +98,11 @@ def test_platform_parameters_have_the_types_the_driver_accepts(tmp_path: Path) -
     accelerator = containers["exec-capture-activations"]["resources"]["accelerator"]
     assert accelerator["resourceType"] == "nvidia.com/gpu"
     assert "gpu_count" in accelerator["resourceCount"]
-    assert {c["image"] for c in containers.values()} == {IMAGE}  # one image, from the version
+    # the model's steps run the project image, the exit handler and plan_shards the
+    # control-plane one (no torch); both from the version
+    control = {n for n, c in containers.items() if c["image"] == CONTROL_IMAGE}
+    assert control == {"exec-record-outcome", "exec-plan-shards"}
+    assert {c["image"] for n, c in containers.items() if n not in control} == {IMAGE}
     assert all("pip install" not in " ".join(c["command"]) for c in containers.values())
 
 

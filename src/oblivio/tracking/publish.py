@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 from oblivio.errors import OblivioError
-from oblivio.models.checkpoint import read_config
 from oblivio.tracking.promotion import Gates, check_gates, promote, verdict
 from oblivio.tracking.registry import (
     CANDIDATE,
@@ -29,6 +28,7 @@ def resolve_parent(model_uri: str, dst: str, job_id: str, job_name: str, params:
     log the parent model as its input. Returns the parent's name and version."""
     from mlflow.entities import LoggedModelInput
 
+    from oblivio.models.checkpoint import read_config
     from oblivio.unlearn.methods import check_pipeline_params
 
     check_pipeline_params(params)
@@ -52,6 +52,8 @@ def register_unlearned(model_dir: str, report_dir: str, name: str, parent_versio
     registered for it (a run that died before recording its outcome) is returned instead, and
     promoted if it passed and was not yet."""
     import mlflow
+
+    from oblivio.models.checkpoint import read_config  # torch: not for the ledger's steps
 
     connect()
     if deletion_batch:
