@@ -33,6 +33,7 @@ class KfpStub:
         self.recurring: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
         self.killed: list[str] = []
+        self.refuse_create = False  # the backend refuses new recurring runs (e.g. a quota)
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
 
@@ -111,6 +112,8 @@ class KfpStub:
                      if r["experiment_id"] == query.get("experiment_id", [""])[0]]
             return 200, self._page(found, "recurringRuns", query)
         if (method, route) == ("POST", "/recurringruns"):
+            if self.refuse_create:
+                return 500, {"error": "recurring run quota exceeded", "code": 8}
             item = {**json.loads(body), "recurring_run_id": f"recurring-{next(self.ids)}",
                     "status": "ENABLED"}
             self.recurring[item["recurring_run_id"]] = item

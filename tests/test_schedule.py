@@ -146,6 +146,18 @@ def test_replacing_the_schedule_never_kills_a_batch_in_flight() -> None:
         assert stub.recurring == {} and stub.killed == []
 
 
+def test_a_schedule_that_cannot_be_created_leaves_the_old_one_running() -> None:
+    from oblivio.errors import OblivioError
+    from oblivio_pipeline.schedule import Target, schedule
+
+    with serve_kfp_stub() as (url, stub):
+        old = schedule(Target(url), "0 0 2 * * *")["recurring_run_id"]
+        stub.refuse_create = True
+        with pytest.raises(OblivioError, match="500 .*quota"):
+            schedule(Target(url), "0 0 3 * * *", wait_s=1, poll_s=0.05)
+        assert list(stub.recurring) == [old] and stub.recurring[old]["status"] == "ENABLED"
+
+
 def test_every_page_of_recurring_runs_and_runs_is_searched() -> None:
     from oblivio_pipeline.schedule import PAGE, Target, schedule
 

@@ -94,6 +94,12 @@ def _kubeflow_errors(host: str) -> Iterator[None]:
         yield
     except (ApiException, HTTPError, TimeoutError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or str(exc).strip().splitlines()[0]
+        try:  # the API says why in its body: {"error": ..., "message": ...}
+            said = json.loads(getattr(exc, "body", None) or "{}")
+            detail = said.get("message") or said.get("error") if isinstance(said, dict) else ""
+        except (TypeError, ValueError):
+            detail = ""
+        reason = f"{reason}: {str(detail).splitlines()[0][:300]}" if detail else reason
         status = getattr(exc, "status", None)
         hint = (" (no token, or a rejected one: pass --token-file or --token)"
                 if status in (401, 403) else "")
