@@ -25,6 +25,7 @@ from oblivio.models.checkpoint import read_config
 from tests.servers import free_port
 
 runner = CliRunner()
+NO_KUBEFLOW = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 
 @pytest.fixture()
@@ -93,6 +94,12 @@ CASES = [
     ("promote a version that is not there", ["promote", "tiny", "9"], "error: "),
     ("demo with no images", ["demo", "--model-name", "tiny", "--data", "DATA", "--images", "0"],
      "--images must be at least 1"),
+    ("schedule a foreign image", ["pipeline", "schedule", "--host", NO_KUBEFLOW, "--image",
+                                  "Not An Image"], "--image 'Not An Image': expected"),
+    ("unschedule with no token file", ["pipeline", "unschedule", "--host", NO_KUBEFLOW,
+                                       "--token-file", "FULL/nowhere"], "does not exist"),
+    ("check an unreachable Kubeflow", ["pipeline", "check", "--host", NO_KUBEFLOW],
+     "is unreachable"),
 ]
 
 

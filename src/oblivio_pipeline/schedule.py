@@ -55,7 +55,6 @@ def connect(target: Target):
     import kfp
     from kfp.client import ServiceAccountTokenVolumeCredentials
 
-    _check_reachable(target.host)
     path = target.token_file or os.environ.get("KF_PIPELINES_SA_TOKEN_PATH") or (
         DEFAULT_TOKEN_PATH if Path(DEFAULT_TOKEN_PATH).is_file() else None)
     credentials = None
@@ -64,6 +63,7 @@ def connect(target: Target):
             raise OblivioError(f"token file {path} does not exist (mount the projected "
                                "ServiceAccount token, audience pipelines.kubeflow.org)")
         credentials = ServiceAccountTokenVolumeCredentials(str(path))
+    _check_reachable(target.host)
     return kfp.Client(host=target.host, namespace=target.namespace or "kubeflow",
                       existing_token=target.token, credentials=credentials)
 
