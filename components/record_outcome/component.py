@@ -6,7 +6,8 @@ from oblivio_pipeline import control_component
 @control_component
 def record_outcome(job_id: str, deletion_batch: str,
                    status: dsl.PipelineTaskFinalStatus) -> None:
-    """Exit handler: close the run's MLflow run as FINISHED, or FAILED with the error.
+    """Exit handler: close the run's MLflow run as FINISHED (any success state a backend
+    reports), KILLED (cancelled), or FAILED with the state and error.
 
     Args:
         job_id: The pipeline job's id.

@@ -96,9 +96,9 @@ def _kubeflow_errors(host: str) -> Iterator[None]:
         reason = getattr(exc, "reason", None) or str(exc).strip().splitlines()[0]
         try:  # the API says why in its body: {"error": ..., "message": ...}
             said = json.loads(getattr(exc, "body", None) or "{}")
-            detail = said.get("message") or said.get("error") if isinstance(said, dict) else ""
         except (TypeError, ValueError):
-            detail = ""
+            said = {}
+        detail = (said.get("message") or said.get("error")) if isinstance(said, dict) else ""
         reason = f"{reason}: {str(detail).splitlines()[0][:300]}" if detail else reason
         status = getattr(exc, "status", None)
         hint = (" (no token, or a rejected one: pass --token-file or --token)"
@@ -224,6 +224,8 @@ def _retire(client, experiment_id: str, recurring: list[str], wait_s: float, pol
             namespace: str | None) -> tuple[list[str], list[str]]:
     """Disable each recurring run, then wait until none of its runs is active. Returns those
     whose runs ended and those still running when the wait ran out."""
+    if not recurring:  # a first install: no runs to list
+        return [], []
     for old in recurring:
         client.disable_recurring_run(old)
     deadline = time.monotonic() + wait_s
