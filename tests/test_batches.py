@@ -6,6 +6,7 @@ losing a request or honouring one twice."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from oblivio.cli import app
 from oblivio.errors import OblivioError
 from oblivio.ledger.store import LeaseLost, Ledger
-from oblivio.tracking.registry import CHAMPION, client, lineage
+from oblivio.tracking.registry import CHAMPION, client, lineage, model_exists
 from tests.servers import free_port
 from tests.test_pipeline import LENIENT, SMALL, register_original
 
@@ -52,22 +53,32 @@ def test_requests_are_honoured_once_through_a_killed_run(
     code, ids_request, _ = submit("--data", str(data), "--ids", str(tmp_path / "ids.txt"),
                                   "--ticket", "T-2", "--deadline", "2099-01-01")
     assert code == 0
-    code, _, err = submit("--data", str(data), "--classes", "1")
-    assert code == 2 and f"already in request {class_request} (pending)" in err
+    # the same request again (a retried intake) is the one recorded, not a second
+    code, again, err = submit("--data", str(data), "--classes", "1", "--ticket", "T-1")
+    assert (code, again, err) == (0, class_request, f"already recorded: {class_request} (pending)")
+    code, _, err = submit("--data", str(data), "--classes", "1,2")
+    assert code == 2 and f"class 1 already in request {class_request} (pending)" in err
+    code, _, err = submit("--data", str(data), "--classes", "2", "--ticket", "T-1")
+    assert code == 2 and f"ticket T-1 is already request {class_request}" in err
+    unknown = runner.invoke(app, ["requests", "submit", "--model-name", "nobody", "--data",
+                                  str(data), "--classes", "1"])
+    assert unknown.exit_code == 2 and "no registered model 'nobody'" in unknown.stderr
+    assert not model_exists("nobody")  # an unknown model is never trained
     listed = runner.invoke(app, ["requests", "list", "--state", "pending", "--json"])
     assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [
         class_request, ids_request]
 
     # a run whose lease ran out and was taken over stops before its next part, leaving the
     # batch to the run that has it (nothing failed, nothing run)
-    def taken_over(self, batch_id: str, owner: str, lease: timedelta) -> None:
-        raise LeaseLost(f"batch {batch_id} is no longer this run's (taken over by another)")
+    def taken_over(self, claim, lease: timedelta) -> None:
+        raise LeaseLost(f"batch {claim.batch_id} is no longer this run's (taken over)")
 
     real_renew = Ledger.renew
     monkeypatch.setattr(Ledger, "renew", taken_over)
     with pytest.raises(LeaseLost):
-        run_batch("batched", str(data), lease=timedelta(0), **FAST)
+        run_batch("batched", str(data), lease=timedelta(seconds=1), **FAST)
     monkeypatch.setattr(Ledger, "renew", real_renew)
+    time.sleep(1.1)  # its lease runs out
     assert {Ledger().get(r).state for r in (class_request, ids_request)} == {"claimed"}
     assert [r["version"] for r in lineage("batched")] == ["1"]
 
@@ -75,15 +86,16 @@ def test_requests_are_honoured_once_through_a_killed_run(
     # runs out, and the next run takes the same batch over and finds that version
     real_honour = Ledger.honour
 
-    def killed(self, batch_id: str, kind: str, version: str) -> int:
+    def killed(self, claim, kind: str, version: str, **evidence) -> int:
         if kind == "ids":
             raise KeyboardInterrupt
-        return real_honour(self, batch_id, kind, version)
+        return real_honour(self, claim, kind, version, **evidence)
 
     monkeypatch.setattr(Ledger, "honour", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_batch("batched", str(data), lease=timedelta(0), **FAST)
+        run_batch("batched", str(data), lease=timedelta(seconds=3), **FAST)
     monkeypatch.setattr(Ledger, "honour", real_honour)
+    time.sleep(3.1)  # the dead run's lease runs out
     assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]
     assert Ledger().get(class_request).state == "honoured"
     assert Ledger().get(ids_request).state == "claimed"
@@ -99,7 +111,10 @@ def test_requests_are_honoured_once_through_a_killed_run(
     assert nothing.exit_code == 0 and nothing.stdout.strip() == "nothing pending"
 
     # the audit: by ticket, image and class; version 3 honours both (it descends from 2)
-    code, _, err = submit("--data", str(data), "--ids", str(tmp_path / "ids.txt"))
+    code, again, err = submit("--data", str(data), "--ids", str(tmp_path / "ids.txt"))
+    assert (code, again, err) == (0, ids_request, f"already recorded: {ids_request} (honoured)")
+    (tmp_path / "more.txt").write_text("\n".join([*ids, "rgb/train/0005"]) + "\n")
+    code, _, err = submit("--data", str(data), "--ids", str(tmp_path / "more.txt"))
     assert code == 2 and "already forgotten by batched version 3" in err
     by_sample = json.loads(runner.invoke(app, ["audit", "--model-name", "batched", "--sample-id",
                                                ids[1], "--json"]).stdout)

@@ -53,7 +53,7 @@ def test_the_control_steps_run_without_torch(registered: str, trained_rgb, tmp_p
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger = Ledger()
-    request = ledger.submit(registered, "classes", ["1"], "d1")
+    request, _ = ledger.submit(registered, "classes", ["1"])
     claimed = without_torch(
         "from oblivio_pipeline.components import claim_batch\n"
         f"out = claim_batch.python_func(model_name={registered!r}, "
@@ -73,9 +73,9 @@ def test_the_control_steps_run_without_torch(registered: str, trained_rgb, tmp_p
         "from oblivio_pipeline.components import (complete_batch, plan_shards,\n"
         "    record_outcome, settle_batch)\n"
         f"print(settle_batch.python_func(model_name={registered!r}, batch_id={batch!r}, "
-        "kind='classes', max_attempts=3))\n"
+        "token='1', job_id='job-1', kind='classes', max_attempts=3))\n"
         f"print(complete_batch.python_func(model_name={registered!r}, batch_id={batch!r}, "
-        "max_attempts=3, champion_version='2'))\n"
+        "token='1', job_id='job-1', max_attempts=3, champion_version='2'))\n"
         "print(plan_shards.python_func(shards=3))\n"
         "record_outcome.python_func(job_id='job-1', deletion_batch='', "
         "status=dsl.PipelineTaskFinalStatus(state='COMPLETE', "

@@ -37,7 +37,7 @@ def test_promotion_never_leaves_a_champion_that_misses_an_honoured_request(
     v2 = unlearned(model_dir, registered, [1])  # honours the class-1 request
     v3 = unlearned(model_dir, registered, [2])  # does not
     ledger = Ledger()
-    request = ledger.submit(registered, "classes", ["1"], "d1")
+    request, _ = ledger.submit(registered, "classes", ["1"])
     batch = ledger.claim(registered, "batch-run", timedelta(hours=1))
 
     # while version 3 is being promoted (checked against champion 1: no conflict), the batch
@@ -48,7 +48,7 @@ def test_promotion_never_leaves_a_champion_that_misses_an_honoured_request(
         real(name, target, verb)
         if verb == "refused":  # passed; the other two act before the alias is set
             client().set_registered_model_alias(name, CHAMPION, v2)
-            ledger.honour(batch.id, "classes", v2)
+            ledger.honour(batch.claim, "classes", v2)
 
     monkeypatch.setattr(promotion, "_refuse_unhonoured", concurrent)
     with pytest.raises(OblivioError, match=rf"reverted: version {v3} still knows what honoured "

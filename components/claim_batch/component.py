@@ -5,10 +5,11 @@ from oblivio_pipeline import control_component
 
 @control_component
 def claim_batch(model_name: str, batch_root: str, lease_minutes: int, max_attempts: int,
-                job_id: str) -> NamedTuple("Claim", batch_id=str, forget_classes=str,
+                job_id: str) -> NamedTuple("Claim", batch_id=str, token=str, forget_classes=str,
                                            forget_ids_uri=str, classes_key=str, ids_key=str):
-    """Claim every pending deletion request of the model into one batch, under a lease (or
-    take over a batch whose run died).
+    """Claim every pending deletion request of the model into one batch, under a lease and a
+    fencing token (or take over a batch whose run died); class requests the champion already
+    meets are honoured at once.
 
     Args:
         model_name: Registered model the requests are for.
@@ -19,6 +20,7 @@ def claim_batch(model_name: str, batch_root: str, lease_minutes: int, max_attemp
 
     Returns:
         batch_id: The batch ("" when nothing is pending: the rest is skipped).
+        token: The claim's fencing token, which every later ledger write for the batch names.
         forget_classes: Its classes, comma-separated ("" for none).
         forget_ids_uri: Where its sample ids were written ("" for none).
         classes_key: The deletion-batch key the classes' version registers under.
@@ -33,5 +35,5 @@ def claim_batch(model_name: str, batch_root: str, lease_minutes: int, max_attemp
     _, run = claim_step(Ledger(), model_name, batch_root, timedelta(minutes=lease_minutes),
                         f"kfp:{job_id}", max_attempts)
     print(json.dumps(run))
-    return (run["batch_id"], run["forget_classes"], run["forget_ids_uri"], run["classes_key"],
-            run["ids_key"])
+    return (run["batch_id"], run["token"], run["forget_classes"], run["forget_ids_uri"],
+            run["classes_key"], run["ids_key"])

@@ -2,14 +2,17 @@ from oblivio_pipeline import control_component
 
 
 @control_component
-def complete_batch(model_name: str, batch_id: str, max_attempts: int,
+def complete_batch(model_name: str, batch_id: str, token: str, job_id: str, max_attempts: int,
                    champion_version: str) -> str:
     """The batch's last step, after every part was registered, promoted and settled: nothing
-    of it may be left claimed; anything that is gets settled here, or sent back with the reason.
+    of it may be left claimed; anything that is gets settled here, or sent back with the
+    reason. Fails when any part of the batch failed, so the run shows it.
 
     Args:
         model_name: Registered model the requests are for.
         batch_id: The batch claim_batch returned.
+        token: The claim's fencing token claim_batch returned.
+        job_id: The pipeline job's id (the claim's owner).
         max_attempts: Attempts before a request is marked failed.
         champion_version: The champion after the last part (orders this step after it).
 
@@ -17,10 +20,11 @@ def complete_batch(model_name: str, batch_id: str, max_attempts: int,
         The batch's state in the ledger.
     """
     from oblivio.ledger.batches import complete_step
-    from oblivio.ledger.store import Ledger
+    from oblivio.ledger.store import Claim, Ledger
 
     ledger = Ledger()
-    complete_step(ledger, model_name, batch_id, max_attempts)
+    complete_step(ledger, Claim(batch_id, f"kfp:{job_id}", int(token)), model_name,
+                  max_attempts)
     state = ledger.batch_row(batch_id)["state"]
     print(f"{batch_id}: {state}; champion is version {champion_version}")
     return state

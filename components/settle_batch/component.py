@@ -2,14 +2,19 @@ from oblivio_pipeline import control_component
 
 
 @control_component
-def settle_batch(model_name: str, batch_id: str, kind: str, max_attempts: int) -> str:
+def settle_batch(model_name: str, batch_id: str, token: str, job_id: str, kind: str,
+                 max_attempts: int) -> str:
     """After one part of a batch ran (classes, or ids): mark its requests honoured by the
-    version registered for it, which must have become champion; otherwise send the batch's
-    requests back to pending with the reason (failed after their last attempt) and fail.
+    version counted for it, which must have become champion; otherwise send that part's
+    requests back with the reason (split off to fail alone, or failed after their last
+    attempt), and let the other part run. Refused, writing nothing, once the claim lost the
+    batch.
 
     Args:
         model_name: Registered model the requests are for.
         batch_id: The batch claim_batch returned.
+        token: The claim's fencing token claim_batch returned.
+        job_id: The pipeline job's id (the claim's owner).
         kind: The part: classes or ids (a part the batch lacks settles nothing).
         max_attempts: Attempts before a request is marked failed.
 
@@ -17,8 +22,9 @@ def settle_batch(model_name: str, batch_id: str, kind: str, max_attempts: int) -
         The champion's version number, which the next part starts from.
     """
     from oblivio.ledger.batches import settle_step
-    from oblivio.ledger.store import Ledger
+    from oblivio.ledger.store import Claim, Ledger
 
-    version = settle_step(Ledger(), model_name, batch_id, kind, max_attempts)
+    claim = Claim(batch_id, f"kfp:{job_id}", int(token))
+    version = settle_step(Ledger(), claim, model_name, kind, max_attempts)
     print(f"{batch_id} {kind}: champion is version {version}")
     return version

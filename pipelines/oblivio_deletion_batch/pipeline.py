@@ -12,11 +12,13 @@ into its own MLflow run of the job (keyed by the job id and the part's deletion-
 
 The images' part starts from the version the classes' part left as champion: settle_batch
 returns it, and ``dsl.OneOf`` carries it out of the branch that ran, which also orders the
-parts. complete_batch sits in both branches of the images' condition, not after a second
-``dsl.OneOf``, and that second branch is an If, not a ``dsl.Else``: kfp 2.17's compiler loses
-the condition's input otherwise. A part that fails (gates, promotion) sends the batch's
-requests back to pending with the reason; a run that dies leaves its lease to expire, and the
-next run takes the batch over.
+parts. Every ledger step names the claim (the job id and the claim's fencing token), and the
+ledger refuses it once the claim lost the batch. complete_batch sits in both branches of the
+images' condition, not after a second ``dsl.OneOf``, and that second branch is an If, not a
+``dsl.Else``: kfp 2.17's compiler loses the condition's input otherwise. A part that fails
+(gates, promotion) sends its own requests back with the reason and the other part still runs
+(complete_batch then fails the run); a run that dies leaves its lease to expire, and the next
+run takes the batch over.
 """
 
 from kfp import dsl
@@ -35,8 +37,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
 
     @dsl.pipeline(name="honour-batch")
     def honour_batch(
-        batch_id: str, forget_classes: str, forget_ids_uri: str, classes_key: str,
-        ids_key: str, model_name: str, dataset_uri: str, max_attempts: int,
+        batch_id: str, token: str, forget_classes: str, forget_ids_uri: str,
+        classes_key: str, ids_key: str, model_name: str, dataset_uri: str, max_attempts: int,
         retain_per_class: int, forget_samples: int, val_per_class: int,
         val_forget_samples: int, class_method: str, instance_method: str, instance_max_steps: int,
         max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
@@ -69,13 +71,16 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
                   "tolerations": tolerations, "secret_name": secret_name}
 
         def settle(kind: str) -> dsl.PipelineTask:
-            task = _configure(settle_batch(model_name=model_name, batch_id=batch_id, kind=kind,
+            task = _configure(settle_batch(model_name=model_name, batch_id=batch_id, token=token,
+                                           job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kind=kind,
                                            max_attempts=max_attempts), **cluster, ledger=True)
             task.set_caching_options(False)
             return task.set_display_name(f"settle {kind}")
 
         def complete(champion) -> dsl.PipelineTask:
             task = _configure(complete_batch(model_name=model_name, batch_id=batch_id,
+                                             token=token,
+                                             job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                                              max_attempts=max_attempts,
                                              champion_version=champion), **cluster, ledger=True)
             task.set_caching_options(False)
@@ -176,7 +181,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             ledger=True)
         claim.set_caching_options(False)  # the ledger changes between runs
         honour_batch(
-            batch_id=claim.outputs["batch_id"],
+            batch_id=claim.outputs["batch_id"], token=claim.outputs["token"],
             forget_classes=claim.outputs["forget_classes"],
             forget_ids_uri=claim.outputs["forget_ids_uri"],
             classes_key=claim.outputs["classes_key"], ids_key=claim.outputs["ids_key"],

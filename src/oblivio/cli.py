@@ -598,18 +598,22 @@ def requests_submit(
     classes: Annotated[str | None, typer.Option(
         help="Classes to forget: indices or names, e.g. 7,Sneaker; 'next': the next class the "
              "champion still knows.")] = None,
-    ticket: Annotated[str | None, typer.Option(help="Your reference, e.g. GDPR-2026-114.")] = None,
+    ticket: Annotated[str | None, typer.Option(
+        help="Your reference, e.g. GDPR-2026-114: one request per ticket and model.")] = None,
     deadline: Annotated[str | None, typer.Option(help="Honour by (YYYY-MM-DD).")] = None,
     model_name: ModelName = "fashion-classifier",
     data: DataOption = None,
 ) -> None:
     """Check a request against the champion and the dataset, record it as pending, print its
-    id. Unknown, test-split or duplicate ids, classes already forgotten, anything already
-    requested: one error line, nothing recorded."""
+    id. The same request again (its ticket, or the same items) prints the recorded one.
+    Unknown model, unknown, test-split or duplicate ids, classes already forgotten, items of
+    another request: one error line, nothing recorded."""
     from datetime import date
 
     from oblivio.ledger.intake import submit_request
     from oblivio.ledger.store import Ledger
+    from oblivio.tracking.store import oblivio_home
+    from oblivio_pipeline.local import ensure_dataset
 
     try:
         due = date.fromisoformat(deadline) if deadline else None
@@ -618,12 +622,17 @@ def requests_submit(
     ledger = Ledger()
     if (ids is None) == (classes is None):
         raise OblivioError("a request names sample ids (--ids) or classes (--classes), one of them")
-    dataset = _local_model(model_name, data)
+    dataset = data or str(ensure_dataset(oblivio_home(), "/usr/share/datasets/fashion-mnist"))
     if classes == "next":
         from oblivio_pipeline.local import next_class
 
         classes = next_class(model_name)
-    request = submit_request(ledger, model_name, dataset, ids, classes, ticket, due)
+    request, new = submit_request(ledger, model_name, dataset, ids, classes, ticket, due)
+    if not new:
+        print(f"already recorded: {request.id} ({request.state})", file=sys.stderr)
+    elif request.state == "honoured":
+        print(f"honoured at once: version {request.version} has already forgotten it",
+              file=sys.stderr)
     print(request.id)
 
 
@@ -633,23 +642,49 @@ def requests_list(
     state: Annotated[str | None, typer.Option(
         help="pending, claimed, honoured or failed.")] = None,
     model_name: Annotated[str | None, typer.Option(help="Only this model's.")] = None,
+    overdue: Annotated[bool, typer.Option(
+        "--overdue", help="Only requests past their deadline and not honoured; exit 1 when "
+                          "there is any (for a monitor).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
 ) -> None:
-    """The ledger's requests, oldest first."""
+    """The ledger's requests, oldest first, with their deadlines."""
+    from datetime import date
+
     from oblivio.ledger.store import Ledger
 
-    found = Ledger().find(state=state, model_name=model_name)
+    today = date.today()
+    found = Ledger().find(state=state, model_name=model_name,
+                          overdue=today if overdue else None)
     if as_json:
         for r in found:
-            print(json.dumps(r.as_dict()))
-        return
-    print(f"{'request':<16} {'model':<20} {'kind':<7} {'count':>6} {'state':<9} {'tries':>5} "
-          f"{'ticket':<16} {'deadline':<10} {'version':>7}  last error")
-    for r in found:
-        print(f"{r.id:<16} {r.model_name:<20} {r.kind:<7} {r.count:>6} {r.state:<9} "
-              f"{r.attempts:>5} {r.ticket or '-':<16} "
-              f"{r.deadline.isoformat() if r.deadline else '-':<10} {r.version or '-':>7}  "
-              f"{(r.last_error or '-')[:80]}")
+            print(json.dumps(r.as_dict() | {"overdue": r.overdue(today)}))
+    else:
+        print(f"{'request':<16} {'model':<20} {'kind':<7} {'count':>6} {'state':<9} "
+              f"{'tries':>5} {'ticket':<16} {'deadline':<11} {'version':>7}  last error")
+        for r in found:
+            due = r.deadline.isoformat() + ("!" if r.overdue(today) else "") if r.deadline else "-"
+            print(f"{r.id:<16} {r.model_name:<20} {r.kind:<7} {r.count:>6} {r.state:<9} "
+                  f"{r.attempts:>5} {r.ticket or '-':<16} {due:<11} {r.version or '-':>7}  "
+                  f"{(r.last_error or '-')[:80]}")
+    if overdue and found:
+        print(f"{len(found)} request(s) past their deadline", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+ledger_app = typer.Typer(help="The ledger's database.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("upgrade")
+@one_line_errors
+def ledger_upgrade() -> None:
+    """Migrate the ledger (OBLIVIO_LEDGER_URL, else the oblivio home's) to this oblivio's
+    schema; a ledger already there is left as it is."""
+    from oblivio.ledger.store import Ledger
+
+    before, after = Ledger(migrate=True).upgrade()
+    print(f"ledger at schema revision {after}" + (f" (was {before or 'unversioned'})"
+                                                   if before != after else " already"))
 
 
 @batch_app.command("run")

@@ -4,12 +4,12 @@ each version carries the evidence of its own request), and mark the requests hon
 version that became champion; the Kubeflow batch pipeline does the same with the same library
 calls (``oblivio.ledger.batches``).
 
-Before each part the run renews its lease, and stops if the lease ran out and another run
-took the batch over, so two runs never work on one batch. A part registered by an earlier run
-of the same batch (one that died before settling it) is not run again: its version is promoted
-if it passed and settled. A batch that fails (gates, an
-unreachable MLflow, a refused promotion) returns its requests to pending with the reason, or
-marks them failed after their last attempt.
+While a part runs, the lease is renewed every third of its length; every ledger write names the
+claim's fencing token, so a run that lost the batch (its lease ran out and another run took it
+over) writes nothing. A part registered by an earlier run of the same batch (one that died
+before settling it) is not run again: its version is promoted if it passed, and settled. A part
+that fails (gates, a refused promotion) sends back only its own requests, with the reason, and
+the other part still runs; the batch then ends failed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from oblivio.errors import OblivioError
-from oblivio.ledger.batches import KINDS, claim_step, complete_step, part_key, settle
+from oblivio.ledger.batches import (
+    KINDS,
+    claim_step,
+    complete_step,
+    holding,
+    part_key,
+    settle_part,
+)
 from oblivio.ledger.store import LeaseLost, Ledger
 from oblivio.tracking.store import connect, oblivio_home
 
@@ -60,21 +67,27 @@ def run_batch(name: str = "fashion-classifier", data: str | None = None,
     gates = Gates(**{k: params[k] for k in Gates.__dataclass_fields__ if k in params})
     arguments = {"classes": {"forget_classes": run["forget_classes"]},
                  "ids": {"forget_ids": run["forget_ids_uri"]}}
-    try:
-        for kind in (k for k in KINDS if next(iter(arguments[k].values()))):
-            key = part_key(batch.id, kind)
-            ledger.renew(batch.id, me, lease)  # still ours, and for a whole part more
-            existing = version_for_batch(name, key)
-            if existing is None:
-                out = run_local(name, data=data, deletion_batch=key, **arguments[kind],
-                                **params)
-                result.reports.append(out["report"])
-            else:  # an earlier run of this batch registered it and died
-                finish_registration(name, str(existing.version),
-                                    existing.tags.get(f"{TAG}gate", ""), gates, True)
-            result.honoured[kind] = settle(ledger, name, batch.id, kind)
-    except LeaseLost:
-        raise  # the batch is another run's now: settling or failing it is that run's job
-    except OblivioError as exc:
-        result.honoured |= complete_step(ledger, name, batch.id, max_attempts, str(exc))
+    for kind in (k for k in KINDS if next(iter(arguments[k].values()))):
+        key = part_key(batch.id, kind)
+        failure = ""
+        try:
+            with holding(ledger, batch.claim, lease) as lost:
+                existing = version_for_batch(name, key)
+                if existing is None:
+                    out = run_local(name, data=data, deletion_batch=key, **arguments[kind],
+                                    **params)
+                    result.reports.append(out["report"])
+                else:  # an earlier run of this batch registered it and died
+                    finish_registration(name, str(existing.version),
+                                        existing.tags.get(f"{TAG}gate", ""), gates, True)
+            if lost.is_set():
+                raise LeaseLost(f"batch {batch.id} was taken over while its {kind} ran")
+        except LeaseLost:
+            raise  # the batch is another run's now: settling or failing it is that run's job
+        except OblivioError as exc:
+            failure = str(exc)
+        if settle_part(ledger, batch.claim, name, kind, max_attempts, failure) is None:
+            result.honoured[kind] = ledger.get(
+                next(r.id for r in batch.requests if r.kind == kind)).version
+    complete_step(ledger, batch.claim, name, max_attempts)
     return result

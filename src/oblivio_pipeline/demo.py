@@ -65,9 +65,9 @@ def run_demo(name: str, data: str, seed: int = 0, images: int = 32, classes: str
         ids_file.write_text("\n".join(draw_ids(name, data, images, seed)) + "\n")
         requests = {
             "classes": submit_request(ledger, name, data, classes=chosen,
-                                      ticket=tickets["classes"]).id,
+                                      ticket=tickets["classes"])[0].id,
             "ids": submit_request(ledger, name, data, ids_uri=str(ids_file),
-                                  ticket=tickets["ids"]).id}
+                                  ticket=tickets["ids"])[0].id}
     result = run_batch(name, data, ledger=ledger, **params)
     if result.batch is None:
         raise OblivioError("the demo's requests were not claimed: another batch holds them")

@@ -1,30 +1,54 @@
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from oblivio.data.sample_ids import read_sample_ids
 from oblivio.ledger.store import Ledger
+from oblivio.tracking.registry import CHAMPION, Lineage, log_model_version
+from oblivio.tracking.store import connect
 from oblivio_pipeline.components import claim_batch
 
 
-def claim(tmp_path: Path) -> tuple:
-    return claim_batch.python_func(model_name="m", batch_root=str(tmp_path / "batches"),
+def claim(tmp_path: Path, model: str) -> tuple:
+    return claim_batch.python_func(model_name=model, batch_root=str(tmp_path / "batches"),
                                    lease_minutes=60, max_attempts=3, job_id="job-1")
 
 
 def test_claims_the_pending_requests_and_writes_their_ids(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        registered: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
-    assert claim(tmp_path) == ("", "", "", "", "")  # nothing pending: the rest is skipped
+    assert claim(tmp_path, registered) == ("", "", "", "", "", "")  # nothing pending
     ledger = Ledger()
-    ledger.submit("m", "ids", ["train-2", "train-1"], "d1")
-    ledger.submit("m", "classes", ["7"], "d2")
-    ledger.submit("m", "ids", ["train-3"], "d3")
-    batch_id, classes, ids_uri, classes_key, ids_key = claim(tmp_path)
-    assert batch_id.startswith("batch-") and classes == "7"
+    ledger.submit(registered, "ids", ["train-2", "train-1"])
+    ledger.submit(registered, "classes", ["3"])
+    ledger.submit(registered, "ids", ["train-3"])
+    batch_id, token, classes, ids_uri, classes_key, ids_key = claim(tmp_path, registered)
+    assert batch_id.startswith("batch-") and classes == "3" and token == "1"
     assert (classes_key, ids_key) == (f"{batch_id}.classes", f"{batch_id}.ids")
     assert ids_uri == str(tmp_path / "batches" / batch_id / "ids.parquet")
     assert read_sample_ids(ids_uri).to_pylist() == ["train-1", "train-2", "train-3"]
     assert ledger.batch_row(batch_id)["owner"] == "kfp:job-1"
     assert {r.state for r in ledger.find()} == {"claimed"}
-    assert claim(tmp_path)[0] == ""  # claimed under a live lease: not twice
+    assert claim(tmp_path, registered)[0] == ""  # claimed under a live lease: not twice
+
+
+def test_a_class_the_champion_already_forgot_is_honoured_at_once(
+        registered: str, trained_rgb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request queued before a manual promote (or `oblivio run`) forgot its class: the batch
+    honours it by that champion instead of failing on it, and runs only what is left."""
+    monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger()
+    met, _ = ledger.submit(registered, "classes", ["1"], "GDPR-1")
+    left, _ = ledger.submit(registered, "classes", ["2"])
+    with mlflow.start_run(experiment_id=connect()):  # a manual run forgets class 1
+        log_model_version(trained_rgb[1], registered, Lineage("projection",
+                                                              forgotten_classes=[1]),
+                          alias=CHAMPION)
+    batch_id, _, classes, _, _, _ = claim(tmp_path, registered)
+    assert classes == "2"
+    honoured = ledger.get(met.id)
+    assert (honoured.state, honoured.version) == ("honoured", "2")
+    assert ledger.get(left.id).state == "claimed"
+    event = ledger.events(request_id=met.id)[-1]
+    assert event.event == "honoured" and '"weights_sha256":"' in event.detail

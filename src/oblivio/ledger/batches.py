@@ -1,18 +1,23 @@
-"""A deletion batch's two ends, shared by ``oblivio batch run`` and the Kubeflow batch pipeline:
-claim what is pending (writing the images' ids where the pipeline's steps read them), and settle
-each part once its run is over: honoured when the version registered for it is the champion,
-otherwise back to pending with the reason.
+"""A deletion batch's steps, shared by ``oblivio batch run`` and the Kubeflow batch pipeline:
+claim what is pending (writing the images' ids where the pipeline's steps read them, and
+honouring at once what the champion already meets), and settle each part once its run is over:
+honoured when the version counted for it is the champion, otherwise that part's requests go
+back with the reason, and the other part carries on.
 
 Each part registers under ``<batch>.<kind>`` (classes, ids); registration is idempotent on that
-key, so a batch taken over after its run died finds the version the dead run made.
+key, so a batch taken over after its run died finds the version the dead run made, and the
+ledger counts one version per part, under the claim's fencing token.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from oblivio.errors import OblivioError
-from oblivio.ledger.store import Batch, Ledger
+from oblivio.ledger.store import Batch, Claim, LeaseLost, Ledger
 
 KINDS = ("classes", "ids")
 
@@ -22,50 +27,113 @@ def part_key(batch_id: str, kind: str) -> str:
     return f"{batch_id}.{kind}"
 
 
+def _champion(model_name: str):
+    from oblivio.tracking.registry import CHAMPION, resolve_version
+    from oblivio.tracking.store import connect
+
+    connect()
+    return resolve_version(f"models:/{model_name}@{CHAMPION}")
+
+
+def evidence(version) -> dict[str, str | None]:
+    """What an honour event records of the version: its logged model and weights digest."""
+    from oblivio.tracking.registry import TAG
+
+    return {"model_id": getattr(version, "model_id", None),
+            "weights_sha256": version.tags.get(f"{TAG}weights_sha256")}
+
+
+def honour_met(ledger: Ledger, batch: Batch) -> list[int]:
+    """Honour at once, by the champion, the batch's class requests whose classes it has already
+    forgotten (a manual promote, or ``oblivio run``, got there first). Returns the classes the
+    batch still has to forget."""
+    from oblivio.tracking.registry import forgotten
+
+    class_requests = [r for r in batch.requests if r.kind == "classes"]
+    if not class_requests:
+        return batch.classes
+    champion = _champion(batch.model_name)
+    already, _ = forgotten(champion.tags)
+    met = [r.id for r in class_requests
+           if {int(c) for c in ledger.items_of(r.id)} <= already]
+    if met:
+        ledger.honour(batch.claim, "classes", str(champion.version), request_ids=met,
+                      how="the champion had already forgotten it", **evidence(champion))
+    return [c for c in batch.classes if c not in already]
+
+
 def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelta,
                owner: str, max_attempts: int = 3) -> tuple[Batch | None, dict[str, str]]:
     """Claim the next batch (a batch whose runs died ``max_attempts`` times fails instead).
-    Returns it and what a run needs: ``batch_id`` ("" when nothing is pending),
-    ``forget_classes`` and ``forget_ids_uri`` ("" for a part with nothing to do), and the
-    keys each part registers under; the ids are written to ``<batch_root>/<batch>/ids.parquet``.
-    """
+    Returns it and what a run needs: ``batch_id`` ("" when nothing is pending), ``token``
+    (the claim's fencing token), ``forget_classes`` and ``forget_ids_uri`` ("" for a part with
+    nothing to do), and the keys each part registers under; the ids are written to
+    ``<batch_root>/<batch>/ids.parquet``."""
     from oblivio.data.sample_ids import ids_sha256, write_sample_ids
+    from oblivio.tracking.store import connect
 
+    connect()  # an unreachable MLflow fails here, before anything is claimed
     batch = ledger.claim(model_name, owner, lease, max_claims=max_attempts)
     if batch is None:
-        return None, {"batch_id": "", "forget_classes": "", "forget_ids_uri": "",
+        return None, {"batch_id": "", "token": "", "forget_classes": "", "forget_ids_uri": "",
                       "classes_key": "", "ids_key": ""}
+    classes = honour_met(ledger, batch)
     ids_uri = ""
     if batch.ids:
         ids_uri = f"{batch_root.rstrip('/')}/{batch.id}/ids.parquet"
         write_sample_ids(ids_uri, batch.ids)
-        ledger.record_run(batch.id, ids_sha256=ids_sha256(batch.ids))
-    return batch, {"batch_id": batch.id,
-                   "forget_classes": ",".join(map(str, batch.classes)),
+        ledger.record_ids(batch.claim, ids_sha256(batch.ids))
+    return batch, {"batch_id": batch.id, "token": str(batch.claims),
+                   "forget_classes": ",".join(map(str, classes)),
                    "forget_ids_uri": ids_uri, "classes_key": part_key(batch.id, "classes"),
                    "ids_key": part_key(batch.id, "ids")}
 
 
-def settle(ledger: Ledger, model_name: str, batch_id: str, kind: str) -> str:
-    """Honour the batch's ``kind`` requests by the version registered for them, which must be
+@contextmanager
+def holding(ledger: Ledger, claim: Claim, lease: timedelta) -> Iterator[threading.Event]:
+    """Renew the lease now and then every third of it while the block runs; the event is set
+    when a renewal was refused (the batch is no longer this run's)."""
+    ledger.renew(claim, lease)
+    lost, done = threading.Event(), threading.Event()
+
+    def beat() -> None:
+        while not done.wait(lease.total_seconds() / 3):
+            try:
+                ledger.renew(claim, lease)
+            except LeaseLost:
+                lost.set()
+                return
+
+    thread = threading.Thread(target=beat, name=f"lease-{claim.batch_id}", daemon=True)
+    thread.start()
+    try:
+        yield lost
+    finally:
+        done.set()
+        thread.join()
+
+
+def settle(ledger: Ledger, claim: Claim, model_name: str, kind: str) -> str:
+    """Honour the batch's ``kind`` requests by the version counted for that part, which must be
     the champion; otherwise raise why not. Returns the version."""
     from oblivio.tracking.publish import version_for_batch
     from oblivio.tracking.registry import CHAMPION, TAG, client
     from oblivio.tracking.store import connect
 
     connect()
-    version = version_for_batch(model_name, part_key(batch_id, kind))
-    if version is None:
-        raise OblivioError(f"no version was registered for the batch's {kind}")
-    number = str(version.version)
-    ledger.record_run(batch_id, version=number)
+    number = ledger.counted_version(claim.batch_id, kind)
+    if number is None:
+        version = version_for_batch(model_name, part_key(claim.batch_id, kind))
+        if version is None:
+            raise OblivioError(f"no version was registered for the batch's {kind}")
+        number = ledger.count_version(claim, kind, str(version.version))
+    version = client().get_model_version(model_name, number)
     champion = str(client().get_model_version_by_alias(model_name, CHAMPION).version)
     if champion != number:
         gate = version.tags.get(f"{TAG}gate", "")
-        latest = client().get_model_version(model_name, number).tags
-        outcome = gate if gate.startswith("failed") else latest.get(f"{TAG}promotion", "")
+        outcome = gate if gate.startswith("failed") else version.tags.get(f"{TAG}promotion", "")
         raise OblivioError(f"version {number} ({kind}) did not become {CHAMPION}: {outcome}")
-    ledger.honour(batch_id, kind, number)
+    ledger.honour(claim, kind, number, **evidence(version))
     # a promotion may have moved the champion since the check above, to a version that does
     # not honour what was just honoured: it goes back to one that does
     from oblivio.tracking.promotion import restore_honouring_champion
@@ -74,43 +142,52 @@ def settle(ledger: Ledger, model_name: str, batch_id: str, kind: str) -> str:
     return number
 
 
-def complete_step(ledger: Ledger, model_name: str, batch_id: str, max_attempts: int,
-                  failure: str = "", kinds: tuple[str, ...] = KINDS) -> dict[str, str]:
-    """Settle every part of the batch (of ``kinds``) still claimed; a part that cannot be
-    settled (or the run's ``failure``) sends the rest back. Returns kind -> version honoured;
-    raises when any part failed, after the ledger has recorded it. A batch that already
-    failed fails again with its reason: a retried step must not find nothing left to settle
-    and pass, turning the run green."""
-    row = ledger.batch_row(batch_id)
-    if row["state"] == "failed":
-        raise OblivioError(f"batch {batch_id} failed already: {row['error']}")
-    pending = {r.kind for r in ledger.claimed_in(batch_id)}
-    honoured: dict[str, str] = {}
+def settle_part(ledger: Ledger, claim: Claim, model_name: str, kind: str, max_attempts: int,
+                failure: str = "") -> str | None:
+    """Settle one part still claimed; when it cannot be (or its run failed with ``failure``),
+    only that part's requests go back, and the reason is returned instead of raised, so the
+    other part carries on. Returns None when it was honoured (or had nothing claimed)."""
+    if not any(r.kind == kind for r in ledger.claimed_in(claim.batch_id)):
+        return None
     try:
-        for kind in (k for k in kinds if k in pending):
-            try:
-                honoured[kind] = settle(ledger, model_name, batch_id, kind)
-            except OblivioError:
-                if failure:  # the run failed: its error says more than a missing version
-                    raise OblivioError(failure) from None
-                raise
+        settle(ledger, claim, model_name, kind)
+        return None
+    except LeaseLost:
+        raise  # the batch is another run's: settling or failing it is that run's job
     except OblivioError as exc:
-        back = ledger.fail(batch_id, str(exc), max_attempts)
-        again = sum(r.state == "pending" for r in back)
-        raise OblivioError(f"batch {batch_id} failed: {exc} ({again} request(s) back to "
-                           f"pending, {len(back) - again} failed for good)") from None
-    return honoured
+        reason = failure or str(exc)  # the run's own error says more than a missing version
+        ledger.fail(claim, f"{kind}: {reason}", max_attempts, kind=kind)
+        return reason
 
 
-def settle_step(ledger: Ledger, model_name: str, batch_id: str, kind: str,
-                max_attempts: int) -> str:
+def complete_step(ledger: Ledger, claim: Claim, model_name: str, max_attempts: int,
+                  failure: str = "", kinds: tuple[str, ...] = KINDS) -> None:
+    """Settle every part of the batch (of ``kinds``) still claimed, each on its own; raises,
+    after the ledger recorded it, when any part of the batch failed, now or earlier. A batch
+    that failed fails again with its reason: a retried step must not find nothing left to
+    settle and pass, turning the run green."""
+    for kind in kinds:
+        settle_part(ledger, claim, model_name, kind, max_attempts, failure)
+    row = ledger.batch_row(claim.batch_id)
+    if row["error"]:
+        left = [r for r in ledger.find(model_name=model_name)
+                if r.batch_id == claim.batch_id and r.state != "honoured"]
+        again = sum(r.state == "pending" for r in left)
+        raise OblivioError(f"batch {claim.batch_id} failed: {row['error']} ({again} request(s) "
+                           f"back to pending, {len(left) - again} failed for good)")
+
+
+def settle_step(ledger: Ledger, claim: Claim, model_name: str, kind: str,
+                max_attempts: int, lease: timedelta | None = None) -> str:
     """The pipeline's step after a part's run (or in its place when the batch has no such
-    part): settle it, and return the champion's version, which the next part starts from."""
-    from oblivio.tracking.registry import CHAMPION, client
-    from oblivio.tracking.store import connect
-
+    part): renew the lease, settle the part (a failed part's requests go back; the run carries
+    on to the other part), and return the champion's version, which the next part starts
+    from."""
     if kind not in KINDS:
         raise OblivioError(f"unknown part {kind!r} (one of {', '.join(KINDS)})")
-    complete_step(ledger, model_name, batch_id, max_attempts, kinds=(kind,))
-    connect()
-    return str(client().get_model_version_by_alias(model_name, CHAMPION).version)
+    if lease is not None:
+        ledger.renew(claim, lease)
+    reason = settle_part(ledger, claim, model_name, kind, max_attempts)
+    if reason:
+        print(f"{claim.batch_id} {kind}: sent back ({reason})")
+    return str(_champion(model_name).version)

@@ -87,7 +87,8 @@ def log_model_version(model_dir: str | os.PathLike[str], name: str, lineage: Lin
         model, name="model", input_example=example, serialization_format="pt2",
         extra_files=[str(Path(model_dir, WEIGHTS_FILE)), str(Path(model_dir, CONFIG_FILE))],
         pip_requirements=["torch", "timm", "oblivio"])
-    version = mlflow.register_model(info.model_uri, name, tags=lineage.tags())
+    tags = lineage.tags() | {f"{TAG}weights_sha256": cfg["weights_sha256"]}
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
     if alias:
         client().set_registered_model_alias(name, alias, version.version)
     return version
