@@ -776,9 +776,14 @@ def purge(
         print("every version honours every honoured request")
 
 
-@app.command()
+audit_app = typer.Typer(help="The auditor's questions.", invoke_without_command=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.callback()
 @one_line_errors
 def audit(
+    ctx: typer.Context,
     ticket: Annotated[str | None, typer.Option(help="A request's ticket.")] = None,
     sample_id: Annotated[str | None, typer.Option(help="A training sample id.")] = None,
     class_: Annotated[str | None, typer.Option("--class", help="A class index or name.")] = None,
@@ -786,7 +791,10 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="JSON.")] = False,
 ) -> None:
     """Which versions honour a request (by ticket, image or class), since when, whether the
-    champion does, and the evidence of each."""
+    champion does, and the evidence of each; exit 1 when the champion does not honour an
+    honoured request. `oblivio audit verify` checks the whole record."""
+    if ctx.invoked_subcommand is not None:
+        return
     from oblivio.ledger.audit import audit as run_audit
     from oblivio.ledger.audit import render
     from oblivio.ledger.store import Ledger
@@ -808,6 +816,35 @@ def audit(
     entries = run_audit(Ledger(), model_name, ticket=ticket, sample_id=sample_id,
                         class_index=index)
     print(json.dumps(entries, indent=1, default=str) if as_json else render(entries))
+    if any(e.get("champion_honours") is False for e in entries):
+        raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+@one_line_errors
+def audit_verify(
+    model_name: ModelName = "fashion-classifier",
+    weights: Annotated[bool, typer.Option(
+        help="Hash the champion's weights as the registry serves them.")] = True,
+    pushgateway: Annotated[str | None, typer.Option(
+        help="Prometheus Pushgateway URL: push oblivio_audit_verify_breaks there.")] = None,
+) -> None:
+    """Recompute the history's hash chain and check the ledger's rows and the registry
+    (champion, its weights, the lineage tags of every version the history names) against it.
+    Exit 1 on any break, one line each."""
+    from oblivio.ledger.store import Ledger
+    from oblivio.ledger.verify import push_metric, verify
+
+    verdict = verify(Ledger(), model_name, weights)
+    if pushgateway:
+        push_metric(pushgateway, model_name, verdict)
+    for fact in verdict.facts:
+        print(f"ok: {fact}")
+    for line in verdict.breaks:
+        print(f"BREAK: {line}")
+    if not verdict.ok:
+        print(f"audit verify: {len(verdict.breaks)} break(s)", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

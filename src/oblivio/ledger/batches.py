@@ -35,19 +35,11 @@ def _champion(model_name: str):
     return resolve_version(f"models:/{model_name}@{CHAMPION}")
 
 
-def evidence(version) -> dict[str, str | None]:
-    """What an honour event records of the version: its logged model and weights digest."""
-    from oblivio.tracking.registry import TAG
-
-    return {"model_id": getattr(version, "model_id", None),
-            "weights_sha256": version.tags.get(f"{TAG}weights_sha256")}
-
-
 def honour_met(ledger: Ledger, batch: Batch) -> list[int]:
     """Honour at once, by the champion, the batch's class requests whose classes it has already
     forgotten (a manual promote, or ``oblivio run``, got there first). Returns the classes the
     batch still has to forget."""
-    from oblivio.tracking.registry import forgotten
+    from oblivio.tracking.registry import forgotten, version_evidence
 
     class_requests = [r for r in batch.requests if r.kind == "classes"]
     if not class_requests:
@@ -58,7 +50,7 @@ def honour_met(ledger: Ledger, batch: Batch) -> list[int]:
            if {int(c) for c in ledger.items_of(r.id)} <= already]
     if met:
         ledger.honour(batch.claim, "classes", str(champion.version), request_ids=met,
-                      how="the champion had already forgotten it", **evidence(champion))
+                      how="the champion had already forgotten it", **version_evidence(champion))
     return [c for c in batch.classes if c not in already]
 
 
@@ -117,7 +109,7 @@ def settle(ledger: Ledger, claim: Claim, model_name: str, kind: str) -> str:
     """Honour the batch's ``kind`` requests by the version counted for that part, which must be
     the champion; otherwise raise why not. Returns the version."""
     from oblivio.tracking.publish import version_for_batch
-    from oblivio.tracking.registry import CHAMPION, TAG, client
+    from oblivio.tracking.registry import CHAMPION, TAG, client, version_evidence
     from oblivio.tracking.store import connect
 
     connect()
@@ -133,7 +125,7 @@ def settle(ledger: Ledger, claim: Claim, model_name: str, kind: str) -> str:
         gate = version.tags.get(f"{TAG}gate", "")
         outcome = gate if gate.startswith("failed") else version.tags.get(f"{TAG}promotion", "")
         raise OblivioError(f"version {number} ({kind}) did not become {CHAMPION}: {outcome}")
-    ledger.honour(claim, kind, number, **evidence(version))
+    ledger.honour(claim, kind, number, **version_evidence(version))
     # a promotion may have moved the champion since the check above, to a version that does
     # not honour what was just honoured: it goes back to one that does
     from oblivio.tracking.promotion import restore_honouring_champion

@@ -19,7 +19,12 @@ def submit_request(ledger: Ledger, model_name: str, data: str, ids_uri: str | No
     has, leaving one to keep) and record it as pending; a class request the champion already
     meets is honoured at once by it. The same request again returns the one recorded. Returns
     (request, whether it is new)."""
-    from oblivio.tracking.registry import CHAMPION, forgotten, resolve_version
+    from oblivio.tracking.registry import (
+        CHAMPION,
+        forgotten,
+        resolve_version,
+        version_evidence,
+    )
     from oblivio.tracking.store import connect
     from oblivio.unlearn.class_plan import classes_after
     from oblivio.unlearn.requests import train_rows_of
@@ -43,7 +48,8 @@ def submit_request(ledger: Ledger, model_name: str, data: str, ids_uri: str | No
                       dataset.classes)
     return ledger.submit(model_name, "classes", [str(c) for c in new], ticket, deadline,
                          total_classes=len(dataset.classes),
-                         forgotten_classes=frozenset(already), met_by=met_by)
+                         forgotten_classes=frozenset(already), met_by=met_by,
+                         met_evidence=version_evidence(champion))
 
 
 def _champion(model_name: str, resolve_version, alias: str):

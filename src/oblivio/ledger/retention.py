@@ -68,11 +68,9 @@ def _delete_weights(version) -> None:
     """Delete the artifacts of the version's logged model (its weights, in both forms)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    from oblivio.tracking.registry import client
+    from oblivio.tracking.registry import client, logged_model_id
 
-    model_id = getattr(version, "model_id", None)
-    if not model_id and (version.source or "").startswith("models:/m-"):
-        model_id = version.source.removeprefix("models:/").split("/")[0]
+    model_id = logged_model_id(version)
     if not model_id:  # registered from a run's artifacts, before logged models
         location = version.source
     else:

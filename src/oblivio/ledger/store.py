@@ -179,7 +179,8 @@ class Ledger:
     def submit(self, model_name: str, kind: str, values: list[str], ticket: str | None = None,
                deadline: date | None = None, *, total_classes: int | None = None,
                forgotten_classes: frozenset[int] = frozenset(),
-               met_by: str | None = None) -> tuple[Request, bool]:
+               met_by: str | None = None, met_evidence: dict | None = None
+               ) -> tuple[Request, bool]:
         """Record a pending request naming ``values`` (sample ids, or class indices), in one
         transaction with every check. The same request again (its ticket, or the same items
         while it is live) returns the existing one; returns (request, whether it is new).
@@ -200,7 +201,7 @@ class Ledger:
                         self._refuse_emptying(conn, model_name, values, total_classes,
                                               forgotten_classes)
                     return self._insert(conn, model_name, kind, values, digest, ticket,
-                                        deadline, met_by), True
+                                        deadline, met_by, met_evidence or {}), True
             except IntegrityError:
                 if attempt == 2:
                     raise OblivioError("the ledger refused the request twice (a concurrent "
@@ -226,7 +227,7 @@ class Ledger:
 
     def _insert(self, conn: Connection, model_name: str, kind: str, values: list[str],
                 digest: str, ticket: str | None, deadline: date | None,
-                met_by: str | None) -> Request:
+                met_by: str | None, met_evidence: dict) -> Request:
         moment = self._now(conn)
         request_id = "req-" + secrets.token_hex(6)
         conn.execute(insert(requests), {
@@ -241,7 +242,7 @@ class Ledger:
             conn.execute(update(requests).where(requests.c.id == request_id).values(
                 state="honoured", version=met_by, honoured_at=moment))
             history.append(conn, moment, model_name, "honoured", request_id, version=met_by,
-                           how="the champion had already forgotten it")
+                           how="the champion had already forgotten it", **met_evidence)
         return _request(conn.execute(select(requests).where(requests.c.id == request_id)).one())
 
     @staticmethod

@@ -10,7 +10,14 @@ from dataclasses import asdict, dataclass
 from mlflow.exceptions import MlflowException
 
 from oblivio.errors import OblivioError
-from oblivio.tracking.registry import CHAMPION, TAG, client, forgotten, resolve_version
+from oblivio.tracking.registry import (
+    CHAMPION,
+    TAG,
+    client,
+    forgotten,
+    resolve_version,
+    set_champion,
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,7 @@ def promote(name: str, version: str, gates: Gates | None = None) -> str:
     except MlflowException:  # no champion yet: nothing to honour
         champion = None
     if champion is not None and champion.version == target.version:
+        _refuse_unhonoured(name, target, f"{CHAMPION} now, but")  # the rule holds here too
         return f"{name} version {version} is already {CHAMPION}"
     if champion is not None:
         conflicts = deletion_conflicts(target.tags, champion.tags)
@@ -125,7 +133,7 @@ def promote(name: str, version: str, gates: Gates | None = None) -> str:
         if failures:
             raise OblivioError(f"refused: version {version} fails the gates ({verdict(failures)})")
     _refuse_unhonoured(name, target, "refused")
-    client().set_registered_model_alias(name, CHAMPION, target.version)
+    set_champion(name, str(target.version), "promoted")
     # checked again once the alias is set: another promotion and a batch may have honoured a
     # request in between; the champion then goes to the newest version honouring everything
     try:
@@ -133,7 +141,7 @@ def promote(name: str, version: str, gates: Gates | None = None) -> str:
     except OblivioError:
         fallback = _newest_honouring(name)
         if fallback is not None:
-            client().set_registered_model_alias(name, CHAMPION, fallback)
+            set_champion(name, fallback, "reverted: a request was honoured meanwhile")
         raise
     before = f" (was version {champion.version})" if champion is not None else ""
     return f"{name} version {version} is now {CHAMPION}{before}"
@@ -152,7 +160,7 @@ def restore_honouring_champion(name: str) -> str | None:
     fallback = _newest_honouring(name)
     if fallback is None:
         raise OblivioError(f"no version of {name} honours every honoured request")
-    client().set_registered_model_alias(name, CHAMPION, fallback)
+    set_champion(name, fallback, "restored: the champion missed an honoured request")
     return fallback
 
 

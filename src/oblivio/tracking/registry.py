@@ -64,6 +64,53 @@ def forgotten(tags: dict[str, str]) -> tuple[set[int], set[str]]:
             set(_split(tags.get(f"{TAG}forgotten_batches"))))
 
 
+#: the tags that say what a version is and has forgotten: set once, at registration
+LINEAGE_TAGS = ("method", "params", "parent_version", "forget_classes", "forget_ids_sha256",
+                "forgotten_classes", "forgotten_batches", "deletion_batch", "weights_sha256")
+
+
+def lineage_sha256(tags: dict[str, str]) -> str:
+    """A digest of a version's lineage tags, which the ledger's history records whenever it
+    names the version: an edit of them afterwards (the MLflow UI, the API) shows."""
+    import hashlib
+
+    shown = {k: tags.get(f"{TAG}{k}") for k in LINEAGE_TAGS}
+    return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()
+
+
+def logged_model_id(version) -> str | None:
+    """The id of the logged model a version was registered from (``models:/m-...``)."""
+    model_id = getattr(version, "model_id", None)
+    if not model_id and (version.source or "").startswith("models:/m-"):
+        model_id = version.source.removeprefix("models:/").split("/")[0]
+    return model_id or None
+
+
+def version_evidence(version) -> dict[str, str | None]:
+    """What the history records of a version it names: its logged model, weights and lineage
+    digests."""
+    return {"model_id": logged_model_id(version),
+            "weights_sha256": version.tags.get(f"{TAG}weights_sha256"),
+            "lineage_sha256": lineage_sha256(version.tags)}
+
+
+def set_champion(name: str, version: str, why: str) -> None:
+    """Point ``champion`` at ``version`` and record the move in the ledger's history, so that
+    a move made anywhere else (the MLflow UI) is told apart by ``oblivio audit verify``."""
+    from mlflow.exceptions import MlflowException
+
+    from oblivio.ledger.store import Ledger
+
+    try:
+        previous = str(client().get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:  # no champion yet
+        previous = None
+    client().set_registered_model_alias(name, CHAMPION, version)
+    target = client().get_model_version(name, version)
+    Ledger().record(name, "champion", version=str(version), previous=previous, why=why,
+                    **version_evidence(target))
+
+
 def client():
     from mlflow import MlflowClient
 
@@ -89,7 +136,9 @@ def log_model_version(model_dir: str | os.PathLike[str], name: str, lineage: Lin
         pip_requirements=["torch", "timm", "oblivio"])
     tags = lineage.tags() | {f"{TAG}weights_sha256": cfg["weights_sha256"]}
     version = mlflow.register_model(info.model_uri, name, tags=tags)
-    if alias:
+    if alias == CHAMPION:
+        set_champion(name, str(version.version), "registered as champion")
+    elif alias:
         client().set_registered_model_alias(name, alias, version.version)
     return version
 
