@@ -107,6 +107,8 @@ def pods(docs: list[dict]) -> dict[str, dict]:
             out[key] = doc["spec"]
         elif doc["kind"] in ("Job", "Deployment"):
             out[key] = doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            out[key] = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return out
 
 
@@ -167,7 +169,9 @@ def test_lints_renders_and_validates(helm: str, tmp_path: Path, name: str) -> No
     expected = ["Job/release-oblivio-schedule", "Job/release-oblivio-unschedule",
                 "Pod/release-oblivio-test", "Role/release-oblivio-schedule",
                 "RoleBinding/release-oblivio-schedule", "ServiceAccount/release-oblivio-schedule",
-                "NetworkPolicy/release-oblivio-schedule", "NetworkPolicy/release-oblivio-test"]
+                "NetworkPolicy/release-oblivio-schedule", "NetworkPolicy/release-oblivio-test",
+                "Job/release-oblivio-ledger-upgrade", "CronJob/release-oblivio-audit-verify",
+                "NetworkPolicy/release-oblivio-ledger"]
     if name == "full":
         expected += ["Deployment/release-oblivio-mlflow", "Secret/oblivio-credentials",
                      "Service/release-oblivio-mlflow", "ServiceAccount/release-oblivio-mlflow",
@@ -202,13 +206,16 @@ def test_every_workload_takes_the_scheduling_security_and_pod_values(helm: str,
             assert container["resources"]["requests"]
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
-        meta = (docs[key]["spec"]["template"]["metadata"] if key.split("/")[0] != "Pod"
-                else docs[key]["metadata"])
+        kind = key.split("/")[0]
+        meta = (docs[key]["metadata"] if kind == "Pod" else
+                docs[key]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]
+                if kind == "CronJob" else docs[key]["spec"]["template"]["metadata"])
         assert meta["labels"]["access-ml-pipeline"] == "true"
         assert meta["annotations"]["policy.example.com/tier"] == "ml"
         # an Istio sidecar starts before the app, and a Job stops it when done
         assert "holdApplicationUntilProxyStarts" in meta["annotations"]["proxy.istio.io/config"]
-    for key in ("Job/release-oblivio-schedule", "Pod/release-oblivio-test"):
+    for key in ("Job/release-oblivio-schedule", "Pod/release-oblivio-test",
+                "Job/release-oblivio-ledger-upgrade", "CronJob/release-oblivio-audit-verify"):
         script = pods(list(docs.values()))[key]["containers"][0]["command"][2]
         assert "15020/quitquitquit" in script and script.startswith('"$@"; rc=$?')
     secret = docs["Secret/oblivio-credentials"]["stringData"]
@@ -220,6 +227,46 @@ def test_every_workload_takes_the_scheduling_security_and_pod_values(helm: str,
     assert mlflow_pod["serviceAccountName"] == "release-oblivio-mlflow"
     assert docs["ServiceAccount/release-oblivio-mlflow"]["metadata"]["annotations"] == FULL[
         "serviceAccounts"]["mlflow"]["annotations"]
+
+
+def test_the_ledger_is_upgraded_before_an_upgrade_and_verified_on_a_schedule(
+        helm: str, tmp_path: Path) -> None:
+    """The ledger's Jobs run CLI commands that exist with these arguments (parsed by the CLI
+    itself), read the credentials Secret, and a verify break is never retried away."""
+    import click
+    import typer
+
+    from oblivio.cli import app
+
+    values = {**FULL, "verify": {"cron": "15 4 * * *", "pushgateway": "http://pg:9091",
+                                 "weights": False}}
+    docs = by_kind(rendered(helm, values, tmp_path))
+    upgrade = docs["Job/release-oblivio-ledger-upgrade"]
+    assert upgrade["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
+    cron = docs["CronJob/release-oblivio-audit-verify"]
+    assert cron["spec"]["schedule"] == "15 4 * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0
+    command = typer.main.get_command(app)
+    for key in ("Job/release-oblivio-ledger-upgrade", "CronJob/release-oblivio-audit-verify"):
+        container = pods(list(docs.values()))[key]["containers"][0]
+        assert container["envFrom"] == [{"secretRef": {"name": "oblivio-credentials"}}]
+        args = container["args"]
+        assert args[0] == "oblivio"
+        with command.make_context("oblivio", list(args[1:]), resilient_parsing=False) as ctx:
+            group = ctx.command
+            sub = group.get_command(ctx, args[1])
+            assert sub is not None, args
+            if isinstance(sub, click.Group):
+                leaf = sub.get_command(ctx, args[2])
+                assert leaf is not None, args
+                leaf.make_context(args[2], list(args[3:]), parent=ctx)  # raises on a bad arg
+    assert pods(list(docs.values()))["CronJob/release-oblivio-audit-verify"]["containers"][0][
+        "args"][3:] == ["--model-name=fashion-classifier", "--no-weights",
+                        "--pushgateway=http://pg:9091"]
+    off = by_kind(rendered(helm, {**FULL, "verify": {"enabled": False},
+                                  "ledger": {"upgrade": False}}, tmp_path))
+    assert not [k for k in off if "ledger-upgrade" in k or "audit-verify" in k]
 
 
 def test_the_hooks_schedule_and_unschedule_with_the_projected_token(
@@ -292,6 +339,12 @@ def test_the_schedule_role_grants_only_kubeflow_pipelines_in_the_profile(
 ACCEPTED = {
     ("CKV_K8S_35", "Deployment.team-a.release-oblivio-mlflow"):
         "MLflow takes its backend store URI and S3 keys only from the environment",
+    ("CKV_K8S_35", "Job.team-a.release-oblivio-ledger-upgrade"):
+        "the ledger URL, MLflow and S3 credentials are read from the environment, as by the "
+        "pipeline's steps",
+    ("CKV_K8S_35", "CronJob.team-a.release-oblivio-audit-verify"):
+        "the ledger URL, MLflow and S3 credentials are read from the environment, as by the "
+        "pipeline's steps",
     ("CKV_K8S_8", "Pod.team-a.release-oblivio-test"): "a run-to-completion test pod",
     ("CKV_K8S_9", "Pod.team-a.release-oblivio-test"): "a run-to-completion test pod",
 }

@@ -71,6 +71,13 @@ def test_the_demo_honours_a_class_then_images_from_the_champion_it_left(
     rows = {r["version"]: r for r in lineage("demo")}
     assert rows["3"]["parent"] == "2" and rows["3"]["method"] == "match"  # from the class's
     assert rows["3"]["gate"] == rows["2"]["gate"] == "passed"
+    # the record verifies; a champion moved by hand is caught, and put right by promote
+    drill = result.stdout[result.stdout.index("verify: ok ("):].splitlines()
+    assert drill[0].startswith("verify: ok (") and "hash chain intact" in drill[0]
+    assert "champion of demo is version 1, but the last move oblivio recorded is to version 3" \
+        in drill[2]
+    assert drill[-2] == "drill: demo version 3 is now champion (was version 1)"
+    assert drill[-1] == "verify: ok again"
 
     # a second run asks for new images: none the champion has forgotten
     again = draw_ids("demo", str(data), 32, seed=3)

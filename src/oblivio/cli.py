@@ -738,7 +738,8 @@ def demo(
 ) -> None:
     """What make demo runs: request the next class the champion knows and a seeded draw of
     training images, honour both in one deletion batch, print who honours what, the lineage
-    and the audit. Either request not honoured: one error line, exit 2."""
+    and the audit; then `audit verify`, a champion moved by hand that verify catches, and
+    promote putting it right. Either request not honoured: one error line, exit 2."""
     from oblivio.ledger.audit import audit as run_audit
     from oblivio.ledger.audit import render
     from oblivio.ledger.store import Ledger
@@ -754,6 +755,10 @@ def demo(
     for kind in ("classes", "ids"):
         print(f"demo: {result.named[kind]} (request {result.requests[kind]}, ticket "
               f"{result.tickets[kind]}) honoured by version {result.honoured[kind]}")
+    from oblivio_pipeline.demo import tamper_drill
+
+    for line in tamper_drill(model_name):
+        print(line)
 
 
 @app.command()

@@ -2,7 +2,8 @@
 requests go into the ledger, the next class the champion still knows and a seeded draw of
 training images, and one deletion batch honours both with the pipeline (classes first, then the
 images from the champion the classes left). It ends with which version honours each request,
-the lineage and the audit.
+the lineage and the audit, then a drill: ``oblivio audit verify`` passes, catches a champion
+moved by hand through MLflow, and passes again once ``oblivio promote`` put it right.
 
 The draw is seeded and excludes what the champion has already forgotten, so the same seed on a
 fresh home gives the same requests and the same result, and each further run asks for new
@@ -78,3 +79,35 @@ def run_demo(name: str, data: str, seed: int = 0, images: int = 32, classes: str
         raise OblivioError("not honoured: " + "; ".join(missed))
     return DemoResult(result.batch, requests, {k: r.version for k, r in states.items()}, tickets,
                       {"classes": f"class {chosen}", "ids": f"{images} training images"})
+
+
+def tamper_drill(name: str) -> list[str]:
+    """The record checked, then broken as a careless operator would break it, then put right:
+    ``oblivio audit verify`` passes; ``champion`` is moved back to version 1 straight through
+    MLflow (as its UI does), and verify must name the break; ``oblivio promote`` puts the
+    honouring version back, and verify passes again. Returns what happened, for people; raises
+    when a check does not answer as it must."""
+    from oblivio.ledger.store import Ledger
+    from oblivio.ledger.verify import verify
+    from oblivio.tracking.promotion import promote
+    from oblivio.tracking.registry import CHAMPION, client
+
+    ledger = Ledger()
+    first = verify(ledger, name)
+    if not first.ok:
+        raise OblivioError("audit verify failed on the demo's own record: "
+                           + "; ".join(first.breaks))
+    honouring = str(client().get_model_version_by_alias(name, CHAMPION).version)
+    lines = [f"verify: ok ({'; '.join(first.facts)})",
+             f"drill: {CHAMPION} moved to version 1 through MLflow, as a careless operator would"]
+    client().set_registered_model_alias(name, CHAMPION, "1")
+    caught = verify(ledger, name, weights=False)
+    if caught.ok:
+        raise OblivioError("audit verify did not catch a champion moved outside oblivio")
+    lines += [f"verify: BREAK: {b}" for b in caught.breaks]
+    lines.append(f"drill: {promote(name, honouring)}")
+    again = verify(ledger, name, weights=False)
+    if not again.ok:
+        raise OblivioError("audit verify still fails once put right: " + "; ".join(again.breaks))
+    lines.append("verify: ok again")
+    return lines

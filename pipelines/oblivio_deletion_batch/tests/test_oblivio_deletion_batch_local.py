@@ -13,6 +13,7 @@ from kfp import local
 
 from oblivio.ledger.intake import submit_request
 from oblivio.ledger.store import Ledger
+from oblivio.ledger.verify import verify
 from oblivio.tracking.registry import CHAMPION, client, lineage
 from oblivio.tracking.runs import JOB_TAG, run_id_of, run_key
 from oblivio_pipeline.pipelines.oblivio_deletion_batch.pipeline import (
@@ -29,8 +30,9 @@ def test_the_batch_pipeline_honours_a_class_and_images_once(
     register_original("local-batch", model_dir)
     (tmp_path / "ids.txt").write_text("rgb/train/0000\nrgb/train/0061\nrgb/train/0122\n")
     ledger = Ledger()
-    classes = submit_request(ledger, "local-batch", str(data), classes="1")
-    images = submit_request(ledger, "local-batch", str(data), ids_uri=str(tmp_path / "ids.txt"))
+    classes, _ = submit_request(ledger, "local-batch", str(data), classes="1")
+    images, _ = submit_request(ledger, "local-batch", str(data),
+                               ids_uri=str(tmp_path / "ids.txt"))
     local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
                pipeline_root=str(tmp_path / "kfp"))
     pipeline = make_deletion_batch_pipeline(on_cluster=False)
@@ -55,6 +57,11 @@ def test_the_batch_pipeline_honours_a_class_and_images_once(
         run = client().get_run(run_id_of(run_key(job, part.tags["oblivio.deletion_batch"])))
         assert run.info.run_id == part.run_id and run.info.status == "FINISHED"
     assert Ledger().batch_row(batch)["state"] == "completed"
+    # the steps recorded every move and honour: the record verifies, weights included
+    verdict = verify(Ledger(), "local-batch")
+    assert verdict.ok, verdict.breaks
+    events = [e.event for e in Ledger().events()]
+    assert events.count("champion") == 3 and events.count("honoured") == 2
 
     pipeline(**arguments)  # nothing pending: the claim finds nothing and nothing else runs
     assert len(lineage("local-batch")) == 3
