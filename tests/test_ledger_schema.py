@@ -126,3 +126,49 @@ def test_a_current_ledger_runs_no_ddl(ledger_url: str) -> None:
     assert statements
     ddl = [s for s in statements if s.lstrip().upper().startswith(("CREATE", "ALTER", "DROP"))]
     assert ddl == []
+
+
+#: what docs/deploy.md tells a PostgreSQL operator to grant the steps' role
+STEPS_GRANTS = """
+GRANT USAGE ON SCHEMA public TO oblivio_steps;
+GRANT SELECT, INSERT, UPDATE, DELETE ON requests, items, batches, parts TO oblivio_steps;
+GRANT SELECT, INSERT ON events TO oblivio_steps;
+GRANT SELECT ON oblivio_ledger_version TO oblivio_steps;
+"""
+
+
+def test_the_steps_role_appends_history_but_cannot_rewrite_it(
+        postgres: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL the schema's owner migrates (OBLIVIO_LEDGER_ADMIN_URL) and the steps run
+    as a role granted as docs/deploy.md says: the whole batch protocol works, and an UPDATE or
+    DELETE of the history is refused by the database itself."""
+    from datetime import timedelta
+
+    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE ROLE oblivio_steps LOGIN"))
+        conn.execute(text("CREATE DATABASE ledger_grants"))
+    admin.dispose()
+    owner_url = postgres.rsplit("/", 1)[0] + "/ledger_grants"
+    steps_url = owner_url.replace("oblivio@", "oblivio_steps@")
+    with pytest.raises(OblivioError, match=r"^ledger at .+ is unusable \(permission denied"):
+        Ledger(steps_url)  # an empty ledger: the steps' role may not create it
+    monkeypatch.setenv("OBLIVIO_LEDGER_URL", steps_url)
+    monkeypatch.setenv("OBLIVIO_LEDGER_ADMIN_URL", owner_url)
+    result = runner.invoke(app, ["ledger", "upgrade"])
+    assert result.exit_code == 0, result.output
+    owner = create_engine(owner_url)
+    with owner.begin() as conn:
+        conn.execute(text(STEPS_GRANTS))
+    ledger = Ledger(steps_url)
+    request, _ = ledger.submit("m", "ids", ["train-1"])
+    batch = ledger.claim("m", "run", timedelta(hours=1))
+    ledger.count_version(batch.claim, "ids", "2")
+    ledger.honour(batch.claim, "ids", "2")
+    assert ledger.get(request.id).state == "honoured"
+    for statement in ("UPDATE events SET detail = '{}'", "DELETE FROM events"):
+        with pytest.raises(Exception, match="permission denied for table events"):
+            with ledger.engine.begin() as conn:
+                conn.execute(text(statement))
+    assert len(ledger.events()) == 4
+    owner.dispose()

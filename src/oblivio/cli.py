@@ -678,11 +678,14 @@ app.add_typer(ledger_app, name="ledger")
 @ledger_app.command("upgrade")
 @one_line_errors
 def ledger_upgrade() -> None:
-    """Migrate the ledger (OBLIVIO_LEDGER_URL, else the oblivio home's) to this oblivio's
-    schema; a ledger already there is left as it is."""
-    from oblivio.ledger.store import Ledger
+    """Migrate the ledger (OBLIVIO_LEDGER_ADMIN_URL, the schema owner's, else
+    OBLIVIO_LEDGER_URL, else the oblivio home's) to this oblivio's schema; a ledger already
+    there is left as it is."""
+    import os
 
-    before, after = Ledger(migrate=True).upgrade()
+    from oblivio.ledger.store import ADMIN_ENV, Ledger
+
+    before, after = Ledger(os.environ.get(ADMIN_ENV), migrate=True).upgrade()
     print(f"ledger at schema revision {after}" + (f" (was {before or 'unversioned'})"
                                                    if before != after else " already"))
 

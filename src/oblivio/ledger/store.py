@@ -36,13 +36,21 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from oblivio.errors import OblivioError
 from oblivio.ledger import history, schema
 from oblivio.ledger.tables import STATES, batches, events, items, parts, requests
 
 LEDGER_ENV = "OBLIVIO_LEDGER_URL"
+#: the schema owner's URL, for ``oblivio ledger upgrade`` where the steps' role may not run DDL
+ADMIN_ENV = "OBLIVIO_LEDGER_ADMIN_URL"
 KINDS = ("ids", "classes")
 #: values per IN (...) list: PostgreSQL takes at most 65535 parameters a statement
 CHUNK = 5000
@@ -158,7 +166,10 @@ class Ledger:
                 if write:
                     schema.lock(conn)
                 yield conn
-        except OperationalError as exc:
+        except (OperationalError, ProgrammingError) as exc:
+            if isinstance(exc, ProgrammingError) and getattr(
+                    exc.orig, "sqlstate", None) != "42501":  # insufficient privilege
+                raise
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
             raise OblivioError(f"ledger at {_safe(self.url)} is unusable ({reason})") from None
 
