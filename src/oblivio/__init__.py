@@ -23,12 +23,13 @@ def load_model(path_or_uri: str | os.PathLike[str], device: str | torch.device =
                ) -> ImageClassifier:
     """An eval-mode model from a model directory, an ``s3://`` URI, or a registered version
     (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``). Never unpickles."""
-    if str(path_or_uri).startswith("models:/"):
-        from oblivio.tracking.registry import download_model_dir
-
-        path_or_uri = download_model_dir(str(path_or_uri))
     from oblivio.models.checkpoint import load_model as load_dir
 
+    if str(path_or_uri).startswith("models:/"):
+        from oblivio.tracking.registry import downloaded
+
+        with downloaded(str(path_or_uri)) as model_dir:  # removed once the weights are loaded
+            return load_dir(model_dir, device)
     return load_dir(path_or_uri, device)
 
 

@@ -809,15 +809,15 @@ def audit(
 
     index = None
     if class_ is not None:
-        from oblivio.tracking.registry import CHAMPION, download_model_dir
+        from oblivio.tracking.registry import CHAMPION, downloaded
 
         if class_.isdigit():
             index = int(class_)
         else:  # a name: the champion's own class names say which index
             from oblivio.models.checkpoint import read_config
 
-            names = read_config(download_model_dir(f"models:/{model_name}@{CHAMPION}"))[
-                "class_names"]
+            with downloaded(f"models:/{model_name}@{CHAMPION}") as model_dir:
+                names = read_config(model_dir)["class_names"]
             if class_ not in names:
                 raise OblivioError(f"unknown class {class_!r}; classes: {', '.join(names)}")
             index = names.index(class_)

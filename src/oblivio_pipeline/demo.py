@@ -35,10 +35,11 @@ def draw_ids(name: str, data: str, count: int, seed: int) -> list[str]:
     it has forgotten: the same home and seed give the same draw, a longer lineage a new one."""
     from oblivio.data import open_dataset
     from oblivio.models.checkpoint import read_config
-    from oblivio.tracking.registry import CHAMPION, download_model_dir
+    from oblivio.tracking.registry import CHAMPION, downloaded
     from oblivio.unlearn.requests import forgotten_ids
 
-    done = forgotten_ids(read_config(download_model_dir(f"models:/{name}@{CHAMPION}")))
+    with downloaded(f"models:/{name}@{CHAMPION}") as model_dir:
+        done = forgotten_ids(read_config(model_dir))
     train = open_dataset(data).split("train").sample_ids.to_numpy(zero_copy_only=False)
     left = np.setdiff1d(train, np.asarray(done, dtype=train.dtype))
     if len(left) < count:

@@ -14,7 +14,7 @@ from oblivio.tracking.registry import (
     TAG,
     Lineage,
     client,
-    download_model_dir,
+    downloaded,
     forgotten,
     log_model_version,
     resolve_version,
@@ -34,8 +34,8 @@ def resolve_parent(model_uri: str, dst: str, job_id: str, job_name: str, params:
     check_pipeline_params(params)
     connect()
     version = resolve_version(model_uri)
-    local = download_model_dir(f"models:/{version.name}/{version.version}")
-    shutil.copytree(local, dst, dirs_exist_ok=True)
+    with downloaded(f"models:/{version.name}/{version.version}") as local:
+        shutil.copytree(local, dst, dirs_exist_ok=True)
     read_config(dst)
     run_id = start_run(job_id, job_name, {**params, "parent_version": version.version})
     if getattr(version, "model_id", None):

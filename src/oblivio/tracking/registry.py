@@ -9,9 +9,11 @@ without them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,18 +167,25 @@ def resolve_version(uri: str):
         raise OblivioError(f"{uri}: {exc.message.splitlines()[0]}") from None
 
 
-def download_model_dir(uri: str, dst: str | os.PathLike[str] | None = None) -> Path:
-    """The oblivio model directory of a registered version, downloaded to ``dst``."""
+def download_model_dir(uri: str, dst: str | os.PathLike[str]) -> Path:
+    """The oblivio model directory of a registered version, downloaded under ``dst``."""
     import mlflow
 
     from oblivio.tracking.store import connect
 
     connect()
     version = resolve_version(uri)
-    target = Path(dst or tempfile.mkdtemp(prefix="oblivio-model-"))
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(target))
+        artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst))
     return Path(local) / "extra_files"
+
+
+@contextlib.contextmanager
+def downloaded(uri: str) -> Iterator[Path]:
+    """A registered version's model directory in a temporary directory that is removed when
+    the block ends: a copy of weights left behind would outlive their purge."""
+    with tempfile.TemporaryDirectory(prefix="oblivio-model-") as tmp:
+        yield download_model_dir(uri, tmp)
 
 
 def versions(name: str) -> list:
