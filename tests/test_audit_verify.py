@@ -119,3 +119,36 @@ def test_the_weights_file_name_is_the_checkpoints() -> None:
     from oblivio.models.checkpoint import WEIGHTS_FILE
 
     assert check.WEIGHTS_FILE == WEIGHTS_FILE
+
+
+def test_a_report_per_request_for_the_auditors_file(honoured: tuple[str, str],
+                                                   tmp_path: Path) -> None:
+    import json
+
+    model, request = honoured
+    purged = runner.invoke(app, ["purge", "--model-name", model])
+    assert purged.exit_code == 0 and "version    1  purged" in purged.stdout
+    result = runner.invoke(app, ["audit", "--model-name", model, "--ticket", "GDPR-7",
+                                 "--report", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    (entry,) = report["requests"]
+    assert entry["request"]["id"] == request and entry["champion_honours"]
+    assert [v["version"] for v in entry["versions"]] == ["2"]
+    assert len(entry["versions"][0]["weights_sha256"]) == 64
+    events = [(e["event"], e["detail"].get("version")) for e in report["timeline"]]
+    assert events == [("champion", "1"), ("submitted", None), ("claimed", None),
+                      ("champion", "2"), ("registered", "2"), ("honoured", "2")]
+    (receipt,) = report["purge_receipts"]
+    assert receipt["detail"]["version"] == "1" and receipt["detail"]["knows"] == [request]
+    assert report["verification"]["ok"], report["verification"]
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Record verified" in page and request in page and "Purge receipts" in page
+    # a ticket nobody filed, and a report without a ticket: one line each
+    missing = runner.invoke(app, ["audit", "--model-name", model, "--ticket", "T-404",
+                                  "--report", str(tmp_path / "other")])
+    assert missing.exit_code == 2 and "no request for ticket T-404" in missing.stderr
+    assert not (tmp_path / "other").exists()
+    bare = runner.invoke(app, ["audit", "--model-name", model, "--class", "1", "--report",
+                               str(tmp_path / "other")])
+    assert bare.exit_code == 2 and "--report needs --ticket" in bare.stderr

@@ -797,11 +797,27 @@ def audit(
     class_: Annotated[str | None, typer.Option("--class", help="A class index or name.")] = None,
     model_name: ModelName = "fashion-classifier",
     as_json: Annotated[bool, typer.Option("--json", help="JSON.")] = False,
+    report: Annotated[str | None, typer.Option(
+        help="With --ticket: write report.json and report.html, for the auditor's file, "
+             "into this folder.")] = None,
 ) -> None:
     """Which versions honour a request (by ticket, image or class), since when, whether the
     champion does, and the evidence of each; exit 1 when the champion does not honour an
     honoured request. `oblivio audit verify` checks the whole record."""
     if ctx.invoked_subcommand is not None:
+        return
+    if report is not None:
+        if ticket is None:
+            raise OblivioError("--report needs --ticket: a report is of one request")
+        from oblivio.ledger import request_report
+        from oblivio.ledger.store import Ledger
+
+        built = request_report.build(Ledger(), model_name, ticket)
+        for path in request_report.write(built, report):
+            print(path)
+        if not built["verification"]["ok"] or any(
+                e.get("champion_honours") is False for e in built["requests"]):
+            raise typer.Exit(1)
         return
     from oblivio.ledger.audit import audit as run_audit
     from oblivio.ledger.audit import render

@@ -56,16 +56,20 @@ def purge(ledger: Ledger, model_name: str, dry_run: bool = True) -> list[dict]:
                                        ",".join(missing)[:5000])
         done = version.tags.get(f"{TAG}{PURGED}")
         if not dry_run and not done:
-            _delete_weights(version)
+            location = _delete_weights(version)
             done = datetime.now(UTC).isoformat(timespec="seconds")
             client().set_model_version_tag(model_name, number, f"{TAG}{PURGED}", done)
+            ledger.record(model_name, "purged", version=number, what="registry artifacts",
+                          where=location, knows=missing,
+                          weights_sha256=version.tags.get(f"{TAG}weights_sha256"))
         rows.append({"version": number, "knows": missing, "purged": done,
                      "aliases": sorted(a for a, v in aliases.items() if str(v) == number)})
     return rows
 
 
-def _delete_weights(version) -> None:
-    """Delete the artifacts of the version's logged model (its weights, in both forms)."""
+def _delete_weights(version) -> str:
+    """Delete the artifacts of the version's logged model (its weights, in both forms).
+    Returns where they were."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     from oblivio.tracking.registry import client, logged_model_id
@@ -76,3 +80,4 @@ def _delete_weights(version) -> None:
     else:
         location = client().get_logged_model(model_id).artifact_location
     get_artifact_repository(location).delete_artifacts()
+    return location
