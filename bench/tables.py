@@ -376,6 +376,19 @@ def demo_gate(name: str = "demo_gate.json") -> str:
     return "\n".join(rows) + "\n"
 
 
+def ledger_race(name: str = "ledger_race.json") -> str:
+    """The ledger's batch protocol raced, fenced and (the control) unfenced."""
+    run = json.loads((ROOT / "bench" / "results" / name).read_text())
+    keys = ("batches", "takeovers", "honours", "refused_writes", "violations",
+            "parts_counted_twice", "empty_claimed_batches")
+    rows = ["| database | fence | seconds | " + " | ".join(k.replace("_", " ") for k in keys)
+            + " |", "|" + "---|" * (3 + len(keys))]
+    for r in run["rows"]:
+        rows.append(f"| {r['database']} | {'on' if r['fenced'] else 'off (control)'} | "
+                    f"{r['seconds']:.0f} | " + " | ".join(str(r[k]) for k in keys) + " |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "oracles": oracles, "instance": instance, "evidence_default": evidence,
     "speed_known_pair": known_pair, "bn_rounds": bn_rounds,
@@ -392,7 +405,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "baselines_cuda": lambda: baselines("class_baselines-resnet18-cuda.json"),
     "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
-    "sharding": sharding, "demo_runs": demo_runs, "demo_gate": demo_gate}
+    "sharding": sharding, "demo_runs": demo_runs, "demo_gate": demo_gate,
+    "ledger_race": ledger_race}
 
 
 def render(text: str) -> str:

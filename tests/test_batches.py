@@ -106,6 +106,15 @@ def test_requests_are_honoured_once_through_a_killed_run(
     assert (ledger.get(class_request).version, ledger.get(ids_request).version) == ("2", "3")
     assert ledger.batch_row(ledger.get(ids_request).batch_id)["claims"] == 3
     assert str(client().get_model_version_by_alias("batched", CHAMPION).version) == "3"
+    # no copy outlives the batch: its ids file and every run's pipeline-root folder are
+    # erased, each with a receipt in the ledger's history
+    ids_file = tmp_path / "home" / "batches" / ledger.get(ids_request).batch_id / "ids.parquet"
+    assert not ids_file.exists()
+    assert [p.name for p in (tmp_path / "home" / "kfp").iterdir()] == []
+    receipts = [json.loads(e.detail) for e in ledger.events() if e.event == "purged"]
+    assert {r["what"] for r in receipts} == {"batch ids file", "pipeline-root intermediates"}
+    assert any(o["name"].endswith("model.safetensors") for r in receipts
+               for o in r["objects"])
     # nothing pending: no run, no version, exit 0
     nothing = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data)])
     assert nothing.exit_code == 0 and nothing.stdout.strip() == "nothing pending"

@@ -93,8 +93,10 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     # what the pipeline's first step checks, checked here too: one line and no run at all
     check_request_step(f"models:/{name}@{CHAMPION}", str(dataset), classes, forget_ids or "",
                        params)
+    root = home / "kfp"
     local.init(runner=local.SubprocessRunner(use_venv=False), raise_on_error=True,
-               pipeline_root=str(home / "kfp"))
+               pipeline_root=str(root))
+    before = set(root.iterdir()) if root.exists() else set()
     pipeline = make_unlearning_pipeline(on_cluster=False)
     log = home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +119,23 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
             raise OblivioError(f"{str(exc).splitlines()[0]} (step output: {log})") from None
         finally:
             os.environ.pop(RUNNER_ENV, None)
+            erase_intermediates(name, sorted(set(root.iterdir()) - before)
+                                if root.exists() else [])
     return {"forget_classes": classes, "forgot": what, "report": candidate_report(name),
             "log": str(log)}
+
+
+def erase_intermediates(name: str, folders: list[Path]) -> None:
+    """The run's pipeline-root folders (the parent's and the new weights, statistics, features
+    of the forget set) are erased once it is over, pass or fail: the registry holds what is
+    kept, and a copy left here would outlive a purge. Each is a receipt in the ledger."""
+    from oblivio.data.erase import erase
+    from oblivio.ledger.store import Ledger
+
+    ledger = Ledger()
+    for folder in folders:
+        receipt = erase(str(folder))
+        ledger.record(name, "purged", what="pipeline-root intermediates", **receipt)
 
 
 def candidate_report(name: str) -> str:

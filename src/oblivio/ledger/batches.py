@@ -74,7 +74,7 @@ def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelt
     if batch.ids:
         ids_uri = f"{batch_root.rstrip('/')}/{batch.id}/ids.parquet"
         write_sample_ids(ids_uri, batch.ids)
-        ledger.record_ids(batch.claim, ids_sha256(batch.ids))
+        ledger.record_ids(batch.claim, ids_sha256(batch.ids), ids_uri)
     return batch, {"batch_id": batch.id, "token": str(batch.claims),
                    "forget_classes": ",".join(map(str, classes)),
                    "forget_ids_uri": ids_uri, "classes_key": part_key(batch.id, "classes"),
@@ -154,12 +154,16 @@ def settle_part(ledger: Ledger, claim: Claim, model_name: str, kind: str, max_at
 
 def complete_step(ledger: Ledger, claim: Claim, model_name: str, max_attempts: int,
                   failure: str = "", kinds: tuple[str, ...] = KINDS) -> None:
-    """Settle every part of the batch (of ``kinds``) still claimed, each on its own; raises,
-    after the ledger recorded it, when any part of the batch failed, now or earlier. A batch
+    """Settle every part of the batch (of ``kinds``) still claimed, each on its own, and erase
+    the ids files of finished batches; raises, after the ledger recorded it, when any part of
+    the batch failed, now or earlier. A batch
     that failed fails again with its reason: a retried step must not find nothing left to
     settle and pass, turning the run green."""
+    from oblivio.ledger.retention import erase_batch_files
+
     for kind in kinds:
         settle_part(ledger, claim, model_name, kind, max_attempts, failure)
+    erase_batch_files(ledger, model_name)  # the ids' copy goes once its batch is over
     row = ledger.batch_row(claim.batch_id)
     if row["error"]:
         left = [r for r in ledger.find(model_name=model_name)

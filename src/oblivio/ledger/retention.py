@@ -1,6 +1,9 @@
 """What the ledger demands of model versions: once a request is honoured, no version that still
 knows its data may become champion again, and such versions' weights can be deleted
-(``oblivio purge``) while their registry entries stay for the audit trail."""
+(``oblivio purge``) while their registry entries stay for the audit trail. Purge also erases
+the other copies oblivio made of what was deleted: finished batches' ids files (also at the end
+of every batch), and on this machine the original's training directory. Each erasure is a
+``purged`` event with its receipt."""
 
 from __future__ import annotations
 
@@ -62,9 +65,41 @@ def purge(ledger: Ledger, model_name: str, dry_run: bool = True) -> list[dict]:
             ledger.record(model_name, "purged", version=number, what="registry artifacts",
                           where=location, knows=missing,
                           weights_sha256=version.tags.get(f"{TAG}weights_sha256"))
+            if number == "1":
+                erase_original_dir(ledger, model_name)
         rows.append({"version": number, "knows": missing, "purged": done,
                      "aliases": sorted(a for a, v in aliases.items() if str(v) == number)})
+    if not dry_run:
+        erase_batch_files(ledger, model_name)
     return rows
+
+
+def erase_batch_files(ledger: Ledger, model_name: str) -> list[dict]:
+    """Erase the ids file of every finished batch of the model (every version of it, on S3),
+    recording a receipt for each. Returns the receipts."""
+    from oblivio.data.erase import erase
+
+    receipts = []
+    for batch_id, uri in ledger.unerased_ids_files(model_name):
+        receipt = erase(uri)
+        ledger.erased_ids_file(batch_id, receipt)
+        receipts.append(receipt)
+    return receipts
+
+
+def erase_original_dir(ledger: Ledger, model_name: str) -> dict | None:
+    """The directory this machine trained the original in (``$OBLIVIO_HOME/models``), erased
+    once version 1 knows deleted data; None when there is none."""
+    from oblivio.data.erase import erase
+    from oblivio.tracking.store import oblivio_home
+
+    folder = oblivio_home() / "models" / f"{model_name}-original"
+    if not folder.exists():
+        return None
+    receipt = erase(str(folder))
+    ledger.record(model_name, "purged", version="1", what="the original's training directory",
+                  **receipt)
+    return receipt
 
 
 def _delete_weights(version) -> str:

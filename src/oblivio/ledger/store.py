@@ -441,12 +441,32 @@ class Ledger:
                      reqs, sorted(int(i) for k, i in taken if k == "classes"),
                      sorted(i for k, i in taken if k == "ids"))
 
-    def record_ids(self, claim: Claim, ids_sha256: str) -> None:
-        """Note the digest of the batch's image set, as its run forgets it."""
+    def record_ids(self, claim: Claim, ids_sha256: str, ids_uri: str | None = None) -> None:
+        """Note the digest of the batch's image set, as its run forgets it, and where the
+        claim wrote it (a copy of the ids, erased once the batch is over)."""
         with self._begin() as conn:
             self._fence(conn, claim, self._now(conn))
             conn.execute(update(batches).where(batches.c.id == claim.batch_id)
-                         .values(ids_sha256=ids_sha256))
+                         .values(ids_sha256=ids_sha256, ids_uri=ids_uri))
+
+    def unerased_ids_files(self, model_name: str) -> list[tuple[str, str]]:
+        """(batch, uri) of every finished batch whose ids file is not erased yet."""
+        with self._begin(write=False) as conn:
+            return [(r.id, r.ids_uri) for r in conn.execute(
+                select(batches.c.id, batches.c.ids_uri).where(
+                    batches.c.model_name == model_name, batches.c.state != "claimed",
+                    batches.c.ids_uri.is_not(None), batches.c.ids_erased_at.is_(None))
+                .order_by(batches.c.created_at))]
+
+    def erased_ids_file(self, batch_id: str, receipt: dict) -> None:
+        """Record that the batch's ids file was erased, with the receipt, as one change."""
+        with self._begin() as conn:
+            moment = self._now(conn)
+            model = conn.execute(update(batches).where(batches.c.id == batch_id)
+                                 .values(ids_erased_at=moment)
+                                 .returning(batches.c.model_name)).scalar_one()
+            history.append(conn, moment, model, "purged", batch_id=batch_id,
+                           what="batch ids file", **receipt)
 
     def count_version(self, claim: Claim, kind: str, version: str) -> str:
         """The one version a part of the batch counts: the first recorded, under a live claim.

@@ -49,6 +49,8 @@ batches = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
     Column("ids_sha256", String(64)),  # the union of its image requests, as run
+    Column("ids_uri", Text),  # where the claim wrote those ids for the run's steps
+    Column("ids_erased_at", DateTime(timezone=True)),  # ... and when that copy was erased
     Column("versions", Text),  # versions honoured by it, comma-separated
     Column("error", Text),
 )

@@ -1,6 +1,7 @@
 """Fenced batches and a tamper-evident history: the version each part of a batch counts
 (one per part, recorded under the claim's fencing token), a unique ticket per model, requests
-split off to fail alone, and the hash-chained event log.
+split off to fail alone, where a batch's ids file is (to erase it), and the hash-chained event
+log.
 
 Revision ID: 0002
 Revises: 0001
@@ -27,6 +28,9 @@ def upgrade() -> None:
         table.add_column(sa.Column("solo", sa.Boolean, nullable=False,
                                    server_default=sa.false()))
         table.create_unique_constraint("uq_requests_model_ticket", ["model_name", "ticket"])
+    with op.batch_alter_table("batches") as table:
+        table.add_column(sa.Column("ids_uri", sa.Text))
+        table.add_column(sa.Column("ids_erased_at", sa.DateTime(timezone=True)))
     op.create_table(
         "parts",
         sa.Column("batch_id", sa.String(40), sa.ForeignKey("batches.id"), primary_key=True),
