@@ -138,6 +138,7 @@ def test_requests_are_honoured_once_through_a_killed_run(
     assert by_class[0]["versions"][0]["gate"] == "passed"
     text = runner.invoke(app, ["audit", "--model-name", "batched", "--ticket", "T-2"])
     assert text.exit_code == 0 and "champion (version 3) honours it" in text.stdout
+    assert "deadline 2099-01-01" in text.stdout and "OVERDUE" not in text.stdout
     missing = runner.invoke(app, ["audit", "--model-name", "batched", "--ticket", "T-404"])
     assert missing.exit_code == 2 and "no request for ticket T-404" in missing.stderr
 

@@ -7,6 +7,7 @@ forgotten the batch of images it was honoured in)."""
 from __future__ import annotations
 
 import json
+from datetime import date
 
 from oblivio.errors import OblivioError
 from oblivio.ledger.store import Ledger, Request
@@ -90,8 +91,13 @@ def render(entries: list[dict]) -> str:
     lines = []
     for entry in entries:
         r = entry["request"]
+        due = ""
+        if r["deadline"]:
+            late = r["state"] != "honoured" and r["deadline"] < date.today().isoformat()
+            due = f"  deadline {r['deadline']}{' OVERDUE' if late else ''}"
         lines.append(f"{r['id']}  {r['kind']} x{r['count']}  ticket {r['ticket'] or '-'}  "
-                     f"state {r['state']}  attempts {r['attempts']}  sha256 {r['sha256'][:12]}")
+                     f"state {r['state']}  attempts {r['attempts']}  sha256 {r['sha256'][:12]}"
+                     + due)
         if r["state"] != "honoured":
             lines.append(f"  not honoured yet{': ' + r['last_error'] if r['last_error'] else ''}")
             continue
