@@ -770,8 +770,10 @@ def purge(
     model_name: ModelName = "fashion-classifier",
     dry_run: Annotated[bool, typer.Option(help="Tag and list, delete nothing.")] = False,
 ) -> None:
-    """Tag every version that still knows data of an honoured request, and delete its weights
-    (registry entries and lineage stay, for the audit)."""
+    """Tag every version that still knows data of an honoured request and delete its weights
+    (registry entries and lineage stay, for the audit); erase finished batches' ids files and,
+    with version 1, this machine's training folder of the original. Each erasure is a receipt
+    in the ledger's history."""
     from oblivio.ledger.retention import purge as run_purge
     from oblivio.ledger.store import Ledger
 
