@@ -174,15 +174,12 @@ def complete_step(ledger: Ledger, claim: Claim, model_name: str, max_attempts: i
 
 
 def settle_step(ledger: Ledger, claim: Claim, model_name: str, kind: str,
-                max_attempts: int, lease: timedelta | None = None) -> str:
+                max_attempts: int) -> str:
     """The pipeline's step after a part's run (or in its place when the batch has no such
-    part): renew the lease, settle the part (a failed part's requests go back; the run carries
-    on to the other part), and return the champion's version, which the next part starts
-    from."""
+    part): settle the part (a failed part's requests go back; the run carries on to the other
+    part), and return the champion's version, which the next part starts from."""
     if kind not in KINDS:
         raise OblivioError(f"unknown part {kind!r} (one of {', '.join(KINDS)})")
-    if lease is not None:
-        ledger.renew(claim, lease)
     reason = settle_part(ledger, claim, model_name, kind, max_attempts)
     if reason:
         print(f"{claim.batch_id} {kind}: sent back ({reason})")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, insert, select
 
-from oblivio.ledger.tables import events
+from oblivio.ledger.tables import EVENTS, events
 
 GENESIS = "0" * 64
 
@@ -29,6 +29,8 @@ def digest(prev_hash: str, *fields) -> str:
 def append(conn: Connection, at: datetime, model_name: str, event: str,
            request_id: str | None = None, batch_id: str | None = None, **detail) -> None:
     """Record one event after the last."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}")
     last = conn.execute(select(events.c.seq, events.c.hash)
                         .order_by(events.c.seq.desc()).limit(1)).first()
     seq, prev = (last.seq + 1, last.hash) if last is not None else (1, GENESIS)

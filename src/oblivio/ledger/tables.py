@@ -31,8 +31,6 @@ metadata = MetaData()
 #: a request's life: pending -> claimed (in a batch) -> honoured, or back to pending on a
 #: failed attempt, or failed after the last allowed attempt
 STATES = ("pending", "claimed", "honoured", "failed")
-#: a batch's: claimed (under a lease) -> completed, or failed when any part of it failed
-BATCH_STATES = ("claimed", "completed", "failed")
 #: what the history records
 EVENTS = ("submitted", "claimed", "taken_over", "registered", "honoured", "returned", "failed",
           "champion", "purged")
@@ -41,6 +39,7 @@ batches = Table(
     "batches", metadata,
     Column("id", String(40), primary_key=True),
     Column("model_name", String(256), nullable=False, index=True),
+    # claimed (under a lease) -> completed, or failed when any part of it failed
     Column("state", String(16), nullable=False, index=True),
     Column("owner", String(256), nullable=False),
     Column("lease_until", DateTime(timezone=True), nullable=False),
