@@ -104,15 +104,18 @@ test: setup fashion-mnist postgresql helm checkov lint
 		if [ -s .pytest_cache/crash-stacks.txt ]; then head -c 6000 .pytest_cache/crash-stacks.txt; \
 		echo; echo "pytest died (exit $$rc) in $$(cat .pytest_cache/crash-test.txt)"; fi; exit $$rc; }
 
-# The main job, locally, as a platform engineer runs it: on a fresh machine it converts
+# The main job, locally, as a platform engineer runs it: the ledger is brought to this code's
+# schema (a home made by an older oblivio keeps its records); on a fresh machine it converts
 # Fashion-MNIST, trains and registers the original model (MLflow on SQLite under
 # $(OBLIVIO_HOME)); then two deletion requests go into the ledger (the next class the champion
 # still knows, and 32 training images drawn with DEMO_SEED), one deletion batch honours both with
 # the Kubeflow pipeline under kfp's local runner (forget, evaluate, register, promote), and it
-# ends with which version honours each, the lineage and the audit. The same seed on a fresh
-# home gives the same result; each further run extends the lineage.
+# ends with which version honours each, the lineage, the audit, and `audit verify` catching a
+# champion moved by hand. The same seed on a fresh home gives the same result; each further
+# run extends the lineage.
 DEMO_SEED ?= 0
 demo: setup fashion-mnist
+	OBLIVIO_HOME=$(OBLIVIO_HOME) $(VENV)/bin/oblivio ledger upgrade
 	OBLIVIO_HOME=$(OBLIVIO_HOME) $(VENV)/bin/oblivio demo --seed $(DEMO_SEED)
 
 clean:

@@ -85,11 +85,12 @@ def race(url: str, fenced: bool, seconds: float) -> tuple[Ledger, int]:
     return ledger, refused.value
 
 
-def violations(ledger: Ledger) -> list[str]:
-    """Every write the history shows by a claim that was not the batch's newest."""
+def violations(events: list) -> list[str]:
+    """Every write the history (``Ledger.events()``) shows by a claim that was not the batch's
+    newest."""
     newest: dict[str, int] = {}
     found = []
-    for e in ledger.events():
+    for e in events:
         detail = json.loads(e.detail)
         if e.event in ("claimed", "taken_over"):
             newest[e.batch_id] = detail["token"]
@@ -100,9 +101,9 @@ def violations(ledger: Ledger) -> list[str]:
     return found
 
 
-def parts_counted_twice(ledger: Ledger) -> int:
+def parts_counted_twice(events: list) -> int:
     registered = Counter((e.batch_id, json.loads(e.detail)["kind"])
-                         for e in ledger.events() if e.event == "registered")
+                         for e in events if e.event == "registered")
     return sum(n > 1 for n in registered.values())
 
 
@@ -116,12 +117,13 @@ def empty_claimed(ledger: Ledger) -> list[str]:
 def measure(url: str, fenced: bool, seconds: float) -> dict:
     start = time.perf_counter()
     ledger, refused = race(url, fenced, seconds)
-    events = Counter(e.event for e in ledger.events())
+    events = ledger.events()
+    counts = Counter(e.event for e in events)
     return {"fenced": fenced, "seconds": round(time.perf_counter() - start, 1),
-            "batches": len({e.batch_id for e in ledger.events() if e.event == "claimed"}),
-            "takeovers": events["taken_over"], "honours": events["honoured"],
-            "refused_writes": refused, "violations": len(violations(ledger)),
-            "parts_counted_twice": parts_counted_twice(ledger),
+            "batches": len({e.batch_id for e in events if e.event == "claimed"}),
+            "takeovers": counts["taken_over"], "honours": counts["honoured"],
+            "refused_writes": refused, "violations": len(violations(events)),
+            "parts_counted_twice": parts_counted_twice(events),
             "empty_claimed_batches": len(empty_claimed(ledger))}
 
 

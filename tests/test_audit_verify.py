@@ -144,6 +144,15 @@ def test_a_report_per_request_for_the_auditors_file(honoured: tuple[str, str],
     assert report["verification"]["ok"], report["verification"]
     page = (tmp_path / "report" / "report.html").read_text()
     assert "Record verified" in page and request in page and "Purge receipts" in page
+    # a request not honoured yet has a report too: no versions, its own timeline
+    Ledger().submit(model, "classes", ["2"], ticket="GDPR-8")
+    pending = runner.invoke(app, ["audit", "--model-name", model, "--ticket", "GDPR-8",
+                                  "--report", str(tmp_path / "pending")])
+    assert pending.exit_code == 0, pending.output
+    later = json.loads((tmp_path / "pending" / "report.json").read_text())
+    assert later["requests"][0]["request"]["state"] == "pending"
+    assert "versions" not in later["requests"][0]
+    assert "Versions that honour it" in (tmp_path / "pending" / "report.html").read_text()
     # a ticket nobody filed, and a report without a ticket: one line each
     missing = runner.invoke(app, ["audit", "--model-name", model, "--ticket", "T-404",
                                   "--report", str(tmp_path / "other")])

@@ -686,7 +686,7 @@ def ledger_upgrade() -> None:
     from oblivio.ledger.store import ADMIN_ENV, Ledger
 
     before, after = Ledger(os.environ.get(ADMIN_ENV), migrate=True).upgrade()
-    print(f"ledger at schema revision {after}" + (f" (was {before or 'unversioned'})"
+    print(f"ledger at schema revision {after}" + (f" (was {before})"
                                                    if before != after else " already"))
 
 

@@ -83,6 +83,8 @@ def _evidence(version, aliases: dict[str, list[str]], tag: str) -> dict:
             "parent": version.tags.get(f"{tag}parent_version"),
             "deletion_batch": version.tags.get(f"{tag}deletion_batch"),
             "gate": version.tags.get(f"{tag}gate"),
+            "weights_sha256": version.tags.get(f"{tag}weights_sha256"),
+            "purged": version.tags.get(f"{tag}purged"),
             "evidence": shown}
 
 

@@ -156,9 +156,8 @@ def complete_step(ledger: Ledger, claim: Claim, model_name: str, max_attempts: i
                   failure: str = "", kinds: tuple[str, ...] = KINDS) -> None:
     """Settle every part of the batch (of ``kinds``) still claimed, each on its own, and erase
     the ids files of finished batches; raises, after the ledger recorded it, when any part of
-    the batch failed, now or earlier. A batch
-    that failed fails again with its reason: a retried step must not find nothing left to
-    settle and pass, turning the run green."""
+    the batch failed, now or earlier: a retried step must not find nothing left to settle and
+    pass, turning the run green."""
     from oblivio.ledger.retention import erase_batch_files
 
     for kind in kinds:
@@ -166,8 +165,7 @@ def complete_step(ledger: Ledger, claim: Claim, model_name: str, max_attempts: i
     erase_batch_files(ledger, model_name)  # the ids' copy goes once its batch is over
     row = ledger.batch_row(claim.batch_id)
     if row["error"]:
-        left = [r for r in ledger.find(model_name=model_name)
-                if r.batch_id == claim.batch_id and r.state != "honoured"]
+        left = [r for r in ledger.find(batch_id=claim.batch_id) if r.state != "honoured"]
         again = sum(r.state == "pending" for r in left)
         raise OblivioError(f"batch {claim.batch_id} failed: {row['error']} ({again} request(s) "
                            f"back to pending, {len(left) - again} failed for good)")

@@ -22,6 +22,7 @@ def submit_request(ledger: Ledger, model_name: str, data: str, ids_uri: str | No
     from oblivio.tracking.registry import (
         CHAMPION,
         forgotten,
+        model_exists,
         resolve_version,
         version_evidence,
     )
@@ -34,7 +35,10 @@ def submit_request(ledger: Ledger, model_name: str, data: str, ids_uri: str | No
     if deadline is not None and deadline < date.today():
         raise OblivioError(f"deadline {deadline.isoformat()} is in the past")
     connect()
-    champion = _champion(model_name, resolve_version, CHAMPION)
+    if not model_exists(model_name):  # an unknown model is one line, never one to train
+        raise OblivioError(f"no registered model {model_name!r} in MLflow: a request names a "
+                           "model that exists (check --model-name)")
+    champion = resolve_version(f"models:/{model_name}@{CHAMPION}")
     dataset = open_dataset(data)
     if ids_uri is not None:
         ids = read_sample_ids(ids_uri)
@@ -51,16 +55,3 @@ def submit_request(ledger: Ledger, model_name: str, data: str, ids_uri: str | No
                          forgotten_classes=frozenset(already), met_by=met_by,
                          met_evidence=version_evidence(champion))
 
-
-def _champion(model_name: str, resolve_version, alias: str):
-    """The champion; an unknown model is one line, never a reason to train one."""
-    from mlflow.exceptions import MlflowException
-
-    from oblivio.tracking.registry import client
-
-    try:
-        client().get_registered_model(model_name)
-    except MlflowException:
-        raise OblivioError(f"no registered model {model_name!r} in MLflow: a request names a "
-                           "model that exists (check --model-name)") from None
-    return resolve_version(f"models:/{model_name}@{alias}")

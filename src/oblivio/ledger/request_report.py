@@ -15,35 +15,17 @@ from oblivio.ledger.audit import audit
 from oblivio.ledger.store import Ledger
 from oblivio.ledger.verify import verify
 
-#: metric keys shown as evidence: the forgotten set, the unseen reference, the attacks, the
-#: retrain's gaps
-EVIDENCE_PREFIXES = ("forget_", "unseen_", "test_", "retain_test", "mia_", "ulira_")
-
 
 def build(ledger: Ledger, model_name: str, ticket: str, weights: bool = True) -> dict:
-    """The report of the request(s) under ``ticket``, as plain data."""
-    from oblivio.tracking.registry import TAG, client
-
-    entries = audit(ledger, model_name, ticket=ticket)
+    """The report of the request(s) under ``ticket``, as plain data: the audit's entries
+    (each version with its weights hash, purge tag and evidence) and the history around them."""
+    requests = audit(ledger, model_name, ticket=ticket)
     model_events = ledger.events(model_name=model_name)
-    ids = {e["request"]["id"] for e in entries}
-    batches = {e["request"]["batch_id"] for e in entries if e["request"]["batch_id"]}
+    ids = {e["request"]["id"] for e in requests}
+    batches = {e["request"]["batch_id"] for e in requests if e["request"]["batch_id"]}
     timeline = [_event(e) for e in model_events
                 if e.request_id in ids or e.event == "champion"
                 or (e.batch_id in batches and e.event in ("taken_over", "registered"))]
-    requests = []
-    for entry in entries:
-        versions = []
-        for v in entry.get("versions", []):
-            version = client().get_model_version(model_name, v["version"])
-            tags = version.tags
-            metrics = client().get_run(version.run_id).data.metrics if version.run_id else {}
-            versions.append({
-                **v, "weights_sha256": tags.get(f"{TAG}weights_sha256"),
-                "purged": tags.get(f"{TAG}purged"),
-                "evidence": {k: metrics[k] for k in sorted(metrics)
-                             if k.startswith(EVIDENCE_PREFIXES) or k.endswith("_gap_to_oracle")}})
-        requests.append({**entry, "versions": versions})
     receipts = [_event(e) for e in model_events if e.event == "purged"]
     verdict = verify(ledger, model_name, weights)
     return {"model_name": model_name, "ticket": ticket, "requests": requests,
@@ -120,8 +102,8 @@ def render_html(report: dict) -> str:
         parts.append(_table(
             ["version", "aliases", "method", "gate", "weights sha256", "purged"],
             [[v["version"], v["aliases"], v["method"], v["gate"], v["weights_sha256"],
-              v["purged"]] for v in entry["versions"]]))
-        for v in entry["versions"]:
+              v["purged"]] for v in entry.get("versions", [])]))
+        for v in entry.get("versions", []):
             parts.append(f"<h2>Evidence logged with version {html.escape(v['version'])} "
                          "(the batch that honoured it; beside unseen images and the retrain "
                          "where one was known)</h2>")

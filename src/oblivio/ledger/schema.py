@@ -9,6 +9,7 @@ advisory lock, so PostgreSQL's READ COMMITTED cannot interleave two ledger chang
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from sqlalchemy import Connection, inspect, text
@@ -31,7 +32,9 @@ def _config(conn: Connection | None = None):
     return config
 
 
+@functools.cache
 def head() -> str:
+    """The newest revision of the migrations this code carries (read once per process)."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_config()).get_current_head()
@@ -72,10 +75,10 @@ def standing(conn: Connection) -> str:
     return "older" if _known(rev) else "newer"
 
 
-def upgrade(conn: Connection) -> tuple[str | None, str]:
+def upgrade(conn: Connection) -> tuple[str, str]:
     """Migrate the ledger to the code's revision, inside the caller's transaction and under the
     ledger's lock. A ledger made before revisions is recorded at the baseline first. Returns
-    (revision before, revision after)."""
+    (what it was: a revision, 'empty' or 'unversioned'; the revision after)."""
     from alembic import command
 
     lock(conn)
@@ -92,7 +95,7 @@ def upgrade(conn: Connection) -> tuple[str | None, str]:
         command.upgrade(config, "head")
     except RuntimeError as exc:  # a migration's own refusal, e.g. a ticket used twice
         raise OblivioError(f"ledger upgrade refused: {exc}") from None
-    return before, head()
+    return before or state, head()
 
 
 def require_current(conn: Connection, where: str) -> None:

@@ -173,7 +173,7 @@ class Ledger:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
             raise OblivioError(f"ledger at {_safe(self.url)} is unusable ({reason})") from None
 
-    def upgrade(self) -> tuple[str | None, str]:
+    def upgrade(self) -> tuple[str, str]:
         """Migrate this ledger to the code's schema (``oblivio ledger upgrade``)."""
         with self._begin() as conn:
             return schema.upgrade(conn)
@@ -243,15 +243,15 @@ class Ledger:
         request_id = "req-" + secrets.token_hex(6)
         conn.execute(insert(requests), {
             "id": request_id, "model_name": model_name, "kind": kind, "count": len(values),
-            "sha256": digest, "ticket": ticket, "deadline": deadline, "state": "pending",
-            "attempts": 0, "submitted_at": moment, "solo": False})
+            "sha256": digest, "ticket": ticket, "deadline": deadline,
+            "state": "pending" if met_by is None else "honoured", "version": met_by,
+            "honoured_at": None if met_by is None else moment, "attempts": 0,
+            "submitted_at": moment, "solo": False})
         self._insert_items(conn, model_name, kind, values, request_id)
         history.append(conn, moment, model_name, "submitted", request_id, kind=kind,
                        count=len(values), sha256=digest, ticket=ticket,
                        deadline=deadline.isoformat() if deadline else None)
         if met_by is not None:
-            conn.execute(update(requests).where(requests.c.id == request_id).values(
-                state="honoured", version=met_by, honoured_at=moment))
             history.append(conn, moment, model_name, "honoured", request_id, version=met_by,
                            how="the champion had already forgotten it", **met_evidence)
         return _request(conn.execute(select(requests).where(requests.c.id == request_id)).one())
@@ -311,14 +311,15 @@ class Ledger:
         return _request(row)
 
     def find(self, state: str | None = None, model_name: str | None = None,
-             ticket: str | None = None, overdue: date | None = None) -> list[Request]:
-        """Requests, oldest first, optionally of one state, model or ticket, or not honoured
-        by their deadline when ``overdue`` is today's date."""
+             ticket: str | None = None, overdue: date | None = None,
+             batch_id: str | None = None) -> list[Request]:
+        """Requests, oldest first, optionally of one state, model, ticket or batch, or not
+        honoured by their deadline when ``overdue`` is today's date."""
         if state is not None and state not in STATES:
             raise OblivioError(f"unknown state {state!r} (one of {', '.join(STATES)})")
         query = select(requests).order_by(requests.c.submitted_at, requests.c.id)
         for column, value in ((requests.c.state, state), (requests.c.model_name, model_name),
-                              (requests.c.ticket, ticket)):
+                              (requests.c.ticket, ticket), (requests.c.batch_id, batch_id)):
             if value is not None:
                 query = query.where(column == value)
         if overdue is not None:
