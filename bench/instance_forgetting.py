@@ -41,6 +41,7 @@ from instance_data import (
 )
 
 from oblivio.data import open_dataset
+from oblivio.data.sample_ids import read_sample_ids
 from oblivio.evaluation.attacks import auc_band, familiarity_auc, loss_lr_cv_accuracy
 from oblivio.models import load_model
 from oblivio.models.checkpoint import save_model
@@ -78,7 +79,7 @@ def run_method(name: str, bench: BenchData, model_dir: Path, ids_file: Path, out
     runner, settings = METHODS[name]
     if runner == "recalibrate":  # post hoc, on the model the named method wrote
         return recalibrated(out.parent / out.name.replace(_slug(name), _slug(settings)), out,
-                            bench, seed)
+                            bench, ids_file, seed)
     settings = replace(settings, seed=seed)
     if runner == "match":
         args = (forget_by_matching, str(model_dir), str(bench.data), str(ids_file), str(out),
@@ -99,13 +100,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9+]+", "-", name).strip("-")
 
 
-def recalibrated(source: Path, out: Path, bench: BenchData, seed: int) -> dict:
+def recalibrated(source: Path, out: Path, bench: BenchData, ids_file: Path, seed: int) -> dict:
     """The model ``source`` with its batch-norm statistics re-estimated on retain images
     (``--recalibrate-bn``, applied after the fact): how much of a method's loss was drift of
     the statistics rather than of the weights. Its seconds are the source's plus its own."""
     model = load_model(source)
     train = open_dataset(bench.data).split("train")
-    forgotten = train.indices(model.config["provenance"]["forgotten_ids"])
+    forgotten = train.indices(read_sample_ids(ids_file))  # the base model forgot nothing else
     retain = np.setdiff1d(np.arange(len(train)), forgotten)
     start = time.perf_counter()
     recalibrate_batchnorm(model, train, retain, RECALIBRATION_BATCHES, 256,

@@ -112,6 +112,31 @@ def unresolvable_control_inputs(p: Pipeline) -> list[str]:
     return bad
 
 
+#: the run-time placeholders the driver substitutes in a task's constant inputs
+#: (driver/resolve.go, resolveInputParameter); any other ``{{$....}}`` reaches the step as text
+RESOLVED_PLACEHOLDERS = {"{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}",
+                         "{{$.pipeline_job_uuid}}", "{{$.pipeline_task_name}}",
+                         "{{$.pipeline_task_uuid}}", "{{$.pipeline_job_create_time_utc}}",
+                         "{{$.pipeline_job_schedule_time_utc}}"}
+
+
+def unresolved_placeholders(p: Pipeline) -> list[str]:
+    """driver/resolve.go: a constant input that is one of a few placeholders is replaced
+    (``{{$.workspace_path}}`` anywhere in it); every other placeholder, ``{{$.pipeline_root}}``
+    among them, which kfp's local runner does replace, is passed on literally."""
+    bad = []
+    for t in p.tasks():
+        for name, value in (t.spec.get("inputs", {}).get("parameters") or {}).items():
+            constant = value.get("runtimeValue", {}).get("constant")
+            rest = PLACEHOLDER.sub("", constant) if isinstance(constant, str) else ""
+            if ("{{$." in rest  # task inputs, even inside an f-string, are substituted
+                    and constant not in RESOLVED_PLACEHOLDERS
+                    and "{{$.workspace_path}}" not in constant):
+                bad.append(f"{t.dag}/{t.name}: input {name} is {constant!r}, which the backend "
+                           "does not resolve")
+    return bad
+
+
 def _declared_type(p: Pipeline, t: Task, ref: str) -> str | None:
     return ((p.inputs_of(t.dag).get("parameters") or {}).get(ref) or {}).get("parameterType")
 

@@ -25,7 +25,8 @@ def compiled(request) -> rules.Pipeline:
 
 @pytest.mark.parametrize("rule", [rules.undeclared_inputs, rules.foreign_producers,
                                   rules.unresolvable_control_inputs,
-                                  rules.mistyped_platform_parameters],
+                                  rules.mistyped_platform_parameters,
+                                  rules.unresolved_placeholders],
                          ids=lambda r: r.__name__)
 def test_the_compiled_pipeline_keeps_the_backend_rule(compiled: rules.Pipeline, rule) -> None:
     assert rule(compiled) == []
@@ -58,6 +59,23 @@ def test_the_rules_catch_what_the_backend_refuses(tmp_path: Path) -> None:
     assert not any("node selector" in v for v in rules.mistyped_platform_parameters(broken))
     fixed = _tiny(True, tmp_path)
     assert rules.undeclared_inputs(fixed) == rules.mistyped_platform_parameters(fixed) == []
+
+
+def test_a_placeholder_the_backend_leaves_as_text_is_caught(tmp_path: Path) -> None:
+    """The control: the pipeline root as a placeholder, which kfp's local runner fills in and
+    the backend passes on as the literal text (why claim_batch finds the run's folder from its
+    own output's URI instead)."""
+    @dsl.component(base_image="python:3.11")
+    def step(root: str, job: str) -> None:
+        pass
+
+    @dsl.pipeline(name="roots")
+    def roots() -> None:
+        step(root=dsl.PIPELINE_ROOT_PLACEHOLDER, job=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+
+    compiler.Compiler().compile(roots, str(tmp_path / "roots.yaml"))
+    found = rules.unresolved_placeholders(rules.Pipeline((tmp_path / "roots.yaml").read_text()))
+    assert len(found) == 1 and "input root is '{{$.pipeline_root}}'" in found[0]
 
 
 def test_a_foreign_producer_and_a_mistyped_secret_name_are_caught(

@@ -55,10 +55,11 @@ def test_the_control_steps_run_without_torch(registered: str, trained_rgb, tmp_p
     ledger = Ledger()
     request, _ = ledger.submit(registered, "classes", ["1"])
     claimed = without_torch(
+        "from kfp import dsl\n"
         "from oblivio_pipeline.components import claim_batch\n"
         f"out = claim_batch.python_func(model_name={registered!r}, "
         f"batch_root={str(tmp_path / 'batches')!r}, lease_minutes=60, max_attempts=3, "
-        "job_id='job-1')\n"
+        f"job_id='job-1', claim=dsl.Artifact(uri={str(tmp_path / 'claim')!r}))\n"
         "print(out[0])")
     assert claimed.returncode == 0, claimed.stderr
     batch = claimed.stdout.split()[-1]
@@ -75,7 +76,8 @@ def test_the_control_steps_run_without_torch(registered: str, trained_rgb, tmp_p
         f"print(settle_batch.python_func(model_name={registered!r}, batch_id={batch!r}, "
         "token='1', job_id='job-1', kind='classes', max_attempts=3))\n"
         f"print(complete_batch.python_func(model_name={registered!r}, batch_id={batch!r}, "
-        "token='1', job_id='job-1', max_attempts=3, champion_version='2'))\n"
+        "token='1', job_id='job-1', max_attempts=3, champion_version='2', "
+        f"receipt=dsl.Artifact(uri={str(tmp_path / 'receipt')!r})))\n"
         "print(plan_shards.python_func(shards=3))\n"
         "record_outcome.python_func(job_id='job-1', deletion_batch='', "
         "status=dsl.PipelineTaskFinalStatus(state='COMPLETE', "

@@ -50,3 +50,31 @@ def test_every_version_in_a_versioned_bucket_is_erased(s3_env: str) -> None:  # 
     left = s3.list_object_versions(Bucket="versioned", Prefix="batches/")
     assert [v["Key"] for v in left.get("Versions", [])] == ["batches/b-10/ids.parquet"]
     assert not left.get("DeleteMarkers")
+
+
+def test_a_run_folder_is_erased_but_what_the_erasing_step_keeps(tmp_path: Path,
+                                                                s3_env: str) -> None:  # noqa: F811
+    """The batch's last step erases its own run's pipeline-root folder, all but its own
+    outputs (the launcher uploads them after it returns), on disk and in a versioned bucket."""
+    root = tmp_path / "oblivio-deletion-batch" / "run-1"
+    for name in ("sample-data/1/samples/forget.parquet", "complete-batch-x/2/other",
+                 "complete-batch/3/receipt"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    receipt = erase(str(root), keep=str(root / "complete-batch" / "3"))
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == [
+        "complete-batch", "complete-batch/3", "complete-batch/3/receipt"]
+    assert [o["name"] for o in receipt["objects"]] == [
+        "complete-batch-x/2/other", "sample-data/1/samples/forget.parquet"]
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    s3.create_bucket(Bucket="roots")
+    s3.put_bucket_versioning(Bucket="roots", VersioningConfiguration={"Status": "Enabled"})
+    prefix = "pipeline-root/oblivio-deletion-batch/run-1"
+    for key in ("sample-data/1/samples/forget.parquet", "complete-batch/3/receipt",
+                "complete-batch/3x/other"):
+        for body in (b"v1", b"v2"):
+            s3.put_object(Bucket="roots", Key=f"{prefix}/{key}", Body=body)
+    receipt = erase(f"s3://roots/{prefix}", keep=f"s3://roots/{prefix}/complete-batch/3")
+    assert len(receipt["objects"]) == 4  # two keys, two versions each
+    left = s3.list_object_versions(Bucket="roots", Prefix=prefix)
+    assert {v["Key"] for v in left["Versions"]} == {f"{prefix}/complete-batch/3/receipt"}

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from oblivio.cli import app
 from oblivio.data import open_dataset
-from oblivio.data.sample_ids import read_sample_ids, write_sample_ids
+from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.data.write import write_classes, write_split
+from oblivio.errors import OblivioError
 from oblivio.evaluation.evaluate import evaluate
 from oblivio.models import load_model
 from oblivio.models.inference import accuracy, predict_logits
@@ -22,6 +23,7 @@ from oblivio.training import Recipe, train_to_dir
 from oblivio.unlearn.adversarial import adversarial_bank, l2_pgd, other_classes
 from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline, runner_up
 from oblivio.unlearn.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from oblivio.unlearn.forgotten import given_ids
 from oblivio.unlearn.importance import anchor_weights, output_sensitivity
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.loss_matching import (
@@ -139,7 +141,8 @@ def test_l2ul_misclassifies_every_forget_instance_and_keeps_test_accuracy(
     assert _test_acc(tmp_path / "u", data) >= before - 0.1
     config = json.loads((tmp_path / "u/config.json").read_text())
     assert config["provenance"]["method"] == "l2ul" and config["provenance"]["mode"] == "instance"
-    assert config["provenance"]["forgotten_ids"] == sorted(mislabelled["forget"])
+    assert (config["provenance"]["forgotten_ids_sha256"], config["provenance"][
+        "forgotten_ids_count"]) == (ids_sha256(mislabelled["forget"]), len(mislabelled["forget"]))
     assert config["parent_fingerprint"] == load_model(model_dir).config["weights_sha256"]
 
 
@@ -171,15 +174,32 @@ def test_continual_requests_start_from_the_current_model(mislabelled: dict,
     settings = L2ULSettings(adv_per_instance=2, pgd_iters=10, adv_batch=8, max_epochs=30)
     forget_instances(str(model_dir), str(data), str(tmp_path / "a.txt"), str(tmp_path / "m1"),
                      settings, device="cpu", progress=False)
-    prov = forget_instances(str(tmp_path / "m1"), str(data), str(tmp_path / "b.txt"),
-                            str(tmp_path / "m2"), settings, device="cpu", progress=False)
-    assert prov["forgotten_ids"] == sorted(mislabelled["forget"])
+    # m1 records its ids by digest only: without the ledger or the files, one line, no model
+    with pytest.raises(OblivioError, match=r"has forgotten 4 training images, recorded by "
+                                           r"digest .* only: .*--forgotten-ids"):
+        forget_instances(str(tmp_path / "m1"), str(data), str(tmp_path / "b.txt"),
+                         str(tmp_path / "m2"), settings, device="cpu", progress=False)
+    with given_ids([tmp_path / "b.txt"]), pytest.raises(OblivioError, match="is not what"):
+        forget_instances(str(tmp_path / "m1"), str(data), str(tmp_path / "b.txt"),
+                         str(tmp_path / "m2"), settings, device="cpu", progress=False)
+    assert not (tmp_path / "m2").exists()
+    with given_ids([tmp_path / "a.txt"]):
+        prov = forget_instances(str(tmp_path / "m1"), str(data), str(tmp_path / "b.txt"),
+                                str(tmp_path / "m2"), settings, device="cpu", progress=False)
+    assert (prov["forgotten_ids_sha256"], prov["forgotten_ids_count"]) == (
+        ids_sha256(mislabelled["forget"]), 8)
+    assert prov["deletions"] == [{"sha256": ids_sha256(first), "count": 4},
+                                 {"sha256": ids_sha256(second), "count": 4}]
+    config_text = (tmp_path / "m2" / "config.json").read_text()
+    assert not any(i in config_text for i in mislabelled["forget"])  # no id in the model
     assert prov["forget_ids_count"] == 4
     assert prov["forgotten_acc"] == _forget_acc(tmp_path / "m2", data, mislabelled["forget"])
     assert prov["parent"]["weights_sha256"] == load_model(tmp_path / "m1").config[
         "weights_sha256"]
     result = runner.invoke(app, ["forget", "--model", str(tmp_path / "m2"), "--data", str(data),
                                  "--forget-ids", str(tmp_path / "a.txt"),
+                                 "--forgotten-ids", str(tmp_path / "a.txt"),
+                                 "--forgotten-ids", str(tmp_path / "b.txt"),
                                  "--out", str(tmp_path / "m3")])
     assert result.exit_code == 2 and "already forgotten" in result.stderr
     assert not (tmp_path / "m3").exists()
@@ -431,7 +451,7 @@ def test_match_after_a_forgotten_class_matches_among_the_classes_it_still_knows(
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     prov = forget_by_matching(str(projected), str(data), str(tmp_path / "ids.txt"),
                               str(tmp_path / "u"), device="cpu", progress=False)
-    assert prov["forgotten_with_class"] == 2 and prov["forgotten_ids"] == sorted(ids)
+    assert prov["forgotten_with_class"] == 2 and prov["forgotten_ids_count"] == len(ids)
     losses = torch.nn.functional.cross_entropy(
         predict_logits(load_model(projected), test), test.labels, reduction="none")
     known = test.labels != 1

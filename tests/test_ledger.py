@@ -7,6 +7,7 @@ that any plain SQL edit breaks."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -14,7 +15,9 @@ from sqlalchemy import text
 
 from oblivio.errors import OblivioError
 from oblivio.ledger import history
+from oblivio.ledger.batches import held, hold_of
 from oblivio.ledger.store import LeaseLost, Ledger, items_sha256
+from oblivio.unlearn.forgotten import forgotten_ids, provenance_after
 
 HOUR = timedelta(hours=1)
 
@@ -94,6 +97,23 @@ def test_claim_takes_every_pending_request_once(ledger_url: str) -> None:
     assert {r.state for r in ledger.find()} == {"claimed"}
 
 
+def test_the_ids_a_model_records_by_digest_are_read_back(ledger_url: str) -> None:
+    """A model records a deletion by the digest of the ids it forgot (one request's, or a
+    batch's union); the ledger alone gives the ids back, and only ones that hash to it."""
+    ledger = Ledger(ledger_url)
+    a, _ = ledger.submit("m", "ids", ["train-1", "train-2"])
+    b, _ = ledger.submit("m", "ids", ["train-3"])
+    ledger.submit("m", "classes", ["7"])
+    batch = ledger.claim("m", "run-1", HOUR)
+    union = items_sha256(batch.ids)
+    ledger.record_ids(batch.claim, union)
+    assert ledger.ids_with_sha256(union) == ["train-1", "train-2", "train-3"]
+    assert ledger.ids_with_sha256(a.sha256) == ["train-1", "train-2"]
+    assert ledger.ids_with_sha256(b.sha256) == ["train-3"]
+    assert ledger.ids_with_sha256(items_sha256(["train-1"])) is None  # part of a request
+    assert ledger.ids_with_sha256(items_sha256(["7"])) is None  # a class is no image
+
+
 def test_concurrent_claims_never_share_a_request(ledger_url: str) -> None:
     """Submitters and claimers at once, each through its own connection pool."""
     ledger = Ledger(ledger_url)
@@ -162,6 +182,55 @@ def test_a_run_that_lost_its_lease_writes_nothing(ledger_url: str) -> None:
     with pytest.raises(LeaseLost, match=r"no longer this run's \(completed\)"):
         ledger.renew(again.claim, HOUR)
     assert ledger.get(request.id).state == "honoured"
+
+
+def test_a_model_s_earlier_deletions_are_read_from_the_ledger(
+        ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a continual request and the evaluation do with a model that records its deletions
+    by digest: the ids come back from the ledger (a batch's union, a request alone), checked
+    against the model's digest; a deletion the ledger does not hold is one error line."""
+    monkeypatch.setenv("OBLIVIO_LEDGER_URL", ledger_url)
+    ledger = Ledger(ledger_url)
+    ledger.submit("m", "ids", ["train-1", "train-2"])
+    ledger.submit("m", "ids", ["train-3"])
+    batch = ledger.claim("m", "run-1", HOUR)
+    ledger.record_ids(batch.claim, items_sha256(batch.ids))
+    ledger.submit("m", "ids", ["train-4"])
+    every = ["train-1", "train-2", "train-3", "train-4"]
+    config = {"provenance": provenance_after(
+        {"provenance": provenance_after({}, batch.ids, batch.ids)}, ["train-4"], every)}
+    assert [d["count"] for d in config["provenance"]["deletions"]] == [3, 1]
+    assert forgotten_ids(config, "model") == every
+    assert forgotten_ids(config, "model", known=["train-4"]) == every
+    stranger = {"provenance": provenance_after({}, ["train-8"], ["train-8"])}
+    with pytest.raises(OblivioError, match=r"model has forgotten 1 training images, recorded "
+                                           r"by digest .* only"):
+        forgotten_ids(stranger, "model")
+
+
+def test_a_pipeline_step_holds_its_batch_while_it_works(ledger_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Kubeflow step that runs the model renews the batch's lease while it works (the claim's
+    ``hold``); a step of a run that lost its batch fails, before or after its work."""
+    monkeypatch.setenv("OBLIVIO_LEDGER_URL", ledger_url)
+    ledger = Ledger(ledger_url)
+    ledger.submit("m", "ids", ["train-1"])
+    lease = timedelta(seconds=1.5)
+    batch = ledger.claim("m", "kfp:job-1", lease)
+    hold = hold_of(batch, lease)
+    with held(hold):
+        time.sleep(3)  # twice the lease: renewed every half second
+    assert ledger.claim("m", "kfp:job-2", lease) is None  # still job-1's
+    with pytest.raises(LeaseLost, match="taken over while this step ran"), held(hold):
+        with ledger.engine.begin() as conn:  # another run takes the batch over meanwhile
+            conn.execute(text("UPDATE batches SET claims = claims + 1"))
+        time.sleep(1.2)
+    time.sleep(1.6)  # no step renews it now: its lease runs out, job-2 takes it over
+    assert ledger.claim("m", "kfp:job-2", lease).claims == 3
+    with pytest.raises(LeaseLost), held(hold):
+        raise AssertionError("a step of the run that lost the batch must not start its work")
+    with held(""):  # outside a batch: nothing to hold
+        pass
 
 
 def test_a_failing_request_is_split_off_and_fails_alone(ledger_url: str) -> None:

@@ -75,3 +75,33 @@ def test_promotion_never_leaves_a_champion_that_misses_an_honoured_request(
             oblivio.load_model(f"models:/{registered}/{version}")
     assert oblivio.load_model(f"models:/{registered}@champion") is not None
     assert len(client().search_model_versions(f"name = '{registered}'")) == 3  # kept for audit
+
+
+def test_purge_erases_the_id_lists_older_runs_logged(
+        registered: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of an older oblivio logged a deletion request's ids as ``samples/forget.parquet``;
+    purge erases every such list whose ids the ledger holds for the model, and no other."""
+    from oblivio.data.sample_ids import write_sample_ids
+    from oblivio.ledger.retention import erase_run_copies
+
+    monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger()
+    ledger.submit(registered, "ids", ["train-1", "train-2"])
+    runs = {}
+    for name, ids in (("ours", ["train-1", "train-2"]), ("other", ["train-9"])):
+        samples = tmp_path / name / "samples"
+        samples.mkdir(parents=True)
+        write_sample_ids(str(samples / "forget.parquet"), ids)
+        with mlflow.start_run(experiment_id=connect()) as run:
+            mlflow.log_param("forget_ids_uri", f"/requests/{name}.txt")
+            mlflow.log_artifacts(str(samples), "samples")
+        runs[name] = run.info.run_id
+    receipts = erase_run_copies(ledger, registered)
+    assert [r["where"].endswith(f"{runs['ours']}/artifacts/samples/forget.parquet")
+            for r in receipts] == [True]
+    assert receipts[0]["objects"][0]["count"] == 2
+    assert client().list_artifacts(runs["ours"], "samples") == []
+    assert [a.path for a in client().list_artifacts(runs["other"], "samples")] == [
+        "samples/forget.parquet"]  # ids the ledger does not hold for this model: not ours
+    assert [e.event for e in ledger.events()][-1] == "purged"
+    assert erase_run_copies(ledger, registered) == []  # a second purge finds nothing

@@ -9,7 +9,8 @@ def apply_contrast(model: dsl.Input[dsl.Model], dataset_uri: str,
                    forget_statistics: dsl.Input[dsl.Artifact], samples: dsl.Input[dsl.Dataset],
                    ratio_mode: str, ratio: float, rounds: int, blocks: int, forget_target: float,
                    device: str, unlearned: dsl.Output[dsl.Model],
-                   ratio_grid: dsl.Output[dsl.Markdown]) -> None:
+                   ratio_grid: dsl.Output[dsl.Markdown],
+                   batch_hold: str = "") -> None:
     """Remove the input directions the forget samples use far more than the retain samples
     (energy contrast), choosing the threshold, rounds and depth on the validation list.
 
@@ -28,11 +29,16 @@ def apply_contrast(model: dsl.Input[dsl.Model], dataset_uri: str,
         device: cpu, cuda or auto.
         unlearned: The unlearned model directory.
         ratio_grid: The scored thresholds, for the KFP UI.
+        batch_hold: The deletion batch's claim from claim_batch ("" outside a batch): its
+            lease is renewed while this step works, and the step fails once the batch is lost.
     """
+    from oblivio.ledger.batches import held
     from oblivio.unlearn.steps import contrast_step
 
-    prov = contrast_step(model.path, dataset_uri, retain_statistics.path,
-                         forget_statistics.path, samples.path, unlearned.path, ratio_mode, ratio,
-                         rounds, forget_target, device, blocks, grid_file=ratio_grid.path)
+    with held(batch_hold):
+        prov = contrast_step(model.path, dataset_uri, retain_statistics.path,
+                             forget_statistics.path, samples.path, unlearned.path, ratio_mode,
+                             ratio, rounds, forget_target, device, blocks,
+                             grid_file=ratio_grid.path)
     unlearned.metadata.update({key: prov[key] for key in ("ratio", "rounds", "blocks",
                                                           "forget_classes")})

@@ -8,7 +8,8 @@ def apply_projection(model: dsl.Input[dsl.Model], dataset_uri: str,
                      subspaces: dsl.Input[dsl.Artifact], samples: dsl.Input[dsl.Dataset],
                      alpha_mode: str, alpha_r: float, alpha_f: float, forget_target: float,
                      device: str, unlearned: dsl.Output[dsl.Model],
-                     alpha_grid: dsl.Output[dsl.Markdown]) -> None:
+                     alpha_grid: dsl.Output[dsl.Markdown],
+                     batch_hold: str = "") -> None:
     """Project the weights, choosing alpha on the validation list.
 
     Args:
@@ -23,10 +24,14 @@ def apply_projection(model: dsl.Input[dsl.Model], dataset_uri: str,
         device: cpu, cuda or auto.
         unlearned: The unlearned model directory.
         alpha_grid: The scored alpha grid, for the KFP UI.
+        batch_hold: The deletion batch's claim from claim_batch ("" outside a batch): its
+            lease is renewed while this step works, and the step fails once the batch is lost.
     """
+    from oblivio.ledger.batches import held
     from oblivio.unlearn.steps import project_step
 
-    prov = project_step(model.path, dataset_uri, subspaces.path, samples.path, unlearned.path,
-                        alpha_mode, alpha_r, alpha_f, forget_target, device=device,
-                        grid_file=alpha_grid.path)
+    with held(batch_hold):
+        prov = project_step(model.path, dataset_uri, subspaces.path, samples.path, unlearned.path,
+                            alpha_mode, alpha_r, alpha_f, forget_target, device=device,
+                            grid_file=alpha_grid.path)
     unlearned.metadata.update({"alpha": prov["alpha"], "forget_classes": prov["forget_classes"]})

@@ -6,7 +6,8 @@ from oblivio_pipeline import component
 @component
 def capture_activations(model: dsl.Input[dsl.Model], dataset_uri: str,
                         samples: dsl.Input[dsl.Dataset], which: str, shard: int, shards: int,
-                        device: str, statistics: dsl.Output[dsl.Artifact]) -> None:
+                        device: str, statistics: dsl.Output[dsl.Artifact],
+                        batch_hold: str = "") -> None:
     """Accumulate every projectable layer's input Gram matrix over one shard of a sample list
     (merge_statistics adds the shards up).
 
@@ -19,12 +20,16 @@ def capture_activations(model: dsl.Input[dsl.Model], dataset_uri: str,
         shards: How many slices the list is cut into.
         device: cpu, cuda or auto.
         statistics: Per-layer statistics (safetensors).
+        batch_hold: The deletion batch's claim from claim_batch ("" outside a batch): its
+            lease is renewed while this step works, and the step fails once the batch is lost.
     """
     import os
 
+    from oblivio.ledger.batches import held
     from oblivio.unlearn.steps import capture_step
 
-    summary = capture_step(model.path, dataset_uri, os.path.join(samples.path,
-                                                                 f"{which}.parquet"),
-                           statistics.path, device=device, shard=shard, shards=shards)
+    with held(batch_hold):
+        summary = capture_step(model.path, dataset_uri, os.path.join(samples.path,
+                                                                     f"{which}.parquet"),
+                               statistics.path, device=device, shard=shard, shards=shards)
     statistics.metadata.update({"set": which, **summary})

@@ -8,10 +8,12 @@ from oblivio_pipeline import component
 def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Model],
                    original_train: dsl.Input[list[dsl.Artifact]],
                    unlearned_train: dsl.Input[list[dsl.Artifact]],
-                   dataset_uri: str, device: str, job_id: str, deletion_batch: str,
+                   dataset_uri: str, forget_ids_uri: str, device: str, job_id: str,
+                   deletion_batch: str,
                    relearn_steps: int, metrics: dsl.Output[dsl.Metrics],
                    report: dsl.Output[dsl.Artifact], summary: dsl.Output[dsl.Markdown],
-                   html: dsl.Output[dsl.HTML]) -> None:
+                   html: dsl.Output[dsl.HTML],
+                   batch_hold: str = "") -> None:
     """Accuracy, membership-inference attacks, a linear probe and (classes) batch norm
     re-estimated on kept images, original beside unlearned.
 
@@ -24,6 +26,8 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
         original_train: The parent's training-split outputs, the shards of predict_outputs.
         unlearned_train: The unlearned model's training-split outputs, likewise.
         dataset_uri: Dataset directory or s3:// URI.
+        forget_ids_uri: This run's deletion request ("" for classes): with the ledger, where
+            the images it forgot are read from (models record them by digest only).
         device: cpu, cuda or auto.
         job_id: The pipeline job's id (metrics and report go to its MLflow run).
         deletion_batch: The deletion-batch part the run honours ("" for none).
@@ -33,19 +37,24 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
         report: The report folder (JSON, Markdown, HTML, plots).
         summary: The report's Markdown table.
         html: The report's self-contained HTML page.
+        batch_hold: The deletion batch's claim from claim_batch ("" outside a batch): its
+            lease is renewed while this step works, and the step fails once the batch is lost.
     """
     import shutil
 
     from oblivio.evaluation.evaluate import evaluate_unlearned
     from oblivio.evaluation.relearn import RelearnSettings
     from oblivio.evaluation.report import markdown
+    from oblivio.ledger.batches import held
     from oblivio.tracking.runs import log_report, run_key
 
     parts = {"model": [a.path for a in unlearned_train],
              "original": [a.path for a in original_train]}
     relearning = RelearnSettings(max_steps=relearn_steps) if relearn_steps else None
-    result = evaluate_unlearned(unlearned.path, dataset_uri, report.path, original.path, device,
-                                train_parts=parts, relearning=relearning)
+    with held(batch_hold):
+        result = evaluate_unlearned(unlearned.path, dataset_uri, report.path, original.path,
+                                    device, train_parts=parts, relearning=relearning,
+                                    request_ids=forget_ids_uri or None)
     for key, value in log_report(run_key(job_id, deletion_batch), report.path).items():
         metrics.log_metric(key, value)
     with open(summary.path, "w") as f:

@@ -7,7 +7,8 @@ from oblivio_pipeline import component
 def unlearn_instances(model: dsl.Input[dsl.Model], dataset_uri: str,
                       samples: dsl.Input[dsl.Dataset], method: str, max_steps: int,
                       ablation: str, max_epochs: int, seed: int, device: str,
-                      unlearned: dsl.Output[dsl.Model]) -> None:
+                      unlearned: dsl.Output[dsl.Model],
+                      batch_hold: str = "") -> None:
     """Forget the deletion request's training images: ``match`` (the default) makes the model
     treat them like images it never saw, as a retrain would; ``relabel`` (the choice for
     mislabelled images) moves them to the model's runner-up class, where a retrain puts them;
@@ -24,14 +25,18 @@ def unlearn_instances(model: dsl.Input[dsl.Model], dataset_uri: str,
         seed: Seed of the batches (and of l2ul's adversarial targets).
         device: cpu, cuda or auto.
         unlearned: The unlearned model directory.
+        batch_hold: The deletion batch's claim from claim_batch ("" outside a batch): its
+            lease is renewed while this step works, and the step fails once the batch is lost.
     """
+    from oblivio.ledger.batches import held
     from oblivio.unlearn.steps import instance_step
 
     options = {"match": {"max_steps": max_steps},
                "l2ul": {"ablation": ablation, "max_epochs": max_epochs},
                "relabel": {"epochs": float(max_epochs)}}.get(method, {})
-    prov = instance_step(model.path, dataset_uri, samples.path, unlearned.path, method,
-                         {**options, "seed": seed}, device)
+    with held(batch_hold):
+        prov = instance_step(model.path, dataset_uri, samples.path, unlearned.path, method,
+                             {**options, "seed": seed}, device)
     unlearned.metadata.update({key: prov[key] for key in (
         "method", "forget_ids_count", "forget_ids_sha256", "steps", "cap_hit",
         "forgotten_acc")})

@@ -37,7 +37,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
 
     @dsl.pipeline(name="honour-batch")
     def honour_batch(
-        batch_id: str, token: str, forget_classes: str, forget_ids_uri: str,
+        batch_id: str, token: str, hold: str, forget_classes: str, forget_ids_uri: str,
         classes_key: str, ids_key: str, model_name: str, dataset_uri: str, max_attempts: int,
         retain_per_class: int, forget_samples: int, val_per_class: int,
         val_forget_samples: int, class_method: str, instance_method: str, instance_max_steps: int,
@@ -64,7 +64,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
                   "instance_max_test_drop": instance_max_test_drop,
                   "instance_auc_z": instance_auc_z,
                   "instance_auc_one_sided": instance_auc_one_sided, "promote": True,
-                  "relearn_steps": relearn_steps,
+                  "relearn_steps": relearn_steps, "batch_hold": hold,
                   "device": device, "shards": shards, "gpu_count": gpu_count,
                   "compute_cpu": compute_cpu,
                   "compute_memory": compute_memory, "node_selector": node_selector,
@@ -182,6 +182,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         claim.set_caching_options(False)  # the ledger changes between runs
         honour_batch(
             batch_id=claim.outputs["batch_id"], token=claim.outputs["token"],
+            hold=claim.outputs["hold"],
             forget_classes=claim.outputs["forget_classes"],
             forget_ids_uri=claim.outputs["forget_ids_uri"],
             classes_key=claim.outputs["classes_key"], ids_key=claim.outputs["ids_key"],

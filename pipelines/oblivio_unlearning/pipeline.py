@@ -131,6 +131,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         relearn_steps: int = 0,
         promote: bool = True,
         deletion_batch: str = "",
+        batch_hold: str = "",
         device: str = "auto",
         shards: int = 1,
         gpu_count: str = "1",
@@ -194,6 +195,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             promote: Make the new version champion when the gates pass.
             deletion_batch: Id of the deletion batch this run honours (empty for none): a
                 version registered under it already is returned, never made twice.
+            batch_hold: The deletion batch's claim (set by the deletion batch pipeline; empty
+                for none): the steps that run the model renew its lease while they work.
             device: cpu, cuda or auto.
             shards: Tasks that the capture of each sample list and the evaluation's pass over
                 the training split each spread over (1 to 256; at most 16 run at once); the
@@ -236,16 +239,17 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                 with dsl.ParallelFor(shard_list, parallelism=PARALLEL_SHARDS) as shard:
                     predicted = {role: _configure(predict_outputs(
                         model=m, dataset_uri=dataset_uri, shard=shard, shards=shards,
-                        device=device), **cluster, gpu_count=gpu_count,
+                        device=device, batch_hold=batch_hold), **cluster, gpu_count=gpu_count,
                         retries=2).set_display_name(f"predict {role}")
                         for role, m in (("original", model), ("unlearned", unlearned))}
                 evaluated = _configure(evaluate_model(
                     original=model, unlearned=unlearned,
                     original_train=dsl.Collected(predicted["original"].outputs["outputs"]),
                     unlearned_train=dsl.Collected(predicted["unlearned"].outputs["outputs"]),
-                    dataset_uri=dataset_uri, device=device,
+                    dataset_uri=dataset_uri, forget_ids_uri=forget_ids_uri, device=device,
                     job_id=job_id, deletion_batch=deletion_batch,
-                    relearn_steps=relearn_steps), **cluster, gpu_count=gpu_count, retries=2)
+                    relearn_steps=relearn_steps, batch_hold=batch_hold), **cluster,
+                    gpu_count=gpu_count, retries=2)
                 registered = _configure(register_model(
                     unlearned=unlearned, report=evaluated.outputs["report"],
                     model_name=model_name, parent_version=resolved.outputs["Output"],
@@ -270,7 +274,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     with dsl.ParallelFor(shard_list, parallelism=PARALLEL_SHARDS) as shard:
                         part = _configure(capture_activations(
                             model=model, dataset_uri=dataset_uri, samples=samples, which=which,
-                            shard=shard, shards=shards, device=device), **cluster,
+                            shard=shard, shards=shards, device=device,
+                            batch_hold=batch_hold), **cluster,
                             gpu_count=gpu_count, retries=2).set_display_name(f"capture {which}")
                     stats[which] = _configure(merge_statistics(
                         parts=dsl.Collected(part.outputs["statistics"])),
@@ -281,7 +286,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                         model=model, dataset_uri=dataset_uri, retain_statistics=retain_stats,
                         forget_statistics=forget_stats, samples=samples, ratio_mode=ratio_mode,
                         ratio=ratio, rounds=rounds, blocks=blocks, forget_target=forget_target,
-                        device=device), **cluster, gpu_count=gpu_count)
+                        device=device, batch_hold=batch_hold), **cluster, gpu_count=gpu_count)
                     evaluate_and_register(contrasted.outputs["unlearned"])
                 with dsl.Else(name="projection"):
                     subspaces = _configure(compute_subspaces(  # CPU: eigh of small matrices
@@ -291,7 +296,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                         model=model, dataset_uri=dataset_uri,
                         subspaces=subspaces.outputs["subspaces"], samples=samples,
                         alpha_mode=alpha_mode, alpha_r=alpha_r, alpha_f=alpha_f,
-                        forget_target=forget_target, device=device),
+                        forget_target=forget_target, device=device, batch_hold=batch_hold),
                         **cluster, gpu_count=gpu_count)
                     evaluate_and_register(projected.outputs["unlearned"])
             with dsl.Else(name="instances"):
@@ -299,7 +304,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     model=model, dataset_uri=dataset_uri, samples=samples,
                     method=instance_method, max_steps=instance_max_steps,
                     ablation=instance_ablation, max_epochs=instance_max_epochs, seed=seed,
-                    device=device), **cluster, gpu_count=gpu_count)
+                    device=device, batch_hold=batch_hold), **cluster, gpu_count=gpu_count)
                 evaluate_and_register(forgot.outputs["unlearned"])
 
     return unlearning_pipeline

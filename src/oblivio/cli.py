@@ -105,6 +105,13 @@ def train(
                       "seconds": round(metrics["seconds"], 1), "epochs": epochs}))
 
 
+ForgottenIds = Annotated[list[str] | None, typer.Option(
+    metavar="FILE",
+    help="Files of the training ids the model has already forgotten (repeat for several "
+         "requests), when the ledger that honoured them is not at hand: a model records them "
+         "by digest only.")]
+
+
 @app.command()
 @one_line_errors
 def forget(
@@ -116,6 +123,7 @@ def forget(
     forget_ids: Annotated[str | None, typer.Option(
         help="Text or Parquet file of training sample ids to forget (a deletion request).")]
         = None,
+    forgotten_ids: ForgottenIds = None,
     method: Annotated[str, typer.Option(
         help="auto (projection for classes, match for ids) or any method `oblivio methods` "
              "lists. Each method takes only its own options below; another's is an error.")]
@@ -225,9 +233,10 @@ def forget(
     """Forget whole classes or individual training images; every method writes the same model
     directory, evaluated by `oblivio evaluate`."""
     from oblivio.data.storage import check_output_dir
+    from oblivio.unlearn.forgotten import given_ids
     from oblivio.unlearn.methods import method_for
 
-    check_output_dir(out, [model, data, forget_ids], force)
+    check_output_dir(out, [model, data, forget_ids, *(forgotten_ids or [])], force)
     chosen = method_for(method, classes, forget_ids)
     settings = chosen.settings_from({
         "alpha_r": alpha_r, "alpha_f": alpha_f, "forget_margin": forget_margin,
@@ -244,7 +253,8 @@ def forget(
         "recalibrate_bn": recalibrate_bn, "epochs": epochs, "lr": lr,
         "fisher_samples": fisher_samples, "retain_batches": retain_batches,
         "saliency": saliency, "seed": seed})
-    result = chosen.run(model, data, out, classes, forget_ids, settings, device, True)
+    with given_ids(forgotten_ids):
+        result = chosen.run(model, data, out, classes, forget_ids, settings, device, True)
     if result.get("guard_stopped"):
         print(f"warning: {chosen.name} stopped after {len(result['halved_at'])} undone steps: "
               "even the smallest step raised the retain images' loss more than --retain-guard "
@@ -460,6 +470,7 @@ def run(
     forget_ids: Annotated[str | None, typer.Option(
         help="A deletion request instead: text or Parquet file of training sample ids "
              "(the instance branch, --instance-method).")] = None,
+    forgotten_ids: ForgottenIds = None,
     data: Annotated[str | None, typer.Option(
         help="Dataset (default: Fashion-MNIST, converted under the oblivio home).")] = None,
     epochs: Annotated[int, typer.Option(
@@ -490,17 +501,19 @@ def run(
              "(the same result for any count).")] = 1,
 ) -> None:
     """Run the unlearning pipeline locally (kfp.local) against the local MLflow."""
+    from oblivio.unlearn.forgotten import given_ids
     from oblivio_pipeline.local import run_local
 
-    result = run_local(model_name, forget_classes, data, epochs=epochs, device=device,
-                       forget_ids=forget_ids, class_method=class_method,
-                       instance_method=instance_method, alpha_mode=alpha_mode, promote=promote,
-                       max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
-                       min_mia_efficacy=min_mia_efficacy,
-                       max_reestimated_forget_acc=max_reestimated_forget_acc,
-                       instance_max_test_drop=instance_max_test_drop,
-                       instance_auc_z=instance_auc_z,
-                       instance_auc_one_sided=instance_auc_one_sided, shards=shards)
+    with given_ids(forgotten_ids):
+        result = run_local(model_name, forget_classes, data, epochs=epochs, device=device,
+                           forget_ids=forget_ids, class_method=class_method,
+                           instance_method=instance_method, alpha_mode=alpha_mode,
+                           promote=promote, max_forget_acc=max_forget_acc,
+                           max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
+                           max_reestimated_forget_acc=max_reestimated_forget_acc,
+                           instance_max_test_drop=instance_max_test_drop,
+                           instance_auc_z=instance_auc_z,
+                           instance_auc_one_sided=instance_auc_one_sided, shards=shards)
     print(result["report"])
     print(f"forgot {result['forgot']}")
     print_lineage(model_name)

@@ -36,10 +36,10 @@ def draw_ids(name: str, data: str, count: int, seed: int) -> list[str]:
     from oblivio.data import open_dataset
     from oblivio.models.checkpoint import read_config
     from oblivio.tracking.registry import CHAMPION, downloaded
-    from oblivio.unlearn.requests import forgotten_ids
+    from oblivio.unlearn.forgotten import forgotten_ids
 
     with downloaded(f"models:/{name}@{CHAMPION}") as model_dir:
-        done = forgotten_ids(read_config(model_dir))
+        done = forgotten_ids(read_config(model_dir), f"{name}@{CHAMPION}")
     train = open_dataset(data).split("train").sample_ids.to_numpy(zero_copy_only=False)
     left = np.setdiff1d(train, np.asarray(done, dtype=train.dtype))
     if len(left) < count:

@@ -1,36 +1,54 @@
+import json
 from pathlib import Path
 
 import mlflow
 import pytest
+from kfp import dsl
 
 from oblivio.data.sample_ids import read_sample_ids
-from oblivio.ledger.store import Ledger
+from oblivio.ledger.store import Claim, Ledger
 from oblivio.tracking.registry import CHAMPION, Lineage, log_model_version
 from oblivio.tracking.store import connect
 from oblivio_pipeline.components import claim_batch
 
+#: where the Kubeflow backend's driver puts a task's output: <pipeline root>/<pipeline
+#: name>/<run id>/<task>/<salt>/<output> (backend/src/v2/driver/driver.go, GenerateOutputURI)
+RUN_ROOT = "pipeline-root/oblivio-deletion-batch/job-1"
+
 
 def claim(tmp_path: Path, model: str) -> tuple:
+    out = tmp_path / RUN_ROOT / "claim-batch" / "8141" / "claim"
+    out.parent.mkdir(parents=True, exist_ok=True)
     return claim_batch.python_func(model_name=model, batch_root=str(tmp_path / "batches"),
-                                   lease_minutes=60, max_attempts=3, job_id="job-1")
+                                   lease_minutes=60, max_attempts=3, job_id="job-1",
+                                   claim=dsl.Artifact(uri=str(out)))
 
 
 def test_claims_the_pending_requests_and_writes_their_ids(
         registered: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
-    assert claim(tmp_path, registered) == ("", "", "", "", "", "")  # nothing pending
+    assert claim(tmp_path, registered) == ("", "", "", "", "", "", "")  # nothing pending
     ledger = Ledger()
     ledger.submit(registered, "ids", ["train-2", "train-1"])
     ledger.submit(registered, "classes", ["3"])
     ledger.submit(registered, "ids", ["train-3"])
-    batch_id, token, classes, ids_uri, classes_key, ids_key = claim(tmp_path, registered)
+    batch_id, token, hold, classes, ids_uri, classes_key, ids_key = claim(tmp_path, registered)
     assert batch_id.startswith("batch-") and classes == "3" and token == "1"
+    assert json.loads(hold) == {"batch_id": batch_id, "owner": "kfp:job-1", "token": 1,
+                                "lease_s": 3600.0}
+    written = json.loads((tmp_path / RUN_ROOT / "claim-batch/8141/claim").read_text())
+    assert written["batch_id"] == batch_id and len(written["requests"]) == 3
+    assert "train-1" not in json.dumps(written)
     assert (classes_key, ids_key) == (f"{batch_id}.classes", f"{batch_id}.ids")
     assert ids_uri == str(tmp_path / "batches" / batch_id / "ids.parquet")
     assert read_sample_ids(ids_uri).to_pylist() == ["train-1", "train-2", "train-3"]
     assert ledger.batch_row(batch_id)["owner"] == "kfp:job-1"
     assert {r.state for r in ledger.find()} == {"claimed"}
     assert claim(tmp_path, registered)[0] == ""  # claimed under a live lease: not twice
+    # the run's pipeline-root folder is recorded, to be erased once the batch is over
+    ledger.fail(Claim(batch_id, "kfp:job-1", 1), "the run died", 3)
+    assert ledger.unerased_copies(registered) == [
+        (batch_id, "pipeline-root intermediates", str(tmp_path / RUN_ROOT))]
 
 
 def test_a_class_the_champion_already_forgot_is_honoured_at_once(
@@ -45,7 +63,7 @@ def test_a_class_the_champion_already_forgot_is_honoured_at_once(
         log_model_version(trained_rgb[1], registered, Lineage("projection",
                                                               forgotten_classes=[1]),
                           alias=CHAMPION)
-    batch_id, _, classes, _, _, _ = claim(tmp_path, registered)
+    batch_id, _, _, classes, _, _, _ = claim(tmp_path, registered)
     assert classes == "2"
     honoured = ledger.get(met.id)
     assert (honoured.state, honoured.version) == ("honoured", "2")

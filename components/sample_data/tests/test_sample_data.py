@@ -40,6 +40,12 @@ def test_deletion_request_is_checked_and_kept(trained_rgb, job: str, tmp_path: P
     assert samples.metadata["mode"] == "instance" and samples.metadata["forget_ids_count"] == 2
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["forget.parquet",
                                                                         "plan.json"]
+    # the run keeps the request's digest and size, never a copy of its ids
+    run_id = run_id_of(job)
+    assert [a.path for a in client().list_artifacts(run_id, "samples")] == ["samples/plan.json"]
+    inputs = client().get_run(run_id).inputs.dataset_inputs
+    assert [d.dataset.name for d in inputs] == ["forget-samples"]
+    assert "rgb/train/0000" not in inputs[0].dataset.profile + inputs[0].dataset.schema
     ids.write_text("rgb/test/0001\n")
     with pytest.raises(OblivioError, match="test-split"):
         sample_data.python_func(model=dsl.Model(uri=str(model_dir)), dataset_uri=str(data),

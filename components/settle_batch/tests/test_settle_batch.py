@@ -3,6 +3,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from kfp import dsl
 
 from oblivio.errors import OblivioError
 from oblivio.ledger.store import LeaseLost, Ledger
@@ -55,7 +56,8 @@ def test_settles_a_part_by_its_champion_version_or_sends_only_that_part_back(
         with pytest.raises(OblivioError, match=rf"batch {batch.id} failed: ids: version 3 "
                                                r"\(ids\) did not become champion"):
             complete_batch.python_func(model_name=registered, batch_id=batch.id, token="1",
-                                       job_id="job-1", max_attempts=3, champion_version="2")
+                                       job_id="job-1", max_attempts=3, champion_version="2",
+                                       receipt=dsl.Artifact(uri=str(tmp_path / "receipt")))
     assert ledger.get(images.id).attempts == 1 and ledger.get(images.id).state == "pending"
     assert ledger.batch_row(batch.id)["state"] == "failed"
 

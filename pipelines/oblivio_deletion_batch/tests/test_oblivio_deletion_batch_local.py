@@ -6,6 +6,7 @@ Kubernetes settings are left out (``on_cluster=False``): kfp.local ignores them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,15 @@ def test_the_batch_pipeline_honours_a_class_and_images_once(
     assert verdict.ok, verdict.breaks
     events = [e.event for e in Ledger().events()]
     assert events.count("champion") == 3 and events.count("honoured") == 2
+    # the run's pipeline-root folder (weights, statistics, the request's ids) was erased by
+    # its last step, all but that step's own outputs; the receipt names what went
+    (run_root,) = (tmp_path / "kfp").glob("oblivio-deletion-batch-*")
+    (kept,) = run_root.iterdir()
+    assert kept.name.startswith("complete-batch")
+    receipts = [json.loads(e.detail) for e in Ledger().events() if e.event == "purged"]
+    assert any(r["what"] == "pipeline-root intermediates" and r["where"] == str(run_root)
+               and any(o["name"].endswith("model.safetensors") for o in r["objects"])
+               for r in receipts)
 
     pipeline(**arguments)  # nothing pending: the claim finds nothing and nothing else runs
     assert len(lineage("local-batch")) == 3

@@ -24,13 +24,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def erase(uri: str) -> dict:
-    """Remove ``uri`` (file, folder, or S3 prefix) and every version of it. Returns the
-    receipt: where, how many objects, and each one's name and digest. Nothing there: an empty
-    receipt, not an error (a second purge finds it gone)."""
+def _under(name: str, prefix: str | None) -> bool:
+    return prefix is not None and (name == prefix or name.startswith(prefix.rstrip("/") + "/"))
+
+
+def erase(uri: str, keep: str | None = None) -> dict:
+    """Remove ``uri`` (file, folder, or S3 prefix) and every version of it, except what lies
+    under ``keep`` (a folder inside it, of the same kind: the step that erases its own run's
+    folder keeps its own outputs). Returns the receipt: where, how many objects, and each
+    one's name and digest. Nothing there: an empty receipt, not an error (a second purge
+    finds it gone)."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        return _erase_s3(parsed.netloc, parsed.path.lstrip("/"), uri)
+        kept = urlparse(keep).path.lstrip("/") if keep else None
+        return _erase_s3(parsed.netloc, parsed.path.lstrip("/"), uri, kept)
     if parsed.scheme not in ("", "file"):
         raise OblivioError(f"cannot erase {uri!r}: a path or s3:// URI only")
     path = Path(parsed.path if parsed.scheme == "file" else uri)
@@ -40,13 +47,26 @@ def erase(uri: str) -> dict:
         objects = [{"name": path.name, "sha256": None if path.is_symlink() else _sha256(path)}]
         path.unlink()
         return {"where": uri, "objects": objects}
-    objects = [{"name": str(f.relative_to(path)), "sha256": _sha256(f)}
-               for f in sorted(path.rglob("*")) if f.is_file() and not f.is_symlink()]
-    shutil.rmtree(path)
-    return {"where": uri, "objects": objects}
+    if keep is None:
+        objects = [{"name": str(f.relative_to(path)), "sha256": _sha256(f)}
+                   for f in sorted(path.rglob("*")) if f.is_file() and not f.is_symlink()]
+        shutil.rmtree(path)
+        return {"where": uri, "objects": objects}
+    kept = str(Path(urlparse(keep).path if keep.startswith("file:") else keep))
+    objects = []
+    for f in sorted(path.rglob("*"), reverse=True):  # children before their folders
+        if _under(str(f), kept) or _under(kept, str(f)):
+            continue  # kept, or a folder on the way to what is kept
+        if f.is_dir() and not f.is_symlink():
+            f.rmdir()
+            continue
+        objects.append({"name": str(f.relative_to(path)),
+                        "sha256": None if f.is_symlink() else _sha256(f)})
+        f.unlink()
+    return {"where": uri, "objects": sorted(objects, key=lambda o: o["name"])}
 
 
-def _erase_s3(bucket: str, prefix: str, uri: str) -> dict:
+def _erase_s3(bucket: str, prefix: str, uri: str, keep: str | None) -> dict:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -58,8 +78,8 @@ def _erase_s3(bucket: str, prefix: str, uri: str) -> dict:
                                                                       Prefix=prefix):
             found = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
             # a prefix names a key or a folder of keys, not every key that starts with it
-            found = [o for o in found if o["Key"] == prefix
-                     or o["Key"].startswith(prefix.rstrip("/") + "/")]
+            found = [o for o in found if _under(o["Key"], prefix)
+                     and not _under(o["Key"], keep)]
             if not found:
                 continue
             objects += [{"name": o["Key"], "version": o["VersionId"],

@@ -36,6 +36,7 @@ from oblivio.evaluation.relearn import RelearnSettings, relearn
 from oblivio.evaluation.report import write_report
 from oblivio.models.checkpoint import check_fits, load_model, read_config
 from oblivio.training import resolve_device
+from oblivio.unlearn.forgotten import forgotten_ids, recorded_ids
 
 
 def forget_spec(dataset: Dataset, classes: str | list[int] | None,
@@ -123,10 +124,9 @@ def _check_agrees(config: dict, named: dict, dataset: Dataset, path: str) -> Non
             f"({', '.join(dataset.classes[c] for c in recorded)}), not "
             f"{','.join(str(c) for c in named['forget_classes'])}: evaluate it with "
             f"--forget-classes {shown}")
-    recorded_ids = provenance.get("forgotten_ids") or []
-    if "forget_ids_sha256" in named and recorded_ids and \
-            ids_sha256(recorded_ids) != named["forget_ids_sha256"]:
-        raise OblivioError(f"model {path} has forgotten {len(recorded_ids)} training images, "
+    digest, count, _ = recorded_ids(config)
+    if "forget_ids_sha256" in named and count and digest != named["forget_ids_sha256"]:
+        raise OblivioError(f"model {path} has forgotten {count} training images, "
                            f"not the {named['forget_ids_count']} of --forget-ids: give the "
                            "union of every request it honoured")
 
@@ -207,17 +207,23 @@ def evaluate_unlearned(unlearned: str, data: str, out: str | os.PathLike[str],
                        original: str | None = None, device: str = "auto",
                        progress: bool = False,
                        train_parts: dict[str, list[str]] | None = None,
-                       relearning: RelearnSettings | None = None) -> dict:
+                       relearning: RelearnSettings | None = None,
+                       request_ids: str | None = None) -> dict:
     """Evaluate an unlearned model on everything it has forgotten, as its provenance records
     it (this run's request and earlier ones): its classes, or after deletion requests all the
-    training images it has forgotten. What the pipeline's evaluate step runs; its
-    ``train_parts`` (roles ``model`` and ``original``) come from the sharded predict steps.
-    ``relearning`` applies to forgotten classes; after deletion requests it is left out."""
-    provenance = read_config(unlearned).get("provenance", {})
+    training images it has forgotten (the model records them by digest: they are read from
+    ``request_ids``, the file of the request it honoured, and the ledger). What the
+    pipeline's evaluate step runs; its ``train_parts`` (roles ``model`` and ``original``)
+    come from the sharded predict steps. ``relearning`` applies to forgotten classes; after
+    deletion requests it is left out."""
+    config = read_config(unlearned)
+    provenance = config.get("provenance", {})
     with tempfile.TemporaryDirectory() as tmp:
         spec: dict = {"forget_classes": provenance.get("forgotten_classes")}
         if provenance.get("mode") == "instance":
-            write_sample_ids(f"{tmp}/forgotten.parquet", provenance["forgotten_ids"])
+            known = read_sample_ids(request_ids).to_pylist() if request_ids else ()
+            write_sample_ids(f"{tmp}/forgotten.parquet",
+                             forgotten_ids(config, unlearned, known))
             spec = {"forget_ids": f"{tmp}/forgotten.parquet"}
         if not spec.get("forget_classes") and "forget_ids" not in spec:
             raise OblivioError(f"{unlearned} records nothing forgotten: not an unlearned model")

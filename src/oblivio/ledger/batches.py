@@ -11,6 +11,7 @@ ledger counts one version per part, under the claim's fencing token.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,21 +55,37 @@ def honour_met(ledger: Ledger, batch: Batch) -> list[int]:
     return [c for c in batch.classes if c not in already]
 
 
+def run_root_of(artifact_uri: str, job_id: str) -> str:
+    """The pipeline-root folder of the run that wrote ``artifact_uri``. The Kubeflow backend
+    puts every output under ``<pipeline root>/<pipeline name>/<run id>/`` (its driver's
+    ``GenerateOutputURI``; a task, and in newer versions a salt, below that); kfp's local
+    runner under ``<pipeline root>/<run name>/<task>/<output>``, with a job id of its own."""
+    marker = f"/{job_id}/"
+    if job_id and marker in artifact_uri:
+        return artifact_uri[:artifact_uri.index(marker) + len(marker) - 1]
+    return artifact_uri.rstrip("/").rsplit("/", 2)[0]
+
+
 def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelta,
-               owner: str, max_attempts: int = 3) -> tuple[Batch | None, dict[str, str]]:
+               owner: str, max_attempts: int = 3, run_root: str | None = None
+               ) -> tuple[Batch | None, dict[str, str]]:
     """Claim the next batch (a batch whose runs died ``max_attempts`` times fails instead).
     Returns it and what a run needs: ``batch_id`` ("" when nothing is pending), ``token``
-    (the claim's fencing token), ``forget_classes`` and ``forget_ids_uri`` ("" for a part with
+    (the claim's fencing token), ``hold`` (the claim and its lease, for ``held``),
+    ``forget_classes`` and ``forget_ids_uri`` ("" for a part with
     nothing to do), and the keys each part registers under; the ids are written to
-    ``<batch_root>/<batch>/ids.parquet``."""
+    ``<batch_root>/<batch>/ids.parquet``. ``run_root``: the Kubeflow run's pipeline-root
+    folder, recorded to be erased once the batch is over."""
     from oblivio.data.sample_ids import ids_sha256, write_sample_ids
     from oblivio.tracking.store import connect
 
     connect()  # an unreachable MLflow fails here, before anything is claimed
     batch = ledger.claim(model_name, owner, lease, max_claims=max_attempts)
     if batch is None:
-        return None, {"batch_id": "", "token": "", "forget_classes": "", "forget_ids_uri": "",
-                      "classes_key": "", "ids_key": ""}
+        return None, {"batch_id": "", "token": "", "hold": "", "forget_classes": "",
+                      "forget_ids_uri": "", "classes_key": "", "ids_key": ""}
+    if run_root:
+        ledger.record_copy(batch.claim, "pipeline-root intermediates", run_root)
     classes = honour_met(ledger, batch)
     ids_uri = ""
     if batch.ids:
@@ -76,6 +93,7 @@ def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelt
         write_sample_ids(ids_uri, batch.ids)
         ledger.record_ids(batch.claim, ids_sha256(batch.ids), ids_uri)
     return batch, {"batch_id": batch.id, "token": str(batch.claims),
+                   "hold": hold_of(batch, lease),
                    "forget_classes": ",".join(map(str, classes)),
                    "forget_ids_uri": ids_uri, "classes_key": part_key(batch.id, "classes"),
                    "ids_key": part_key(batch.id, "ids")}
@@ -103,6 +121,29 @@ def holding(ledger: Ledger, claim: Claim, lease: timedelta) -> Iterator[threadin
     finally:
         done.set()
         thread.join()
+
+
+def hold_of(batch: Batch, lease: timedelta) -> str:
+    """The claim and its lease as one string, what ``held`` takes in a pipeline step."""
+    return json.dumps({"batch_id": batch.id, "owner": batch.owner, "token": batch.claims,
+                       "lease_s": lease.total_seconds()})
+
+
+@contextmanager
+def held(hold: str) -> Iterator[None]:
+    """What a pipeline step of a deletion batch runs its work in (``hold`` from the claim; ""
+    outside a batch: nothing): the batch's lease is renewed while the step works, so a long
+    step never loses it, and a step whose run has lost the batch fails instead of producing
+    what that run may no longer register."""
+    if not hold:
+        yield
+        return
+    spec = json.loads(hold)
+    claim = Claim(spec["batch_id"], spec["owner"], int(spec["token"]))
+    with holding(Ledger(), claim, timedelta(seconds=spec["lease_s"])) as lost:
+        yield
+    if lost.is_set():
+        raise LeaseLost(f"batch {claim.batch_id} was taken over while this step ran")
 
 
 def settle(ledger: Ledger, claim: Claim, model_name: str, kind: str) -> str:
@@ -153,22 +194,25 @@ def settle_part(ledger: Ledger, claim: Claim, model_name: str, kind: str, max_at
 
 
 def complete_step(ledger: Ledger, claim: Claim, model_name: str, max_attempts: int,
-                  failure: str = "", kinds: tuple[str, ...] = KINDS) -> None:
+                  failure: str = "", kinds: tuple[str, ...] = KINDS,
+                  keep: str | None = None) -> list[dict]:
     """Settle every part of the batch (of ``kinds``) still claimed, each on its own, and erase
-    the ids files of finished batches; raises, after the ledger recorded it, when any part of
-    the batch failed, now or earlier: a retried step must not find nothing left to settle and
-    pass, turning the run green."""
+    what finished batches left (ids files, runs' pipeline-root folders but ``keep``); raises,
+    after the ledger recorded it, when any part of the batch failed, now or earlier: a
+    retried step must not find nothing left to settle and pass, turning the run green.
+    Returns the erasure receipts."""
     from oblivio.ledger.retention import erase_batch_files
 
     for kind in kinds:
         settle_part(ledger, claim, model_name, kind, max_attempts, failure)
-    erase_batch_files(ledger, model_name)  # the ids' copy goes once its batch is over
+    receipts = erase_batch_files(ledger, model_name, keep)  # copies go once a batch is over
     row = ledger.batch_row(claim.batch_id)
     if row["error"]:
         left = [r for r in ledger.find(batch_id=claim.batch_id) if r.state != "honoured"]
         again = sum(r.state == "pending" for r in left)
         raise OblivioError(f"batch {claim.batch_id} failed: {row['error']} ({again} request(s) "
                            f"back to pending, {len(left) - again} failed for good)")
+    return receipts
 
 
 def settle_step(ledger: Ledger, claim: Claim, model_name: str, kind: str,

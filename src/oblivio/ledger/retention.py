@@ -1,8 +1,9 @@
 """What the ledger demands of model versions: once a request is honoured, no version that still
 knows its data may become champion again, and such versions' weights can be deleted
 (``oblivio purge``) while their registry entries stay for the audit trail. Purge also erases
-the other copies oblivio made of what was deleted: finished batches' ids files (also at the end
-of every batch), and on this machine the original's training directory. Each erasure is a
+the other copies oblivio made of what was deleted: finished batches' ids files and their
+Kubeflow runs' pipeline-root folders (also at the end of every batch), and on this machine the
+original's training directory. Each erasure is a
 ``purged`` event with its receipt."""
 
 from __future__ import annotations
@@ -71,18 +72,24 @@ def purge(ledger: Ledger, model_name: str, dry_run: bool = True) -> list[dict]:
                      "aliases": sorted(a for a, v in aliases.items() if str(v) == number)})
     if not dry_run:
         erase_batch_files(ledger, model_name)
+        erase_run_copies(ledger, model_name)
     return rows
 
 
-def erase_batch_files(ledger: Ledger, model_name: str) -> list[dict]:
-    """Erase the ids file of every finished batch of the model (every version of it, on S3),
-    recording a receipt for each. Returns the receipts."""
+def erase_batch_files(ledger: Ledger, model_name: str, keep: str | None = None) -> list[dict]:
+    """Erase what every finished batch of the model left: its ids file, and the pipeline-root
+    folders of its Kubeflow runs, every object version on S3 (``keep``: the calling step's own
+    folder, left to it), recording a receipt for each. Returns the receipts."""
     from oblivio.data.erase import erase
 
     receipts = []
     for batch_id, uri in ledger.unerased_ids_files(model_name):
         receipt = erase(uri)
         ledger.erased_ids_file(batch_id, receipt)
+        receipts.append(receipt)
+    for batch_id, what, uri in ledger.unerased_copies(model_name):
+        receipt = erase(uri, keep)
+        ledger.erased_copy(batch_id, uri, what, receipt)
         receipts.append(receipt)
     return receipts
 
@@ -102,11 +109,65 @@ def erase_original_dir(ledger: Ledger, model_name: str) -> dict | None:
     return receipt
 
 
-def _delete_weights(version) -> str:
-    """Delete the artifacts of the version's logged model (its weights, in both forms).
-    Returns where they were."""
+def _erase_artifacts(location: str, path: str | None = None) -> dict:
+    """Delete MLflow artifacts at ``location`` (under it, ``path`` only): on S3 every object
+    version and delete marker, which MLflow's own delete leaves in a versioned bucket.
+    Returns the receipt."""
+    from urllib.parse import urlparse
+
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+    from oblivio.data.erase import erase
+
+    where = f"{location.rstrip('/')}/{path}" if path else location
+    if urlparse(where).scheme in ("", "file", "s3"):
+        return erase(where)
+    repo = get_artifact_repository(location)
+    objects = [{"name": f.path} for f in repo.list_artifacts(path) if not f.is_dir] \
+        if path is None else [{"name": path}]
+    repo.delete_artifacts(path)
+    return {"where": where, "objects": objects}
+
+
+def erase_run_copies(ledger: Ledger, model_name: str) -> list[dict]:
+    """Erase the deletion requests' id lists that runs of an older oblivio logged as artifacts
+    (``samples/forget.parquet``; runs now log only the plan, by digest): each one whose ids the
+    ledger holds for this model, with a receipt. Returns the receipts."""
+    import tempfile
+
+    from oblivio.data.sample_ids import ids_sha256, read_sample_ids
+    from oblivio.tracking.registry import client
+    from oblivio.tracking.store import connect
+
+    experiment = connect()
+    receipts = []
+    token = None
+    while True:
+        page = client().search_runs([experiment], "params.forget_ids_uri != ''",
+                                    max_results=500, page_token=token)
+        for run in page:
+            run_id = run.info.run_id
+            if "samples/forget.parquet" not in {
+                    a.path for a in client().list_artifacts(run_id, "samples")}:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                ids = read_sample_ids(client().download_artifacts(
+                    run_id, "samples/forget.parquet", tmp)).to_pylist()
+            if not ledger.names_any(model_name, "ids", ids):
+                continue
+            receipt = _erase_artifacts(run.info.artifact_uri, "samples/forget.parquet")
+            receipt["objects"] = [{**o, "ids_sha256": ids_sha256(ids), "count": len(ids)}
+                                  for o in receipt["objects"]]
+            ledger.record(model_name, "purged", what="run artifact", run_id=run_id, **receipt)
+            receipts.append(receipt)
+        token = page.token
+        if not token:
+            return receipts
+
+
+def _delete_weights(version) -> str:
+    """Delete the artifacts of the version's logged model (its weights, in both forms, every
+    object version on S3). Returns where they were."""
     from oblivio.tracking.registry import client, logged_model_id
 
     model_id = logged_model_id(version)
@@ -114,5 +175,5 @@ def _delete_weights(version) -> str:
         location = version.source
     else:
         location = client().get_logged_model(model_id).artifact_location
-    get_artifact_repository(location).delete_artifacts()
+    _erase_artifacts(location)
     return location

@@ -46,7 +46,7 @@ from sqlalchemy.exc import (
 
 from oblivio.errors import OblivioError
 from oblivio.ledger import history, schema
-from oblivio.ledger.tables import STATES, batches, events, items, parts, requests
+from oblivio.ledger.tables import STATES, batches, copies, events, items, parts, requests
 
 LEDGER_ENV = "OBLIVIO_LEDGER_URL"
 #: the schema owner's URL, for ``oblivio ledger upgrade`` where the steps' role may not run DDL
@@ -332,6 +332,13 @@ class Ledger:
             return sorted(conn.execute(select(items.c.item).where(
                 items.c.request_id == request_id)).scalars())
 
+    def names_any(self, model_name: str, kind: str, values: list[str]) -> bool:
+        """Whether any of ``values`` is an item of a request for the model."""
+        with self._begin(write=False) as conn:
+            return any(conn.execute(select(items.c.item).where(
+                items.c.model_name == model_name, items.c.kind == kind,
+                items.c.item.in_(chunk)).limit(1)).first() for chunk in _chunks(values))
+
     def requests_naming(self, model_name: str, kind: str, item: str) -> list[Request]:
         """The requests (at most one live) that name this image or class."""
         with self._begin(write=False) as conn:
@@ -469,6 +476,39 @@ class Ledger:
             history.append(conn, moment, model, "purged", batch_id=batch_id,
                            what="batch ids file", **receipt)
 
+    def record_copy(self, claim: Claim, what: str, uri: str) -> None:
+        """Record where the claim's run writes copies of the batch's data (its pipeline-root
+        folder), to erase once the batch is over; recording it again changes nothing."""
+        with self._begin() as conn:
+            moment = self._now(conn)
+            self._fence(conn, claim, moment)
+            known = conn.execute(select(copies.c.uri).where(
+                copies.c.batch_id == claim.batch_id, copies.c.uri == uri)).first()
+            if known is None:
+                conn.execute(insert(copies).values(batch_id=claim.batch_id, uri=uri, what=what,
+                                                   recorded_at=moment))
+
+    def unerased_copies(self, model_name: str) -> list[tuple[str, str, str]]:
+        """(batch, what, uri) of every copy a finished batch's runs left, not erased yet."""
+        with self._begin(write=False) as conn:
+            return [tuple(r) for r in conn.execute(
+                select(copies.c.batch_id, copies.c.what, copies.c.uri)
+                .join(batches, batches.c.id == copies.c.batch_id)
+                .where(batches.c.model_name == model_name, batches.c.state != "claimed",
+                       copies.c.erased_at.is_(None))
+                .order_by(copies.c.recorded_at, copies.c.uri))]
+
+    def erased_copy(self, batch_id: str, uri: str, what: str, receipt: dict) -> None:
+        """Record that a copy was erased, with the receipt, as one change."""
+        with self._begin() as conn:
+            moment = self._now(conn)
+            conn.execute(update(copies).where(copies.c.batch_id == batch_id, copies.c.uri == uri)
+                         .values(erased_at=moment))
+            model = conn.execute(select(batches.c.model_name).where(
+                batches.c.id == batch_id)).scalar_one()
+            history.append(conn, moment, model, "purged", batch_id=batch_id, what=what,
+                           **receipt)
+
     def count_version(self, claim: Claim, kind: str, version: str) -> str:
         """The one version a part of the batch counts: the first recorded, under a live claim.
         A second version for the same part (a run that lost its lease registered it too)
@@ -578,6 +618,25 @@ class Ledger:
                                                batches.c.state == "claimed")
                          .values(state="failed" if error else "completed",
                                  finished_at=moment))
+
+    def ids_with_sha256(self, sha256: str) -> list[str] | None:
+        """The sample ids of an image request, or of a batch's image requests together, whose
+        digest is ``sha256``: what a model records of a deletion instead of the ids. None when
+        the ledger holds no such ids (or no longer all of them)."""
+        image = requests.c.kind == "ids"
+        with self._begin(write=False) as conn:
+            owners = [select(requests.c.id).where(image, requests.c.id == r) for r in
+                      conn.execute(select(requests.c.id).where(
+                          image, requests.c.sha256 == sha256)).scalars()]
+            owners += [select(requests.c.id).where(image, requests.c.batch_id == b) for b in
+                       conn.execute(select(batches.c.id).where(
+                           batches.c.ids_sha256 == sha256)).scalars()]
+            for owner in owners:
+                found = sorted(conn.execute(select(items.c.item).where(
+                    items.c.request_id.in_(owner))).scalars())
+                if found and items_sha256(found) == sha256:
+                    return found
+        return None
 
     def batch_row(self, batch_id: str) -> dict:
         with self._begin(write=False) as conn:

@@ -92,6 +92,15 @@ parts = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
 )
 
+copies = Table(
+    "copies", metadata,
+    Column("batch_id", String(40), ForeignKey("batches.id"), primary_key=True),
+    Column("uri", String(1024), primary_key=True),  # a folder or s3:// prefix a run wrote
+    Column("what", String(64), nullable=False),  # e.g. "pipeline-root intermediates"
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("erased_at", DateTime(timezone=True)),
+)
+
 events = Table(
     "events", metadata,
     Column("seq", Integer, primary_key=True, autoincrement=False),

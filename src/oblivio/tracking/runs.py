@@ -126,7 +126,9 @@ def log_report(job_id: str, report_dir: str) -> dict[str, float]:
 
 def log_sample_sets(job_id: str, samples_dir: str, dataset_uri: str) -> None:
     """Log the retain / forget / validation id lists (a deletion request: the forget list
-    alone) as the run's dataset inputs."""
+    alone) as the run's dataset inputs (by digest and size), and the lists as artifacts; of a
+    deletion request only its plan (digest and count): the ids live in the ledger alone, and
+    a copy in the run would outlive their erasure."""
     import mlflow
     import pandas as pd
 
@@ -142,4 +144,8 @@ def log_sample_sets(job_id: str, samples_dir: str, dataset_uri: str) -> None:
         inputs.append(mlflow.entities.DatasetInput(dataset._to_mlflow_entity(), [
             mlflow.entities.InputTag("mlflow.data.context", name)]))
     client().log_inputs(run_id, datasets=inputs)
-    client().log_artifacts(run_id, samples_dir, "samples")
+    plan = Path(samples_dir, "plan.json")
+    if json.loads(plan.read_text()).get("mode") == "instance":
+        client().log_artifact(run_id, str(plan), "samples")
+    else:
+        client().log_artifacts(run_id, samples_dir, "samples")

@@ -13,6 +13,7 @@ from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import save_model
 from oblivio.training import seed_everything
+from oblivio.unlearn.forgotten import carried
 from oblivio.unlearn.requests import forgotten_classes, load_matching, peak_memory
 from oblivio.unlearn.samples import ClassSamples, draw_class_samples
 from oblivio.unlearn.statistics import Statistics, capture_sets
@@ -95,10 +96,10 @@ def save_class_model(plan: Plan, out: str, started: float, provenance: dict) -> 
         **provenance,
         "parent": {"weights_sha256": config["weights_sha256"], **provenance.get("parent", {})},
     }
-    parent = config.get("provenance", {})
-    for key in ("training", "forgotten_ids"):  # the recipe (for retrains), earlier deletions
-        if parent.get(key):
-            provenance[key] = parent[key]
+    training = config.get("provenance", {}).get("training")
+    if training:  # the recipe, for retrains
+        provenance["training"] = training
+    provenance |= carried(config)  # earlier deletions, by digest
     save_model(plan.model.cpu(), out, arch=config["arch"], class_names=config["class_names"],
                img_size=config["img_size"], parent_fingerprint=config["weights_sha256"],
                provenance=provenance)

@@ -24,6 +24,7 @@ from oblivio.data.sample_ids import ids_sha256, read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.models.build import ImageClassifier
 from oblivio.models.checkpoint import check_fits, load_model, save_model
+from oblivio.unlearn.forgotten import forgotten_ids, provenance_after
 
 
 def peak_memory(device: str) -> dict[str, float]:
@@ -72,11 +73,6 @@ def forgotten_classes(config: dict) -> list[int]:
     return list(config.get("provenance", {}).get("forgotten_classes", []))
 
 
-def forgotten_ids(config: dict) -> list[str]:
-    """Training sample ids a model directory has already forgotten, from its provenance."""
-    return list(config.get("provenance", {}).get("forgotten_ids", []))
-
-
 def train_rows_of(dataset: Dataset, train: Split, ids: pa.Array, where: str) -> np.ndarray:
     """Row indices of training ids; ids of the test split get their own error, since a
     deletion request can only name images the model was trained on."""
@@ -110,7 +106,7 @@ def load_request(model_dir: str, data: str, classes: str | list[int] | None = No
     model, dataset = load_matching(model_dir, data, device)
     config = model.config
     train = dataset.split("train")
-    done_classes, done_ids = forgotten_classes(config), forgotten_ids(config)
+    done_classes, done_ids = forgotten_classes(config), forgotten_ids(config, model_dir)
     labels = train.labels.numpy()
     new_classes: list[int] = []
     new_ids: list[str] = []
@@ -148,9 +144,9 @@ def save_unlearned(request: ForgetRequest, out: str, method: str, params: dict,
     training = config.get("provenance", {}).get("training")  # the recipe, for retrains
     seconds = dict(result.pop("seconds", {}))
     seconds["total"] = time.perf_counter() - request.started
-    named = ({"forget_ids_sha256": ids_sha256(request.ids), "forget_ids_count": len(request.ids),
-              "forgotten_ids": request.forgotten_ids} if request.mode == "instance" else
-             {"forget_classes": request.classes})
+    named = ({"forget_ids_sha256": ids_sha256(request.ids), "forget_ids_count": len(request.ids)}
+             if request.mode == "instance" else {"forget_classes": request.classes})
+    named |= provenance_after(config, request.ids, request.forgotten_ids)
     provenance = {
         "kind": "unlearned",
         "method": method,
