@@ -149,3 +149,9 @@ def test_sample_id_files(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(OblivioError, match="names no sample ids"):
         read_sample_ids(tmp_path / "empty.txt")
+
+
+def test_an_ids_file_with_a_byte_order_mark_reads_its_first_id(tmp_path: Path) -> None:
+    """Some editors start UTF-8 text with a byte-order mark; it is no part of the first id."""
+    (tmp_path / "ids.txt").write_bytes("\ufefftrain-1\ntrain-2\n".encode())
+    assert read_sample_ids(tmp_path / "ids.txt").to_pylist() == ["train-1", "train-2"]

@@ -220,7 +220,11 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                 model_uri=f"models:/{model_name}@{model_alias}", dataset_uri=dataset_uri,
                 forget_classes=forget_classes, forget_ids_uri=forget_ids_uri,
                 class_method=class_method, instance_method=instance_method,
-                alpha_mode=alpha_mode, ratio_mode=ratio_mode, relearn_steps=relearn_steps),
+                alpha_mode=alpha_mode, ratio_mode=ratio_mode, relearn_steps=relearn_steps,
+                shards=shards, max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
+                min_mia_efficacy=min_mia_efficacy,
+                max_reestimated_forget_acc=max_reestimated_forget_acc,
+                instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z),
                 **cluster)
             validated.set_caching_options(False)  # the alias moves
             resolved = _configure(resolve_model(

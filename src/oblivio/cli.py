@@ -7,17 +7,43 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from oblivio.errors import OblivioError
 
+
+class OneLineGroup(TyperGroup):
+    """Usage errors (a missing option, a value out of range) end as every other refusal does:
+    one ``error:`` line and exit status 2, not a boxed page of help."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except TyperException as exc:  # typer's own click: a usage error
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            result = getattr(exc, "exit_code", 2)
+            if not standalone_mode:
+                raise
+        except typer.Abort:
+            print("error: interrupted", file=sys.stderr)
+            result = 130
+            if not standalone_mode:
+                raise
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
 app = typer.Typer(help="Make image classifiers forget data without retraining from scratch.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=OneLineGroup)
 data_app = typer.Typer(help="Prepare datasets in oblivio's contract.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -28,6 +54,11 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     Anything else is a bug, and keeps its traceback."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for name, value in kwargs.items():  # a number option's NaN or infinity, at parse time
+            if isinstance(value, float) and not math.isfinite(value):
+                print(f"error: --{name.replace('_', '-')} must be a finite number, got {value}",
+                      file=sys.stderr)
+                raise typer.Exit(2)
         try:
             return fn(*args, **kwargs)
         except OblivioError as exc:
@@ -309,9 +340,9 @@ def evaluate(
     oracle: Annotated[str | None, typer.Option(
         help="The retrain oracle (trained without the forget set).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the attacks' sample draws.")] = 0,
-    svc_samples: Annotated[int, typer.Option(
+    svc_samples: Annotated[int, typer.Option(min=0,
         help="Per-side samples of the SVC attacks (0: all of the test split).")] = 5000,
-    relearn_steps: Annotated[int, typer.Option(
+    relearn_steps: Annotated[int, typer.Option(min=0,
         help="Also fine-tune each model on a few forgotten images for up to this many steps "
              "and count the steps until the class returns (class mode; 0: off).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
@@ -517,6 +548,9 @@ def run(
     print(result["report"])
     print(f"forgot {result['forgot']}")
     print_lineage(model_name)
+    if promote and result["gate"] != "passed":  # a monitor reads the exit status
+        raise OblivioError(f"version {result['version']} was registered but not promoted: "
+                           f"its gates {result['gate']}")
 
 
 def print_lineage(name: str) -> None:
@@ -541,7 +575,7 @@ def lineage(name: Annotated[str, typer.Argument(help="Registered model name.")])
     """The chain from the original to every version: what each forgot, metrics, aliases."""
     from oblivio.tracking.store import connect
 
-    connect()
+    connect(create=False)
     print_lineage(name)
 
 
@@ -569,12 +603,12 @@ def promote(
     from oblivio.tracking.promotion import promote as run_promote
     from oblivio.tracking.store import connect
 
-    connect()
     gates = Gates(max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
                   min_mia_efficacy=min_mia_efficacy,
                   max_reestimated_forget_acc=max_reestimated_forget_acc,
                   instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
                   instance_auc_one_sided=instance_auc_one_sided)
+    connect()
     print(run_promote(name, version, gates))
 
 
@@ -624,7 +658,7 @@ def requests_submit(
     from datetime import date
 
     from oblivio.ledger.intake import submit_request
-    from oblivio.ledger.store import Ledger
+    from oblivio.ledger.store import Ledger, check_ticket
     from oblivio.tracking.store import oblivio_home
     from oblivio_pipeline.local import ensure_dataset
 
@@ -632,6 +666,7 @@ def requests_submit(
         due = date.fromisoformat(deadline) if deadline else None
     except ValueError:
         raise OblivioError(f"--deadline {deadline!r} is not a date (YYYY-MM-DD)") from None
+    check_ticket(ticket)
     ledger = Ledger()
     if (ids is None) == (classes is None):
         raise OblivioError("a request names sample ids (--ids) or classes (--classes), one of them")
@@ -731,7 +766,10 @@ def batch_run(
     result = run_batch(model_name, dataset, timedelta(minutes=lease_minutes), max_attempts,
                        ledger, device=device)
     if result.batch is None:
-        print("nothing pending")
+        held = ledger.held_batches(model_name)
+        print("nothing pending" + "".join(
+            f"; {b['id']} is held by {b['owner']} until {b['lease_until']:%Y-%m-%d %H:%M} UTC"
+            for b in held))
         return
     for report in result.reports:
         print(report)
@@ -840,15 +878,12 @@ def audit(
 
     index = None
     if class_ is not None:
-        from oblivio.tracking.registry import CHAMPION, downloaded
+        from oblivio.tracking.registry import CHAMPION, version_config
 
         if class_.isdigit():
             index = int(class_)
         else:  # a name: the champion's own class names say which index
-            from oblivio.models.checkpoint import read_config
-
-            with downloaded(f"models:/{model_name}@{CHAMPION}") as model_dir:
-                names = read_config(model_dir)["class_names"]
+            names = version_config(f"models:/{model_name}@{CHAMPION}")["class_names"]
             if class_ not in names:
                 raise OblivioError(f"unknown class {class_!r}; classes: {', '.join(names)}")
             index = names.index(class_)

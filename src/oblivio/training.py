@@ -44,6 +44,21 @@ class Recipe:
     seed: int = 0
     optimizer: str = "sgd"  # or "adamw"
 
+    def __post_init__(self) -> None:
+        """Refuse a recipe that cannot train before anything runs (``not x > 0`` refuses NaN:
+        every comparison with it is false)."""
+        if not self.epochs >= 1 or not self.batch_size >= 1:
+            raise OblivioError(f"--epochs and --batch-size must be at least 1, got "
+                               f"{self.epochs} and {self.batch_size}")
+        if not 0 < self.lr < math.inf:
+            raise OblivioError(f"--lr must be a positive, finite number, got {self.lr}")
+        if not (0 <= self.momentum < 1 and 0 <= self.weight_decay < math.inf
+                and 0 <= self.label_smoothing < 1 and 0 <= self.warmup <= 1):
+            raise OblivioError("momentum and label smoothing must lie in [0, 1), warmup in "
+                               "[0, 1], weight decay be at least 0")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise OblivioError(f"unknown optimizer {self.optimizer!r} (sgd or adamw)")
+
 
 TRANSFORMER_MARKERS = ("vit", "deit", "beit", "swin", "cait", "xcit", "eva")
 

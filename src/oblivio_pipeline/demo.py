@@ -34,12 +34,11 @@ def draw_ids(name: str, data: str, count: int, seed: int) -> list[str]:
     """``count`` training ids the champion has not forgotten, drawn with ``seed`` and the number
     it has forgotten: the same home and seed give the same draw, a longer lineage a new one."""
     from oblivio.data import open_dataset
-    from oblivio.models.checkpoint import read_config
-    from oblivio.tracking.registry import CHAMPION, downloaded
+    from oblivio.tracking.registry import CHAMPION, version_config
     from oblivio.unlearn.forgotten import forgotten_ids
 
-    with downloaded(f"models:/{name}@{CHAMPION}") as model_dir:
-        done = forgotten_ids(read_config(model_dir), f"{name}@{CHAMPION}")
+    champion = f"models:/{name}@{CHAMPION}"
+    done = forgotten_ids(version_config(champion), champion)
     train = open_dataset(data).split("train").sample_ids.to_numpy(zero_copy_only=False)
     left = np.setdiff1d(train, np.asarray(done, dtype=train.dtype))
     if len(left) < count:

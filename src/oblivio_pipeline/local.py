@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from oblivio.errors import OblivioError
@@ -22,10 +25,14 @@ DEMO_ORDER = (7, 2, 9, 5, 0, 1, 3, 4, 6, 8)
 
 
 def ensure_dataset(home: Path, idx_dir: str) -> Path:
+    """Fashion-MNIST under the home, converted unless whole (a folder an older oblivio left
+    half-written, killed during its conversion, is converted again in its place)."""
+    from oblivio.data.contract import CLASSES_FILE, split_file
     from oblivio.data.fashion_mnist import convert
 
     data = home / "data" / "fashion-mnist"
-    if not (data / "train.parquet").exists():
+    if not all((data / name).is_file() for name in (CLASSES_FILE, split_file("train"),
+                                                     split_file("test"))):
         convert(str(data), idx_dir)
     return data
 
@@ -57,6 +64,20 @@ def ensure_registered(name: str, data: Path, home: Path, arch: str, epochs: int,
     return "trained and registered"
 
 
+@contextlib.contextmanager
+def stopped_on_signals() -> Iterator[None]:
+    """SIGTERM (what Kubernetes and ``kill`` send) stops the block as Ctrl-C does, so the run's
+    MLflow run is closed as KILLED at once rather than by the next ``oblivio run``."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def next_class(name: str) -> str:
     from oblivio.tracking.registry import client
 
@@ -75,9 +96,14 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     ids); returns the registered version's summary."""
     from kfp import local
 
+    from oblivio.tracking.promotion import Gates
+    from oblivio.unlearn.methods import check_pipeline_params
     from oblivio.unlearn.steps import check_request_step
     from oblivio_pipeline.pipelines.oblivio_unlearning import make_unlearning_pipeline
 
+    # the run's settings, checked before anything (a training of the original) happens
+    Gates(**{k: v for k, v in params.items() if k in Gates.__dataclass_fields__})
+    check_pipeline_params(params)
     home = oblivio_home()
     connect()  # fails fast, with one line, when MLflow is unreachable
     for job in close_abandoned_runs():
@@ -112,17 +138,28 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
         try:
             os.environ[RUNNER_ENV] = this_runner()  # the steps follow this process
-            pipeline(model_name=name, dataset_uri=str(dataset), forget_classes=classes,
-                     forget_ids_uri=str(Path(forget_ids).resolve()) if forget_ids else "",
-                     device=device, gpu_count="0", **params)
-        except RuntimeError as exc:
-            raise OblivioError(f"{str(exc).splitlines()[0]} (step output: {log})") from None
+            with stopped_on_signals():
+                pipeline(model_name=name, dataset_uri=str(dataset), forget_classes=classes,
+                         forget_ids_uri=str(Path(forget_ids).resolve()) if forget_ids else "",
+                         device=device, gpu_count="0", **params)
+        except RuntimeError as exc:  # kfp's line, without its terminal colours
+            reason = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()[0]
+            raise OblivioError(f"{reason} (step output: {log})") from None
+        except KeyboardInterrupt:
+            for job in close_abandoned_runs(this_runner()):
+                print(f"marked the MLflow run of pipeline job {job} KILLED: interrupted",
+                      file=sys.stderr)
+            raise
         finally:
             os.environ.pop(RUNNER_ENV, None)
             erase_intermediates(name, sorted(set(root.iterdir()) - before)
                                 if root.exists() else [])
+    from oblivio.tracking.registry import CANDIDATE, TAG, client
+
+    candidate = client().get_model_version_by_alias(name, CANDIDATE)
     return {"forget_classes": classes, "forgot": what, "report": candidate_report(name),
-            "log": str(log)}
+            "log": str(log), "version": str(candidate.version),
+            "gate": candidate.tags.get(f"{TAG}gate", "")}
 
 
 def erase_intermediates(name: str, folders: list[Path]) -> None:

@@ -1,3 +1,5 @@
+import json
+import shutil
 from pathlib import Path
 
 from kfp import dsl
@@ -12,21 +14,27 @@ def test_registers_with_lineage_and_promotes_through_the_gates(
         trained_rgb, projected: Path, registered: str, job: str, tmp_path: Path) -> None:
     data, model_dir = trained_rgb
     evaluate_unlearned(str(projected), str(data), tmp_path / "report", str(model_dir), "cpu")
+    # the same version as if its edit had left the class half recognised
+    shutil.copytree(tmp_path / "report", tmp_path / "unforgotten")
+    report = json.loads((tmp_path / "unforgotten" / "report.json").read_text())
+    (tmp_path / "unforgotten" / "report.json").write_text(json.dumps(
+        {**report, "forget_test_acc": 0.5}))
 
-    def register(max_forget_acc: float, batch: str, promote: bool = True) -> str:
+    def register(max_forget_acc: float, batch: str, promote: bool = True,
+                 report: str = "report") -> str:
         # what resolve_model and evaluate_model leave: the batch part's own run in the job
         start_run(run_key(job, batch), "oblivio-unlearning-1", {})
-        log_report(run_key(job, batch), str(tmp_path / "report"))
+        log_report(run_key(job, batch), str(tmp_path / report))
         return register_model.python_func(
             unlearned=dsl.Model(uri=str(projected)),
-            report=dsl.Artifact(uri=str(tmp_path / "report")), model_name=registered,
+            report=dsl.Artifact(uri=str(tmp_path / report)), model_name=registered,
             parent_version="1", deletion_batch=batch, max_forget_acc=max_forget_acc,
             max_retain_drop=1.0, min_mia_efficacy=0.0, max_reestimated_forget_acc=1.0,
             instance_max_test_drop=0.005,
             instance_auc_z=2.576, instance_auc_one_sided=False, promote=promote, job_id=job,
             job_name="oblivio-unlearning-1")
 
-    assert register(-1.0, "batch-6") == "2"  # no forget accuracy is below -1: the gate fails
+    assert register(0.01, "batch-6", report="unforgotten") == "2"  # the gate fails it
     failed = client().get_model_version(registered, "2")
     assert failed.tags["oblivio.gate"].startswith("failed")
     assert str(client().get_model_version_by_alias(registered, CHAMPION).version) == "1"

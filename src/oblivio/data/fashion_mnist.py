@@ -12,6 +12,7 @@ import numpy as np
 
 from oblivio.data.checks import check_dataset
 from oblivio.data.reader import Dataset
+from oblivio.data.storage import staged_dir
 from oblivio.data.write import write_classes, write_split
 from oblivio.errors import OblivioError
 
@@ -74,15 +75,18 @@ def sample_ids(split: str, count: int) -> list[str]:
 
 
 def convert(out_dir: str, idx_dir: str | os.PathLike[str] = DEFAULT_IDX_DIR) -> dict[str, int]:
-    """Write ``train.parquet``, ``test.parquet`` and ``classes.json`` to ``out_dir``; returns
-    the row count of each split."""
+    """Write ``train.parquet``, ``test.parquet`` and ``classes.json`` to ``out_dir``, whole or
+    not at all (``storage.staged_dir``: a kill or a full disk leaves no half dataset that
+    later commands would trip over); returns the row count of each split."""
     counts = {}
     loaded = {split: load_split(idx_dir, split) for split in _FILES}
-    for split, (images, labels) in loaded.items():
+    for split, (_, labels) in loaded.items():
         if labels.max(initial=0) >= len(CLASSES):
             raise OblivioError(f"{split}: label {labels.max()} out of range for 10 classes")
-        write_split(out_dir, split, sample_ids(split, len(labels)), labels, images)
-        counts[split] = len(labels)
-    write_classes(out_dir, NAME, CLASSES)
-    check_dataset(Dataset(out_dir))  # recorded: later steps need not decode it all again
+    with staged_dir(out_dir) as staged:
+        for split, (images, labels) in loaded.items():
+            write_split(staged, split, sample_ids(split, len(labels)), labels, images)
+            counts[split] = len(labels)
+        write_classes(staged, NAME, CLASSES)
+        check_dataset(Dataset(staged))  # recorded: later steps need not decode it all again
     return counts

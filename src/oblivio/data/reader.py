@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +27,30 @@ from oblivio.errors import OblivioError
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_intact(data: bytes) -> bool:
+    """Whether every chunk of a PNG matches its CRC. Pillow checks none of the pixel data's
+    (IDAT) CRCs, so a flipped byte there decodes to wrong pixels without a word."""
+    at = len(PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        end = at + 8 + length
+        if end + 4 > len(data):
+            return False
+        if zlib.crc32(data[at + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            return False
+        if data[at + 4:at + 8] == b"IEND":
+            return True
+        at = end + 4
+    return False
+
+
 def _decode_one(data: bytes, mode: str) -> np.ndarray:
+    """One image as an array; OSError when it is not a whole, decodable image."""
+    if data.startswith(PNG_SIGNATURE) and not png_intact(data):
+        raise OSError("a PNG chunk does not match its CRC")
     with Image.open(io.BytesIO(data)) as img:
         if img.mode != mode:
             img = img.convert(mode)
@@ -52,9 +76,12 @@ class Split:
         try:
             with Image.open(io.BytesIO(blobs[0].as_py())) as first:
                 self._mode = "L" if first.mode in _GRAY_MODES else "RGB"
+            probe = _decode_one(blobs[0].as_py(), self._mode)
         except OSError as exc:
-            raise OblivioError(f"{where}: row 0 is not a decodable image") from exc
-        probe = _decode_one(blobs[0].as_py(), self._mode)
+            raise OblivioError(f"{where}: row 0 is not a decodable image ({exc})") from exc
+        except Image.DecompressionBombError as exc:
+            raise OblivioError(f"{where}: row 0 claims too many pixels for an image of a "
+                               f"dataset ({exc})") from exc
         self._store = np.empty((len(blobs), *probe.shape), dtype=np.uint8)
         store = torch.from_numpy(self._store)
         self._images = store.unsqueeze(1) if store.ndim == 3 else store.permute(0, 3, 1, 2)
@@ -95,8 +122,11 @@ class Split:
                 try:
                     img = _decode_one(blob, self._mode)
                 except OSError as exc:
-                    raise OblivioError(f"{self._where}: row {i} is not a decodable image") \
-                        from exc
+                    raise OblivioError(f"{self._where}: row {i} is not a decodable image "
+                                       f"({exc})") from exc
+                except Image.DecompressionBombError as exc:
+                    raise OblivioError(f"{self._where}: row {i} claims too many pixels for an "
+                                       f"image of a dataset ({exc})") from exc
                 if img.shape != shape:
                     raise OblivioError(
                         f"{self._where}: row {i} has shape {img.shape}, row 0 has {shape}; "

@@ -31,7 +31,9 @@ def read_sample_ids(uri: str | os.PathLike[str]) -> pa.Array:
         ids = table.column("sample_id").combine_chunks().cast(pa.string())
     else:
         try:
-            lines = storage.read_bytes(text).decode("utf-8", errors="strict").splitlines()
+            # utf-8-sig: a byte-order mark (what some editors write first) is no part of the
+            # first id
+            lines = storage.read_bytes(text).decode("utf-8-sig", errors="strict").splitlines()
         except UnicodeDecodeError:
             raise OblivioError(f"{text} is neither Parquet (.parquet) nor UTF-8 text with one "
                                "sample id a line") from None

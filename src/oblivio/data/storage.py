@@ -4,7 +4,10 @@ handles both the same way."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -94,13 +97,75 @@ def is_local(uri: str | os.PathLike[str]) -> bool:
     return urlparse(os.fspath(uri)).scheme in ("", "file")
 
 
+#: a hidden sibling a writer stages in: short (a long name of its own would push the staging
+#: name past the file system's 255 bytes) and naming the writer's pid, so that what a killed
+#: writer left is recognised and cleared by the next one
+STAGE = re.compile(r"^\.oblivio-(\d+)-[a-z0-9_]+\.(partial|old)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep(folder: Path) -> None:
+    """Clear what killed writers left in ``folder``: staging directories, and a replaced
+    directory set aside that never came back (put back when nothing took its place)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = STAGE.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if match.group(2) == "old":
+            for kept in list(entry.iterdir()):
+                if not (folder / kept.name).exists():
+                    os.replace(kept, folder / kept.name)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the system or file system cannot."""
+    libc = _libc()
+    if libc is None:
+        return False
+    at_fdcwd, exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (38, 22, 95):  # ENOSYS, EINVAL, EOPNOTSUPP: not here
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
+@functools.cache
+def _libc():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                   ctypes.c_uint]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
 @contextlib.contextmanager
 def staged_dir(uri: str | os.PathLike[str]) -> Iterator[str]:
     """Write a directory whole or not at all: a killed or failed writer leaves no directory,
-    or the previous one intact. Locally the content goes to a hidden sibling that is renamed
-    into place at the end (replacing an earlier directory of that name); on S3, where nothing
-    renames, it is written in place and the caller writes its commit file last (a model's
-    ``config.json``)."""
+    or the previous one intact. Locally the content goes to a hidden sibling that takes the
+    directory's place at the end, an earlier directory of that name swapped out in one atomic
+    step (or, where the system cannot, set aside first and put back by the next writer if a
+    kill came between); what a killed writer left is cleared by the next. On S3, where
+    nothing renames, it is written in place and the caller writes its commit file last (a
+    model's ``config.json``)."""
     text = os.fspath(uri)
     if not is_local(text):
         yield text
@@ -108,20 +173,23 @@ def staged_dir(uri: str | os.PathLike[str]) -> Iterator[str]:
     final = Path(resolve(text)[1])
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial",
+        _sweep(final.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".oblivio-{os.getpid()}-", suffix=".partial",
                                     dir=final.parent))
     except OSError as exc:
         raise OblivioError(f"cannot write {text}: {first_line(exc)}") from None
     try:
         yield str(tmp)
-        if final.exists():  # the old one goes aside first: a kill now leaves one of the two
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old",
+        if not final.exists():
+            os.replace(tmp, final)
+        elif _exchange(tmp, final):  # the old directory is now at tmp, removed below
+            pass
+        else:  # the old one goes aside first: a kill now leaves it for the next writer
+            old = Path(tempfile.mkdtemp(prefix=f".oblivio-{os.getpid()}-", suffix=".old",
                                         dir=final.parent))
             os.replace(final, old / final.name)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -129,20 +197,24 @@ def staged_dir(uri: str | os.PathLike[str]) -> Iterator[str]:
 
 def check_output_dir(out: str | os.PathLike[str], inputs: Iterable[str | None] = (),
                      force: bool = False) -> None:
-    """Before any compute: ``out`` is none of the inputs and holds none of them, is
-    not a directory with content unless ``force``, and its folder can be written (probed by
-    creating and removing a directory there). S3 destinations are checked when written."""
+    """Before any compute: ``out`` (links resolved) is none of the inputs, holds none of them
+    and lies inside none of them, is not a directory with content unless ``force``, and its
+    folder can be written (probed by creating and removing a directory there). S3
+    destinations are checked when written."""
     text = os.fspath(out)
     if not is_local(text):
         return
-    path = Path(resolve(text)[1])
+    path = Path(resolve(text)[1]).resolve()  # links resolved: a link to an input is it
     for given in inputs:
         if given is None or not is_local(given):
             continue
-        source = Path(resolve(given)[1])
+        source = Path(resolve(given)[1]).resolve()
         if path == source or path in source.parents:
             raise OblivioError(f"--out {text} would overwrite the input {os.fspath(given)}: "
                                "write the result to a new directory")
+        if source in path.parents and source.is_dir():
+            raise OblivioError(f"--out {text} lies inside the input {os.fspath(given)}: "
+                               "write the result to a directory of its own")
     if path.exists() and not path.is_dir():
         raise OblivioError(f"--out {text} is a file, not a directory")
     if path.is_dir() and any(path.iterdir()) and not force:

@@ -38,9 +38,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DatabaseError,
+    DataError,
     IntegrityError,
     NoSuchModuleError,
-    OperationalError,
     ProgrammingError,
 )
 
@@ -72,6 +73,12 @@ def items_sha256(values: Iterable[str]) -> str:
     """The digest a request is known by: SHA-256 of its sorted items, one per line (for sample
     ids, the same as ``oblivio.data.sample_ids.ids_sha256``)."""
     return hashlib.sha256("".join(f"{v}\n" for v in sorted(values)).encode()).hexdigest()
+
+
+def check_ticket(ticket: str | None) -> None:
+    """A ticket is someone's reference: an empty one would name no request."""
+    if ticket is not None and not ticket.strip():
+        raise OblivioError("--ticket is empty: give your reference, or leave it out")
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -166,8 +173,9 @@ class Ledger:
                 if write:
                     schema.lock(conn)
                 yield conn
-        except (OperationalError, ProgrammingError) as exc:
-            if isinstance(exc, ProgrammingError) and getattr(
+        except DatabaseError as exc:  # unreachable, refused, or no database at all
+            if isinstance(exc, (IntegrityError, DataError)) or isinstance(
+                    exc, ProgrammingError) and getattr(
                     exc.orig, "sqlstate", None) != "42501":  # insufficient privilege
                 raise
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
@@ -200,6 +208,7 @@ class Ledger:
         ``met_by``: the champion's version already honours it, so it is honoured at once."""
         if kind not in KINDS:
             raise OblivioError(f"unknown request kind {kind!r}")
+        check_ticket(ticket)
         values = sorted(set(values))
         digest = items_sha256(values)
         for attempt in (1, 2):  # a concurrent submit of the same ticket: the second finds it
@@ -638,6 +647,17 @@ class Ledger:
                     return found
         return None
 
+    def held_batches(self, model_name: str) -> list[dict]:
+        """The model's batches claimed under a lease not yet run out: another run's work."""
+        with self._begin(write=False) as conn:
+            moment = self._now(conn)
+            rows = conn.execute(select(batches).where(
+                batches.c.model_name == model_name, batches.c.state == "claimed")
+                .order_by(batches.c.created_at)).all()
+        return [{k: _aware(v) if isinstance(v, datetime) else v
+                 for k, v in r._asdict().items()} for r in rows
+                if _aware(r.lease_until) > moment]
+
     def batch_row(self, batch_id: str) -> dict:
         with self._begin(write=False) as conn:
             row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
@@ -669,6 +689,9 @@ def _engine(url: str) -> Engine:
     except ArgumentError:
         raise OblivioError(f"ledger URL {url!r} is not a database URL (e.g. "
                            "postgresql+psycopg://user@host/db or sqlite:///path)") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise OblivioError(f"ledger URL {_safe(url)}: the ledger runs on PostgreSQL "
+                           "(postgresql+psycopg://...) or SQLite (sqlite:///path)")
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -32,6 +32,19 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def non_finite(state: dict[str, torch.Tensor]) -> tuple[int, str | None]:
+    """How many floating-point values of ``state`` are NaN or infinite, and the first tensor
+    holding one: a model with any of them predicts garbage, so none is written or loaded."""
+    total, first = 0, None
+    for key, tensor in state.items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad and first is None:
+                first = key
+            total += bad
+    return total, first
+
+
 def save_model(model: ImageClassifier, path: str | os.PathLike[str], *, arch: str,
                class_names: list[str], img_size: int, parent_fingerprint: str | None = None,
                provenance: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -42,6 +55,11 @@ def save_model(model: ImageClassifier, path: str | os.PathLike[str], *, arch: st
     config last, so a directory with a config is whole.
     """
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    bad, first = non_finite(state)
+    if bad:
+        raise OblivioError(f"refusing to write {os.fspath(path)}: {bad} weights are NaN or "
+                           f"infinite (the first in {first}): the method diverged; nothing "
+                           "was written (a smaller learning rate or fewer steps may hold)")
     blob = save_safetensors(state)
     config = {
         "format": FORMAT,
@@ -99,6 +117,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    retyped = [k for k in expected if k in state and state[k].dtype != expected[k].dtype]
     if missing or unexpected or wrong:
         detail = (f"missing {missing[:2]}" if missing else
                   f"unexpected {unexpected[:2]}" if unexpected else
@@ -106,6 +125,15 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
                   f"{config['arch']} expects {tuple(expected[wrong[0]].shape)}")
         raise OblivioError(f"{where}: weights do not fit {config['arch']} "
                            f"with {config['num_classes']} classes ({detail})")
+    if retyped:  # load_state_dict would cast silently
+        key = retyped[0]
+        raise OblivioError(f"{where}: {key} is {str(state[key].dtype).removeprefix('torch.')}, "
+                           f"{config['arch']} expects "
+                           f"{str(expected[key].dtype).removeprefix('torch.')}")
+    bad, first = non_finite(state)
+    if bad:
+        raise OblivioError(f"{where}: {bad} weights are NaN or infinite (the first in {first}): "
+                           "not a usable model")
     model.load_state_dict(state)
     model.config = config
     return model.to(device).eval()

@@ -46,6 +46,19 @@ class Gates:
     instance_auc_z: float = 2.576
     instance_auc_one_sided: bool = False
 
+    def __post_init__(self) -> None:
+        """Accuracies, drops and efficacies are fractions: 5 meant as 5% would pass anything
+        (and NaN, which no comparison holds, too)."""
+        for name in ("max_forget_acc", "max_retain_drop", "min_mia_efficacy",
+                     "max_reestimated_forget_acc", "instance_max_test_drop"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise OblivioError(f"--{name.replace('_', '-')} is a fraction in [0, 1] (0.05 "
+                                   f"for 5%), got {value}")
+        if not 0 < self.instance_auc_z < math.inf:
+            raise OblivioError(f"--instance-auc-z is a positive number of spreads, got "
+                               f"{self.instance_auc_z}")
+
     def as_params(self) -> dict[str, float]:
         return asdict(self)
 

@@ -180,6 +180,30 @@ def download_model_dir(uri: str, dst: str | os.PathLike[str]) -> Path:
     return Path(local) / "extra_files"
 
 
+def version_config(uri: str) -> dict:
+    """A registered version's ``config.json`` alone (class names, what it has forgotten):
+    what a check needs, without downloading the weights, and without a progress bar."""
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    from oblivio.models.checkpoint import CONFIG_FILE, read_config
+    from oblivio.tracking.store import connect
+
+    connect()
+    version = resolve_version(uri)
+    repo = ModelsArtifactRepository(f"models:/{version.name}/{version.version}")
+    quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with tempfile.TemporaryDirectory(prefix="oblivio-config-") as tmp:
+            repo.download_artifacts(f"extra_files/{CONFIG_FILE}", tmp)
+            return read_config(Path(tmp) / "extra_files")
+    finally:
+        if quiet is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
+
+
 @contextlib.contextmanager
 def downloaded(uri: str) -> Iterator[Path]:
     """A registered version's model directory in a temporary directory that is removed when

@@ -83,20 +83,21 @@ def finish_run(job_id: str, state: str, error: str | None = None) -> None:
     client().set_terminated(run.info.run_id, status)
 
 
-def close_abandoned_runs() -> list[str]:
+def close_abandoned_runs(runner: str | None = None) -> list[str]:
     """Mark KILLED, with the reason, every RUNNING run of a local pipeline whose process on this
-    host is gone (``oblivio run`` killed before its exit handler could close it). Returns the
-    pipeline jobs closed."""
+    host is gone (``oblivio run`` killed before its exit handler could close it), or of
+    ``runner``, which is stopping now (interrupted). Returns the pipeline jobs closed."""
     experiment_id = connect()
     running = client().search_runs([experiment_id],
                                    f"attributes.status = 'RUNNING' and tags.`{RUNNER_TAG}` != ''")
     closed = []
     for run in running:
-        runner = run.data.tags.get(RUNNER_TAG, "")
-        if runner and not runner_alive(runner):
+        owner = run.data.tags.get(RUNNER_TAG, "")
+        if owner and (owner == runner if runner else not runner_alive(owner)):
+            how = "was interrupted" if runner else "ended without closing this run: it was killed"
             client().set_tag(run.info.run_id, f"{TAG}failure",
-                             f"the local run ({runner}) ended without closing this run: it was "
-                             "killed; nothing it had not registered was registered")
+                             f"the local run ({owner}) {how}; nothing it had not registered was "
+                             "registered")
             client().set_terminated(run.info.run_id, "KILLED")
             closed.append(run.data.tags.get(JOB_TAG, run.info.run_id))
     return closed

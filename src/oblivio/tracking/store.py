@@ -34,15 +34,45 @@ def _check_http(uri: str) -> None:
         raise OblivioError(f"MLflow at {uri} is unreachable ({type(exc).__name__})") from None
 
 
-def connect(experiment: str = EXPERIMENT) -> str:
-    """Point mlflow at the store, create the experiment if needed, return its id."""
+def _check_sqlite(path: Path, create: bool) -> None:
+    """A SQLite store is a database this process can write (MLflow retries a read-only one for
+    minutes), or, when ``create``, a new file where one can be made; one line otherwise."""
+    import sqlite3
+
+    if not path.exists():
+        if not create:
+            raise OblivioError(f"no MLflow store at {path}: nothing was registered here yet")
+        existing = next(p for p in path.parents if p.exists())
+        if not os.access(existing, os.W_OK):
+            raise OblivioError(f"cannot create the MLflow store {path}: {existing} is read-only")
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise OblivioError(f"MLflow store {path} is unusable ({exc})") from None
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise OblivioError(f"MLflow store {path} is read-only: oblivio records every run there")
+
+
+def connect(experiment: str = EXPERIMENT, create: bool = True) -> str:
+    """Point mlflow at the store, create the experiment if needed, return its id. ``create``
+    False: a local store that does not exist yet is an error, not a new empty one (a query
+    has nothing to find there)."""
+    import logging
+
     import mlflow
 
+    # "Creating initial MLflow database tables..." and alembic's lines are no news to a user
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         _check_http(uri)
     elif uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(uri.removeprefix("sqlite:///"))
+        _check_sqlite(path, create)
+        path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)

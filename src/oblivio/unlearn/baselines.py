@@ -61,6 +61,9 @@ class BaselineSettings:
             raise OblivioError("retain guard must be positive")
         if self.ssd_alpha <= 0 or self.ssd_lambda <= 0:
             raise OblivioError("SSD's alpha and lambda must be positive")
+        if self.fisher_samples is not None and self.fisher_samples < 1:
+            raise OblivioError(f"--fisher-samples must be at least 1 (leave it out for all), "
+                               f"got {self.fisher_samples}")
 
 
 @dataclass(frozen=True)

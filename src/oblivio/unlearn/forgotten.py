@@ -107,6 +107,14 @@ def forgotten_ids(config: dict, where: str, known: Sequence[str] = ()) -> list[s
     return sorted(found)
 
 
+def refuse_again(new_ids: Sequence[str], done: Sequence[str], where: str) -> None:
+    """One error line when a request names ids the model at ``where`` has already forgotten."""
+    again = sorted(set(new_ids) & set(done))
+    if again:
+        raise OblivioError(f"{len(again)} sample id(s) are already forgotten by {where} "
+                           f"(e.g. {again[0]}); request only new ones")
+
+
 def _from_ledger(sha256: str) -> list[str] | None:
     """One deletion's ids as the ledger holds them; None when it does not (or no ledger is
     configured: opening one would create an empty ledger)."""

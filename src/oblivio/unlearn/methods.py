@@ -6,6 +6,7 @@ added in one place, and an option that belongs to another method is refused, not
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -44,6 +45,10 @@ class Method:
         """The settings with ``options`` (those not None) set; an option of another method is
         one error naming it and the options this method takes."""
         given = {k: v for k, v in options.items() if v is not None}
+        for key, value in given.items():  # NaN passes every "<= 0" check: refused here
+            if isinstance(value, float) and not math.isfinite(value):
+                raise OblivioError(f"--{key.replace('_', '-')} must be a finite number, "
+                                   f"got {value}")
         foreign = sorted(set(given) - set(self.options))
         if foreign:
             own = ", ".join(f"--{o.replace('_', '-')}" for o in self.options) or "none"
@@ -200,6 +205,8 @@ def check_pipeline_params(params: dict) -> None:
         if params.get(key, "auto") not in ("auto", "fixed"):
             raise OblivioError(f"{key.replace('_', ' ')} must be auto or fixed, "
                                f"got {params[key]!r}")
+    if not 1 <= params.get("shards", 1) <= 256:
+        raise OblivioError(f"shards must be 1 to 256, got {params['shards']}")
     if params.get("relearn_steps", 0) < 0:
         raise OblivioError("relearn steps must be 0 or more (0: off), got "
                            f"{params['relearn_steps']}")

@@ -24,7 +24,7 @@ from oblivio.data.sample_ids import ids_sha256, read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.models.build import ImageClassifier
 from oblivio.models.checkpoint import check_fits, load_model, save_model
-from oblivio.unlearn.forgotten import forgotten_ids, provenance_after
+from oblivio.unlearn.forgotten import forgotten_ids, provenance_after, refuse_again
 
 
 def peak_memory(device: str) -> dict[str, float]:
@@ -122,10 +122,7 @@ def load_request(model_dir: str, data: str, classes: str | list[int] | None = No
         ids = read_sample_ids(ids_file)
         forget_rows = train_rows_of(dataset, train, ids, os.fspath(ids_file))
         new_ids = ids.to_pylist()
-        again = sorted(set(new_ids) & set(done_ids))
-        if again:
-            raise OblivioError(f"{len(again)} sample id(s) are already forgotten by {model_dir} "
-                               f"(e.g. {again[0]}); request only new ones")
+        refuse_again(new_ids, done_ids, model_dir)
     all_classes = sorted(set(done_classes) | set(new_classes))
     all_ids = sorted(set(done_ids) | set(new_ids))
     keep = ~np.isin(labels, all_classes)

@@ -234,11 +234,14 @@ def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: 
     choices (``check_pipeline_params``), the registered model, the dataset, the classes (known
     to the dataset, not already forgotten by the model) or the deletion request (training ids
     of the dataset). The pipeline runs it first and never retries it: a retry cannot fix it."""
-    from oblivio.tracking.registry import forgotten, resolve_version
+    from oblivio.tracking.promotion import Gates
+    from oblivio.tracking.registry import forgotten, resolve_version, version_config
     from oblivio.tracking.store import connect
+    from oblivio.unlearn.forgotten import forgotten_ids, refuse_again
     from oblivio.unlearn.requests import train_rows_of
 
     check_pipeline_params({**params, "forget_ids_uri": ids_uri})
+    Gates(**{k: v for k, v in params.items() if k in Gates.__dataclass_fields__})
     connect()
     version = resolve_version(model_uri)
     dataset = open_dataset(data)
@@ -246,6 +249,8 @@ def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: 
     if ids_uri:
         ids = read_sample_ids(ids_uri)
         train_rows_of(dataset, dataset.split("train"), ids, ids_uri)
+        where = f"models:/{version.name}/{version.version}"
+        refuse_again(ids.to_pylist(), forgotten_ids(version_config(where), where), where)
         return {"version": str(version.version), "forget_ids_count": len(ids)}
     classes = dataset.class_indices(forget_classes)
     classes_after(model_uri, classes, already, dataset.classes)
