@@ -319,7 +319,7 @@ def test_cli_contrast_fixed_ratio_and_bad_input(trained_rgb, tmp_path: Path) -> 
     assert changed == {"net.fc.weight"}  # only the last block, the classifier, was edited
     for args, message in (
         (["--classes", "2", "--ratio", "1"], "error: the ratio threshold must exceed 1"),
-        (["--classes", "2", "--ratio", "nan"], "error: the ratio threshold must exceed 1"),
+        (["--classes", "2", "--ratio", "nan"], "error: --ratio must be a finite number, got nan"),
         (["--classes", "2", "--ratio", "many"], "error: --ratio takes 'auto' or a number"),
         (["--classes", "2", "--rounds", "0"], "error: rounds must be at least 1"),
         (["--classes", "2", "--blocks", "last"], "error: --blocks takes 'auto' or a number"),

@@ -407,17 +407,23 @@ def test_guarded_neggrad_keeps_the_retain_images(memorised: dict, tmp_path: Path
     data, ids = str(memorised["data"]), str(memorised["ids"])
     train = open_dataset(data).split("train")
     retain = np.setdiff1d(np.arange(len(train)), train.indices(read_sample_ids(ids)))
-    kept = {}
-    for name, guard in (("guarded", 0.1), ("published", None)):
-        prov = forget_with_baseline(str(memorised["saw"]), data, str(tmp_path / name),
+    def neggrad(name: str, guard: float | None) -> dict:
+        return forget_with_baseline(str(memorised["saw"]), data, str(tmp_path / name),
                                     "neggrad+", ids_file=ids, settings=BaselineSettings(
                                         epochs=400, lr=0.5, retain_guard=guard),
                                     device="cpu", progress=False)
-        kept[name] = (prov, accuracy(load_model(tmp_path / name), train, retain))
-    guarded, published = kept["guarded"], kept["published"]
-    assert guarded[0]["halved_at"] and guarded[0]["guard_loss_end"] <= guarded[0][
-        "guard_loss_limit"]
-    assert guarded[1] >= 0.85 and published[1] < 0.5 and "halved_at" not in published[0]
+
+    guarded = neggrad("guarded", 0.1)
+    assert guarded["halved_at"] and guarded["guard_loss_end"] <= guarded["guard_loss_limit"]
+    assert accuracy(load_model(tmp_path / "guarded"), train, retain) >= 0.85
+    try:  # as published, the ascent wrecks the retain images, or diverges to NaN weights,
+        published = neggrad("published", None)  # which are refused, nothing written
+    except OblivioError as exc:
+        assert "weights are NaN or infinite" in str(exc)
+        assert not (tmp_path / "published").exists()
+    else:
+        assert "halved_at" not in published
+        assert accuracy(load_model(tmp_path / "published"), train, retain) < 0.5
     refused = runner.invoke(app, ["forget", "--model", str(memorised["saw"]), "--data", data,
                                   "--forget-ids", ids, "--method", "random-label",
                                   "--retain-guard", "0.1", "--out", str(tmp_path / "r")])

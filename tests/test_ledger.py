@@ -114,6 +114,18 @@ def test_the_ids_a_model_records_by_digest_are_read_back(ledger_url: str) -> Non
     assert ledger.ids_with_sha256(items_sha256(["7"])) is None  # a class is no image
 
 
+def test_a_batch_under_a_live_lease_is_named_as_held(ledger_url: str) -> None:
+    """What ``batch run`` says when nothing is left to claim but another run holds a batch."""
+    ledger = Ledger(ledger_url)
+    ledger.submit("m", "classes", ["7"])
+    assert ledger.held_batches("m") == []
+    batch = ledger.claim("m", "run-1", timedelta(seconds=1))
+    assert [(b["id"], b["owner"]) for b in ledger.held_batches("m")] == [(batch.id, "run-1")]
+    assert ledger.held_batches("other") == []
+    time.sleep(1.2)  # its lease ran out: no longer held, the next claim takes it over
+    assert ledger.held_batches("m") == []
+
+
 def test_concurrent_claims_never_share_a_request(ledger_url: str) -> None:
     """Submitters and claimers at once, each through its own connection pool."""
     ledger = Ledger(ledger_url)

@@ -116,6 +116,16 @@ def test_a_deletion_request_takes_the_instance_branch(tracked: str, trained_rgb,
     out = runner.invoke(app, ["run", "--model-name", "deletions", "--data", str(data),
                               "--forget-ids", str(bad)])
     assert out.exit_code == 2 and "names test-split sample ids" in out.stderr
+    # the same images again are refused before any step: the champion records them by digest,
+    # so without the ledger that honoured them the user names them (--forgotten-ids)
+    request = str(tmp_path / "request.txt")
+    out = runner.invoke(app, ["run", "--model-name", "deletions", "--data", str(data),
+                              "--forget-ids", request])
+    assert out.exit_code == 2 and "recorded by digest" in out.stderr
+    out = runner.invoke(app, ["run", "--model-name", "deletions", "--data", str(data),
+                              "--forget-ids", request, "--forgotten-ids", request])
+    assert out.exit_code == 2 and "3 sample id(s) are already forgotten by models:/deletions/2" \
+        in out.stderr
     assert [r["version"] for r in lineage("deletions")] == ["1", "2"]
 
 

@@ -101,7 +101,7 @@ def test_cli_train_writes_model_and_metrics(rgb_dataset: Path, tmp_path: Path) -
         (["--exclude-classes", "7"], "error: class 7 out of range"),
         (["--exclude-classes", "0,1,2"], "error: cannot exclude every class"),
         (["--arch", "nope"], "error: unknown architecture 'nope'"),
-        (["--epochs", "0"], "error: epochs must be >= 1"),
+        (["--epochs", "0"], "error: --epochs must be at least 1, got 0"),
         (["--device", "tpu"], "error: unknown device 'tpu'"),
     ],
 )
@@ -126,8 +126,9 @@ def test_cli_unknown_exclude_ids(rgb_dataset: Path, tmp_path: Path) -> None:
 
 
 def test_cli_data_conversion_bad_idx_dir(tmp_path: Path) -> None:
+    (tmp_path / "idx").mkdir()
     result = runner.invoke(app, ["data", "fashion-mnist", "--out", str(tmp_path / "d"),
-                                 "--idx-dir", str(tmp_path)])
+                                 "--idx-dir", str(tmp_path / "idx")])
     assert result.exit_code == 2
     assert "missing train-images-idx3-ubyte(.gz)" in result.stderr
     assert not (tmp_path / "d").exists()

@@ -342,7 +342,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the attacks' sample draws.")] = 0,
     svc_samples: Annotated[int, typer.Option(min=0,
         help="Per-side samples of the SVC attacks (0: all of the test split).")] = 5000,
-    relearn_steps: Annotated[int, typer.Option(min=0,
+    relearn_steps: Annotated[int, typer.Option(
         help="Also fine-tune each model on a few forgotten images for up to this many steps "
              "and count the steps until the class returns (class mode; 0: off).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",

@@ -47,9 +47,10 @@ class Recipe:
     def __post_init__(self) -> None:
         """Refuse a recipe that cannot train before anything runs (``not x > 0`` refuses NaN:
         every comparison with it is false)."""
-        if not self.epochs >= 1 or not self.batch_size >= 1:
-            raise OblivioError(f"--epochs and --batch-size must be at least 1, got "
-                               f"{self.epochs} and {self.batch_size}")
+        for name in ("epochs", "batch_size"):
+            if not getattr(self, name) >= 1:
+                raise OblivioError(f"--{name.replace('_', '-')} must be at least 1, got "
+                                   f"{getattr(self, name)}")
         if not 0 < self.lr < math.inf:
             raise OblivioError(f"--lr must be a positive, finite number, got {self.lr}")
         if not (0 <= self.momentum < 1 and 0 <= self.weight_decay < math.inf
@@ -57,7 +58,7 @@ class Recipe:
             raise OblivioError("momentum and label smoothing must lie in [0, 1), warmup in "
                                "[0, 1], weight decay be at least 0")
         if self.optimizer not in ("sgd", "adamw"):
-            raise OblivioError(f"unknown optimizer {self.optimizer!r} (sgd or adamw)")
+            raise OblivioError(f"unknown optimizer {self.optimizer!r}; use sgd or adamw")
 
 
 TRANSFORMER_MARKERS = ("vit", "deit", "beit", "swin", "cait", "xcit", "eva")
@@ -141,10 +142,6 @@ def train(model: ImageClassifier, train_split: Split, rows: np.ndarray, recipe: 
     same weights."""
     if len(rows) == 0:
         raise OblivioError("nothing to train on: every training sample was excluded")
-    if recipe.epochs < 1:
-        raise OblivioError(f"epochs must be >= 1, got {recipe.epochs}")
-    if recipe.optimizer not in ("sgd", "adamw"):
-        raise OblivioError(f"unknown optimizer {recipe.optimizer!r}; use sgd or adamw")
     gen = seed_everything(recipe.seed)
     # channels_last is ~12% faster for these convolutions on the CPU (oneDNN) and on GPUs.
     model.to(device, memory_format=torch.channels_last).train()

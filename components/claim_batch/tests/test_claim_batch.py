@@ -6,6 +6,7 @@ import pytest
 from kfp import dsl
 
 from oblivio.data.sample_ids import read_sample_ids
+from oblivio.ledger.batches import run_root_of
 from oblivio.ledger.store import Claim, Ledger
 from oblivio.tracking.registry import CHAMPION, Lineage, log_model_version
 from oblivio.tracking.store import connect
@@ -70,3 +71,15 @@ def test_a_class_the_champion_already_forgot_is_honoured_at_once(
     assert ledger.get(left.id).state == "claimed"
     event = ledger.events(request_id=met.id)[-1]
     assert event.event == "honoured" and '"weights_sha256":"' in event.detail
+
+
+def test_only_a_run_s_own_folder_is_ever_recorded_for_erasure() -> None:
+    """The backend's layout (cut at the run id), kfp.local's (its timestamped run folder);
+    anything else records nothing: a guess two levels up once named pytest's whole temporary
+    tree, and the batch's last step erased it."""
+    backend = "s3://b/root/oblivio-deletion-batch/5f1c-run/claim-batch/8141/claim"
+    assert run_root_of(backend, "5f1c-run") == "s3://b/root/oblivio-deletion-batch/5f1c-run"
+    run = "/home/u/kfp/oblivio-deletion-batch-2026-12-06-11-35-39-683157"
+    assert run_root_of(f"{run}/claim-batch/claim", "1234") == run
+    assert run_root_of("/tmp/pytest-of-root/pytest-44/test_x0/claim", "job-1") is None
+    assert run_root_of("/tmp/claim", "") is None

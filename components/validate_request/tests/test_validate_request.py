@@ -6,7 +6,9 @@ from oblivio.errors import OblivioError
 from oblivio_pipeline.components import validate_request
 
 CHOICES = {"class_method": "projection", "instance_method": "match", "alpha_mode": "auto",
-           "ratio_mode": "auto", "relearn_steps": 0}
+           "ratio_mode": "auto", "relearn_steps": 0, "shards": 1, "max_forget_acc": 0.01,
+           "max_retain_drop": 0.025, "min_mia_efficacy": 0.9, "max_reestimated_forget_acc": 0.01,
+           "instance_max_test_drop": 0.005, "instance_auc_z": 2.576}
 
 
 def check(registered: str, data: Path, classes: str = "1", ids: str = "", **choices) -> str:
@@ -31,6 +33,9 @@ def test_a_sound_request_names_the_version(registered: str, trained_rgb, tmp_pat
     ({"classes": "", "ids": "IDS", "instance_method": "neggrad"},
      "instance method must be match, l2ul or relabel, got 'neggrad'"),
     ({"classes": "", "ids": "TEST_IDS"}, "names test-split sample ids"),
+    ({"max_forget_acc": 5.0}, r"--max-forget-acc is a fraction in \[0, 1\]"),
+    ({"instance_auc_z": 0.0}, "--instance-auc-z is a positive number"),
+    ({"shards": 0}, "shards must be 1 to 256, got 0"),
 ])
 def test_what_no_retry_can_fix_is_one_error(registered: str, trained_rgb, tmp_path: Path,
                                             request_: dict, message: str) -> None:

@@ -12,6 +12,8 @@ ledger counts one version per part, under the claim's fencing token.
 from __future__ import annotations
 
 import json
+import re
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,19 +57,28 @@ def honour_met(ledger: Ledger, batch: Batch) -> list[int]:
     return [c for c in batch.classes if c not in already]
 
 
-def run_root_of(artifact_uri: str, job_id: str) -> str:
-    """The pipeline-root folder of the run that wrote ``artifact_uri``. The Kubeflow backend
-    puts every output under ``<pipeline root>/<pipeline name>/<run id>/`` (its driver's
-    ``GenerateOutputURI``; a task, and in newer versions a salt, below that); kfp's local
-    runner under ``<pipeline root>/<run name>/<task>/<output>``, with a job id of its own."""
+#: a run folder kfp's local runner makes: ``<pipeline name>-YYYY-MM-DD-HH-MM-SS-ffffff``
+LOCAL_RUN = re.compile(r"^[a-z0-9-]+-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}-\d{6}$")
+
+
+def run_root_of(artifact_uri: str, job_id: str) -> str | None:
+    """The pipeline-root folder of the run that wrote ``artifact_uri``, or None when the
+    layout is not one of a run's (nothing is then recorded for erasure: a guess could name a
+    folder far wider than the run's). The Kubeflow backend puts every output under
+    ``<pipeline root>/<pipeline name>/<run id>/`` (its driver's ``GenerateOutputURI``; a task,
+    and in newer versions a salt, below that); kfp's local runner under
+    ``<pipeline root>/<pipeline name>-<timestamp>/<task>/<output>``."""
     marker = f"/{job_id}/"
     if job_id and marker in artifact_uri:
         return artifact_uri[:artifact_uri.index(marker) + len(marker) - 1]
-    return artifact_uri.rstrip("/").rsplit("/", 2)[0]
+    parts = artifact_uri.rstrip("/").split("/")
+    if len(parts) >= 4 and LOCAL_RUN.match(parts[-3]):
+        return "/".join(parts[:-2])
+    return None
 
 
 def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelta,
-               owner: str, max_attempts: int = 3, run_root: str | None = None
+               owner: str, max_attempts: int = 3, run_root: str | None = ""
                ) -> tuple[Batch | None, dict[str, str]]:
     """Claim the next batch (a batch whose runs died ``max_attempts`` times fails instead).
     Returns it and what a run needs: ``batch_id`` ("" when nothing is pending), ``token``
@@ -75,7 +86,8 @@ def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelt
     ``forget_classes`` and ``forget_ids_uri`` ("" for a part with
     nothing to do), and the keys each part registers under; the ids are written to
     ``<batch_root>/<batch>/ids.parquet``. ``run_root``: the Kubeflow run's pipeline-root
-    folder, recorded to be erased once the batch is over."""
+    folder, recorded to be erased once the batch is over ("": none, as for ``oblivio batch
+    run``, which erases its own; None: not recognised, said on stderr)."""
     from oblivio.data.sample_ids import ids_sha256, write_sample_ids
     from oblivio.tracking.store import connect
 
@@ -86,6 +98,9 @@ def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelt
                       "forget_ids_uri": "", "classes_key": "", "ids_key": ""}
     if run_root:
         ledger.record_copy(batch.claim, "pipeline-root intermediates", run_root)
+    elif run_root is None:
+        print(f"warning: batch {batch.id}: the run's pipeline-root folder is not one oblivio "
+              "recognises; its copies there are not erased by the batch", file=sys.stderr)
     classes = honour_met(ledger, batch)
     ids_uri = ""
     if batch.ids:
