@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from oblivio.errors import OblivioError
+from oblivio.tracking.runner import pid_alive
 
 
 def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
@@ -103,16 +104,6 @@ def is_local(uri: str | os.PathLike[str]) -> bool:
 STAGE = re.compile(r"^\.oblivio-(\d+)-[a-z0-9_]+\.(partial|old)$")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _sweep(folder: Path) -> None:
     """Clear what killed writers left in ``folder``: staging directories, and a replaced
     directory set aside that never came back (put back when nothing took its place)."""
@@ -122,7 +113,7 @@ def _sweep(folder: Path) -> None:
         return
     for entry in entries:
         match = STAGE.match(entry.name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or pid_alive(int(match.group(1))):
             continue
         if match.group(2) == "old":
             for kept in list(entry.iterdir()):

@@ -20,13 +20,18 @@ def runner_alive(runner: str) -> bool:
     host, _, pid = runner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True
+    return pid_alive(int(pid))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host lives (a zombie does not)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return not _zombie(int(pid))
+    return not _zombie(pid)
 
 
 def _zombie(pid: int) -> bool:
