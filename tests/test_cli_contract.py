@@ -2,7 +2,8 @@
 stderr, exit status 2, no traceback, and nothing written or changed. Table-driven, so a new
 case is one row; the cases of the first audit that already held are covered by the other test
 files (test_class_forgetting, test_instance_forgetting, test_models, test_data, test_pipeline,
-test_methods) and stay there."""
+test_methods) and stay there; kills and Ctrl-C are in test_kills_round_two, a full disk and a
+read-only store (real mounts) in test_mounts."""
 
 from __future__ import annotations
 

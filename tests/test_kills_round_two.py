@@ -166,3 +166,42 @@ def test_an_interrupted_run_closes_its_mlflow_run_at_once(sqlite_mlflow: str) ->
     closed = client().get_run(run.info.run_id)
     assert closed.info.status == "KILLED"
     assert "was interrupted" in closed.data.tags["oblivio.failure"]
+
+
+def _statuses(store: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(store) as db:
+        return [row[0] for row in db.execute("SELECT status FROM runs")]
+
+
+def test_ctrl_c_of_a_real_run_closes_its_runs_and_registers_nothing(
+        registered: str, trained_rgb, sqlite_mlflow: str) -> None:
+    """Ctrl-C in a terminal: SIGINT to the whole foreground group, the command and its kfp
+    step alike, once the pipeline's first MLflow run is open. The command ends with one line,
+    every MLflow run is closed KILLED (none left RUNNING for the next run to find), no model
+    version is added, and the run's pipeline-root copies are erased."""
+    import time
+
+    from oblivio.tracking.registry import client
+
+    data, _ = trained_rgb
+    store = Path(sqlite_mlflow.removeprefix("sqlite:///"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oblivio.cli", "run", "--model-name", registered, "--data",
+         str(data), "--forget-classes", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while "RUNNING" not in _statuses(store):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err  # the shell's code for SIGINT: not a refusal (2)
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].endswith("KILLED: interrupted"), err
+    statuses = _statuses(store)
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+    assert [str(v.version) for v in client().search_model_versions(f"name='{registered}'")] == ["1"]
+    kfp_root = Path(os.environ["OBLIVIO_HOME"]) / "kfp"
+    assert not kfp_root.exists() or list(kfp_root.iterdir()) == []

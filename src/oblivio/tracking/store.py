@@ -35,8 +35,9 @@ def _check_http(uri: str) -> None:
 
 
 def _check_sqlite(path: Path, create: bool) -> None:
-    """A SQLite store is a database this process can write (MLflow retries a read-only one for
-    minutes), or, when ``create``, a new file where one can be made; one line otherwise."""
+    """A SQLite store is a database, one this process can write unless it only reads (MLflow
+    retries a write to a read-only one for minutes), or, when ``create``, a new file where one
+    can be made; one line otherwise. A read-only copy serves queries (an auditor's snapshot)."""
     import sqlite3
 
     if not path.exists():
@@ -51,14 +52,14 @@ def _check_sqlite(path: Path, create: bool) -> None:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise OblivioError(f"MLflow store {path} is unusable ({exc})") from None
-    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+    if create and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
         raise OblivioError(f"MLflow store {path} is read-only: oblivio records every run there")
 
 
 def connect(experiment: str = EXPERIMENT, create: bool = True) -> str:
     """Point mlflow at the store, create the experiment if needed, return its id. ``create``
-    False: a local store that does not exist yet is an error, not a new empty one (a query
-    has nothing to find there)."""
+    False, for queries: a store or experiment that does not exist yet is an error, not a new
+    empty one (a query has nothing to find there), and a read-only store is fine."""
     import logging
 
     import mlflow
@@ -78,6 +79,9 @@ def connect(experiment: str = EXPERIMENT, create: bool = True) -> str:
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
+    if not create:
+        raise OblivioError(f"no experiment {experiment!r} in the MLflow store {uri}: nothing "
+                           "was recorded here yet")
     location = None
     if uri.startswith("sqlite:///"):  # artifacts beside the database, not under the cwd
         location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
