@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from oblivio.cli import app
 from oblivio.evaluation import attacks
 from oblivio.evaluation.evaluate import evaluate
+from oblivio.evaluation.gates import Gates, check_gates
 from oblivio.evaluation.metrics import CLASS_KEYS, INSTANCE_KEYS
 from oblivio.evaluation.reestimate import REESTIMATE_KEYS
 from oblivio.models.inference import accuracy
-from oblivio.tracking.promotion import Gates, check_gates
 
 runner = CliRunner()
 

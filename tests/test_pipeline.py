@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 import oblivio
 from oblivio.cli import app
-from oblivio.tracking.promotion import Gates, promote
+from oblivio.evaluation.gates import Gates
+from oblivio.tracking.promotion import promote
 from oblivio.tracking.registry import CHAMPION, Lineage, client, lineage, log_model_version
 from oblivio.tracking.store import connect
 from tests.servers import free_port

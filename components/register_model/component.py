@@ -37,7 +37,7 @@ def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifa
     """
     import json
 
-    from oblivio.tracking.promotion import Gates
+    from oblivio.evaluation.gates import Gates
     from oblivio.tracking.publish import register_unlearned
     from oblivio.tracking.runs import run_key
 

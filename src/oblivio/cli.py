@@ -345,23 +345,61 @@ def evaluate(
     relearn_steps: Annotated[int, typer.Option(
         help="Also fine-tune each model on a few forgotten images for up to this many steps "
              "and count the steps until the class returns (class mode; 0: off).")] = 0,
+    oracle_pool: Annotated[str | None, typer.Option(
+        help="A pool of retrains for these --forget-ids (`oblivio pool build`): per-example "
+             "evidence, and its gate.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     force: Annotated[bool, typer.Option(
         help="Replace --out when it is a directory with content.")] = False,
 ) -> None:
     """Accuracy, membership-inference attacks, a linear probe, batch norm re-estimated on kept
-    images (classes) and optionally relearning: report.json/.md/.html."""
+    images (classes) and optionally relearning; the gates' verdict: report.json/.md/.html."""
     from oblivio.data.storage import check_output_dir
     from oblivio.evaluation.evaluate import evaluate as run
     from oblivio.evaluation.relearn import RelearnSettings
     from oblivio.evaluation.report import markdown
 
-    check_output_dir(out, [model, data, forget_ids, original, oracle], force)
+    check_output_dir(out, [model, data, forget_ids, original, oracle, oracle_pool], force)
     report = run(model, data, out, forget_classes, forget_ids, original, oracle, device, seed,
                  svc_samples or None,
-                 relearning=RelearnSettings(max_steps=relearn_steps) if relearn_steps else None)
+                 relearning=RelearnSettings(max_steps=relearn_steps) if relearn_steps else None,
+                 oracle_pool=oracle_pool)
     print(markdown(report), end="")
-    print(json.dumps({"out": out, "seconds": round(report["seconds"], 1)}))
+    print(json.dumps({"out": out, "gate": report["gate"]["passed"],
+                      "seconds": round(report["seconds"], 1)}))
+
+
+pool_app = typer.Typer(help="Pools of retrains: per-example evidence for a deletion request.",
+                       no_args_is_help=True)
+app.add_typer(pool_app, name="pool")
+
+
+@pool_app.command("build")
+@one_line_errors
+def pool_build(
+    original: Annotated[str, typer.Option(
+        help="The model the request is made of: members train with its architecture and "
+             "recipe.")],
+    data: Annotated[str, typer.Option(help="Dataset directory or s3:// URI.")],
+    forget_ids: Annotated[str, typer.Option(
+        help="Text or Parquet file of the request's training sample ids.")],
+    out: Annotated[str, typer.Option(help="Pool directory (resumes an unfinished one).")],
+    k: Annotated[int, typer.Option(min=2, help="Retrains, and as many models trained with "
+                                               "the request.")] = 4,
+    held: Annotated[int, typer.Option(min=1, help="Retrains kept out of every fit: the "
+                                                  "control that must pass.")] = 2,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """Train 2k + held models for one deletion request (hours on a CPU for real sizes): what
+    `oblivio evaluate --oracle-pool` judges a model against, image by image."""
+    from oblivio.data.storage import check_output_dir
+    from oblivio.evaluation.pool import build_pool, trained_like
+
+    check_output_dir(out, [original, data, forget_ids], force=True)
+    arch, recipe = trained_like(original)
+    plan = build_pool(data, forget_ids, out, arch, recipe, k, held, device)
+    print(json.dumps({"out": out, "members": 2 * k + held,
+                      "seconds": round(sum(plan["seconds"].values()), 1)}))
 
 
 pipeline_app = typer.Typer(help="The Kubeflow pipeline.", no_args_is_help=True)
@@ -599,7 +637,7 @@ def promote(
 ) -> None:
     """Make VERSION the champion if it passes the gates and honours every deletion the
     current champion honours (also how to roll back)."""
-    from oblivio.tracking.promotion import Gates
+    from oblivio.evaluation.gates import Gates
     from oblivio.tracking.promotion import promote as run_promote
     from oblivio.tracking.store import connect
 

@@ -49,7 +49,7 @@ def run_batch(name: str = "fashion-classifier", data: str | None = None,
               lease: timedelta = timedelta(hours=6), max_attempts: int = 3,
               ledger: Ledger | None = None, **params) -> BatchResult:
     """Honour what is pending for ``name``; nothing pending: no run, no version."""
-    from oblivio.tracking.promotion import Gates
+    from oblivio.evaluation.gates import Gates
     from oblivio.tracking.publish import finish_registration, version_for_batch
     from oblivio.tracking.registry import TAG
     from oblivio_pipeline.local import run_local

@@ -96,7 +96,7 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     ids); returns the registered version's summary."""
     from kfp import local
 
-    from oblivio.tracking.promotion import Gates
+    from oblivio.evaluation.gates import Gates
     from oblivio.unlearn.methods import check_pipeline_params
     from oblivio.unlearn.steps import check_request_step
     from oblivio_pipeline.pipelines.oblivio_unlearning import make_unlearning_pipeline

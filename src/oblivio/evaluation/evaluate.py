@@ -20,6 +20,7 @@ from oblivio.data.checks import ensure_checked
 from oblivio.data.reader import Dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.errors import OblivioError
+from oblivio.evaluation.gates import Gates, report_gate
 from oblivio.evaluation.metrics import (
     CLASS_KEYS,
     DIRECTIONS,
@@ -31,6 +32,7 @@ from oblivio.evaluation.metrics import (
     per_class_accuracy,
 )
 from oblivio.evaluation.outputs import collect_outputs, gather_shards
+from oblivio.evaluation.pool import pool_evidence, read_pool
 from oblivio.evaluation.reestimate import REESTIMATE_KEYS, reestimated_accuracy
 from oblivio.evaluation.relearn import RelearnSettings, relearn
 from oblivio.evaluation.report import write_report
@@ -145,12 +147,15 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
              oracle: str | None = None, device: str = "auto", seed: int = 0,
              svc_cap: int | None = 5000, progress: bool = True,
              train_parts: dict[str, list[str]] | None = None,
-             relearning: RelearnSettings | None = None) -> dict:
+             relearning: RelearnSettings | None = None, gates: Gates | None = None,
+             oracle_pool: str | None = None) -> dict:
     """Evaluate ``model`` (and ``original``/``oracle`` beside it); write report.json, .md and
     .html to ``out``. Every input is checked before any prediction; ``out`` appears whole or
     not at all. ``train_parts`` (per role) gives a model's training-split outputs as the
     shard files of :func:`predict_shard` instead of predicting them here. ``relearning``
-    (class mode) adds the relearning measurement of every model."""
+    (class mode) adds the relearning measurement of every model. The report's ``gate`` is the
+    verdict promotion would give under ``gates``; ``oracle_pool`` (a deletion request's pool
+    of retrains) adds per-example evidence and its gate."""
     start = time.perf_counter()
     device = resolve_device(device)
     dataset = open_dataset(data)
@@ -159,6 +164,12 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
         if spec.mode != "class":
             raise OblivioError("relearning is measured for forgotten classes, not instances")
         relearning.schedule()
+    gates = gates or Gates()
+    if oracle_pool is not None:
+        if spec.mode != "instance":
+            raise OblivioError("an oracle pool judges a deletion request (--forget-ids), not "
+                               "classes")
+        read_pool(oracle_pool)  # a missing or unfinished pool is one line before predictions
     paths = {"model": model, "original": original, "oracle": oracle}
     # every checkpoint is loaded and checked before minutes of predictions
     models = {role: _load_checked(path, dataset, device) for role, path in paths.items()
@@ -197,8 +208,14 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
         "seed": seed,
         "svc_samples_per_side": svc_cap,
         "relearning": None if relearning is None else asdict(relearning),
-        "seconds": time.perf_counter() - start,
     })
+    pool_reasons: list[str] = []
+    if oracle_pool is not None:
+        report["pool"] = pool_evidence(oracle_pool, data, model, named["forget_ids_sha256"],
+                                       gates.pool_max_tpr_excess, device)
+        pool_reasons = report["pool"]["reasons"]
+    report["gate"] = report_gate(report, gates, pool_reasons)
+    report["seconds"] = time.perf_counter() - start
     write_report(report, extra["features"], out)
     return report
 

@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 from oblivio.errors import OblivioError
-from oblivio.tracking.promotion import Gates, check_gates, promote, verdict
+from oblivio.evaluation.gates import Gates, check_gates, flat_metrics, verdict
+from oblivio.tracking.promotion import promote
 from oblivio.tracking.registry import (
     CANDIDATE,
     TAG,
@@ -19,7 +20,7 @@ from oblivio.tracking.registry import (
     log_model_version,
     resolve_version,
 )
-from oblivio.tracking.runs import flat_metrics, run_id_of, start_run
+from oblivio.tracking.runs import run_id_of, start_run
 from oblivio.tracking.store import connect
 
 

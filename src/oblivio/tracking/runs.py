@@ -4,11 +4,11 @@ into it, and the exit handler closes it as FINISHED or FAILED."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 from oblivio.errors import OblivioError
+from oblivio.evaluation.gates import flat_metrics
 from oblivio.tracking.registry import TAG, client
 from oblivio.tracking.runner import RUNNER_ENV, runner_alive
 from oblivio.tracking.store import connect
@@ -101,16 +101,6 @@ def close_abandoned_runs(runner: str | None = None) -> list[str]:
             client().set_terminated(run.info.run_id, "KILLED")
             closed.append(run.data.tags.get(JOB_TAG, run.info.run_id))
     return closed
-
-
-def flat_metrics(report: dict) -> dict[str, float]:
-    """The numeric metrics of a report, the original's and oracle's under a prefix."""
-    out = {k: v for k, v in report.items() if isinstance(v, float) and not math.isnan(v)}
-    for role in ("original", "oracle"):
-        for k, v in report.get("models", {}).get(role, {}).get("metrics", {}).items():
-            if isinstance(v, float) and not math.isnan(v):
-                out[f"{role}_{k}"] = v
-    return out
 
 
 def log_report(job_id: str, report_dir: str) -> dict[str, float]:

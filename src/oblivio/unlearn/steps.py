@@ -234,7 +234,7 @@ def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: 
     choices (``check_pipeline_params``), the registered model, the dataset, the classes (known
     to the dataset, not already forgotten by the model) or the deletion request (training ids
     of the dataset). The pipeline runs it first and never retries it: a retry cannot fix it."""
-    from oblivio.tracking.promotion import Gates
+    from oblivio.evaluation.gates import Gates
     from oblivio.tracking.registry import forgotten, resolve_version, version_config
     from oblivio.tracking.store import connect
     from oblivio.unlearn.forgotten import forgotten_ids, refuse_again
