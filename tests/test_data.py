@@ -8,12 +8,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from oblivio.cli import app
 from oblivio.data import open_dataset
 from oblivio.data.fashion_mnist import CLASSES, DEFAULT_IDX_DIR, load_split
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.data.write import write_split
 from oblivio.errors import OblivioError
+
+runner = CliRunner()
 
 
 def test_conversion_round_trip_on_real_files(fm, fashion_mnist: Path) -> None:
@@ -155,3 +159,53 @@ def test_an_ids_file_with_a_byte_order_mark_reads_its_first_id(tmp_path: Path) -
     """Some editors start UTF-8 text with a byte-order mark; it is no part of the first id."""
     (tmp_path / "ids.txt").write_bytes("\ufefftrain-1\ntrain-2\n".encode())
     assert read_sample_ids(tmp_path / "ids.txt").to_pylist() == ["train-1", "train-2"]
+
+
+def test_a_holdout_split_is_kept_apart_and_serves_as_the_reference(tmp_path: Path) -> None:
+    """`--holdout N`: N training images move to a holdout split (their ids stay foreign to
+    every deletion request), classes.json records how, the check covers it, and match and
+    evaluate then use it and the whole test split; without one they split the test split in
+    two disjoint halves."""
+    from oblivio.data.checks import check_dataset
+    from oblivio.data.unseen import evaluation_rows, reference_images
+    from tests.test_kills_round_two import _idx
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    rng = np.random.default_rng(0)
+    for images, labels, count in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 40),
+                                  ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 20)):
+        _idx(idx / f"{images}.gz", 2051, rng.integers(0, 256, (count, 28, 28)))
+        _idx(idx / f"{labels}.gz", 2049, np.arange(count) % 10)
+    result = runner.invoke(app, ["data", "fashion-mnist", "--out", str(tmp_path / "d"),
+                                 "--idx-dir", str(idx), "--holdout", "10"])
+    assert result.exit_code == 0, result.output
+    ds = open_dataset(tmp_path / "d")
+    train, holdout = ds.split("train"), ds.split("holdout")
+    assert (len(train), len(holdout)) == (30, 10)
+    assert not set(holdout.sample_ids.to_pylist()) & set(train.sample_ids.to_pylist())
+    assert all(i.startswith("fashion-mnist/train/") for i in holdout.sample_ids.to_pylist())
+    meta = json.loads((tmp_path / "d" / "classes.json").read_text())
+    assert meta["holdout"] == {"count": 10, "from": "train", "seed": 0}
+    assert check_dataset(ds)["splits"]["holdout"]["rows"] == 10
+    with pytest.raises(OblivioError, match="not in split .train."):
+        train.indices(holdout.sample_ids.to_pylist()[:1])  # a request cannot name it
+    split, rows, used = reference_images(ds)
+    assert split.name == "holdout" and len(rows) == 10 and used.startswith("holdout split")
+    assert len(evaluation_rows(ds)[0]) == 20
+
+    result = runner.invoke(app, ["data", "fashion-mnist", "--out", str(tmp_path / "e"),
+                                 "--idx-dir", str(idx), "--holdout", "40"])
+    assert result.exit_code == 2 and not (tmp_path / "e").exists()
+    assert result.stderr.strip() == ("error: --holdout must leave training images: "
+                                     "0 <= N < 40, got 40")
+    runner.invoke(app, ["data", "fashion-mnist", "--out", str(tmp_path / "e"), "--idx-dir",
+                        str(idx)])
+    plain = open_dataset(tmp_path / "e")
+    assert not plain.has_holdout
+    _, reference, _ = reference_images(plain)
+    evaluation, _ = evaluation_rows(plain)
+    assert not set(reference) & set(evaluation)
+    assert sorted([*reference, *evaluation]) == list(range(20))
+    with pytest.raises(OblivioError, match="no holdout split"):
+        plain.split("holdout")

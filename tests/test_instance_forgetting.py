@@ -357,7 +357,9 @@ def test_match_moves_memorised_images_towards_unseen(memorised: dict, tmp_path: 
     prov = forget_by_matching(str(memorised["saw"]), str(data), str(memorised["ids"]),
                               str(tmp_path / "u"), MatchSettings(max_steps=300),
                               device="cpu", progress=False)
-    assert prov["method"] == "match" and prov["reference"] == "test split"
+    # no holdout: the reference is half the test split, the evaluation's attacks the other half
+    assert prov["method"] == "match"
+    assert prov["reference"] == "test split, reference half (45 of 90 images)"
     assert prov["distance_start"] > 0.9 and prov["distance_end"] < 0.4  # from 1.0
     assert prov["cap_hit"] == (prov["distance_end"] > prov["tolerance"])
     report = evaluate(str(tmp_path / "u"), str(data), tmp_path / "r",
@@ -372,6 +374,9 @@ def test_match_moves_memorised_images_towards_unseen(memorised: dict, tmp_path: 
     summary = (tmp_path / "r" / "report.md").read_text()
     assert f"- oracle: forgotten images acc {oracle['forget_train_acc']:.4f}" in summary
     assert "test split acc" in summary
+    assert report["unseen_images"] == {
+        "evaluation": "test split, evaluation half (45 of 90 images)",
+        "reference": "test split, reference half (45 of 90 images)"}
 
 
 def test_match_undoes_steps_that_harm_the_retain_images(memorised: dict,

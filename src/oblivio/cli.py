@@ -79,15 +79,20 @@ def data_fashion_mnist(
     out: Annotated[str, typer.Option(help="Output directory or s3:// URI.")],
     idx_dir: Annotated[str, typer.Option(help="Directory of the IDX files.")] =
         "/usr/share/datasets/fashion-mnist",
+    holdout: Annotated[int, typer.Option(
+        min=0, help="Training images to keep apart from every model, as the unseen images "
+                    "methods tune towards (the test split then stays for evaluation "
+                    "alone).")] = 0,
     force: Annotated[bool, typer.Option(
         help="Replace --out when it is a directory with content.")] = False,
 ) -> None:
-    """Convert Fashion-MNIST's IDX files into train/test Parquet + classes.json."""
+    """Convert Fashion-MNIST's IDX files into train/test (and holdout) Parquet +
+    classes.json."""
     from oblivio.data.fashion_mnist import convert
     from oblivio.data.storage import check_output_dir
 
     check_output_dir(out, [idx_dir], force)
-    counts = convert(out, idx_dir)
+    counts = convert(out, idx_dir, holdout)
     print(f"wrote {out}: " + ", ".join(f"{k} {v} rows" for k, v in counts.items()))
 
 
@@ -241,7 +246,8 @@ def forget(
         = None,
     reference: Annotated[str | None, typer.Option(
         help="match: dataset whose test split holds the unseen images that set the target "
-             "(default: --data's test split).")] = None,
+             "(default: --data's holdout split, else the half of its test split that "
+             "evaluation leaves out).")] = None,
     recalibrate_bn: Annotated[int | None, typer.Option(
         help="match, l2ul: re-estimate batch-norm statistics on this many retain batches "
              "afterwards (default 0).")] = None,

@@ -16,16 +16,20 @@ import time
 import pyarrow.compute as pc
 
 from oblivio.data import storage
-from oblivio.data.contract import SPLITS, split_file
+from oblivio.data.contract import HOLDOUT, SPLITS, split_file
 from oblivio.data.reader import Dataset
 from oblivio.errors import OblivioError
 
 CHECKS_FILE = "checks.json"
 
 
+def _splits(dataset: Dataset) -> tuple[str, ...]:
+    return (*SPLITS, HOLDOUT) if dataset.has_holdout else SPLITS
+
+
 def _fingerprints(dataset: Dataset) -> dict[str, str]:
     return {name: hashlib.sha256(storage.read_bytes(storage.join(dataset.uri, split_file(name))))
-            .hexdigest() for name in SPLITS}
+            .hexdigest() for name in _splits(dataset)}
 
 
 def check_dataset(dataset: Dataset, fingerprints: dict[str, str] | None = None) -> dict:
@@ -34,13 +38,17 @@ def check_dataset(dataset: Dataset, fingerprints: dict[str, str] | None = None) 
     returns it. A dataset that cannot be written to is checked all the same, just not
     recorded."""
     started = time.perf_counter()
-    splits = {name: dataset.split(name) for name in SPLITS}
+    splits = {name: dataset.split(name) for name in _splits(dataset)}
     for split in splits.values():
         _ = split.images  # decodes every row: a corrupt or odd-sized image is an error here
-    shared = pc.is_in(splits["test"].sample_ids, value_set=splits["train"].sample_ids)
-    if pc.any(shared).as_py():
-        first = splits["test"].sample_ids.filter(shared)[0].as_py()
-        raise OblivioError(f"dataset {dataset.uri}: sample id {first!r} is in both splits")
+    names = list(splits)
+    for i, a in enumerate(names):  # a holdout image in train would be no holdout at all
+        for b in names[i + 1:]:
+            shared = pc.is_in(splits[b].sample_ids, value_set=splits[a].sample_ids)
+            if pc.any(shared).as_py():
+                first = splits[b].sample_ids.filter(shared)[0].as_py()
+                raise OblivioError(f"dataset {dataset.uri}: sample id {first!r} is in both "
+                                   f"{a} and {b}")
     result = {
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "splits": {name: {"rows": len(split), "image_shape": list(split.image_shape)}

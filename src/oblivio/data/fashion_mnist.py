@@ -74,19 +74,35 @@ def sample_ids(split: str, count: int) -> list[str]:
     return [f"{NAME}/{split}/{i:06d}" for i in range(count)]
 
 
-def convert(out_dir: str, idx_dir: str | os.PathLike[str] = DEFAULT_IDX_DIR) -> dict[str, int]:
+def convert(out_dir: str, idx_dir: str | os.PathLike[str] = DEFAULT_IDX_DIR,
+            holdout: int = 0, seed: int = 0) -> dict[str, int]:
     """Write ``train.parquet``, ``test.parquet`` and ``classes.json`` to ``out_dir``, whole or
     not at all (``storage.staged_dir``: a kill or a full disk leaves no half dataset that
-    later commands would trip over); returns the row count of each split."""
-    counts = {}
-    loaded = {split: load_split(idx_dir, split) for split in _FILES}
-    for split, (_, labels) in loaded.items():
+    later commands would trip over); returns the row count of each split. ``holdout`` > 0
+    moves that many training images, drawn with ``seed``, into a ``holdout`` split (their ids
+    stay those of their IDX rows, so they can never be named by a deletion request)."""
+    loaded = {split: (images, labels, sample_ids(split, len(labels)))
+              for split, (images, labels) in ((s, load_split(idx_dir, s)) for s in _FILES)}
+    for split, (_, labels, _) in loaded.items():
         if labels.max(initial=0) >= len(CLASSES):
             raise OblivioError(f"{split}: label {labels.max()} out of range for 10 classes")
+    images, labels, ids = loaded["train"]
+    if not 0 <= holdout < len(labels):
+        raise OblivioError(f"--holdout must leave training images: 0 <= N < {len(labels)}, "
+                           f"got {holdout}")
+    meta: dict = {}
+    if holdout:
+        apart = np.zeros(len(labels), dtype=bool)
+        apart[np.random.default_rng(seed).permutation(len(labels))[:holdout]] = True
+        ids = np.asarray(ids)
+        loaded["train"] = (images[~apart], labels[~apart], ids[~apart].tolist())
+        loaded["holdout"] = (images[apart], labels[apart], ids[apart].tolist())
+        meta["holdout"] = {"count": holdout, "from": "train", "seed": seed}
+    counts = {}
     with staged_dir(out_dir) as staged:
-        for split, (images, labels) in loaded.items():
-            write_split(staged, split, sample_ids(split, len(labels)), labels, images)
+        for split, (images, labels, ids) in loaded.items():
+            write_split(staged, split, ids, labels, images)
             counts[split] = len(labels)
-        write_classes(staged, NAME, CLASSES)
+        write_classes(staged, NAME, CLASSES, **meta)
         check_dataset(Dataset(staged))  # recorded: later steps need not decode it all again
     return counts

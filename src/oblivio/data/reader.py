@@ -16,12 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
 from oblivio.data import storage
-from oblivio.data.contract import CLASSES_FILE, SCHEMA, SPLITS, split_file
+from oblivio.data.contract import CLASSES_FILE, HOLDOUT, SCHEMA, SPLITS, split_file
 from oblivio.errors import OblivioError
 
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -183,6 +184,7 @@ class Dataset:
         self.name: str = meta.get("name", os.path.basename(self._base.rstrip("/")))
         self.classes: list[str] = list(meta["classes"])
         self._splits: dict[str, Split] = {}
+        self._holdout: bool | None = None
 
     @property
     def num_classes(self) -> int:
@@ -231,12 +233,24 @@ class Dataset:
         return meta if isinstance(meta, dict) else {"classes": classes}
 
     def split(self, name: str) -> Split:
-        """The named split ("train" or "test"), loaded and validated on first use."""
-        if name not in SPLITS:
+        """The named split ("train", "test" or, where there is one, "holdout"), loaded and
+        validated on first use."""
+        if name not in (*SPLITS, HOLDOUT):
             raise OblivioError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        if name == HOLDOUT and not self.has_holdout:
+            raise OblivioError(f"dataset {self.uri} has no holdout split (`oblivio data "
+                               "fashion-mnist --holdout N` makes one)")
         if name not in self._splits:
             self._splits[name] = self._load(name)
         return self._splits[name]
+
+    @property
+    def has_holdout(self) -> bool:
+        """Whether the dataset keeps training-distribution images apart from every model."""
+        if self._holdout is None:
+            info = self._fs.get_file_info(storage.join(self._base, split_file(HOLDOUT)))
+            self._holdout = info.type != pafs.FileType.NotFound
+        return self._holdout
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

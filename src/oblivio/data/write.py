@@ -57,7 +57,8 @@ def write_split(out_dir: str, split: str, sample_ids: list[str], labels: np.ndar
         raise OblivioError(f"cannot write {out_dir}: {storage.first_line(exc)}") from None
 
 
-def write_classes(out_dir: str, name: str, classes: list[str]) -> None:
-    """Write ``classes.json`` (class names in label order)."""
-    payload = json.dumps({"name": name, "classes": classes}, indent=2).encode()
+def write_classes(out_dir: str, name: str, classes: list[str], **meta: object) -> None:
+    """Write ``classes.json`` (class names in label order, and ``meta``: how the splits were
+    made, such as the holdout's size and seed)."""
+    payload = json.dumps({"name": name, "classes": classes, **meta}, indent=2).encode()
     storage.write_bytes(storage.join(os.fspath(out_dir), CLASSES_FILE), payload)

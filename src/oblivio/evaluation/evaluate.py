@@ -19,6 +19,7 @@ from oblivio.data import open_dataset
 from oblivio.data.checks import ensure_checked
 from oblivio.data.reader import Dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
+from oblivio.data.unseen import evaluation_rows, reference_images
 from oblivio.errors import OblivioError
 from oblivio.evaluation.gates import Gates, report_gate
 from oblivio.evaluation.metrics import (
@@ -60,8 +61,13 @@ def forget_spec(dataset: Dataset, classes: str | list[int] | None,
     train_mask[train.indices(ids)] = True
     if train_mask.all():
         raise OblivioError("the forget ids cover the whole train split: nothing is retained")
-    return ForgetSpec([], train_mask, test_mask), {"forget_ids_sha256": ids_sha256(ids),
-                                                   "forget_ids_count": len(ids)}
+    rows, used = evaluation_rows(dataset)
+    attack = np.zeros(len(test), dtype=bool)
+    attack[rows] = True
+    return ForgetSpec([], train_mask, test_mask, attack_test=attack), {
+        "forget_ids_sha256": ids_sha256(ids), "forget_ids_count": len(ids),
+        "unseen_images": {"evaluation": used, "reference": reference_images(
+            dataset)[2]}}
 
 
 def judge_among_known(spec: ForgetSpec, named: dict, dataset: Dataset, config: dict) -> None:

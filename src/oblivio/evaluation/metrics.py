@@ -4,7 +4,8 @@ and test.
 Class mode: the forget set is every train row of the forget classes; retain rows are the rest;
 the attacks' non-members are the test rows of the retain classes (the forget classes' test rows
 are what the attack would have to judge, so they are kept out of its training set).
-Instance mode: the forget set is the given train rows; non-members are the whole test split.
+Instance mode: the forget set is the given train rows; non-members are the test split (its
+evaluation half where a method took its unseen reference from the other: data/unseen.py).
 """
 
 from __future__ import annotations
@@ -76,12 +77,16 @@ class ForgetSpec:
     test_mask: np.ndarray  # all False in instance mode
     outside_train: np.ndarray | None = None  # None: no row is outside
     outside_test: np.ndarray | None = None
+    attack_test: np.ndarray | None = None  # test rows the attacks may use (None: all); a
+    # method's unseen reference is kept out of them (data/unseen.py)
 
     def __post_init__(self) -> None:
         if self.outside_train is None:
             self.outside_train = np.zeros_like(self.train_mask)
         if self.outside_test is None:
             self.outside_test = np.zeros_like(self.test_mask)
+        if self.attack_test is None:
+            self.attack_test = np.ones_like(self.test_mask)
 
     @property
     def mode(self) -> str:
@@ -123,6 +128,7 @@ def compute_metrics(train: Outputs, test: Outputs, spec: ForgetSpec, num_classes
     else:
         m["composite_test"] = m["retain_test_acc"] * (1 - m["forget_train_acc"])
     tr, te = mia_features(train), mia_features(test)
+    non_member_rows = non_member_rows & spec.attack_test  # accuracy above had every row
     non_members = np.flatnonzero(non_member_rows)
     retain_rows = np.flatnonzero(retain)
     n = min(len(non_members), len(retain_rows), svc_cap or len(non_members))

@@ -107,8 +107,9 @@ def build_pool(data: str, forget_ids: str | os.PathLike[str], out: str | os.Path
             raise OblivioError(f"{out} holds a pool for another request or recipe "
                                f"({', '.join(differs)} differ): give a new --out")
         plan["seconds"] = found.get("seconds", {})
-    elif out.exists() and any(out.iterdir()):
-        raise OblivioError(f"{out} is not empty and holds no pool")
+    elif out.exists() and not {p.name for p in out.iterdir()} <= {
+            member_dir(out, r, i).name for r, i, _ in _members(plan)}:
+        raise OblivioError(f"{out} is not empty and holds no pool")  # members alone: shared
     out.mkdir(parents=True, exist_ok=True)
     write_sample_ids(out / IDS_FILE, ids)
     plan.setdefault("seconds", {})
@@ -202,15 +203,17 @@ class Pool:
         self.memorised = self.gap > MEMORISED_GAP
         self.negatives = self._leave_one_out()
 
-    def _scores(self, phi: np.ndarray, skip: int | None = None) -> np.ndarray:
-        """Likelihood-ratio scores of ``phi`` (examples,): "trained on" vs "retrained";
-        ``skip`` leaves that retrain out of the means (its own score is then a true negative;
-        the spread, one number for all examples, stays the whole pool's: k - 1 models may be
-        one)."""
-        keep = [m for m in range(len(self.out["retrain"])) if m != skip]
+    def _scores(self, phi: np.ndarray, skip: int | None = None,
+                skip_with: int | None = None) -> np.ndarray:
+        """Likelihood-ratio scores of ``phi`` (examples,): "trained on" vs "retrained".
+        ``skip`` leaves that retrain out of the means (its own score is then a true negative),
+        ``skip_with`` that model trained with the request (a model derived from it is then
+        judged by models it does not come from); the spreads, one number for all examples,
+        stay the whole pool's: k - 1 models may be one."""
         inside, outside = self.out["with"][:, 0], self.out["retrain"][:, 0]
-        return _llr(phi, inside.mean(0), _spread(inside), outside[keep].mean(0),
-                    _spread(outside))
+        mean_in = inside[[m for m in range(len(inside)) if m != skip_with]].mean(0)
+        mean_out = outside[[m for m in range(len(outside)) if m != skip]].mean(0)
+        return _llr(phi, mean_in, _spread(inside), mean_out, _spread(outside))
 
     def _leave_one_out(self) -> np.ndarray:
         return np.stack([self._scores(self.out["retrain"][m, 0], skip=m)
@@ -222,17 +225,20 @@ class Pool:
         ref = self.out["retrain"][:, 1]
         return 0.5 * ((margin - ref.mean(0)) / _spread(ref)) ** 2
 
-    def score(self, out: np.ndarray) -> dict:
-        """Evidence for one model's (2, examples) outputs, over the whole request and over its
-        memorised part."""
+    def score(self, out: np.ndarray, parts: dict[str, np.ndarray] | None = None,
+              skip_with: int | None = None) -> dict:
+        """Evidence for one model's (2, examples) outputs, over the whole request, its
+        memorised part and any other ``parts`` (name: mask over the request's images)."""
         phi, margin = out
-        scores = self._scores(phi)
+        scores = self._scores(phi, skip_with=skip_with)
         outside = self.out["retrain"][:, 0]
         mu = np.abs(phi - outside.mean(0)) / _spread(outside)
         eps = np.array([gdp_epsilon(float(m)) for m in mu])
         klom = self._klom(margin)
         result = {}
-        for part, mask in (("all", np.ones_like(self.memorised)), ("memorised", self.memorised)):
+        parts = {"all": np.ones_like(self.memorised), "memorised": self.memorised,
+                 **(parts or {})}
+        for part, mask in parts.items():
             if not mask.any():
                 result[part] = None
                 continue
@@ -252,9 +258,9 @@ class Pool:
     def score_model(self, model: str | os.PathLike[str]) -> dict:
         return self.score(outputs(model, self.dataset, self.rows, self.device))
 
-    def calibration(self) -> list[dict]:
+    def calibration(self, parts: dict[str, np.ndarray] | None = None) -> list[dict]:
         """The held retrains, scored as a method would be: the control that must pass."""
-        return [self.score(out) for out in self.out["held"]]
+        return [self.score(out, parts) for out in self.out["held"]]
 
     def summary(self) -> dict:
         seconds = self.plan.get("seconds", {})

@@ -85,6 +85,10 @@ def _instance_summary(report: dict, roles: list[str]) -> list[str]:
         lines += [f"Judged among the classes the model still knows: without class(es) {shown} "
                   f"(their images in the request, {report['forgotten_with_class']}, went with "
                   "them).", ""]
+    unseen = report.get("unseen_images")
+    if unseen:
+        lines += [f"Unseen images: the attacks compare with the {unseen['evaluation']}; "
+                  f"methods tune towards the {unseen['reference']}.", ""]
     for role in roles:
         m = report["models"][role]["metrics"]
         lines.append(f"- {role}: forgotten images acc {_fmt(m['forget_train_acc'])}, loss "

@@ -3,8 +3,10 @@ never saw, the behaviour of a model retrained without them (docs/algorithms.md Â
 
 Misclassifying deleted images is the wrong target for typical ones: a retrain still classifies
 most of them correctly, and an unusually high loss on them is itself a membership signal. The
-right target is the loss an unseen image gets. The model's losses on unseen images (the test
-split, or a validation dataset) give that distribution; each forget image is assigned the
+right target is the loss an unseen image gets. The model's losses on unseen images (the
+dataset's holdout split, else the reference half of its test split, never the images
+``oblivio evaluate`` judges with: data/unseen.py; or a validation dataset) give that
+distribution; each forget image is assigned the
 unseen loss of the same rank (the most familiar image gets the lowest unseen loss), and a few
 steps move every forget loss towards its target, up or down, while a retain batch in the same
 step keeps the rest of the data (with the parent's label smoothing, so its calibration stays).
@@ -43,6 +45,7 @@ from tqdm.auto import tqdm
 
 from oblivio.data import open_dataset
 from oblivio.data.reader import Split
+from oblivio.data.unseen import reference_images
 from oblivio.errors import OblivioError
 from oblivio.evaluation.attacks import familiarity_auc
 from oblivio.models.checkpoint import check_fits
@@ -205,11 +208,13 @@ def forget_by_matching(model_dir: str, data: str, ids_file: str, out: str,
     settings.check()
     device = resolve_device(device)
     request = load_request(model_dir, data, ids_file=ids_file, device=device)
-    reference = request.dataset
     if settings.reference is not None:
         reference = open_dataset(settings.reference)
         check_fits(request.model.config, reference, f"model {model_dir}")
-    unseen = reference.split("test")
+        unseen = reference.split("test")
+        rows, used = np.arange(len(unseen)), f"{reference.uri}, test split"
+    else:
+        unseen, rows, used = reference_images(request.dataset)
     model = request.model.to(device, memory_format=torch.channels_last)
     t = time.perf_counter()
     recipe = request.model.config.get("provenance", {}).get("training", {}).get("recipe", {})
@@ -218,7 +223,7 @@ def forget_by_matching(model_dir: str, data: str, ids_file: str, out: str,
     if len(live):
         result = match_unseen(model, request.train, live, request.retain_rows, unseen,
                               settings, device, recipe.get("label_smoothing", 0.0), progress,
-                              request.known_rows(unseen))
+                              np.intersect1d(rows, request.known_rows(unseen)))
     result["forgotten_with_class"] = len(request.forget_rows) - len(live)
     unlearn_seconds = time.perf_counter() - t
     t = time.perf_counter()
@@ -229,6 +234,6 @@ def forget_by_matching(model_dir: str, data: str, ids_file: str, out: str,
                          "recalibrate_bn": time.perf_counter() - t}
     union = request.train.indices(request.forgotten_ids)
     result["forgotten_acc"] = accuracy(model, request.train, union, device)
-    result["reference"] = reference.uri if settings.reference is not None else "test split"
+    result["reference"] = used
     return save_unlearned(request, out, "match", asdict(settings), result, device)
 

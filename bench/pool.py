@@ -1,0 +1,190 @@
+"""The pool world (issue 41): per-example evidence for deletion requests against a pool of
+retrains, with its controls, and the instance methods judged by it.
+
+    python bench/pool.py --train-size 2000 --epochs 20 --k 3 --held 2
+
+The world: resnet18 on a Fashion-MNIST subset (bench/instance_data.py, 64 of its images
+mislabelled) with no label smoothing, so it memorises. Two requests:
+- ``mixed``: 16 random correctly labelled images and the 16 most memorised ones, found by a
+  pilot pair (two models on complementary halves: each image's phi in the half that trained on
+  it minus the other's);
+- ``mislabelled``: 16 of the mislabelled images.
+
+Each request gets a pool (evaluation/pool.py): k retrains, k models trained with it (shared by
+both requests: the same full training set and seeds) and ``held`` retrains, the control that
+must pass. The other control, the untouched original (each "with" model), must fail. Each
+method unlearns every "with" model, which is then scored against the pool without the model it
+came from. Cost is the method's seconds against the mean retrain's, on this machine, in
+process. Writes ``bench/results/pool-<size>-e<epochs>-k<k>.json``; members are cached in
+``bench/out/pool/`` so a run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import isolated
+from instance_data import prepare, write_ids
+
+from oblivio.data import open_dataset
+from oblivio.data.sample_ids import write_sample_ids
+from oblivio.evaluation.pool import Pool, build_pool, member_dir, outputs, pool_gate
+from oblivio.models import load_model
+from oblivio.models.inference import accuracy
+from oblivio.training import recipe_for, train_to_dir
+from oblivio.unlearn.baselines import BaselineSettings, RelabelSettings, forget_with_baseline
+from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
+from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
+
+ROOT = Path(__file__).resolve().parent
+PART = 16
+METHODS = {
+    "match": MatchSettings(),
+    "relabel": RelabelSettings(),
+    "l2ul": L2ULSettings(),
+    "neggrad+, guarded": BaselineSettings(epochs=100, retain_guard=0.1),
+    "scrub": BaselineSettings(),
+    "salun": BaselineSettings(),
+}
+
+
+def unlearn(method: str, model: Path, data: Path, reference: Path, ids: Path,
+            out: Path) -> dict:
+    settings = METHODS[method]
+    if method == "match":
+        return forget_by_matching(str(model), str(data), str(ids), str(out),
+                                  replace(settings, reference=str(reference)), "cpu", False)
+    if method == "l2ul":
+        return forget_instances(str(model), str(data), str(ids), str(out), settings, "cpu",
+                                False)
+    runner = method.split(",")[0]
+    return forget_with_baseline(str(model), str(data), str(out), runner, None, str(ids),
+                                settings, "cpu", False)
+
+
+def pilot(data: Path, work: Path, recipe, flipped: list[str]) -> tuple[list[str], list[str]]:
+    """The 16 most memorised correctly labelled images (the largest phi gap between the half
+    model that trained on them and the one that did not), and 16 random others."""
+    train = open_dataset(data).split("train")
+    rng = np.random.default_rng(7)
+    halves = np.array_split(rng.permutation(len(train)), 2)
+    for h in range(2):
+        out = work / f"pilot-{h}"
+        if not (out / "metrics.json").exists():
+            excluded = work / f"pilot-{h}-excluded.parquet"
+            write_sample_ids(excluded, train.ids_at(np.sort(halves[1 - h])))
+            isolated(train_to_dir, str(data), "resnet18", str(out), recipe, None,
+                     str(excluded), "cpu", False)
+    ds = open_dataset(data)
+    everything = np.arange(len(train))
+    phi = [outputs(work / f"pilot-{h}", ds, everything)[0] for h in range(2)]
+    gap = np.empty(len(train))
+    for h, rows in enumerate(halves):
+        gap[rows] = phi[h][rows] - phi[1 - h][rows]
+    clean = np.setdiff1d(everything, train.indices(flipped))
+    memorised = clean[np.argsort(-gap[clean])[:PART]]
+    rest = np.setdiff1d(clean, memorised)
+    random_rows = rng.choice(rest, PART, replace=False)
+    return train.ids_at(np.sort(memorised)), train.ids_at(np.sort(random_rows))
+
+
+def judge(pool: Pool, parts: dict, model_out: np.ndarray, skip_with: int | None,
+          calibration: list[dict], excess: float) -> dict:
+    evidence = pool.score(model_out, parts, skip_with=skip_with)
+    return {"evidence": evidence, "reasons": pool_gate(evidence, calibration, excess)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--held", type=int, default=2)
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
+    parser.add_argument("--excess", type=float, default=0.02)
+    args = parser.parse_args()
+
+    bench = prepare(ROOT / "out", args.train_size)
+    work = ROOT / "out" / "pool" / f"{args.train_size}-e{args.epochs}"
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = recipe_for("resnet18", epochs=args.epochs, label_smoothing=0.0)
+    memorised, random_ids = pilot(bench.data, work, recipe, bench.flipped_ids)
+    flipped = sorted(np.random.default_rng(3).choice(bench.flipped_ids, PART, replace=False))
+    requests = {"mixed": sorted(memorised + random_ids), "mislabelled": list(flipped)}
+    designed = {"mixed": {"pilot-memorised": memorised, "random": random_ids},
+                "mislabelled": {}}
+    train = open_dataset(bench.data).split("train")
+    test = open_dataset(bench.data).split("test")
+    results: dict = {"train_size": args.train_size, "epochs": args.epochs, "k": args.k,
+                     "held": args.held, "label_smoothing": 0.0, "arch": "resnet18",
+                     "machine": f"{platform.processor() or platform.machine()}, CPU, "
+                                f"{__import__('os').cpu_count()} cores",
+                     "timing": "in process (library call, model load to model write)",
+                     "requests": {}}
+    shared_with = None
+    for name, ids in requests.items():
+        pool_dir = work / f"pool-{name}"
+        ids_file = write_ids(work / f"{name}.parquet", ids)
+        if shared_with is not None:  # the "with" models see everything: one set serves both
+            for i in range(args.k):
+                target = member_dir(pool_dir, "with", i)
+                if not target.exists():
+                    pool_dir.mkdir(parents=True, exist_ok=True)
+                    target.symlink_to(member_dir(shared_with, "with", i).resolve())
+        plan = build_pool(str(bench.data), ids_file, pool_dir, "resnet18", recipe, args.k,
+                          args.held, "cpu", True)
+        shared_with = shared_with or pool_dir
+        pool = Pool(pool_dir, str(bench.data))
+        request_rows = train.indices(ids)
+        parts = {part: np.isin(request_rows, train.indices(part_ids))
+                 for part, part_ids in designed[name].items()}
+        calibration = pool.calibration(parts)
+        retrain_seconds = float(np.mean([v for k, v in plan["seconds"].items()
+                                         if k.startswith(("retrain", "held"))]))
+        record: dict = {"ids": len(ids), "pool": pool.summary(),
+                        "retrain_seconds": retrain_seconds,
+                        "memorised_by_pool": int(pool.memorised.sum()),
+                        "held_retrains": calibration,
+                        "original": [], "methods": {}}
+        for part, mask in parts.items():
+            record[f"memorised_by_pool_in_{part}"] = int((pool.memorised & mask).sum())
+        test_acc = {}
+        for i in range(args.k):
+            with_dir = member_dir(pool_dir, "with", i)
+            test_acc[i] = accuracy(load_model(with_dir), test)
+            record["original"].append(judge(pool, parts, pool.out["with"][i], i, calibration,
+                                            args.excess))
+        for method in args.methods:
+            runs = []
+            for i in range(args.k):
+                out = work / f"{name}-{method.replace(', ', '-')}-{i}"
+                if not (out / "config.json").exists():
+                    prov, wall, _ = isolated(unlearn, method, member_dir(pool_dir, "with", i),
+                                             bench.data, bench.validation, ids_file, out)
+                    (out / "bench.json").write_text(json.dumps(
+                        {"seconds": prov["seconds"]["total"], "wall": wall,
+                         "steps": prov.get("steps")}))
+                timing = json.loads((out / "bench.json").read_text())
+                judged = judge(pool, parts, outputs(out, open_dataset(bench.data),
+                                                    pool.rows), i, calibration, args.excess)
+                drop = 100 * (test_acc[i] - accuracy(load_model(out), test))
+                runs.append({**judged, **timing, "test_drop_points": drop,
+                             "cost_vs_retrain": timing["seconds"] / retrain_seconds})
+            record["methods"][method] = runs
+            print(name, method, [r["reasons"] for r in runs], flush=True)
+        results["requests"][name] = record
+    target = ROOT / "results" / f"pool-{args.train_size}-e{args.epochs}-k{args.k}.json"
+    target.write_text(json.dumps(results, indent=1))
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()
