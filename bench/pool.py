@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +41,7 @@ from oblivio.evaluation.pool import Pool, build_pool, member_dir, outputs, pool_
 from oblivio.models import load_model
 from oblivio.models.inference import accuracy
 from oblivio.training import recipe_for, train_to_dir
+from oblivio.unlearn.amun import AmunSettings, forget_by_amun
 from oblivio.unlearn.baselines import BaselineSettings, RelabelSettings, forget_with_baseline
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
@@ -53,6 +55,7 @@ METHODS = {
     "neggrad+, guarded": BaselineSettings(epochs=100, retain_guard=0.1),
     "scrub": BaselineSettings(),
     "salun": BaselineSettings(),
+    "amun": AmunSettings(),
 }
 
 
@@ -62,6 +65,8 @@ def unlearn(method: str, model: Path, data: Path, reference: Path, ids: Path,
     if method == "match":
         return forget_by_matching(str(model), str(data), str(ids), str(out),
                                   replace(settings, reference=str(reference)), "cpu", False)
+    if method == "amun":
+        return forget_by_amun(str(model), str(data), str(ids), str(out), settings, "cpu", False)
     if method == "l2ul":
         return forget_instances(str(model), str(data), str(ids), str(out), settings, "cpu",
                                 False)
@@ -110,6 +115,7 @@ def main() -> None:
     parser.add_argument("--held", type=int, default=2)
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--excess", type=float, default=0.02)
+    parser.add_argument("--requests", nargs="*", default=["mixed", "mislabelled"])
     args = parser.parse_args()
 
     bench = prepare(ROOT / "out", args.train_size)
@@ -123,14 +129,20 @@ def main() -> None:
                 "mislabelled": {}}
     train = open_dataset(bench.data).split("train")
     test = open_dataset(bench.data).split("test")
+    target = ROOT / "results" / f"pool-{args.train_size}-e{args.epochs}-k{args.k}.json"
     results: dict = {"train_size": args.train_size, "epochs": args.epochs, "k": args.k,
                      "held": args.held, "label_smoothing": 0.0, "arch": "resnet18",
                      "machine": f"{platform.processor() or platform.machine()}, CPU, "
                                 f"{__import__('os').cpu_count()} cores",
                      "timing": "in process (library call, model load to model write)",
                      "requests": {}}
+    if target.exists():  # a run for some requests or methods adds to the last one
+        results["requests"] = json.loads(target.read_text())["requests"]
     shared_with = None
     for name, ids in requests.items():
+        if name not in args.requests:
+            shared_with = shared_with or work / f"pool-{name}"
+            continue
         pool_dir = work / f"pool-{name}"
         ids_file = write_ids(work / f"{name}.parquet", ids)
         if shared_with is not None:  # the "with" models see everything: one set serves both
@@ -153,7 +165,8 @@ def main() -> None:
                         "retrain_seconds": retrain_seconds,
                         "memorised_by_pool": int(pool.memorised.sum()),
                         "held_retrains": calibration,
-                        "original": [], "methods": {}}
+                        "original": [],
+                        "methods": results["requests"].get(name, {}).get("methods", {})}
         for part, mask in parts.items():
             record[f"memorised_by_pool_in_{part}"] = int((pool.memorised & mask).sum())
         test_acc = {}
@@ -166,7 +179,8 @@ def main() -> None:
             runs = []
             for i in range(args.k):
                 out = work / f"{name}-{method.replace(', ', '-')}-{i}"
-                if not (out / "config.json").exists():
+                if not (out / "bench.json").exists():
+                    shutil.rmtree(out, ignore_errors=True)
                     prov, wall, _ = isolated(unlearn, method, member_dir(pool_dir, "with", i),
                                              bench.data, bench.validation, ids_file, out)
                     (out / "bench.json").write_text(json.dumps(
@@ -181,9 +195,8 @@ def main() -> None:
             record["methods"][method] = runs
             print(name, method, [r["reasons"] for r in runs], flush=True)
         results["requests"][name] = record
-    target = ROOT / "results" / f"pool-{args.train_size}-e{args.epochs}-k{args.k}.json"
-    target.write_text(json.dumps(results, indent=1))
-    print(f"wrote {target}")
+        target.write_text(json.dumps(results, indent=1))  # each request kept as it ends
+        print(f"wrote {target}", flush=True)
 
 
 if __name__ == "__main__":

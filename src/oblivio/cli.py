@@ -216,7 +216,8 @@ def forget(
         help="l2ul: adversarial examples per instance (default 20, 200 from 100 classes).")]
         = None,
     pgd_iters: Annotated[int | None, typer.Option(
-        help="l2ul: L2-PGD iterations (default 100).")] = None,
+        help="l2ul: L2-PGD iterations (default 100); amun: per radius tried (default "
+             "20).")] = None,
     max_epochs: Annotated[int | None, typer.Option(
         help="l2ul: cap on epochs over the forget set (default 300); scrub: epochs that "
              "begin with max-steps on the forget set (default 2).")] = None,
@@ -231,7 +232,8 @@ def forget(
              "(all, the authors').")] = None,
     eps: Annotated[float | None, typer.Option(
         help="l2ul: L2 radius of the adversarial examples (default: the authors' 4.0 scaled "
-             "to the image size, 2.02 for 28x28 grey).")] = None,
+             "to the image size, 2.02 for 28x28 grey); amun: the first radius tried, doubled "
+             "until the prediction flips (default 0.25).")] = None,
     max_steps: Annotated[int | None, typer.Option(
         help="match: cap on steps (default 200).")] = None,
     tolerance: Annotated[float | None, typer.Option(

@@ -19,11 +19,12 @@ def _l2_norm(t: torch.Tensor) -> torch.Tensor:
 
 
 def l2_pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float = 4.0,
-           step: float = 0.1, iters: int = 100, gen: torch.Generator | None = None
-           ) -> torch.Tensor:
+           step: float = 0.1, iters: int = 100, gen: torch.Generator | None = None,
+           away: bool = False) -> torch.Tensor:
     """Targeted L2 PGD from a random start in the eps-ball: each step moves ``step`` along the
-    L2-normalised gradient that lowers CE towards ``target``, then projects onto the eps-ball
-    and clips to [0, 1]. The whole batch moves at once; the model's parameters get no grad."""
+    L2-normalised gradient that lowers CE towards ``target`` (``away``: raises it, untargeted
+    PGD away from the true label), then projects onto the eps-ball and clips to [0, 1]. The
+    whole batch moves at once; the model's parameters get no grad."""
     noise = torch.randn(x.shape, generator=gen).to(x.device)
     radius = eps * torch.rand(len(x), generator=gen).to(x.device).view(-1, *([1] * (x.ndim - 1)))
     delta = ((x + noise / _l2_norm(noise) * radius).clamp(0, 1) - x).detach()
@@ -32,7 +33,7 @@ def l2_pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float =
         delta.requires_grad_(True)
         grad, = torch.autograd.grad(loss_fn(model(x + delta), target), delta)
         with torch.no_grad():
-            delta = delta - step * grad / _l2_norm(grad)
+            delta = delta + (step if away else -step) * grad / _l2_norm(grad)
             delta = delta * (eps / _l2_norm(delta)).clamp(max=1.0)
             delta = (x + delta).clamp(0, 1) - x
     return (x + delta).detach()

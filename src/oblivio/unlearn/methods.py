@@ -101,6 +101,13 @@ def _match(model_dir: str, data: str, out: str, classes: None, ids_file: str, se
     return forget_by_matching(model_dir, data, ids_file, out, settings, device, progress)
 
 
+def _amun(model_dir: str, data: str, out: str, classes: None, ids_file: str, settings: Any,
+          device: str, progress: bool) -> dict:
+    from oblivio.unlearn.amun import forget_by_amun
+
+    return forget_by_amun(model_dir, data, ids_file, out, settings, device, progress)
+
+
 def _baseline(name: str) -> Callable[..., dict]:
     def run(model_dir: str, data: str, out: str, classes: str | None, ids_file: str | None,
             settings: Any, device: str, progress: bool) -> dict:
@@ -140,6 +147,10 @@ def _registry() -> dict[str, Method]:
                (*GRADIENT, "retain_guard"), _baseline("relabel"),
                "fine-tune the images towards the model's runner-up class, retain guard on "
                "(for mislabelled images: a retrain predicts their true class)", True),
+        Method("amun", frozenset({IDS}), "amun:AmunSettings",
+               ("epochs", "lr", "eps", "pgd_iters", "seed"), _amun,
+               "AMUN: fine-tune on the images and their nearest adversarial examples, "
+               "labelled as the model mispredicts them"),
         Method("finetune", both, base, ("epochs", "lr", "seed"), _baseline("finetune"),
                "fine-tune on the retain set"),
         Method("neggrad", both, base, (*GRADIENT, "retain_guard"),
