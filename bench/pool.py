@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent
 PART = 16
 METHODS = {
     "match": MatchSettings(),
+    "match, neighbour targets": MatchSettings(targets="neighbours"),
     "relabel": RelabelSettings(),
     "l2ul": L2ULSettings(),
     "neggrad+, guarded": BaselineSettings(epochs=100, retain_guard=0.1),
@@ -62,7 +63,7 @@ METHODS = {
 def unlearn(method: str, model: Path, data: Path, reference: Path, ids: Path,
             out: Path) -> dict:
     settings = METHODS[method]
-    if method == "match":
+    if method.startswith("match"):
         return forget_by_matching(str(model), str(data), str(ids), str(out),
                                   replace(settings, reference=str(reference)), "cpu", False)
     if method == "amun":

@@ -1,11 +1,12 @@
-"""Regenerate the tables of docs/benchmarks.md that come from committed bench JSON.
+"""Regenerate the tables of docs/benchmarks.md and the README's results that come from
+committed bench JSON.
 
 Each generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``
 and is rewritten from its JSON; the prose around it is left alone. A test fails when a block is
 stale. The committed JSON: the oracle ledger (``bench/oracles.json``) and the results of the
 benches under ``bench/results/``; a bench whose results are committed adds its block here.
 
-    python bench/tables.py            # rewrite docs/benchmarks.md
+    python bench/tables.py            # rewrite docs/benchmarks.md and README.md
     python bench/tables.py --check    # exit 1 if a block is stale
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+DOCS = (ROOT / "docs" / "benchmarks.md", ROOT / "README.md")
 BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
 KEYS = ("retain_test_acc", "forget_test_acc", "mia_efficacy_confidence",
         "mia_efficacy_entropy", "mia_entropy_lr_member_rate", "probe_forget_test_acc")
@@ -79,6 +80,59 @@ def instance(name: str = "instance_forgetting.json") -> str:
                 f"{passed}/{len(rs)} ({one_sided}/{len(rs)})",
                 f"{mean:.1f}" if mean is not None else "-",
                 f"{100 * mean / retrain:.1f}" if mean is not None else "-"]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+POOL_RESULT = "pool-2000-e20-k3.json"
+
+
+def _pool_rows(request: dict) -> list[tuple[str, list[dict], list[bool], list[float],
+                                             list[float]]]:
+    """(name, evidence per model, passed per model, test drops, cost shares): the held retrains
+    (the control that must pass), the untouched originals (the control that must fail), then
+    each method over the models it unlearned."""
+    held = [{"evidence": e, "reasons": []} for e in request["held_retrains"]]
+    rows = [("held retrains (control: must pass)", held, [], []),
+            ("original, untouched (control: must fail)", request["original"], [], [])]
+    for method, runs in request["methods"].items():
+        rows.append((method, runs, [r["test_drop_points"] for r in runs],
+                     [100 * r["cost_vs_retrain"] for r in runs]))
+    return [(name, [r["evidence"] for r in runs], [not r["reasons"] for r in runs], drops, cost)
+            for name, runs, drops, cost in rows]
+
+
+def pool_table(name: str = POOL_RESULT, brief: bool = False) -> str:
+    """bench/pool.py: per request and model, per-example evidence against the pool (mean
+    (worst) over the models trained with the request, each unlearned and scored without the
+    pool member it came from); ``brief``: the README's rows."""
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    header = (["request", "model", "pool gate", "TPR@1% FPR, memorised", "TPR@1% FPR, all",
+               "test drop", "% of a retrain"] if brief else
+              ["request", "model", "pool gate", "TPR@1% FPR, memorised (worst)",
+               "TPR@5%, memorised", "TPR@1%, all", "epsilon, memorised", "KLoM, memorised",
+               "mean phi, memorised (retrain / with)", "test drop (worst)", "% of a retrain"])
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for request, record in result["requests"].items():
+        part = "memorised" if record["memorised_by_pool"] else "all"
+        for model, evidence, passed, drops, cost in _pool_rows(record):
+            mem = [e[part] for e in evidence]
+            tpr = [m["tpr_at_1pct_fpr"] for m in mem]
+            gate = f"{sum(passed)}/{len(passed)}" if passed else "-"
+            drop = _mean_worst(drops, max) if drops else "-"
+            share = f"{sum(cost) / len(cost):.1f}" if cost else "-"
+            label = f"{request} ({record['ids']} images, {record['memorised_by_pool']} memorised)"
+            if brief:
+                cells = [label, model, gate, _mean_worst(tpr, max),
+                         f"{_avg([e['all'] for e in evidence], 'tpr_at_1pct_fpr'):.2f}", drop,
+                         share]
+            else:
+                cells = [label, model, gate, _mean_worst(tpr, max),
+                         f"{_avg(mem, 'tpr_at_5pct_fpr'):.2f}",
+                         f"{_avg([e['all'] for e in evidence], 'tpr_at_1pct_fpr'):.2f}",
+                         f"{_avg(mem, 'epsilon_mean'):.2f}", f"{_avg(mem, 'klom_mean'):.2f}",
+                         f"{_avg(mem, 'mean_phi'):.2f} ({mem[0]['retrain_mean_phi']:.2f} / "
+                         f"{mem[0]['with_mean_phi']:.2f})", drop, share]
+            rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -406,7 +460,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
     "sharding": sharding, "demo_runs": demo_runs, "demo_gate": demo_gate,
-    "ledger_race": ledger_race}
+    "ledger_race": ledger_race, "pool": pool_table,
+    "readme_pool": lambda: pool_table(brief=True)}
 
 
 def render(text: str) -> str:
@@ -414,7 +469,7 @@ def render(text: str) -> str:
     def replace(match: re.Match) -> str:
         name = match.group(2)
         if name not in GENERATORS:
-            raise SystemExit(f"docs/benchmarks.md: no generator for block {name!r}")
+            raise SystemExit(f"no generator for block {name!r}")
         return match.group(1) + GENERATORS[name]() + match.group(4)
     return BLOCK.sub(replace, text)
 
@@ -423,11 +478,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only report stale blocks")
     args = ap.parse_args()
-    text = DOC.read_text()
-    fresh = render(text)
-    if args.check:
-        sys.exit(0 if fresh == text else 1)
-    DOC.write_text(fresh)
+    stale = []
+    for doc in DOCS:
+        text = doc.read_text()
+        fresh = render(text)
+        if fresh != text:
+            stale.append(doc)
+            if not args.check:
+                doc.write_text(fresh)
+    if args.check and stale:
+        sys.exit(f"stale: {', '.join(str(d.relative_to(ROOT)) for d in stale)}")
 
 
 if __name__ == "__main__":

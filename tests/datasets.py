@@ -3,6 +3,7 @@ Fashion-MNIST does not have (RGB, other sizes, few classes)."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -24,3 +25,20 @@ def make_rgb_dataset(out: Path | str, classes: int = 3, per_class: int = 40, siz
         write_split(str(out), split, ids, labels, images)
     write_classes(str(out), "rgb", [f"colour{i}" for i in range(classes)])
     return out
+
+
+def _idx(path: Path, magic: int, array: np.ndarray) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_idx_dir(folder: Path, train: int = 40, test: int = 20) -> Path:
+    """Fashion-MNIST's IDX layout (gzipped) with random images, labels cycling over 10."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for images, labels, count in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", train),
+                                  ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", test)):
+        _idx(folder / f"{images}.gz", 2051, rng.integers(0, 256, (count, 28, 28)))
+        _idx(folder / f"{labels}.gz", 2049, np.arange(count) % 10)
+    return folder

@@ -168,15 +168,9 @@ def test_a_holdout_split_is_kept_apart_and_serves_as_the_reference(tmp_path: Pat
     two disjoint halves."""
     from oblivio.data.checks import check_dataset
     from oblivio.data.unseen import evaluation_rows, reference_images
-    from tests.test_kills_round_two import _idx
+    from tests.datasets import make_idx_dir
 
-    idx = tmp_path / "idx"
-    idx.mkdir()
-    rng = np.random.default_rng(0)
-    for images, labels, count in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 40),
-                                  ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 20)):
-        _idx(idx / f"{images}.gz", 2051, rng.integers(0, 256, (count, 28, 28)))
-        _idx(idx / f"{labels}.gz", 2049, np.arange(count) % 10)
+    idx = make_idx_dir(tmp_path / "idx")
     result = runner.invoke(app, ["data", "fashion-mnist", "--out", str(tmp_path / "d"),
                                  "--idx-dir", str(idx), "--holdout", "10"])
     assert result.exit_code == 0, result.output

@@ -498,3 +498,17 @@ def test_batchnorm_recalibration_restores_statistics_and_touches_no_weight(
     assert seen == 128 and accuracy(model, test) >= before - 0.05
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
     assert all(m.momentum == 0.1 for m in batchnorm_layers(model))
+
+
+def test_neighbour_targets_give_an_image_the_loss_of_unseen_images_as_typical() -> None:
+    """An atypical image (none of its nearest retain images share its label) gets the loss of
+    atypical unseen images, a typical one the loss of typical ones, whatever its own loss now:
+    rank targets would give a memorised image, the most familiar, the lowest unseen loss."""
+    from oblivio.unlearn.loss_matching import LIKE_SAMPLES, neighbour_targets
+
+    unseen_agree = torch.cat([torch.ones(LIKE_SAMPLES), torch.zeros(LIKE_SAMPLES)])
+    unseen_loss = torch.cat([torch.full((LIKE_SAMPLES,), 0.1), torch.full((LIKE_SAMPLES,), 3.0)])
+    targets = neighbour_targets(torch.tensor([0.0, 1.0, 0.9]), unseen_agree, unseen_loss)
+    assert targets.tolist() == pytest.approx([3.0, 0.1, 0.1])
+    start = torch.tensor([0.001, 0.5, 0.2])  # the atypical image is the most familiar now
+    assert rank_matched_targets(start, unseen_loss)[0] < 0.2 < targets[0]

@@ -4,19 +4,18 @@ hidden debris stays behind. Real processes, killed for real."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from oblivio.data import open_dataset
 from oblivio.data.storage import STAGE, staged_dir
 from oblivio.tracking.runner import this_runner
+from tests.datasets import make_idx_dir
 
 WRITER = """
 import os, signal, sys
@@ -102,23 +101,10 @@ def test_a_live_writer_s_staging_is_left_alone(tmp_path: Path) -> None:
     assert mine.exists()
 
 
-def _idx(path: Path, magic: int, array: np.ndarray) -> None:
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture()
 def idx_dir(tmp_path: Path) -> Path:
     """Fashion-MNIST's IDX layout with 40 training and 20 test images."""
-    folder = tmp_path / "idx"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for images, labels, count in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 40),
-                                  ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 20)):
-        _idx(folder / f"{images}.gz", 2051, rng.integers(0, 256, (count, 28, 28)))
-        _idx(folder / f"{labels}.gz", 2049, np.arange(count) % 10)
-    return folder
+    return make_idx_dir(tmp_path / "idx")
 
 
 CONVERT_KILLED = """

@@ -97,11 +97,22 @@ def test_the_image_lock_pins_the_same_versions_as_the_dev_lock() -> None:
 
 
 def test_generated_benchmark_tables_are_current() -> None:
+    """docs/benchmarks.md and the README's results rows are what their JSON says; the control:
+    a row edited by hand is caught."""
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "tables.py"), "--check"],
                           capture_output=True, text=True)
-    assert proc.returncode == 0, "docs/benchmarks.md is stale: python bench/tables.py"
+    assert proc.returncode == 0, f"{proc.stderr.strip()}: python bench/tables.py"
     doc = (ROOT / "docs" / "benchmarks.md").read_text()
     assert "<!-- generated: oracles -->\n| oracle |" in doc
+    readme = (ROOT / "README.md").read_text()
+    assert "<!-- generated: readme_pool -->\n| request |" in readme
+    sys.path.insert(0, str(ROOT / "bench"))
+    from tables import render
+
+    block = readme.split("<!-- generated: readme_pool -->\n")[1].split("<!-- end")[0]
+    row = block.splitlines()[2]
+    tampered = readme.replace(row, row.replace("|", "| 1", 1))
+    assert tampered != readme and render(tampered) == readme
 
 
 def test_what_touches_no_model_starts_without_torch(tmp_path: Path) -> None:

@@ -250,6 +250,10 @@ def forget(
         help="match: dataset whose test split holds the unseen images that set the target "
              "(default: --data's holdout split, else the half of its test split that "
              "evaluation leaves out).")] = None,
+    targets: Annotated[str | None, typer.Option(
+        help="match: rank (default: each image gets the unseen loss of its rank) or "
+             "neighbours (the loss of unseen images as typical as it, by their nearest "
+             "retain images: for memorised or mislabelled images).")] = None,
     recalibrate_bn: Annotated[int | None, typer.Option(
         help="match, l2ul: re-estimate batch-norm statistics on this many retain batches "
              "afterwards (default 0).")] = None,
@@ -289,7 +293,7 @@ def forget(
         "adv_per_instance": adv_per_instance, "pgd_iters": pgd_iters,
         "max_epochs": max_epochs, "mask": mask, "eps": eps, "max_steps": max_steps,
         "tolerance": tolerance, "retain_guard": retain_guard, "reference": reference,
-        "recalibrate_bn": recalibrate_bn, "epochs": epochs, "lr": lr,
+        "targets": targets, "recalibrate_bn": recalibrate_bn, "epochs": epochs, "lr": lr,
         "fisher_samples": fisher_samples, "retain_batches": retain_batches,
         "saliency": saliency, "seed": seed})
     with given_ids(forgotten_ids):

@@ -73,6 +73,7 @@ class MatchSettings:
     max_halvings: int = 8  # undone steps before matching stops where it is
     recalibrate_bn: int = 0
     reference: str | None = None  # dataset whose test split holds unseen images; None: own
+    targets: str = "rank"  # or "neighbours": per image, unseen images of its typicality
     seed: int = 0
 
     def check(self) -> None:
@@ -89,6 +90,8 @@ class MatchSettings:
             raise OblivioError(f"tolerance must be in [0, 1), got {self.tolerance}")
         if self.recalibrate_bn < 0:
             raise OblivioError("recalibrate-bn is a number of batches, at least 0")
+        if self.targets not in ("rank", "neighbours"):
+            raise OblivioError(f"targets must be rank or neighbours, got {self.targets!r}")
 
 
 def _losses(model: nn.Module, split: Split, rows: np.ndarray, device: str) -> torch.Tensor:
@@ -103,6 +106,37 @@ def rank_matched_targets(forget_loss: torch.Tensor, unseen_loss: torch.Tensor) -
     keeping their order, and none is pulled down."""
     quantiles = (torch.argsort(torch.argsort(forget_loss)).double() + 0.5) / len(forget_loss)
     return torch.maximum(torch.quantile(unseen_loss.double(), quantiles).float(), forget_loss)
+
+
+NEIGHBOURS, NEIGHBOUR_POOL, LIKE_SAMPLES = 10, 2000, 20
+
+
+@torch.no_grad()
+def _features(model: nn.Module, split: Split, rows: np.ndarray, device: str) -> torch.Tensor:
+    model.eval()
+    out = [model.features(x.to(device, memory_format=torch.channels_last)).float()
+           for x, _ in split.batches(rows, 512)]
+    return nn.functional.normalize(torch.cat(out), dim=1)
+
+
+def agreement(model: nn.Module, split: Split, rows: np.ndarray, anchors: torch.Tensor,
+              anchor_labels: torch.Tensor, device: str) -> torch.Tensor:
+    """How typical each image is to the model: the share of its ``NEIGHBOURS`` nearest retain
+    images (cosine, penultimate features) that carry its label. A memorised atypical or
+    mislabelled image scores low: a retrain, which never saw it, finds it hard."""
+    near = (_features(model, split, rows, device) @ anchors.T).topk(NEIGHBOURS, dim=1).indices
+    labels = split.labels[torch.as_tensor(rows)].to(anchor_labels.device)
+    return (anchor_labels[near] == labels[:, None]).float().mean(1).cpu()
+
+
+def neighbour_targets(forget_agree: torch.Tensor, unseen_agree: torch.Tensor,
+                      unseen_loss: torch.Tensor) -> torch.Tensor:
+    """Per forget image, the median loss of the ``LIKE_SAMPLES`` unseen images nearest it in
+    typicality: what a retrain's loss on an image like it is. Rank targets would give a
+    memorised image, which the model now fits best of all, the lowest unseen loss."""
+    gap = (forget_agree[:, None] - unseen_agree[None, :]).abs()
+    like = gap.topk(min(LIKE_SAMPLES, len(unseen_agree)), dim=1, largest=False).indices
+    return unseen_loss[like].median(dim=1).values
 
 
 def distance(losses: torch.Tensor, targets: torch.Tensor) -> float:
@@ -142,7 +176,17 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
     picked = pool[torch.randperm(len(pool), generator=gen)[:settings.reference_samples].numpy()]
     unseen_loss = _losses(model, unseen, np.sort(picked), device)
     start_loss = _losses(model, split, forget_rows, device)
-    targets = rank_matched_targets(start_loss, unseen_loss).to(device)
+    targets = rank_matched_targets(start_loss, unseen_loss)
+    if settings.targets == "neighbours":
+        anchors = retain_rows[torch.randperm(len(retain_rows), generator=gen)[
+            :NEIGHBOUR_POOL].numpy()]
+        features = _features(model, split, anchors, device)
+        labels = split.labels[torch.as_tensor(anchors)].to(device)
+        unseen_agree = agreement(model, unseen, np.sort(picked), features, labels, device)
+        forget_agree = agreement(model, split, forget_rows, features, labels, device)
+        targets = torch.maximum(neighbour_targets(forget_agree, unseen_agree, unseen_loss),
+                                start_loss)
+    targets = targets.to(device)
     unseen_np = unseen_loss.numpy()
     auc_start = familiarity_auc(start_loss.numpy(), unseen_np)
     tolerance = settings.tolerance

@@ -134,8 +134,8 @@ def _registry() -> dict[str, Method]:
                ("ratio", "rounds", "blocks", *SAMPLING), _contrast,
                "training-free energy contrast (the better choice for a ViT)", True),
         Method("match", frozenset({IDS}), "loss_matching:MatchSettings",
-               ("lr", "max_steps", "tolerance", "retain_guard", "reference", "recalibrate_bn",
-                "seed"), _match,
+               ("lr", "max_steps", "tolerance", "retain_guard", "reference", "targets",
+                "recalibrate_bn", "seed"), _match,
                "move the images' losses to unseen images' losses, as a retrain would "
                "(the default for ids)", True),
         Method("l2ul", frozenset({IDS}), "instance_forgetting:L2ULSettings",
