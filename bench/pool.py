@@ -45,6 +45,8 @@ from oblivio.unlearn.amun import AmunSettings, forget_by_amun
 from oblivio.unlearn.baselines import BaselineSettings, RelabelSettings, forget_with_baseline
 from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
 from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
+from oblivio.unlearn.salun import SalunSettings
+from oblivio.unlearn.scrub import ScrubSettings
 
 ROOT = Path(__file__).resolve().parent
 PART = 16
@@ -54,8 +56,8 @@ METHODS = {
     "relabel": RelabelSettings(),
     "l2ul": L2ULSettings(),
     "neggrad+, guarded": BaselineSettings(epochs=100, retain_guard=0.1),
-    "scrub": BaselineSettings(),
-    "salun": BaselineSettings(),
+    "scrub": ScrubSettings(),
+    "salun": SalunSettings(),
     "amun": AmunSettings(),
 }
 

@@ -101,38 +101,63 @@ def _pool_rows(request: dict) -> list[tuple[str, list[dict], list[bool], list[fl
             for name, runs, drops, cost in rows]
 
 
-def pool_table(name: str = POOL_RESULT, brief: bool = False) -> str:
+def pool_table(name: str = POOL_RESULT) -> str:
     """bench/pool.py: per request and model, per-example evidence against the pool (mean
     (worst) over the models trained with the request, each unlearned and scored without the
-    pool member it came from); ``brief``: the README's rows."""
+    pool member it came from)."""
     result = json.loads((ROOT / "bench" / "results" / name).read_text())
-    header = (["request", "model", "pool gate", "TPR@1% FPR, memorised", "TPR@1% FPR, all",
-               "test drop", "% of a retrain"] if brief else
-              ["request", "model", "pool gate", "TPR@1% FPR, memorised (worst)",
-               "TPR@5%, memorised", "TPR@1%, all", "epsilon, memorised", "KLoM, memorised",
-               "mean phi, memorised (retrain / with)", "test drop (worst)", "% of a retrain"])
+    header = ["request", "model", "pool gate", "TPR@1% FPR, memorised (worst)",
+              "TPR@5%, memorised", "TPR@1%, all", "epsilon, memorised", "KLoM, memorised",
+              "mean phi, memorised (retrain / with)", "test drop (worst)", "% of a retrain"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for request, record in result["requests"].items():
         part = "memorised" if record["memorised_by_pool"] else "all"
         for model, evidence, passed, drops, cost in _pool_rows(record):
             mem = [e[part] for e in evidence]
-            tpr = [m["tpr_at_1pct_fpr"] for m in mem]
-            gate = f"{sum(passed)}/{len(passed)}" if passed else "-"
-            drop = _mean_worst(drops, max) if drops else "-"
-            share = f"{sum(cost) / len(cost):.1f}" if cost else "-"
-            label = f"{request} ({record['ids']} images, {record['memorised_by_pool']} memorised)"
-            if brief:
-                cells = [label, model, gate, _mean_worst(tpr, max),
-                         f"{_avg([e['all'] for e in evidence], 'tpr_at_1pct_fpr'):.2f}", drop,
-                         share]
-            else:
-                cells = [label, model, gate, _mean_worst(tpr, max),
-                         f"{_avg(mem, 'tpr_at_5pct_fpr'):.2f}",
-                         f"{_avg([e['all'] for e in evidence], 'tpr_at_1pct_fpr'):.2f}",
-                         f"{_avg(mem, 'epsilon_mean'):.2f}", f"{_avg(mem, 'klom_mean'):.2f}",
-                         f"{_avg(mem, 'mean_phi'):.2f} ({mem[0]['retrain_mean_phi']:.2f} / "
-                         f"{mem[0]['with_mean_phi']:.2f})", drop, share]
-            rows.append("| " + " | ".join(cells) + " |")
+            rows.append("| " + " | ".join([
+                f"{request} ({record['ids']} images, {record['memorised_by_pool']} memorised)",
+                model, f"{sum(passed)}/{len(passed)}" if passed else "-",
+                _mean_worst([m["tpr_at_1pct_fpr"] for m in mem], max),
+                f"{_avg(mem, 'tpr_at_5pct_fpr'):.2f}",
+                f"{_avg([e['all'] for e in evidence], 'tpr_at_1pct_fpr'):.2f}",
+                f"{_avg(mem, 'epsilon_mean'):.2f}", f"{_avg(mem, 'klom_mean'):.2f}",
+                f"{_avg(mem, 'mean_phi'):.2f} ({mem[0]['retrain_mean_phi']:.2f} / "
+                f"{mem[0]['with_mean_phi']:.2f})",
+                _mean_worst(drops, max) if drops else "-",
+                f"{sum(cost) / len(cost):.1f}" if cost else "-"]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def readme_pool(name: str = POOL_RESULT) -> str:
+    """The README's rows of bench/pool.py: the two controls, the default for deletion
+    requests (match) and the method with the fewest memorised images still recognised, each
+    request side by side: models passing the pool's gate, TPR at 1% FPR on the memorised part,
+    test drop, cost."""
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    requests = list(result["requests"])
+    table = {r: {row[0]: row for row in _pool_rows(rec)} for r, rec in result["requests"].items()}
+    first = table[requests[0]]
+
+    def tpr(request: str, model: str) -> float:
+        part = "memorised" if result["requests"][request]["memorised_by_pool"] else "all"
+        return _avg([e[part] for e in table[request][model][1]], "tpr_at_1pct_fpr")
+    methods = [m for m in first if m in result["requests"][requests[0]]["methods"]]
+    best = min(methods, key=lambda m: tpr(requests[0], m))
+    chosen = [*list(first)[:2], *dict.fromkeys(["match", best])]
+    header = ["model", *(f"{r}: passed, TPR@1% memorised" for r in requests),
+              f"test drop ({requests[0]})", "% of a retrain (under load: a ranking)"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in chosen:
+        cells = [model]
+        for request in requests:
+            row = table[request].get(model)
+            cells.append("-" if row is None else
+                         f"{sum(row[2])}/{len(row[2])}, " * bool(row[2]) +
+                         f"{tpr(request, model):.2f}")
+        drops, cost = first[model][3], first[model][4]
+        cells += [_mean_worst(drops, max) if drops else "-",
+                  f"{sum(cost) / len(cost):.1f}" if cost else "-"]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -460,8 +485,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
     "sharding": sharding, "demo_runs": demo_runs, "demo_gate": demo_gate,
-    "ledger_race": ledger_race, "pool": pool_table,
-    "readme_pool": lambda: pool_table(brief=True)}
+    "ledger_race": ledger_race, "pool": pool_table, "readme_pool": readme_pool}
 
 
 def render(text: str) -> str:

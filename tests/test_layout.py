@@ -105,7 +105,7 @@ def test_generated_benchmark_tables_are_current() -> None:
     doc = (ROOT / "docs" / "benchmarks.md").read_text()
     assert "<!-- generated: oracles -->\n| oracle |" in doc
     readme = (ROOT / "README.md").read_text()
-    assert "<!-- generated: readme_pool -->\n| request |" in readme
+    assert "<!-- generated: readme_pool -->\n| model |" in readme
     sys.path.insert(0, str(ROOT / "bench"))
     from tables import render
 
