@@ -150,10 +150,10 @@ def main() -> None:
         ids_file = write_ids(work / f"{name}.parquet", ids)
         if shared_with is not None:  # the "with" models see everything: one set serves both
             for i in range(args.k):
-                target = member_dir(pool_dir, "with", i)
-                if not target.exists():
+                link = member_dir(pool_dir, "with", i)
+                if not link.exists():
                     pool_dir.mkdir(parents=True, exist_ok=True)
-                    target.symlink_to(member_dir(shared_with, "with", i).resolve())
+                    link.symlink_to(member_dir(shared_with, "with", i).resolve())
         plan = build_pool(str(bench.data), ids_file, pool_dir, "resnet18", recipe, args.k,
                           args.held, "cpu", True)
         shared_with = shared_with or pool_dir
