@@ -49,7 +49,8 @@ def test_attacks_rank_a_memorised_set_as_members(memorised: dict) -> None:
     assert saw["mia_efficacy_confidence"] < 0.3 and never["mia_efficacy_confidence"] > 0.5
     assert saw["mia_efficacy_m_entropy"] < never["mia_efficacy_m_entropy"]
     assert saw["mia_entropy_lr_member_rate"] > never["mia_entropy_lr_member_rate"]
-    assert saw["mia_loss_lr_cv_acc"] > 0.8 and abs(never["mia_loss_lr_cv_acc"] - 0.5) < 0.2
+    # the attacks see the evaluation half of the 90 test images (data/unseen.py): 45 unseen
+    assert saw["mia_loss_lr_cv_acc"] > 0.7 and abs(never["mia_loss_lr_cv_acc"] - 0.5) < 0.2
     assert saw["forget_train_loss"] < 0.1 < never["forget_train_loss"]
     # the instance gate: the retrain lands in the calibrated band, the model that saw them not
     assert saw["mia_loss_auc"] > 0.9
