@@ -25,15 +25,13 @@ a retrain fits the images, and nothing can (or need) tell.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import brentq
 from scipy.stats import norm
 
 from oblivio.data import open_dataset
@@ -119,7 +117,7 @@ def build_pool(data: str, forget_ids: str | os.PathLike[str], out: str | os.Path
             continue
         shutil.rmtree(target, ignore_errors=True)
         start = time.perf_counter()
-        train_to_dir(data, arch, str(target), type(recipe)(**{**asdict(recipe), "seed": seed}),
+        train_to_dir(data, arch, str(target), replace(recipe, seed=seed),
                      exclude_ids=None if role == "with" else str(out / IDS_FILE),
                      device=device, progress=False)
         plan["seconds"][target.name] = time.perf_counter() - start
@@ -165,23 +163,24 @@ def _llr(x: np.ndarray, mu_in: np.ndarray, sd_in: float, mu_out: np.ndarray,
     return (norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out))
 
 
-def gdp_epsilon(mu: float, delta: float = DELTA) -> float:
+def gdp_epsilon(mu: np.ndarray | float, delta: float = DELTA) -> np.ndarray:
     """The epsilon at ``delta`` of a mechanism whose two outputs are unit Gaussians ``mu``
     apart (Dong, Roth and Su's mu-GDP): delta(eps) = Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu -
-    mu/2), solved for eps."""
-    if mu <= 0:
-        return 0.0
+    mu/2), solved for eps by bisection, every mu at once (delta(eps) falls as eps grows)."""
+    mu = np.maximum(np.asarray(mu, np.float64), 1e-12)
 
-    def gap(eps: float) -> float:
+    def excess(eps: np.ndarray) -> np.ndarray:
         return (norm.cdf(-eps / mu + mu / 2)
-                - math.exp(eps) * norm.cdf(-eps / mu - mu / 2) - delta)
+                - np.exp(eps) * norm.cdf(-eps / mu - mu / 2) - delta)
 
-    if gap(0.0) <= 0:
-        return 0.0
-    high = 1.0
-    while gap(high) > 0:
-        high *= 2
-    return float(brentq(gap, 0.0, high))
+    low, high = np.zeros_like(mu), np.ones_like(mu)
+    while (grow := excess(high) > 0).any():
+        high = np.where(grow, 2 * high, high)
+    for _ in range(60):
+        mid = (low + high) / 2
+        above = excess(mid) > 0
+        low, high = np.where(above, mid, low), np.where(above, high, mid)
+    return np.where(excess(np.zeros_like(mu)) > 0, high, 0.0)
 
 
 class Pool:
@@ -233,7 +232,7 @@ class Pool:
         scores = self._scores(phi, skip_with=skip_with)
         outside = self.out["retrain"][:, 0]
         mu = np.abs(phi - outside.mean(0)) / _spread(outside)
-        eps = np.array([gdp_epsilon(float(m)) for m in mu])
+        eps = gdp_epsilon(mu)
         klom = self._klom(margin)
         result = {}
         parts = {"all": np.ones_like(self.memorised), "memorised": self.memorised,
