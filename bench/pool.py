@@ -12,12 +12,15 @@ mislabelled) with no label smoothing, so it memorises. Two requests:
 
 Each request gets a pool (evaluation/pool.py): k retrains, k models trained with it (shared by
 both requests: the same full training set and seeds) and ``held`` retrains, the control that
-must pass. The other control, the untouched original (each "with" model), must fail. Each
-method unlearns every "with" model, which is then scored against the pool without the model it
-came from. Cost is the method's seconds against the mean retrain's, on this machine, in
-process. Writes ``bench/results/pool-<size>-e<epochs>-k<k>.json``; members are cached in
-``bench/out/pool/`` so a run resumes.
-"""
+must pass. The training set also gets ``--shadows`` shadow models (evaluation/shadows.py, each
+on a random half), trained once for every request: every model is scored against them too, so
+the pool (the truth, per request) measures whether the shadows' cheaper verdict agrees, and
+``match`` with the shadows' per-image targets is one of the methods. The other control, the
+untouched original (each "with" model), must fail. Each method unlearns every "with" model,
+which is then scored against the pool without the model it came from. Cost is the method's
+seconds against the mean retrain's, on this machine, in process. Writes
+``bench/results/pool-<size>-e<epochs>-k<k>.json``; members are cached in ``bench/out/pool/`` so
+a run resumes."""
 
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from instance_data import prepare, write_ids
 from oblivio.data import open_dataset
 from oblivio.data.sample_ids import write_sample_ids
 from oblivio.evaluation.pool import Pool, build_pool, member_dir, outputs, pool_gate
+from oblivio.evaluation.shadows import Shadows, build_shadows, shadow_gate
 from oblivio.models import load_model
 from oblivio.models.inference import accuracy
 from oblivio.training import recipe_for, train_to_dir
@@ -53,6 +57,7 @@ PART = 16
 METHODS = {
     "match": MatchSettings(),
     "match, neighbour targets": MatchSettings(targets="neighbours"),
+    "match, shadow targets": MatchSettings(targets="shadows", shadows="<set in main>"),
     "relabel": RelabelSettings(),
     "l2ul": L2ULSettings(),
     "neggrad+, guarded": BaselineSettings(epochs=100, retain_guard=0.1),
@@ -63,9 +68,11 @@ METHODS = {
 
 
 def unlearn(method: str, model: Path, data: Path, reference: Path, ids: Path,
-            out: Path) -> dict:
+            out: Path, shadows: Path) -> dict:
     settings = METHODS[method]
     if method.startswith("match"):
+        if settings.shadows is not None:
+            settings = replace(settings, shadows=str(shadows))
         return forget_by_matching(str(model), str(data), str(ids), str(out),
                                   replace(settings, reference=str(reference)), "cpu", False)
     if method == "amun":
@@ -104,10 +111,13 @@ def pilot(data: Path, work: Path, recipe, flipped: list[str]) -> tuple[list[str]
     return train.ids_at(np.sort(memorised)), train.ids_at(np.sort(random_rows))
 
 
-def judge(pool: Pool, parts: dict, model_out: np.ndarray, skip_with: int | None,
-          calibration: list[dict], excess: float) -> dict:
+def judge(pool: Pool, shadows: Shadows, parts: dict, model_out: np.ndarray,
+          skip_with: int | None, calibration: list[dict], excess: float) -> dict:
+    """The pool's verdict (the truth for this request) and the shadows' beside it."""
     evidence = pool.score(model_out, parts, skip_with=skip_with)
-    return {"evidence": evidence, "reasons": pool_gate(evidence, calibration, excess)}
+    by_shadows = shadows.score(model_out, parts)
+    return {"evidence": evidence, "reasons": pool_gate(evidence, calibration, excess),
+            "shadows": by_shadows, "shadow_reasons": shadow_gate(by_shadows, excess)}
 
 
 def main() -> None:
@@ -116,6 +126,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--held", type=int, default=2)
+    parser.add_argument("--shadows", type=int, default=8)
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--excess", type=float, default=0.02)
     parser.add_argument("--requests", nargs="*", default=["mixed", "mislabelled"])
@@ -126,6 +137,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     recipe = recipe_for("resnet18", epochs=args.epochs, label_smoothing=0.0)
     memorised, random_ids = pilot(bench.data, work, recipe, bench.flipped_ids)
+    shadows_dir = work / f"shadows-{args.shadows}"
+    shadow_plan = build_shadows(str(bench.data), shadows_dir, "resnet18", recipe, args.shadows,
+                                0, "cpu", True)
     flipped = sorted(np.random.default_rng(3).choice(bench.flipped_ids, PART, replace=False))
     requests = {"mixed": sorted(memorised + random_ids), "mislabelled": list(flipped)}
     designed = {"mixed": {"pilot-memorised": memorised, "random": random_ids},
@@ -138,6 +152,7 @@ def main() -> None:
                      "machine": f"{platform.processor() or platform.machine()}, CPU, "
                                 f"{__import__('os').cpu_count()} cores",
                      "timing": "in process (library call, model load to model write)",
+                     "shadows": {"k": args.shadows, "seconds": shadow_plan["seconds"]},
                      "requests": {}}
     if target.exists():  # a run for some requests or methods adds to the last one
         results["requests"] = json.loads(target.read_text())["requests"]
@@ -162,12 +177,18 @@ def main() -> None:
         parts = {part: np.isin(request_rows, train.indices(part_ids))
                  for part, part_ids in designed[name].items()}
         calibration = pool.calibration(parts)
+        shadows = Shadows(shadows_dir, str(bench.data), ids)
         retrain_seconds = float(np.mean([v for k, v in plan["seconds"].items()
                                          if k.startswith(("retrain", "held"))]))
         record: dict = {"ids": len(ids), "pool": pool.summary(),
                         "retrain_seconds": retrain_seconds,
                         "memorised_by_pool": int(pool.memorised.sum()),
                         "held_retrains": calibration,
+                        "shadows": shadows.summary(),
+                        "retrains_by_shadows": [
+                            {"shadows": (s := shadows.score(out, parts)),
+                             "shadow_reasons": shadow_gate(s, args.excess)}
+                            for out in np.concatenate([pool.out["retrain"], pool.out["held"]])],
                         "original": [],
                         "methods": results["requests"].get(name, {}).get("methods", {})}
         for part, mask in parts.items():
@@ -176,8 +197,8 @@ def main() -> None:
         for i in range(args.k):
             with_dir = member_dir(pool_dir, "with", i)
             test_acc[i] = accuracy(load_model(with_dir), test)
-            record["original"].append(judge(pool, parts, pool.out["with"][i], i, calibration,
-                                            args.excess))
+            record["original"].append(judge(pool, shadows, parts, pool.out["with"][i], i,
+                                            calibration, args.excess))
         for method in args.methods:
             runs = []
             for i in range(args.k):
@@ -185,13 +206,15 @@ def main() -> None:
                 if not (out / "bench.json").exists():
                     shutil.rmtree(out, ignore_errors=True)
                     prov, wall, _ = isolated(unlearn, method, member_dir(pool_dir, "with", i),
-                                             bench.data, bench.validation, ids_file, out)
+                                             bench.data, bench.validation, ids_file, out,
+                                             shadows_dir)
                     (out / "bench.json").write_text(json.dumps(
                         {"seconds": prov["seconds"]["total"], "wall": wall,
                          "steps": prov.get("steps")}))
                 timing = json.loads((out / "bench.json").read_text())
-                judged = judge(pool, parts, outputs(out, open_dataset(bench.data),
-                                                    pool.rows), i, calibration, args.excess)
+                judged = judge(pool, shadows, parts, outputs(out, open_dataset(bench.data),
+                                                             pool.rows), i, calibration,
+                               args.excess)
                 drop = 100 * (test_acc[i] - accuracy(load_model(out), test))
                 runs.append({**judged, **timing, "test_drop_points": drop,
                              "cost_vs_retrain": timing["seconds"] / retrain_seconds})

@@ -253,7 +253,11 @@ def forget(
     targets: Annotated[str | None, typer.Option(
         help="match: rank (default: each image gets the unseen loss of its rank) or "
              "neighbours (the loss of unseen images as typical as it, by their nearest "
-             "retain images: for memorised or mislabelled images).")] = None,
+             "retain images: for memorised or mislabelled images) or shadows (each image's "
+             "own loss under the shadows that never saw it; needs --shadows).")] = None,
+    shadows: Annotated[str | None, typer.Option(
+        help="match: the original's shadow models (`oblivio pool shadows`), for --targets "
+             "shadows.")] = None,
     recalibrate_bn: Annotated[int | None, typer.Option(
         help="match, l2ul: re-estimate batch-norm statistics on this many retain batches "
              "afterwards (default 0).")] = None,
@@ -293,7 +297,8 @@ def forget(
         "adv_per_instance": adv_per_instance, "pgd_iters": pgd_iters,
         "max_epochs": max_epochs, "mask": mask, "eps": eps, "max_steps": max_steps,
         "tolerance": tolerance, "retain_guard": retain_guard, "reference": reference,
-        "targets": targets, "recalibrate_bn": recalibrate_bn, "epochs": epochs, "lr": lr,
+        "targets": targets, "shadows": shadows, "recalibrate_bn": recalibrate_bn,
+        "epochs": epochs, "lr": lr,
         "fisher_samples": fisher_samples, "retain_batches": retain_batches,
         "saliency": saliency, "seed": seed})
     with given_ids(forgotten_ids):
@@ -360,6 +365,9 @@ def evaluate(
     oracle_pool: Annotated[str | None, typer.Option(
         help="A pool of retrains for these --forget-ids (`oblivio pool build`): per-example "
              "evidence, and its gate.")] = None,
+    shadows: Annotated[str | None, typer.Option(
+        help="The original's shadow models (`oblivio pool shadows`): per-example evidence "
+             "for any --forget-ids, and its gate.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     force: Annotated[bool, typer.Option(
         help="Replace --out when it is a directory with content.")] = False,
@@ -371,17 +379,19 @@ def evaluate(
     from oblivio.evaluation.relearn import RelearnSettings
     from oblivio.evaluation.report import markdown
 
-    check_output_dir(out, [model, data, forget_ids, original, oracle, oracle_pool], force)
+    check_output_dir(out, [model, data, forget_ids, original, oracle, oracle_pool, shadows],
+                     force)
     report = run(model, data, out, forget_classes, forget_ids, original, oracle, device, seed,
                  svc_samples or None,
                  relearning=RelearnSettings(max_steps=relearn_steps) if relearn_steps else None,
-                 oracle_pool=oracle_pool)
+                 oracle_pool=oracle_pool, shadows=shadows)
     print(markdown(report), end="")
     print(json.dumps({"out": out, "gate": report["gate"]["passed"],
                       "seconds": round(report["seconds"], 1)}))
 
 
-pool_app = typer.Typer(help="Pools of retrains: per-example evidence for a deletion request.",
+pool_app = typer.Typer(help="Pools of retrains and shadow models: per-example evidence for "
+                       "deletion requests.",
                        no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
 
@@ -411,6 +421,32 @@ def pool_build(
     arch, recipe = trained_like(original)
     plan = build_pool(data, forget_ids, out, arch, recipe, k, held, device)
     print(json.dumps({"out": out, "members": 2 * k + held,
+                      "seconds": round(sum(plan["seconds"].values()), 1)}))
+
+
+@pool_app.command("shadows")
+@one_line_errors
+def pool_shadows(
+    original: Annotated[str, typer.Option(
+        help="The model whose training set the shadows split: they train with its "
+             "architecture and recipe.")],
+    data: Annotated[str, typer.Option(help="Dataset directory or s3:// URI.")],
+    out: Annotated[str, typer.Option(help="Shadows directory (resumes unfinished ones).")],
+    k: Annotated[int, typer.Option(min=4, help="Shadows, each on a random half (even: every "
+                                               "image is in k/2).")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the halves and of the shadows.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """Train k half-data models once per training set: `oblivio evaluate --shadows` judges
+    any later deletion request against them, and `forget --targets shadows` aims at them."""
+    from oblivio.data.storage import check_output_dir
+    from oblivio.evaluation.pool import trained_like
+    from oblivio.evaluation.shadows import build_shadows
+
+    check_output_dir(out, [original, data], force=True)
+    arch, recipe = trained_like(original)
+    plan = build_shadows(data, out, arch, recipe, k, seed, device)
+    print(json.dumps({"out": out, "shadows": k,
                       "seconds": round(sum(plan["seconds"].values()), 1)}))
 
 

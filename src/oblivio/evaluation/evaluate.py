@@ -37,6 +37,7 @@ from oblivio.evaluation.pool import pool_evidence, read_pool
 from oblivio.evaluation.reestimate import REESTIMATE_KEYS, reestimated_accuracy
 from oblivio.evaluation.relearn import RelearnSettings, relearn
 from oblivio.evaluation.report import write_report
+from oblivio.evaluation.shadows import Shadows, shadow_evidence
 from oblivio.models.checkpoint import check_fits, load_model, read_config
 from oblivio.training import resolve_device
 from oblivio.unlearn.forgotten import forgotten_ids, recorded_ids
@@ -154,14 +155,15 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
              svc_cap: int | None = 5000, progress: bool = True,
              train_parts: dict[str, list[str]] | None = None,
              relearning: RelearnSettings | None = None, gates: Gates | None = None,
-             oracle_pool: str | None = None) -> dict:
+             oracle_pool: str | None = None, shadows: str | None = None) -> dict:
     """Evaluate ``model`` (and ``original``/``oracle`` beside it); write report.json, .md and
     .html to ``out``. Every input is checked before any prediction; ``out`` appears whole or
     not at all. ``train_parts`` (per role) gives a model's training-split outputs as the
     shard files of :func:`predict_shard` instead of predicting them here. ``relearning``
     (class mode) adds the relearning measurement of every model. The report's ``gate`` is the
     verdict promotion would give under ``gates``; ``oracle_pool`` (a deletion request's pool
-    of retrains) adds per-example evidence and its gate."""
+    of retrains) and ``shadows`` (the original's shadow models) add per-example evidence and
+    their gates."""
     start = time.perf_counter()
     device = resolve_device(device)
     dataset = open_dataset(data)
@@ -176,6 +178,10 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
             raise OblivioError("an oracle pool judges a deletion request (--forget-ids), not "
                                "classes")
         read_pool(oracle_pool)  # a missing or unfinished pool is one line before predictions
+    if shadows is not None:
+        if spec.mode != "instance":
+            raise OblivioError("shadows judge a deletion request (--forget-ids), not classes")
+        Shadows(shadows, data, forget_ids)  # checked before predictions
     paths = {"model": model, "original": original, "oracle": oracle}
     # every checkpoint is loaded and checked before minutes of predictions
     models = {role: _load_checked(path, dataset, device) for role, path in paths.items()
@@ -220,6 +226,10 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
         report["pool"] = pool_evidence(oracle_pool, data, model, named["forget_ids_sha256"],
                                        gates.pool_max_tpr_excess, device)
         pool_reasons = report["pool"]["reasons"]
+    if shadows is not None:
+        report["shadows"] = shadow_evidence(shadows, data, model, forget_ids,
+                                            gates.pool_max_tpr_excess, device)
+        pool_reasons = pool_reasons + report["shadows"]["reasons"]
     report["gate"] = report_gate(report, gates, pool_reasons)
     report["seconds"] = time.perf_counter() - start
     write_report(report, extra["features"], out)

@@ -152,13 +152,13 @@ def outputs(model: str | os.PathLike[str], data, rows: np.ndarray,
     return np.stack([phi, (true - others).numpy()])
 
 
-def _spread(values: np.ndarray) -> float:
+def spread(values: np.ndarray) -> float:
     """LiRA's global standard deviation over examples: with a few models, one per example is
     noise."""
     return max(float(np.sqrt(np.mean(values.var(0, ddof=1)))), MIN_STD)
 
 
-def _llr(x: np.ndarray, mu_in: np.ndarray, sd_in: float, mu_out: np.ndarray,
+def llr(x: np.ndarray, mu_in: np.ndarray, sd_in: float, mu_out: np.ndarray,
          sd_out: float) -> np.ndarray:
     return (norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out))
 
@@ -183,6 +183,24 @@ def gdp_epsilon(mu: np.ndarray | float, delta: float = DELTA) -> np.ndarray:
     return np.where(excess(np.zeros_like(mu)) > 0, high, 0.0)
 
 
+def part_evidence(mask: np.ndarray, scores: np.ndarray, negatives: np.ndarray,
+                  eps: np.ndarray, klom: np.ndarray, phi: np.ndarray,
+                  retrain_mean_phi: float | None, with_mean_phi: float | None) -> dict | None:
+    """One part's evidence: the share of its scores above the negatives' 1% and 5% tails,
+    epsilon, KLoM and phi (None for an empty part)."""
+    if not mask.any():
+        return None
+    return {
+        "examples": int(mask.sum()),
+        **{f"tpr_at_{round(f * 100)}pct_fpr": float(np.mean(
+            scores[mask] > np.quantile(negatives, 1 - f))) for f in FPRS},
+        "epsilon_mean": float(eps[mask].mean()), "epsilon_max": float(eps[mask].max()),
+        "klom_mean": float(klom[mask].mean()), "klom_max": float(klom[mask].max()),
+        "mean_phi": float(phi[mask].mean()),
+        "retrain_mean_phi": retrain_mean_phi, "with_mean_phi": with_mean_phi,
+    }
+
+
 class Pool:
     """A finished pool's outputs on the request's images, and the scores of any model."""
 
@@ -198,7 +216,7 @@ class Pool:
                     for role in ROLES}  # role -> (models, 2, examples)
         phi_in, phi_out = self.out["with"][:, 0], self.out["retrain"][:, 0]
         self.gap = (phi_in.mean(0) - phi_out.mean(0)) / np.sqrt(
-            (_spread(phi_in) ** 2 + _spread(phi_out) ** 2) / 2)
+            (spread(phi_in) ** 2 + spread(phi_out) ** 2) / 2)
         self.memorised = self.gap > MEMORISED_GAP
         self.negatives = self._leave_one_out()
 
@@ -212,7 +230,7 @@ class Pool:
         inside, outside = self.out["with"][:, 0], self.out["retrain"][:, 0]
         mean_in = inside[[m for m in range(len(inside)) if m != skip_with]].mean(0)
         mean_out = outside[[m for m in range(len(outside)) if m != skip]].mean(0)
-        return _llr(phi, mean_in, _spread(inside), mean_out, _spread(outside))
+        return llr(phi, mean_in, spread(inside), mean_out, spread(outside))
 
     def _leave_one_out(self) -> np.ndarray:
         return np.stack([self._scores(self.out["retrain"][m, 0], skip=m)
@@ -222,7 +240,7 @@ class Pool:
         """KL(N(margin, s) || N(retrains' mean margin, s)) per example, s the retrains'
         spread: zero where the model's margin is the retrains' average."""
         ref = self.out["retrain"][:, 1]
-        return 0.5 * ((margin - ref.mean(0)) / _spread(ref)) ** 2
+        return 0.5 * ((margin - ref.mean(0)) / spread(ref)) ** 2
 
     def score(self, out: np.ndarray, parts: dict[str, np.ndarray] | None = None,
               skip_with: int | None = None) -> dict:
@@ -231,27 +249,17 @@ class Pool:
         phi, margin = out
         scores = self._scores(phi, skip_with=skip_with)
         outside = self.out["retrain"][:, 0]
-        mu = np.abs(phi - outside.mean(0)) / _spread(outside)
+        mu = np.abs(phi - outside.mean(0)) / spread(outside)
         eps = gdp_epsilon(mu)
         klom = self._klom(margin)
         result = {}
         parts = {"all": np.ones_like(self.memorised), "memorised": self.memorised,
                  **(parts or {})}
         for part, mask in parts.items():
-            if not mask.any():
-                result[part] = None
-                continue
-            negatives = self.negatives[:, mask].ravel()
-            result[part] = {
-                "examples": int(mask.sum()),
-                **{f"tpr_at_{round(f * 100)}pct_fpr": float(np.mean(
-                    scores[mask] > np.quantile(negatives, 1 - f))) for f in FPRS},
-                "epsilon_mean": float(eps[mask].mean()), "epsilon_max": float(eps[mask].max()),
-                "klom_mean": float(klom[mask].mean()), "klom_max": float(klom[mask].max()),
-                "mean_phi": float(phi[mask].mean()),
-                "retrain_mean_phi": float(outside[:, mask].mean()),
-                "with_mean_phi": float(self.out["with"][:, 0, mask].mean()),
-            }
+            result[part] = part_evidence(
+                mask, scores, self.negatives[:, mask].ravel(), eps, klom, phi,
+                float(outside[:, mask].mean()) if mask.any() else None,
+                float(self.out["with"][:, 0, mask].mean()) if mask.any() else None)
         return result
 
     def score_model(self, model: str | os.PathLike[str]) -> dict:

@@ -42,7 +42,8 @@ def markdown(report: dict) -> str:
         if "oracle" in roles:
             row.append(_fmt(report.get(f"{key}_gap_to_oracle")))
         lines.append("| " + " | ".join(row + [direction]) + " |")
-    return "\n".join(lines + _pool_lines(report.get("pool")) + _gate_lines(report.get("gate"))
+    return "\n".join(lines + _pool_lines(report.get("pool"))
+                     + _shadow_lines(report.get("shadows")) + _gate_lines(report.get("gate"))
                      ) + "\n"
 
 
@@ -53,24 +54,44 @@ def _gate_lines(gate: dict | None) -> list[str]:
             *[f"- {reason}" for reason in gate["reasons"]]]
 
 
+EVIDENCE_KEYS = ("tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "epsilon_mean", "klom_mean", "mean_phi")
+
+
 def _pool_lines(pool: dict | None) -> list[str]:
     """Per-example evidence against the pool of retrains: the model beside the held retrains
     (what a retrain scores), on the whole request and its memorised part."""
     if pool is None:
         return []
-    keys = ("tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "epsilon_mean", "klom_mean", "mean_phi")
     lines = ["", f"Against a pool of {pool['k']} retrains and {pool['k']} models trained with "
                  f"the request ({pool['held']} more retrains held out as the control); "
                  f"{pool['memorised']} of {pool['examples']} images memorised (the pool's "
                  f"means more than {pool['memorised_gap']} spreads apart).", "",
-             "| part | model | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+             "| part | model | " + " | ".join(EVIDENCE_KEYS) + " |",
+             "|---|---|" + "---|" * len(EVIDENCE_KEYS)]
     for part in ("all", "memorised"):
         rows = [("model", pool["model"][part])] + [
             (f"held retrain {i}", held[part]) for i, held in enumerate(pool["held_retrains"])]
         for name, evidence in rows:
             if evidence is not None:
                 lines.append(f"| {part} | {name} | "
-                             + " | ".join(_fmt(evidence[k]) for k in keys) + " |")
+                             + " | ".join(_fmt(evidence[k]) for k in EVIDENCE_KEYS) + " |")
+    return lines
+
+
+def _shadow_lines(shadows: dict | None) -> list[str]:
+    """Per-example evidence against the original's shadows (their out-shadows set the 1% and
+    5% thresholds, so a retrain-like model scores about those rates)."""
+    if shadows is None:
+        return []
+    lines = ["", f"Against {shadows['k']} shadow models ({shadows['k'] // 2} never saw each "
+                 f"image); {shadows['memorised']} of {shadows['examples']} images memorised.",
+             "", "| part | " + " | ".join(EVIDENCE_KEYS) + " |",
+             "|---|" + "---|" * len(EVIDENCE_KEYS)]
+    for part in ("all", "memorised"):
+        evidence = shadows["model"][part]
+        if evidence is not None:
+            lines.append(f"| {part} | " + " | ".join(_fmt(evidence[k]) for k in EVIDENCE_KEYS)
+                         + " |")
     return lines
 
 

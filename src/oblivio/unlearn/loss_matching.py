@@ -48,6 +48,7 @@ from oblivio.data.reader import Split
 from oblivio.data.unseen import reference_images
 from oblivio.errors import OblivioError
 from oblivio.evaluation.attacks import familiarity_auc
+from oblivio.evaluation.shadows import Shadows
 from oblivio.models.checkpoint import check_fits
 from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import resolve_device, seed_everything
@@ -73,7 +74,8 @@ class MatchSettings:
     max_halvings: int = 8  # undone steps before matching stops where it is
     recalibrate_bn: int = 0
     reference: str | None = None  # dataset whose test split holds unseen images; None: own
-    targets: str = "rank"  # or "neighbours": per image, unseen images of its typicality
+    targets: str = "rank"  # or "neighbours" (unseen images of its typicality), "shadows"
+    shadows: str | None = None  # with targets "shadows": `oblivio pool shadows`' directory
     seed: int = 0
 
     def check(self) -> None:
@@ -90,14 +92,30 @@ class MatchSettings:
             raise OblivioError(f"tolerance must be in [0, 1), got {self.tolerance}")
         if self.recalibrate_bn < 0:
             raise OblivioError("recalibrate-bn is a number of batches, at least 0")
-        if self.targets not in ("rank", "neighbours"):
-            raise OblivioError(f"targets must be rank or neighbours, got {self.targets!r}")
+        if self.targets not in ("rank", "neighbours", "shadows"):
+            raise OblivioError(f"targets must be rank, neighbours or shadows, got "
+                               f"{self.targets!r}")
+        if (self.targets == "shadows") != (self.shadows is not None):
+            raise OblivioError("--targets shadows and --shadows DIR go together: the shadows "
+                               "give each image its target")
 
 
 def _losses(model: nn.Module, split: Split, rows: np.ndarray, device: str) -> torch.Tensor:
     logits = predict_logits(model, split, rows, device=device)
     return nn.functional.cross_entropy(logits, split.labels[torch.as_tensor(rows)],
                                        reduction="none")
+
+
+def phi_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """phi = the true logit minus the log-sum-exp of the others, differentiable: unlike the
+    loss, its gradient does not vanish on an image the model is sure of."""
+    true = logits.gather(1, labels[:, None])[:, 0]
+    return true - logits.scatter(1, labels[:, None], float("-inf")).logsumexp(1)
+
+
+def _phis(model: nn.Module, split: Split, rows: np.ndarray, device: str) -> torch.Tensor:
+    logits = predict_logits(model, split, rows, device=device).float()
+    return phi_of(logits, split.labels[torch.as_tensor(rows)])
 
 
 def rank_matched_targets(forget_loss: torch.Tensor, unseen_loss: torch.Tensor) -> torch.Tensor:
@@ -109,6 +127,7 @@ def rank_matched_targets(forget_loss: torch.Tensor, unseen_loss: torch.Tensor) -
 
 
 NEIGHBOURS, NEIGHBOUR_POOL, LIKE_SAMPLES = 10, 2000, 20
+SHADOW_TOLERANCE = 0.5  # shadow targets: mean distance, in the out-shadows' phi spreads
 
 
 @torch.no_grad()
@@ -165,11 +184,14 @@ def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
                  retain_rows: np.ndarray, unseen: Split, settings: MatchSettings, device: str,
                  label_smoothing: float = 0.0, progress: bool = True,
-                 unseen_rows: np.ndarray | None = None) -> dict:
-    """Move the forget rows' losses onto rank-matched unseen losses (model changed in place).
-    The reference is drawn from ``unseen_rows`` (all of ``unseen`` when None): after a class
-    is forgotten, its unseen images have losses no kept image has, and as targets they would
-    push typical images off their labels and inflate the guard's budget."""
+                 unseen_rows: np.ndarray | None = None,
+                 phi_targets: tuple[torch.Tensor, float] | None = None) -> dict:
+    """Move the forget rows' losses onto rank-matched unseen losses (model changed in place),
+    or their phi onto ``phi_targets`` (one per forget row, and the spread that measures how
+    close: a retrain-like phi per image, from shadows). The reference is drawn from
+    ``unseen_rows`` (all of ``unseen`` when None): after a class is forgotten, its unseen
+    images have losses no kept image has, and as targets they would push typical images off
+    their labels and inflate the guard's budget."""
     settings.check()
     gen = seed_everything(settings.seed)
     pool = np.arange(len(unseen)) if unseen_rows is None else unseen_rows
@@ -186,18 +208,32 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
         forget_agree = agreement(model, split, forget_rows, features, labels, device)
         targets = torch.maximum(neighbour_targets(forget_agree, unseen_agree, unseen_loss),
                                 start_loss)
-    targets = targets.to(device)
     unseen_np = unseen_loss.numpy()
     auc_start = familiarity_auc(start_loss.numpy(), unseen_np)
     tolerance = settings.tolerance
-    if tolerance is None:
-        tolerance = null_distance(unseen_loss, len(forget_rows), gen)
-    history = [distance(start_loss, targets)]
+    if phi_targets is not None:  # each image's own target, in spreads of the shadows' phi
+        targets, scale = phi_targets[0].float(), phi_targets[1]
+        term, kind = phi_of, "phi"
+        tolerance = SHADOW_TOLERANCE if tolerance is None else tolerance
+
+        def gap() -> float:
+            return float((_phis(model, split, forget_rows, device) - targets).abs().mean()
+                         / scale)
+    else:
+        term, kind = nn.CrossEntropyLoss(reduction="none"), "loss"
+        if tolerance is None:
+            tolerance = null_distance(unseen_loss, len(forget_rows), gen)
+
+        def gap() -> float:
+            return distance(_losses(model, split, forget_rows, device), targets)
+    start_mean = float(targets.mean()), float(
+        (_phis(model, split, forget_rows, device) if kind == "phi" else start_loss).mean())
+    history = [gap()]
+    on_device = targets.to(device)
     guard = RetainGuard(model, split, retain_rows, settings.retain_guard,
                         float(unseen_loss.mean()), gen, settings.guard_samples, device)
     lr = settings.lr
     optimizer = _sgd(model, lr)
-    ce = nn.CrossEntropyLoss(reduction="none")
     smoothed = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     nf = min(settings.batch_size, len(forget_rows))
     # a check predicts every forget image: for a large request, about one check per step's cost
@@ -212,7 +248,7 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
                                            retain_rows[r_idx.numpy()]]))
         model.train()
         logits, y = model(x.to(device, memory_format=torch.channels_last)), y.to(device)
-        loss = ((ce(logits[:nf], y[:nf]) - targets[f_idx.to(device)]).abs().mean()
+        loss = ((term(logits[:nf], y[:nf]) - on_device[f_idx.to(device)]).abs().mean()
                 + smoothed(logits[nf:], y[nf:]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,8 +263,7 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
                 optimizer = _sgd(model, lr)  # and their momentum
                 bar.set_postfix(distance=f"{history[-1]:.3f}", lr=f"{lr:.2g}")
                 continue
-            now = _losses(model, split, forget_rows, device)
-            history.append(distance(now, targets))
+            history.append(gap())
             bar.set_postfix(distance=f"{history[-1]:.3f}", lr=f"{lr:.2g}")
     bar.close()
     model.eval()
@@ -239,8 +274,7 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
             "distance_start": history[0], "distance_end": history[-1],
             "auc_start": auc_start, "auc_end": familiarity_auc(end_loss.numpy(), unseen_np),
             "reference_samples": len(picked),
-            "target_loss_mean": float(targets.mean()),
-            "start_loss_mean": float(start_loss.mean())}
+            f"target_{kind}_mean": start_mean[0], f"start_{kind}_mean": start_mean[1]}
 
 
 def forget_by_matching(model_dir: str, data: str, ids_file: str, out: str,
@@ -265,9 +299,13 @@ def forget_by_matching(model_dir: str, data: str, ids_file: str, out: str,
     live = request.live_forget_rows
     result = {"steps": 0, "cap_hit": False}  # every image went with its class already
     if len(live):
+        phi_targets = None
+        if settings.targets == "shadows":
+            shadows = Shadows(settings.shadows, data, request.train.ids_at(live))
+            phi_targets = torch.as_tensor(shadows.mean_out), shadows.spread_out
         result = match_unseen(model, request.train, live, request.retain_rows, unseen,
                               settings, device, recipe.get("label_smoothing", 0.0), progress,
-                              np.intersect1d(rows, request.known_rows(unseen)))
+                              np.intersect1d(rows, request.known_rows(unseen)), phi_targets)
     result["forgotten_with_class"] = len(request.forget_rows) - len(live)
     unlearn_seconds = time.perf_counter() - t
     t = time.perf_counter()

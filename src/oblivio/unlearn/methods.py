@@ -135,7 +135,7 @@ def _registry() -> dict[str, Method]:
                "training-free energy contrast (the better choice for a ViT)", True),
         Method("match", frozenset({IDS}), "loss_matching:MatchSettings",
                ("lr", "max_steps", "tolerance", "retain_guard", "reference", "targets",
-                "recalibrate_bn", "seed"), _match,
+                "shadows", "recalibrate_bn", "seed"), _match,
                "move the images' losses to unseen images' losses, as a retrain would "
                "(the default for ids)", True),
         Method("l2ul", frozenset({IDS}), "instance_forgetting:L2ULSettings",

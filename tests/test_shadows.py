@@ -1,0 +1,118 @@
+"""Shadow models, trained once per training set, judge any deletion request image by image, and
+give match a per-image target. On the memorising world (noise images with random labels): the
+original must fail, a retrain must pass, and match aimed at the shadows must pass too."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from oblivio.cli import app
+from oblivio.evaluation.shadows import OUTPUTS_FILE, SHADOWS_FILE, Shadows, membership
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def shadows(memorised: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """4 shadows of the memorising world's training set, trained by the CLI as a user would."""
+    out = tmp_path_factory.mktemp("shadows") / "shadows"
+    result = runner.invoke(app, ["pool", "shadows", "--original", str(memorised["saw"]),
+                                 "--data", str(memorised["data"]), "--out", str(out), "--k", "4",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return {**memorised, "shadows": out}
+
+
+def evaluate(world: dict, model: Path, out: Path, shadows: Path | None = None) -> dict:
+    result = runner.invoke(app, ["evaluate", "--model", str(model), "--original",
+                                 str(world["saw"]), "--data", str(world["data"]), "--forget-ids",
+                                 str(world["ids"]), "--shadows", str(shadows or world["shadows"]),
+                                 "--out", str(out), "--device", "cpu", "--svc-samples", "40"])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "report.json").read_text())
+
+
+def test_every_image_is_in_half_the_shadows() -> None:
+    keep = membership(1000, 8, 0)
+    assert (keep.sum(0) == 4).all()
+    assert np.abs(keep.sum(1) - 500).max() < 60  # each shadow sees about half
+    assert (keep == membership(1000, 8, 0)).all() and not (keep == membership(1000, 8, 1)).all()
+
+
+def test_the_original_fails_its_shadows_and_a_retrain_passes(shadows: dict,
+                                                               tmp_path: Path) -> None:
+    original = evaluate(shadows, shadows["saw"], tmp_path / "original")
+    evidence = original["shadows"]
+    assert evidence["k"] == 4 and evidence["negatives_per_example"] == 2
+    assert evidence["memorised"] >= 8  # 2 shadows a side: wide spreads, a third clears 2
+    assert evidence["model"]["memorised"]["tpr_at_1pct_fpr"] >= 0.3
+    assert not original["gate"]["passed"]
+    assert any("(shadows)" in reason for reason in original["gate"]["reasons"])
+    assert "Against 4 shadow models" in (tmp_path / "original" / "report.md").read_text()
+
+    retrain = evaluate(shadows, shadows["never"], tmp_path / "retrain")
+    assert retrain["shadows"]["reasons"] == []
+    assert retrain["shadows"]["model"]["memorised"]["tpr_at_1pct_fpr"] <= 0.03
+    assert not any("(shadows)" in reason for reason in retrain["gate"]["reasons"])
+
+
+def test_match_aimed_at_the_shadows_passes_them(shadows: dict, tmp_path: Path) -> None:
+    """Each image's own target (its loss under the shadows that never saw it) takes match where
+    a retrain is on memorised images, which rank-matched unseen losses do not."""
+    out = tmp_path / "matched"
+    result = runner.invoke(app, ["forget", "--model", str(shadows["saw"]), "--data",
+                                 str(shadows["data"]), "--forget-ids", str(shadows["ids"]),
+                                 "--method", "match", "--targets", "shadows", "--shadows",
+                                 str(shadows["shadows"]), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    provenance = json.loads((out / "config.json").read_text())["provenance"]
+    assert provenance["params"]["targets"] == "shadows"
+    assert not provenance["cap_hit"] and provenance["distance_end"] <= 0.5  # in spreads
+    assert provenance["distance_start"] > 1
+    expected = Shadows(shadows["shadows"], str(shadows["data"]), shadows["ids"]).mean_out
+    assert provenance["target_phi_mean"] == pytest.approx(expected.mean(), rel=1e-5)
+    report = evaluate(shadows, out, tmp_path / "report")
+    assert report["shadows"]["reasons"] == []
+
+
+def test_shadows_refuse_what_they_cannot_judge(shadows: dict, tmp_path: Path) -> None:
+    base = ["evaluate", "--model", str(shadows["saw"]), "--data", str(shadows["data"]),
+            "--out", str(tmp_path / "r")]
+    tampered = tmp_path / "other"
+    shutil.copytree(shadows["shadows"], tampered)
+    plan = json.loads((tampered / SHADOWS_FILE).read_text())
+    (tampered / SHADOWS_FILE).write_text(json.dumps({**plan, "train_ids_sha256": "0" * 64}))
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(shadows["shadows"], unfinished)
+    (unfinished / OUTPUTS_FILE).unlink()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    forget = ["forget", "--model", str(shadows["saw"]), "--data", str(shadows["data"]),
+              "--forget-ids", str(shadows["ids"]), "--method", "match", "--out",
+              str(tmp_path / "m")]
+    for args, message in (
+            (base + ["--forget-classes", "1", "--shadows", str(shadows["shadows"])],
+             "shadows judge a deletion request"),
+            (base + ["--forget-ids", str(shadows["ids"]), "--shadows", str(tampered)],
+             "trained on another training split"),
+            (base + ["--forget-ids", str(shadows["ids"]), "--shadows", str(unfinished)],
+             "unfinished"),
+            (base + ["--forget-ids", str(shadows["ids"]), "--shadows", str(shadows["data"])],
+             "holds no shadows"),
+            (forget + ["--shadows", str(shadows["shadows"])], "go together"),
+            (forget + ["--targets", "shadows"], "go together"),
+            (["pool", "shadows", "--original", str(shadows["saw"]), "--data",
+              str(shadows["data"]), "--out", str(tmp_path / "s"), "--k", "5"], "even k"),
+            (["pool", "shadows", "--original", str(shadows["saw"]), "--data",
+              str(shadows["data"]), "--out", str(busy), "--k", "4"], "holds no shadows")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not any((tmp_path / name).exists() for name in ("r", "m", "s"))
