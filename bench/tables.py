@@ -161,6 +161,40 @@ def readme_pool(name: str = POOL_RESULT) -> str:
     return "\n".join(rows) + "\n"
 
 
+def shadows_table(name: str = POOL_RESULT) -> str:
+    """bench/pool.py: the same models judged by the training set's shadows (trained once for
+    every request) beside the request's pool (the truth): how often each gate passes, and the
+    TPR at 1% FPR on the part each finds memorised. Full retrains (the pool's k and held ones)
+    are the control that must pass the shadows."""
+    result = json.loads((ROOT / "bench" / "results" / name).read_text())
+    header = ["request", "model", "shadow gate", "TPR@1% FPR, shadows' memorised (worst)",
+              "pool gate", "TPR@1%, pool's memorised", "test drop (worst)"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for request, record in result["requests"].items():
+        if "shadows" not in record:
+            continue
+        pool_part = "memorised" if record["memorised_by_pool"] else "all"
+        shadow_part = "memorised" if record["shadows"]["memorised"] else "all"
+        label = (f"{request} ({record['ids']} images; memorised: shadows "
+                 f"{record['shadows']['memorised']}, pool {record['memorised_by_pool']})")
+        runs = [("full retrains (control: must pass)", record["retrains_by_shadows"], None),
+                ("original, untouched (control: must fail)", record["original"], None),
+                *((m, r, [x["test_drop_points"] for x in r])
+                  for m, r in record["methods"].items() if "shadows" in r[0])]
+        for model, judged, drops in runs:
+            passed = [not r["shadow_reasons"] for r in judged]
+            pool = [r for r in judged if "evidence" in r]
+            rows.append("| " + " | ".join([
+                label, model, f"{sum(passed)}/{len(passed)}",
+                _mean_worst([r["shadows"][shadow_part]["tpr_at_1pct_fpr"] for r in judged],
+                            max),
+                f"{sum(not r['reasons'] for r in pool)}/{len(pool)}" if pool else "-",
+                f"{_avg([r['evidence'][pool_part] for r in pool], 'tpr_at_1pct_fpr'):.2f}"
+                if pool else "-",
+                _mean_worst(drops, max) if drops else "-"]) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def _avg(records: list[dict], key: str) -> float:
     return sum(r[key] for r in records) / len(records)
 
@@ -485,7 +519,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "baselines_cpu": lambda: baselines("class_baselines-resnet18.json"),
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
     "sharding": sharding, "demo_runs": demo_runs, "demo_gate": demo_gate,
-    "ledger_race": ledger_race, "pool": pool_table, "readme_pool": readme_pool}
+    "ledger_race": ledger_race, "pool": pool_table, "readme_pool": readme_pool,
+    "pool_shadows": shadows_table}
 
 
 def render(text: str) -> str:

@@ -11,7 +11,6 @@ import pytest
 
 from oblivio.data.erase import erase
 from oblivio.errors import OblivioError
-from tests.test_storage import s3_endpoint, s3_env  # noqa: F401 -- fixtures
 
 
 def test_a_local_tree_is_erased_with_the_digest_of_each_file(tmp_path: Path) -> None:
@@ -32,7 +31,7 @@ def test_a_local_tree_is_erased_with_the_digest_of_each_file(tmp_path: Path) -> 
         erase("gs://bucket/x")
 
 
-def test_every_version_in_a_versioned_bucket_is_erased(s3_env: str) -> None:  # noqa: F811
+def test_every_version_in_a_versioned_bucket_is_erased(s3_env: str) -> None:
     s3 = boto3.client("s3", endpoint_url=s3_env)
     s3.create_bucket(Bucket="versioned")
     s3.put_bucket_versioning(Bucket="versioned",
@@ -53,7 +52,7 @@ def test_every_version_in_a_versioned_bucket_is_erased(s3_env: str) -> None:  # 
 
 
 def test_a_run_folder_is_erased_but_what_the_erasing_step_keeps(tmp_path: Path,
-                                                                s3_env: str) -> None:  # noqa: F811
+                                                                s3_env: str) -> None:
     """The batch's last step erases its own run's pipeline-root folder, all but its own
     outputs (the launcher uploads them after it returns), on disk and in a versioned bucket."""
     root = tmp_path / "oblivio-deletion-batch" / "run-1"

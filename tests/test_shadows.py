@@ -8,11 +8,14 @@ import json
 import shutil
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from oblivio.cli import app
+from oblivio.errors import OblivioError
+from oblivio.evaluation.gates import SHADOWS_TPR, Gates, check_gates
 from oblivio.evaluation.shadows import OUTPUTS_FILE, SHADOWS_FILE, Shadows, membership
 
 runner = CliRunner()
@@ -45,6 +48,17 @@ def test_every_image_is_in_half_the_shadows() -> None:
     assert (keep == membership(1000, 8, 0)).all() and not (keep == membership(1000, 8, 1)).all()
 
 
+def test_promotion_holds_a_version_evaluated_against_shadows_to_them() -> None:
+    """The report's shadows metric is what promotion's gates read from the version's run."""
+    passing = {"original_retain_test_acc": 0.9, "retain_test_acc": 0.9, "mia_loss_auc": 0.5,
+               "mia_loss_auc_sd": 0.05}
+    assert check_gates(passing, Gates()) == []
+    assert check_gates({**passing, SHADOWS_TPR: 0.03}, Gates()) == []  # 1% + 0.02
+    failures = check_gates({**passing, SHADOWS_TPR: 0.04}, Gates())
+    assert len(failures) == 1 and "(shadows)" in failures[0] and "0.040 > 0.030" in failures[0]
+    assert check_gates({**passing, SHADOWS_TPR: 0.04}, Gates(pool_max_tpr_excess=0.05)) == []
+
+
 def test_the_original_fails_its_shadows_and_a_retrain_passes(shadows: dict,
                                                                tmp_path: Path) -> None:
     original = evaluate(shadows, shadows["saw"], tmp_path / "original")
@@ -52,6 +66,7 @@ def test_the_original_fails_its_shadows_and_a_retrain_passes(shadows: dict,
     assert evidence["k"] == 4 and evidence["negatives_per_example"] == 2
     assert evidence["memorised"] >= 8  # 2 shadows a side: wide spreads, a third clears 2
     assert evidence["model"]["memorised"]["tpr_at_1pct_fpr"] >= 0.3
+    assert original[SHADOWS_TPR] == evidence["model"]["memorised"]["tpr_at_1pct_fpr"]
     assert not original["gate"]["passed"]
     assert any("(shadows)" in reason for reason in original["gate"]["reasons"])
     assert "Against 4 shadow models" in (tmp_path / "original" / "report.md").read_text()
@@ -79,6 +94,18 @@ def test_match_aimed_at_the_shadows_passes_them(shadows: dict, tmp_path: Path) -
     assert provenance["target_phi_mean"] == pytest.approx(expected.mean(), rel=1e-5)
     report = evaluate(shadows, out, tmp_path / "report")
     assert report["shadows"]["reasons"] == []
+
+
+def test_shadows_on_s3_judge_as_the_directory_does(shadows: dict, s3_env: str) -> None:
+    """A pipeline's pods read the shadows from S3: shadows.json and outputs.npy suffice."""
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    for name in (SHADOWS_FILE, OUTPUTS_FILE):
+        s3.upload_file(str(shadows["shadows"] / name), "oblivio", f"shadows/mem/{name}")
+    here = Shadows(shadows["shadows"], str(shadows["data"]), shadows["ids"])
+    there = Shadows("s3://oblivio/shadows/mem", str(shadows["data"]), shadows["ids"])
+    assert there.score_model(shadows["saw"]) == here.score_model(shadows["saw"])
+    with pytest.raises(OblivioError, match="holds no shadows"):
+        Shadows("s3://oblivio/shadows/absent", str(shadows["data"]), shadows["ids"])
 
 
 def test_shadows_refuse_what_they_cannot_judge(shadows: dict, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from oblivio.data.reader import Dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.data.unseen import evaluation_rows, reference_images
 from oblivio.errors import OblivioError
-from oblivio.evaluation.gates import Gates, report_gate
+from oblivio.evaluation.gates import SHADOWS_TPR, Gates, report_gate
 from oblivio.evaluation.metrics import (
     CLASS_KEYS,
     DIRECTIONS,
@@ -37,7 +37,7 @@ from oblivio.evaluation.pool import pool_evidence, read_pool
 from oblivio.evaluation.reestimate import REESTIMATE_KEYS, reestimated_accuracy
 from oblivio.evaluation.relearn import RelearnSettings, relearn
 from oblivio.evaluation.report import write_report
-from oblivio.evaluation.shadows import Shadows, shadow_evidence
+from oblivio.evaluation.shadows import Shadows, judged_part, shadow_evidence
 from oblivio.models.checkpoint import check_fits, load_model, read_config
 from oblivio.training import resolve_device
 from oblivio.unlearn.forgotten import forgotten_ids, recorded_ids
@@ -229,7 +229,8 @@ def evaluate(model: str, data: str, out: str | os.PathLike[str],
     if shadows is not None:
         report["shadows"] = shadow_evidence(shadows, data, model, forget_ids,
                                             gates.pool_max_tpr_excess, device)
-        pool_reasons = pool_reasons + report["shadows"]["reasons"]
+        evidence = report["shadows"]["model"]  # a metric: promotion's gates read it too
+        report[SHADOWS_TPR] = evidence[judged_part(evidence)]["tpr_at_1pct_fpr"]
     report["gate"] = report_gate(report, gates, pool_reasons)
     report["seconds"] = time.perf_counter() - start
     write_report(report, extra["features"], out)

@@ -29,7 +29,8 @@ class Gates:
     images can only be held to "no longer familiar". Judged against a pool of retrains
     (``oblivio evaluate --oracle-pool``), the request's memorised images must also score like
     retrains: TPR at 1% FPR at most ``pool_max_tpr_excess`` above the held-out retrains'
-    (evaluation/pool.py)."""
+    (evaluation/pool.py); judged against the original's shadows (``--shadows``), at most that
+    much above 1%, the out-shadows' own rate (evaluation/shadows.py)."""
 
     max_forget_acc: float = 0.01
     max_retain_drop: float = 0.025
@@ -101,7 +102,23 @@ def _instance_failures(metrics: dict[str, float], gates: Gates) -> list[str]:
         side = "still familiar" if auc > 0.5 else "stranger than unseen images"
         failures.append(f"loss-attack AUC {auc:.3f} outside 0.5 +- {gates.instance_auc_z * sd:.3f}"
                         f" ({side})")
+    if SHADOWS_TPR in metrics:  # evaluated against shadows: promotion holds it to them too
+        failures += shadow_failures(metrics[SHADOWS_TPR], gates.pool_max_tpr_excess)
     return failures
+
+
+SHADOWS_TPR = "shadows_tpr_at_1pct_fpr"  # the report's metric, on the part the shadows judge
+
+
+def shadow_failures(tpr: float, max_tpr_excess: float, part: str = "memorised") -> list[str]:
+    """A request judged by the original's shadows (evaluation/shadows.py) fails where its
+    ``part``'s TPR at 1% FPR is more than ``max_tpr_excess`` above 1%, the out-shadows' own
+    rate (they set the threshold)."""
+    ceiling = 0.01 + max_tpr_excess
+    if tpr > ceiling:
+        return [f"the request's {part} images still look trained on (shadows): TPR at 1% FPR "
+                f"{tpr:.3f} > {ceiling:.3f} (1% + {max_tpr_excess})"]
+    return []
 
 
 def verdict(failures: list[str]) -> str:

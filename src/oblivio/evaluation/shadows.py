@@ -22,19 +22,24 @@ model versions they serve.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+from pyarrow.fs import FileType
 
 from oblivio.data import open_dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
-from oblivio.data.storage import is_local
+from oblivio.data.storage import first_line, is_local, read_bytes, resolve
 from oblivio.errors import OblivioError
+from oblivio.evaluation.gates import shadow_failures
 from oblivio.evaluation.pool import (
     FPRS,
     MEMORISED_GAP,
@@ -114,16 +119,28 @@ def build_shadows(data: str, out: str | os.PathLike[str], arch: str, recipe, k: 
     return plan
 
 
+def _file(shadows: str | os.PathLike[str], name: str) -> str | None:
+    """The URI of a file of the shadows (a directory or s3:// URI), None where it is missing."""
+    uri = f"{os.fspath(shadows).rstrip('/')}/{name}"
+    fs, path = resolve(uri)
+    try:
+        found = fs.get_file_info(path).type != FileType.NotFound
+    except OSError as exc:
+        raise OblivioError(f"cannot read {uri}: {first_line(exc)}") from exc
+    return uri if found else None
+
+
 def read_shadows(shadows: str | os.PathLike[str]) -> dict:
-    path = Path(shadows, SHADOWS_FILE)
-    if not path.exists():
-        raise OblivioError(f"{shadows} holds no shadows (no {SHADOWS_FILE}): train them with "
-                           "`oblivio pool shadows`")
-    plan = json.loads(path.read_text())
-    if not Path(shadows, OUTPUTS_FILE).exists():
-        raise OblivioError(f"the shadows in {shadows} are unfinished: run `oblivio pool "
-                           "shadows` again to finish them")
-    return plan
+    """shadows.json of finished shadows. Scoring needs it and outputs.npy alone, so a copy of
+    the two (on S3, for a pipeline's pods) serves as well as the directory that trained them."""
+    plan = _file(shadows, SHADOWS_FILE)
+    if plan is None:
+        raise OblivioError(f"{os.fspath(shadows)} holds no shadows (no {SHADOWS_FILE}): train "
+                           "them with `oblivio pool shadows`")
+    if _file(shadows, OUTPUTS_FILE) is None:
+        raise OblivioError(f"the shadows in {os.fspath(shadows)} are unfinished: run `oblivio "
+                           "pool shadows` again to finish them")
+    return json.loads(read_bytes(plan))
 
 
 class Shadows:
@@ -131,20 +148,21 @@ class Shadows:
     trained with it per image, and the scores of any model."""
 
     def __init__(self, shadows: str | os.PathLike[str], data: str,
-                 ids: list[str] | str | os.PathLike[str]) -> None:
+                 ids: Sequence[str] | pa.Array | str | os.PathLike[str]) -> None:
         self.plan = read_shadows(shadows)
-        self.path = Path(shadows)
+        self.path = os.fspath(shadows)
         dataset = open_dataset(data)
         train = dataset.split("train")
         if ids_sha256(train.sample_ids) != self.plan["train_ids_sha256"]:
             raise OblivioError(f"the shadows in {shadows} were trained on another training "
                                f"split ({self.plan['train_size']} images) than {data}'s")
-        self.ids = read_sample_ids(ids) if not isinstance(ids, list) else ids
+        self.ids = read_sample_ids(ids) if isinstance(ids, (str, os.PathLike)) else ids
         self.rows = train.indices(self.ids)
         self.dataset = dataset
         k = self.plan["k"]
         keep = membership(len(train), k, self.plan["seed"])[:, self.rows]
-        scored = np.load(self.path / OUTPUTS_FILE, mmap_mode="r")[:, :, self.rows]
+        stored = read_bytes(f"{self.path.rstrip('/')}/{OUTPUTS_FILE}")
+        scored = np.load(io.BytesIO(stored))[:, :, self.rows]  # no pickles: no code runs
         half = k // 2
         # per image, its in- and out-shadows' outputs: (k/2, 2, examples) each
         order = np.argsort(~keep, axis=0, kind="stable")  # in-shadows first
@@ -181,24 +199,22 @@ class Shadows:
 
     def summary(self) -> dict:
         seconds = self.plan.get("seconds", {})
-        return {"path": str(self.path), "arch": self.plan["arch"], "k": self.plan["k"],
+        return {"path": self.path, "arch": self.plan["arch"], "k": self.plan["k"],
                 "examples": len(self.rows), "memorised": int(self.memorised.sum()),
                 "memorised_gap": MEMORISED_GAP, "fprs": list(FPRS),
                 "negatives_per_example": self.plan["k"] // 2,
                 "training_seconds": float(sum(seconds.values())) if seconds else None}
 
 
+def judged_part(evidence: dict) -> str:
+    """The part the gate judges: the memorised one, the whole request when none is."""
+    return "memorised" if evidence.get("memorised") else "all"
+
+
 def shadow_gate(evidence: dict, max_tpr_excess: float) -> list[str]:
-    """Reasons a model fails its shadows: on the memorised part (the whole request when they
-    find none), its TPR at 1% FPR more than ``max_tpr_excess`` above 1%, the rate of the
-    out-shadows themselves (they set the threshold)."""
-    part = "memorised" if evidence.get("memorised") else "all"
-    key = f"tpr_at_{round(FPRS[0] * 100)}pct_fpr"
-    ceiling = FPRS[0] + max_tpr_excess
-    if evidence[part][key] > ceiling:
-        return [f"the request's {part} images still look trained on (shadows): TPR at 1% FPR "
-                f"{evidence[part][key]:.3f} > {ceiling:.3f} (1% + {max_tpr_excess})"]
-    return []
+    """Reasons a model fails its shadows (:func:`gates.shadow_failures` on the judged part)."""
+    part = judged_part(evidence)
+    return shadow_failures(evidence[part]["tpr_at_1pct_fpr"], max_tpr_excess, part)
 
 
 def shadow_evidence(shadows: str | os.PathLike[str], data: str, model: str | os.PathLike[str],
