@@ -154,6 +154,13 @@ def test_an_interrupted_run_closes_its_mlflow_run_at_once(sqlite_mlflow: str) ->
     assert "was interrupted" in closed.data.tags["oblivio.failure"]
 
 
+def _as_a_foreground_job() -> None:
+    """SIGINT as a terminal's foreground job has it. A suite started in the background of a
+    non-interactive shell (``nohup make test &``, as a CI runner may) inherits SIGINT ignored,
+    and Python keeps it ignored: the command would never see the Ctrl-C under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _statuses(store: Path) -> list[str]:
     import sqlite3
 
@@ -176,7 +183,8 @@ def test_ctrl_c_of_a_real_run_closes_its_runs_and_registers_nothing(
     proc = subprocess.Popen(
         [sys.executable, "-m", "oblivio.cli", "run", "--model-name", registered, "--data",
          str(data), "--forget-classes", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_as_a_foreground_job)
     deadline = time.monotonic() + 240
     while "RUNNING" not in _statuses(store):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
