@@ -23,13 +23,17 @@ from sklearn.metrics import roc_auc_score, roc_curve
 MIN_STD = 1e-3
 
 
-def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+def phi_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """phi = log p_y - log(1 - p_y), computed from logits without forming p (stable where
-    p_y rounds to 1): logit_y - logsumexp over the other classes."""
-    logits = logits.double()
+    p_y rounds to 1): logit_y - logsumexp over the other classes. Differentiable: unlike the
+    loss, its gradient does not vanish on an image the model is sure of."""
     true = logits.gather(1, labels[:, None])[:, 0]
-    others = logits.scatter(1, labels[:, None], float("-inf")).logsumexp(1)
-    return (true - others).numpy()
+    return true - logits.scatter(1, labels[:, None], float("-inf")).logsumexp(1)
+
+
+def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """:func:`phi_of` in double precision, as numbers."""
+    return phi_of(logits.double(), labels).numpy()
 
 
 def _fit(phi: np.ndarray, global_variance: bool) -> tuple[np.ndarray, np.ndarray]:

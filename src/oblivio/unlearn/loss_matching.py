@@ -49,6 +49,7 @@ from oblivio.data.unseen import reference_images
 from oblivio.errors import OblivioError
 from oblivio.evaluation.attacks import familiarity_auc
 from oblivio.evaluation.shadows import Shadows
+from oblivio.evaluation.ulira import phi_of
 from oblivio.models.checkpoint import check_fits
 from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import resolve_device, seed_everything
@@ -104,13 +105,6 @@ def _losses(model: nn.Module, split: Split, rows: np.ndarray, device: str) -> to
     logits = predict_logits(model, split, rows, device=device)
     return nn.functional.cross_entropy(logits, split.labels[torch.as_tensor(rows)],
                                        reduction="none")
-
-
-def phi_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """phi = the true logit minus the log-sum-exp of the others, differentiable: unlike the
-    loss, its gradient does not vanish on an image the model is sure of."""
-    true = logits.gather(1, labels[:, None])[:, 0]
-    return true - logits.scatter(1, labels[:, None], float("-inf")).logsumexp(1)
 
 
 def _phis(model: nn.Module, split: Split, rows: np.ndarray, device: str) -> torch.Tensor:
