@@ -25,6 +25,7 @@ runner = CliRunner()
 LENIENT = {"max_forget_acc": 1.0, "max_retain_drop": 1.0, "min_mia_efficacy": 0.0,
            "max_reestimated_forget_acc": 1.0,
            "instance_max_test_drop": 1.0, "instance_auc_z": 1000.0}
+STEPS = 50  # match's cap in the shadows' test
 SMALL = {"retain_per_class": 20, "forget_samples": 30, "val_per_class": 10,
          "val_forget_samples": 20}
 
@@ -128,6 +129,42 @@ def test_a_deletion_request_takes_the_instance_branch(tracked: str, trained_rgb,
     assert out.exit_code == 2 and "3 sample id(s) are already forgotten by models:/deletions/2" \
         in out.stderr
     assert [r["version"] for r in lineage("deletions")] == ["1", "2"]
+
+
+def test_shadows_aim_match_and_gate_the_request(tracked: str, trained_rgb,
+                                               tmp_path: Path) -> None:
+    """One parameter, shadows_uri, reaches the three steps that read it: the first checks
+    them, match aims at them, the evaluation judges against them and promotion obeys."""
+    from oblivio.evaluation.gates import SHADOWS_TPR
+    from oblivio.evaluation.pool import trained_like
+    from oblivio.evaluation.shadows import build_shadows
+    from oblivio_pipeline.local import run_local
+
+    data, model_dir = trained_rgb
+    register_original("shadowed", model_dir)
+    shadows = tmp_path / "shadows"
+    build_shadows(str(data), shadows, *trained_like(str(model_dir)), k=4, device="cpu",
+                  progress=False)
+    request = tmp_path / "request.txt"
+    request.write_text("rgb/train/0000\nrgb/train/0061\nrgb/train/0122\n")
+    out = runner.invoke(app, ["run", "--model-name", "shadowed", "--data", str(data),
+                              "--forget-ids", str(request), "--shadows", str(tmp_path)])
+    assert out.exit_code == 2 and "holds no shadows" in out.stderr
+    assert [r["version"] for r in lineage("shadowed")] == ["1"]  # checked before any step
+    result = run_local("shadowed", None, str(data), device="cpu", forget_ids=str(request),
+                       instance_max_steps=STEPS, shadows_uri=str(shadows), **LENIENT)
+    provenance = oblivio.load_model("models:/shadowed/2").config["provenance"]
+    assert provenance["params"]["targets"] == "shadows" and "target_phi_mean" in provenance
+    row = lineage("shadowed")[1]
+    run_id = client().get_model_version("shadowed", "2").run_id
+    report = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="report/report.json")).read_text())
+    assert client().get_run(run_id).data.metrics[SHADOWS_TPR] == pytest.approx(
+        report["shadows"]["model"]["all"]["tpr_at_1pct_fpr"])
+    # the other gates are lenient here: the shadows alone decide, as promotion reads them
+    honoured = not report["shadows"]["reasons"]
+    assert (row["gate"] == "passed") == honoured == ("champion" in row["aliases"])
+    assert honoured or "shadows" in row["gate"], (row["gate"], result["gate"])
 
 
 def test_gates_and_the_deletion_rule(tracked: str, trained_rgb) -> None:

@@ -13,7 +13,7 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
                    relearn_steps: int, metrics: dsl.Output[dsl.Metrics],
                    report: dsl.Output[dsl.Artifact], summary: dsl.Output[dsl.Markdown],
                    html: dsl.Output[dsl.HTML],
-                   batch_hold: str = "") -> None:
+                   batch_hold: str = "", shadows_uri: str = "") -> None:
     """Accuracy, membership-inference attacks, a linear probe and (classes) batch norm
     re-estimated on kept images, original beside unlearned.
 
@@ -39,6 +39,10 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
         html: The report's self-contained HTML page.
         batch_hold: The deletion batch's claim from claim_batch ("" outside a batch): its
             lease is renewed while this step works, and the step fails once the batch is lost.
+        shadows_uri: The original's shadow models (`oblivio pool shadows`, directory or s3://
+            URI; "" for none): a deletion request is also judged image by image against the
+            shadows that never saw each image, and promotion holds the version to that verdict.
+            Classes are not judged on them.
     """
     import shutil
 
@@ -54,7 +58,8 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
     with held(batch_hold):
         result = evaluate_unlearned(unlearned.path, dataset_uri, report.path, original.path,
                                     device, train_parts=parts, relearning=relearning,
-                                    request_ids=forget_ids_uri or None)
+                                    request_ids=forget_ids_uri or None,
+                                    shadows=shadows_uri or None)
     for key, value in log_report(run_key(job_id, deletion_batch), report.path).items():
         metrics.log_metric(key, value)
     with open(summary.path, "w") as f:

@@ -8,7 +8,7 @@ def unlearn_instances(model: dsl.Input[dsl.Model], dataset_uri: str,
                       samples: dsl.Input[dsl.Dataset], method: str, max_steps: int,
                       ablation: str, max_epochs: int, seed: int, device: str,
                       unlearned: dsl.Output[dsl.Model],
-                      batch_hold: str = "") -> None:
+                      batch_hold: str = "", shadows_uri: str = "") -> None:
     """Forget the deletion request's training images: ``match`` (the default) makes the model
     treat them like images it never saw, as a retrain would; ``relabel`` (the choice for
     mislabelled images) moves them to the model's runner-up class, where a retrain puts them;
@@ -27,11 +27,15 @@ def unlearn_instances(model: dsl.Input[dsl.Model], dataset_uri: str,
         unlearned: The unlearned model directory.
         batch_hold: The deletion batch's claim from claim_batch ("" outside a batch): its
             lease is renewed while this step works, and the step fails once the batch is lost.
+        shadows_uri: match: the original's shadow models (`oblivio pool shadows`; "" for
+            none): each image is aimed at what the shadows that never saw it do on it, instead
+            of the population's rank targets. The other methods do not read them.
     """
     from oblivio.ledger.batches import held
     from oblivio.unlearn.steps import instance_step
 
-    options = {"match": {"max_steps": max_steps},
+    aim = {"targets": "shadows", "shadows": shadows_uri} if shadows_uri else {}
+    options = {"match": {"max_steps": max_steps, **aim},
                "l2ul": {"ablation": ablation, "max_epochs": max_epochs},
                "relabel": {"epochs": float(max_epochs)}}.get(method, {})
     with held(batch_hold):

@@ -8,7 +8,7 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
                      alpha_mode: str, ratio_mode: str, relearn_steps: int, shards: int,
                      max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
                      max_reestimated_forget_acc: float, instance_max_test_drop: float,
-                     instance_auc_z: float) -> str:
+                     instance_auc_z: float, shadows_uri: str = "") -> str:
     """Check everything about the run that no retry can fix, before any other step: the
     choices, the registered model, the dataset, and the classes or the deletion request.
     The pipeline never retries this step.
@@ -30,6 +30,8 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
         max_reestimated_forget_acc: Gate.
         instance_max_test_drop: Gate.
         instance_auc_z: Gate: spreads from 0.5 (a positive number).
+        shadows_uri: The original's shadow models ("" for none): finished, and trained on
+            this dataset's training split.
 
     Returns:
         The registered version the alias pointed at when checked.
@@ -43,4 +45,4 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
         "max_retain_drop": max_retain_drop, "min_mia_efficacy": min_mia_efficacy,
         "max_reestimated_forget_acc": max_reestimated_forget_acc,
         "instance_max_test_drop": instance_max_test_drop,
-        "instance_auc_z": instance_auc_z})["version"]
+        "instance_auc_z": instance_auc_z, "shadows_uri": shadows_uri})["version"]

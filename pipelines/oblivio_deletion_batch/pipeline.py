@@ -43,7 +43,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         val_forget_samples: int, class_method: str, instance_method: str, instance_max_steps: int,
         max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
         max_reestimated_forget_acc: float, instance_max_test_drop: float, instance_auc_z: float,
-        instance_auc_one_sided: bool,
+        instance_auc_one_sided: bool, shadows_uri: str,
         relearn_steps: int, device: str, shards: int, gpu_count: str, compute_cpu: str,
         compute_memory: str, node_selector: dict,
         tolerations: list, secret_name: str,
@@ -63,7 +63,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
                   "max_reestimated_forget_acc": max_reestimated_forget_acc,
                   "instance_max_test_drop": instance_max_test_drop,
                   "instance_auc_z": instance_auc_z,
-                  "instance_auc_one_sided": instance_auc_one_sided, "promote": True,
+                  "instance_auc_one_sided": instance_auc_one_sided,
+                  "shadows_uri": shadows_uri, "promote": True,
                   "relearn_steps": relearn_steps, "batch_hold": hold,
                   "device": device, "shards": shards, "gpu_count": gpu_count,
                   "compute_cpu": compute_cpu,
@@ -128,6 +129,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         instance_max_test_drop: float = 0.005,
         instance_auc_z: float = 2.576,
         instance_auc_one_sided: bool = False,
+        shadows_uri: str = "",
         relearn_steps: int = 0,
         device: str = "auto",
         shards: int = 1,
@@ -163,6 +165,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             instance_max_test_drop: Gate, images: largest test accuracy drop vs the parent.
             instance_auc_z: Gate, images: spreads the loss attack's AUC may lie from 0.5.
             instance_auc_one_sided: Gate, images: fail only a result still familiar.
+            shadows_uri: Images: the original's shadow models (`oblivio pool shadows`; empty:
+                none): match aims at them and the evaluation judges against them.
             relearn_steps: Evaluation, classes: relearning cap in steps (0: off).
             device: cpu, cuda or auto.
             shards: Tasks the capture and the evaluation's training-split pass spread over.
@@ -194,7 +198,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
             max_reestimated_forget_acc=max_reestimated_forget_acc,
             instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
-            instance_auc_one_sided=instance_auc_one_sided, relearn_steps=relearn_steps,
+            instance_auc_one_sided=instance_auc_one_sided, shadows_uri=shadows_uri,
+            relearn_steps=relearn_steps,
             device=device, shards=shards,
             gpu_count=gpu_count, compute_cpu=compute_cpu, compute_memory=compute_memory,
             node_selector=node_selector, tolerations=tolerations, secret_name=secret_name,

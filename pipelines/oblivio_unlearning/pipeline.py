@@ -128,6 +128,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         instance_max_steps: int = 200,
         instance_ablation: str = "adv+imp",
         instance_max_epochs: int = 300,
+        shadows_uri: str = "",
         relearn_steps: int = 0,
         promote: bool = True,
         deletion_batch: str = "",
@@ -189,6 +190,10 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             instance_ablation: Instance branch, l2ul: adv+imp, adv or naive.
             instance_max_epochs: Instance branch, l2ul and relabel: cap on epochs over the
                 request.
+            shadows_uri: Instance branch: the original's shadow models (`oblivio pool
+                shadows`, directory or s3:// URI; empty: none). match aims each image at what
+                the shadows that never saw it do on it, and the evaluation judges the request
+                image by image against them: promotion holds the version to that verdict.
             relearn_steps: Evaluation, forgotten classes: also fine-tune the original and the
                 unlearned model on 64 forgotten images for up to this many steps and report
                 when the class comes back (0: off; a few seconds a model on a GPU).
@@ -224,8 +229,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                 shards=shards, max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
                 min_mia_efficacy=min_mia_efficacy,
                 max_reestimated_forget_acc=max_reestimated_forget_acc,
-                instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z),
-                **cluster)
+                instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
+                shadows_uri=shadows_uri), **cluster)
             validated.set_caching_options(False)  # the alias moves
             resolved = _configure(resolve_model(
                 model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
@@ -252,7 +257,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     unlearned_train=dsl.Collected(predicted["unlearned"].outputs["outputs"]),
                     dataset_uri=dataset_uri, forget_ids_uri=forget_ids_uri, device=device,
                     job_id=job_id, deletion_batch=deletion_batch,
-                    relearn_steps=relearn_steps, batch_hold=batch_hold), **cluster,
+                    relearn_steps=relearn_steps, batch_hold=batch_hold,
+                    shadows_uri=shadows_uri), **cluster,
                     gpu_count=gpu_count, retries=2)
                 registered = _configure(register_model(
                     unlearned=unlearned, report=evaluated.outputs["report"],
@@ -308,7 +314,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     model=model, dataset_uri=dataset_uri, samples=samples,
                     method=instance_method, max_steps=instance_max_steps,
                     ablation=instance_ablation, max_epochs=instance_max_epochs, seed=seed,
-                    device=device, batch_hold=batch_hold), **cluster, gpu_count=gpu_count)
+                    device=device, batch_hold=batch_hold, shadows_uri=shadows_uri), **cluster,
+                    gpu_count=gpu_count)
                 evaluate_and_register(forgot.outputs["unlearned"])
 
     return unlearning_pipeline

@@ -141,6 +141,10 @@ def train(
                       "seconds": round(metrics["seconds"], 1), "epochs": epochs}))
 
 
+ShadowsOption = Annotated[str | None, typer.Option(
+    help="Deletion requests: the original's shadow models (`oblivio pool shadows`): match "
+         "aims each image at them, and the evaluation judges the request against them (a "
+         "gate).")]
 ForgottenIds = Annotated[list[str] | None, typer.Option(
     metavar="FILE",
     help="Files of the training ids the model has already forgotten (repeat for several "
@@ -612,6 +616,7 @@ def run(
     instance_auc_one_sided: Annotated[bool, typer.Option(
         help="Gate for sample ids: fail only a result still familiar (mislabelled or poisoned "
              "images, which a retrain makes stranger than unseen ones).")] = False,
+    shadows: ShadowsOption = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     shards: Annotated[int, typer.Option(
         help="Tasks that capture and the evaluation's training-split pass each spread over "
@@ -630,7 +635,8 @@ def run(
                            max_reestimated_forget_acc=max_reestimated_forget_acc,
                            instance_max_test_drop=instance_max_test_drop,
                            instance_auc_z=instance_auc_z,
-                           instance_auc_one_sided=instance_auc_one_sided, shards=shards)
+                           instance_auc_one_sided=instance_auc_one_sided, shards=shards,
+                           shadows_uri=shadows or "")
     print(result["report"])
     print(f"forgot {result['forgot']}")
     print_lineage(model_name)
@@ -835,6 +841,7 @@ def batch_run(
         help="Attempts before a request is marked failed.")] = 3,
     epochs: Annotated[int, typer.Option(
         help="Epochs of the original model when it has to be trained first.")] = 1,
+    shadows: ShadowsOption = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Honour every pending request once: claim them, forget the classes then the images from
@@ -850,7 +857,7 @@ def batch_run(
     ledger = Ledger()
     dataset = _local_model(model_name, data, epochs, device)
     result = run_batch(model_name, dataset, timedelta(minutes=lease_minutes), max_attempts,
-                       ledger, device=device)
+                       ledger, device=device, shadows_uri=shadows or "")
     if result.batch is None:
         held = ledger.held_batches(model_name)
         print("nothing pending" + "".join(

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from oblivio.data.storage import is_local
 from oblivio.errors import OblivioError
 from oblivio.tracking.registry import CHAMPION, Lineage, forgotten, log_model_version
 from oblivio.tracking.runner import RUNNER_ENV, this_runner
@@ -113,6 +114,9 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     ensure_registered(name, dataset, home, arch, epochs, device)
     if forget_ids is not None and forget_classes is not None:
         raise OblivioError("give classes or sample ids to forget, not both")
+    shadows = params.get("shadows_uri", "")
+    if shadows and is_local(shadows):  # the steps run in other working directories
+        params["shadows_uri"] = str(Path(shadows).resolve())
     classes = "" if forget_ids is not None else forget_classes or next_class(name)
     what = (f"the {forget_ids} deletion request" if forget_ids is not None
             else f"class(es) {classes}")

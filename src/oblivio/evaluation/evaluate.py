@@ -242,14 +242,15 @@ def evaluate_unlearned(unlearned: str, data: str, out: str | os.PathLike[str],
                        progress: bool = False,
                        train_parts: dict[str, list[str]] | None = None,
                        relearning: RelearnSettings | None = None,
-                       request_ids: str | None = None) -> dict:
+                       request_ids: str | None = None, shadows: str | None = None) -> dict:
     """Evaluate an unlearned model on everything it has forgotten, as its provenance records
     it (this run's request and earlier ones): its classes, or after deletion requests all the
     training images it has forgotten (the model records them by digest: they are read from
     ``request_ids``, the file of the request it honoured, and the ledger). What the
     pipeline's evaluate step runs; its ``train_parts`` (roles ``model`` and ``original``)
-    come from the sharded predict steps. ``relearning`` applies to forgotten classes; after
-    deletion requests it is left out."""
+    come from the sharded predict steps. ``relearning`` applies to forgotten classes, and
+    ``shadows`` (the original's, `oblivio pool shadows`) to deletion requests; each is left
+    out where it does not apply, so one pipeline parameter serves both kinds of part."""
     config = read_config(unlearned)
     provenance = config.get("provenance", {})
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,6 +264,8 @@ def evaluate_unlearned(unlearned: str, data: str, out: str | os.PathLike[str],
             raise OblivioError(f"{unlearned} records nothing forgotten: not an unlearned model")
         if "forget_ids" in spec:
             relearning = None
+        else:
+            shadows = None
         return evaluate(unlearned, data, out, original=original, device=device,
                         progress=progress, train_parts=train_parts, relearning=relearning,
-                        **spec)
+                        shadows=shadows, **spec)

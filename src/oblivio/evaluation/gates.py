@@ -110,13 +110,16 @@ def _instance_failures(metrics: dict[str, float], gates: Gates) -> list[str]:
 SHADOWS_TPR = "shadows_tpr_at_1pct_fpr"  # the report's metric, on the part the shadows judge
 
 
-def shadow_failures(tpr: float, max_tpr_excess: float, part: str = "memorised") -> list[str]:
+def shadow_failures(tpr: float, max_tpr_excess: float, part: str | None = None) -> list[str]:
     """A request judged by the original's shadows (evaluation/shadows.py) fails where its
     ``part``'s TPR at 1% FPR is more than ``max_tpr_excess`` above 1%, the out-shadows' own
-    rate (they set the threshold)."""
+    rate (they set the threshold). The metric alone does not say which part it scored: the
+    memorised one where the request has any, else all of it."""
     ceiling = 0.01 + max_tpr_excess
     if tpr > ceiling:
-        return [f"the request's {part} images still look trained on (shadows): TPR at 1% FPR "
+        images = (f"{part} images" if part else
+                  "images (its memorised ones, where it has any)")
+        return [f"the request's {images} still look trained on (shadows): TPR at 1% FPR "
                 f"{tpr:.3f} > {ceiling:.3f} (1% + {max_tpr_excess})"]
     return []
 

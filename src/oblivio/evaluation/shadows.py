@@ -143,19 +143,27 @@ def read_shadows(shadows: str | os.PathLike[str]) -> dict:
     return json.loads(read_bytes(plan))
 
 
+def check_shadows(shadows: str | os.PathLike[str], data: str) -> dict:
+    """shadows.json of finished shadows of ``data``'s training split, refused (one line)
+    when they split another one: what a pipeline checks before any step works."""
+    plan = read_shadows(shadows)
+    train = open_dataset(data).split("train")
+    if ids_sha256(train.sample_ids) != plan["train_ids_sha256"]:
+        raise OblivioError(f"the shadows in {os.fspath(shadows)} were trained on another "
+                           f"training split ({plan['train_size']} images) than {data}'s")
+    return plan
+
+
 class Shadows:
     """The shadows' outputs on a request's images, as a pool of k/2 retrains and k/2 models
     trained with it per image, and the scores of any model."""
 
     def __init__(self, shadows: str | os.PathLike[str], data: str,
                  ids: Sequence[str] | pa.Array | str | os.PathLike[str]) -> None:
-        self.plan = read_shadows(shadows)
+        self.plan = check_shadows(shadows, data)
         self.path = os.fspath(shadows)
         dataset = open_dataset(data)
         train = dataset.split("train")
-        if ids_sha256(train.sample_ids) != self.plan["train_ids_sha256"]:
-            raise OblivioError(f"the shadows in {shadows} were trained on another training "
-                               f"split ({self.plan['train_size']} images) than {data}'s")
         self.ids = read_sample_ids(ids) if isinstance(ids, (str, os.PathLike)) else ids
         self.rows = train.indices(self.ids)
         self.dataset = dataset

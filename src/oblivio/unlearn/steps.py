@@ -21,6 +21,7 @@ from oblivio.data import open_dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.data.storage import staged_dir, write_bytes
 from oblivio.errors import OblivioError
+from oblivio.evaluation.shadows import check_shadows
 from oblivio.models.checkpoint import load_model
 from oblivio.shards import shard_rows
 from oblivio.training import resolve_device
@@ -245,6 +246,8 @@ def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: 
     connect()
     version = resolve_version(model_uri)
     dataset = open_dataset(data)
+    if params.get("shadows_uri"):  # a batch's classes part carries them too: checked for both
+        check_shadows(params["shadows_uri"], data)
     already, _ = forgotten(version.tags)
     if ids_uri:
         ids = read_sample_ids(ids_uri)
