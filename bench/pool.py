@@ -62,6 +62,7 @@ METHODS = {
     "l2ul": L2ULSettings(),
     "neggrad+, guarded": BaselineSettings(epochs=100, retain_guard=0.1),
     "scrub": ScrubSettings(),
+    "scrub, rewind": ScrubSettings(rewind=True),
     "salun": SalunSettings(),
     "amun": AmunSettings(),
 }

@@ -108,3 +108,38 @@ def test_a_deletion_request_runs_through_the_cli(trained_rgb, tmp_path: Path,
         assert (prov["max_steps"], prov["min_steps"]) == (2, 4)
     else:  # random labels until none of the three keeps its label
         assert prov["forgotten_acc"] == 0.0 and prov["stopped_early"]
+
+
+def test_scrub_r_rewinds_to_the_epoch_nearest_the_unseen_error(trained_rgb,
+                                                               tmp_path: Path) -> None:
+    """SCRUB+R keeps every epoch's weights and returns those whose forget error is closest to
+    the original's error on unseen images: the saved model is that epoch's, not the last."""
+    from oblivio.data.unseen import reference_images
+
+    data, model_dir = trained_rgb
+    ids = [f"rgb/train/{i:04d}" for i in range(0, 240, 10)]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    common = ["forget", "--model", str(model_dir), "--data", str(data), "--forget-ids",
+              str(tmp_path / "ids.txt"), "--method", "scrub", "--epochs", "4", "--max-epochs",
+              "4", "--lr", "0.5", "--retain-batches", "1", "--device", "cpu"]
+    result = runner.invoke(app, [*common, "--rewind", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    prov = load_model(tmp_path / "r").config["provenance"]
+    errors, epoch = prov["forget_errors"], prov["rewound_to_epoch"]
+    assert len(errors) == 5 and prov["params"]["rewind"] is True
+    original = load_model(model_dir)
+    split, rows, _ = reference_images(open_dataset(data))
+    assert prov["unseen_error"] == pytest.approx(1 - accuracy(original, split, rows))
+    gaps = [abs(e - prov["unseen_error"]) for e in errors]
+    # here every unseen image is right, and SCRUB's ascent took the forget error to 0.75:
+    # the rewind goes back to where the request's images were as right as unseen ones
+    assert gaps[epoch] == min(gaps) and errors[-1] > errors[epoch], errors
+    assert 1 - prov["forgotten_acc"] == pytest.approx(errors[epoch])
+    plain = runner.invoke(app, [*common, "--out", str(tmp_path / "p")])  # the same run, kept
+    assert plain.exit_code == 0, plain.output
+    assert 1 - load_model(tmp_path / "p").config["provenance"]["forgotten_acc"] == \
+        pytest.approx(errors[-1])
+    refused = runner.invoke(app, ["forget", "--model", str(model_dir), "--data", str(data),
+                                  "--forget-ids", str(tmp_path / "ids.txt"), "--method",
+                                  "match", "--rewind", "--out", str(tmp_path / "m")])
+    assert refused.exit_code == 2 and "rewind" in refused.stderr

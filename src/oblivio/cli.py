@@ -227,6 +227,9 @@ def forget(
              "begin with max-steps on the forget set (default 2).")] = None,
     retain_batches: Annotated[int | None, typer.Option(
         help="scrub: min-step batches of the retain set per epoch (default: a pass).")] = None,
+    rewind: Annotated[bool | None, typer.Option(
+        "--rewind", help="scrub: SCRUB+R, back to the epoch whose forget error is closest to "
+                         "the original's on unseen images (for deletion requests).")] = None,
     saliency: Annotated[float | None, typer.Option(
         help="salun: share of the weights updated, the most salient to the forget loss "
              "(default 0.5).")] = None,
@@ -303,7 +306,7 @@ def forget(
         "tolerance": tolerance, "retain_guard": retain_guard, "reference": reference,
         "targets": targets, "shadows": shadows, "recalibrate_bn": recalibrate_bn,
         "epochs": epochs, "lr": lr,
-        "fisher_samples": fisher_samples, "retain_batches": retain_batches,
+        "fisher_samples": fisher_samples, "retain_batches": retain_batches, "rewind": rewind,
         "saliency": saliency, "seed": seed})
     with given_ids(forgotten_ids):
         result = chosen.run(model, data, out, classes, forget_ids, settings, device, True)

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oblivio.data.reader import Split
+from oblivio.data.unseen import reference_images
 from oblivio.errors import OblivioError
 from oblivio.models.build import build
 from oblivio.models.inference import accuracy, predict_logits
@@ -357,7 +358,8 @@ def forget_with_baseline(model_dir: str, data: str, out: str, method: str,
                               settings, target, device, progress)
     elif method == "scrub":
         from oblivio.unlearn.scrub import scrub  # it builds on this module's loop
-        result = scrub(model, split, f_rows, r_rows, settings, device, progress)
+        unseen = reference_images(request.dataset)[:2] if settings.rewind else None
+        result = scrub(model, split, f_rows, r_rows, settings, device, progress, unseen)
     elif method == "salun":
         from oblivio.unlearn.salun import salun
         result = salun(model, split, f_rows, r_rows, request.dataset.num_classes, settings,

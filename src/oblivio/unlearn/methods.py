@@ -161,8 +161,10 @@ def _registry() -> dict[str, Method]:
         Method("random-label", both, base, GRADIENT, _baseline("random-label"),
                "fine-tune the forget set on random other labels"),
         Method("scrub", both, "scrub:ScrubSettings",
-               ("epochs", "lr", "max_epochs", "retain_batches", "seed"), _baseline("scrub"),
-               "SCRUB: the original as teacher, away from it on D_f, with it on D_r"),
+               ("epochs", "lr", "max_epochs", "retain_batches", "rewind", "seed"),
+               _baseline("scrub"),
+               "SCRUB: the original as teacher, away from it on D_f, with it on D_r; "
+               "--rewind: SCRUB+R"),
         Method("salun", both, "salun:SalunSettings", (*GRADIENT, "saliency"), _baseline("salun"),
                "SalUn: random labels on the weights most salient to the forget loss"),
         Method("ssd", both, base, ("fisher_samples", "seed"), _baseline("ssd"),

@@ -4,7 +4,12 @@ on the retain images it stays with it (min-steps: cross-entropy plus a little KL
 the authors' (SGD lr 5e-4, momentum 0.9, weight decay 5e-4, temperature 4, CE weight 0.99, KL
 weight 0.001, max-steps in the first epochs only). One epoch is a pass over the forget images
 and, as in their small-scale code, as many retain batches as the retain images fill; a run
-that budgets fewer (``retain_batches``) says so in its provenance."""
+that budgets fewer (``retain_batches``) says so in its provenance.
+
+SCRUB+R (``rewind``), the authors' variant for deletion requests: a forget error far above
+that of images the model never saw tells an attacker which images were forgotten. So a
+checkpoint is kept after every epoch (and the start), and the one whose forget error is closest
+to the original's error on unseen reference images is returned."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from tqdm.auto import tqdm
 
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
+from oblivio.models.inference import accuracy
 from oblivio.training import seed_everything
 from oblivio.unlearn.baselines import BaselineSettings, BatchDraw
 
@@ -33,6 +39,7 @@ class ScrubSettings(BaselineSettings):
     kl_weight: float = 0.001  # alpha
     forget_batch_size: int = 64
     retain_batches: int | None = None  # min-steps per epoch; None: a pass over D_r
+    rewind: bool = False  # SCRUB+R: back to the epoch whose forget error is the unseen one's
 
     def check(self) -> None:
         super().check()
@@ -52,11 +59,27 @@ def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float)
     return nn.functional.kl_div(log_s, p_t, reduction="batchmean") * temperature ** 2
 
 
+def _error(model: nn.Module, split: Split, rows: np.ndarray, device: str) -> float:
+    return 1.0 - accuracy(model, split, rows, device)
+
+
 def scrub(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: np.ndarray,
-          settings: ScrubSettings, device: str, progress: bool = True) -> dict:
-    """Train ``model`` in place as SCRUB's student of a frozen copy of itself."""
+          settings: ScrubSettings, device: str, progress: bool = True,
+          reference: tuple[Split, np.ndarray] | None = None) -> dict:
+    """Train ``model`` in place as SCRUB's student of a frozen copy of itself; with
+    ``settings.rewind``, rewind it to the epoch whose forget error is closest to the
+    original's error on the ``reference`` images (unseen ones)."""
+    if settings.rewind and reference is None:
+        raise OblivioError("SCRUB+R needs unseen reference images to rewind to")
     gen = seed_everything(settings.seed)
     teacher = copy.deepcopy(model).eval()
+    kept: list[tuple[float, dict]] = []  # (forget error, weights on the CPU) per epoch
+
+    def keep() -> None:
+        kept.append((_error(model, split, forget_rows, device),
+                     {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}))
+    if settings.rewind:
+        keep()
     forget = BatchDraw(split, forget_rows, settings.forget_batch_size, gen, device)
     retain = BatchDraw(split, retain_rows, settings.batch_size, gen, device)
     per_pass = math.ceil(len(forget_rows) / min(settings.forget_batch_size, len(forget_rows)))
@@ -89,7 +112,16 @@ def scrub(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: 
                 max_steps += phase == "max"
                 min_steps += phase == "min"
                 bar.update()
+        if settings.rewind:
+            keep()
     bar.close()
     model.eval()
-    return {"steps": max_steps + min_steps, "max_steps": max_steps, "min_steps": min_steps,
-            "retain_batches_per_epoch": retain_steps}
+    result = {"steps": max_steps + min_steps, "max_steps": max_steps, "min_steps": min_steps,
+              "retain_batches_per_epoch": retain_steps}
+    if settings.rewind:
+        unseen = _error(teacher, *reference, device)
+        errors = [error for error, _ in kept]
+        epoch = int(np.argmin(np.abs(np.array(errors) - unseen)))  # ties: the smaller edit
+        model.load_state_dict(kept[epoch][1])
+        result.update(rewound_to_epoch=epoch, unseen_error=unseen, forget_errors=errors)
+    return result
