@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 from pyarrow.fs import FileType
 
-from oblivio.data import open_dataset
+from oblivio.data import Dataset, open_dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.data.storage import first_line, is_local, read_bytes, resolve
 from oblivio.errors import OblivioError
@@ -143,14 +143,15 @@ def read_shadows(shadows: str | os.PathLike[str]) -> dict:
     return json.loads(read_bytes(plan))
 
 
-def check_shadows(shadows: str | os.PathLike[str], data: str) -> dict:
-    """shadows.json of finished shadows of ``data``'s training split, refused (one line)
-    when they split another one: what a pipeline checks before any step works."""
+def check_shadows(shadows: str | os.PathLike[str], dataset: Dataset) -> dict:
+    """shadows.json of finished shadows of ``dataset``'s training split, refused (one line)
+    when they split another one: what a pipeline checks before any step works. The caller's
+    open dataset, so its training split is loaded once."""
     plan = read_shadows(shadows)
-    train = open_dataset(data).split("train")
-    if ids_sha256(train.sample_ids) != plan["train_ids_sha256"]:
+    if ids_sha256(dataset.split("train").sample_ids) != plan["train_ids_sha256"]:
         raise OblivioError(f"the shadows in {os.fspath(shadows)} were trained on another "
-                           f"training split ({plan['train_size']} images) than {data}'s")
+                           f"training split ({plan['train_size']} images) than "
+                           f"{dataset.uri}'s")
     return plan
 
 
@@ -160,9 +161,9 @@ class Shadows:
 
     def __init__(self, shadows: str | os.PathLike[str], data: str,
                  ids: Sequence[str] | pa.Array | str | os.PathLike[str]) -> None:
-        self.plan = check_shadows(shadows, data)
-        self.path = os.fspath(shadows)
         dataset = open_dataset(data)
+        self.plan = check_shadows(shadows, dataset)
+        self.path = os.fspath(shadows)
         train = dataset.split("train")
         self.ids = read_sample_ids(ids) if isinstance(ids, (str, os.PathLike)) else ids
         self.rows = train.indices(self.ids)

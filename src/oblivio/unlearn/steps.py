@@ -247,7 +247,7 @@ def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: 
     version = resolve_version(model_uri)
     dataset = open_dataset(data)
     if params.get("shadows_uri"):  # a batch's classes part carries them too: checked for both
-        check_shadows(params["shadows_uri"], data)
+        check_shadows(params["shadows_uri"], dataset)
     already, _ = forgotten(version.tags)
     if ids_uri:
         ids = read_sample_ids(ids_uri)
