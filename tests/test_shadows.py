@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
@@ -16,7 +17,15 @@ from typer.testing import CliRunner
 from oblivio.cli import app
 from oblivio.errors import OblivioError
 from oblivio.evaluation.gates import SHADOWS_TPR, Gates, check_gates
-from oblivio.evaluation.shadows import OUTPUTS_FILE, SHADOWS_FILE, Shadows, membership
+from oblivio.evaluation.shadows import (
+    OUTPUTS_FILE,
+    SHADOWS_FILE,
+    Shadows,
+    erase_images,
+    membership,
+)
+from oblivio.ledger.retention import SHADOWS, erase_batch_files
+from oblivio.ledger.store import Ledger
 
 runner = CliRunner()
 
@@ -143,3 +152,69 @@ def test_shadows_refuse_what_they_cannot_judge(shadows: dict, tmp_path: Path) ->
         assert result.exit_code == 2, (args, result.output)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not any((tmp_path / name).exists() for name in ("r", "m", "s"))
+
+
+def test_an_honoured_batch_erases_what_its_shadows_know_of_it(
+        shadows: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that read the shadows records them as a copy. Once its image request is honoured,
+    the batch's end erases the weights of the shadows that trained on the image and its
+    columns of the outputs; every other image is judged as before, nothing is trained again,
+    and a batch whose request went back erases nothing."""
+    copy = tmp_path / "shadows"
+    shutil.copytree(shadows["shadows"], copy)
+    before = np.load(copy / OUTPUTS_FILE)
+    monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger()
+    request, _ = ledger.submit("m", "ids", ["noise/train/000"])
+    sent_back = ledger.claim("m", "me", timedelta(hours=1))
+    ledger.record_copy(sent_back.claim, SHADOWS, str(copy))
+    ledger.fail(sent_back.claim, "ids: the gates failed", 3)
+    assert erase_batch_files(ledger, "m") == [{"where": str(copy), "objects": [], "images": 0}]
+    assert (np.load(copy / OUTPUTS_FILE) == before).all()
+    honoured = ledger.claim("m", "me", timedelta(hours=1))
+    ledger.record_copy(honoured.claim, SHADOWS, str(copy))
+    ledger.honour(honoured.claim, "ids", "2")
+    [receipt] = erase_batch_files(ledger, "m")
+    trained_on_it = np.flatnonzero(membership(90, 4, 0)[:, 0])  # 2 of the 4
+    assert receipt["images"] == 1 and receipt["shadows_erased"] == trained_on_it.tolist()
+    assert {o["name"].split("/")[0] for o in receipt["objects"]} == {
+        f"shadow-{m}" for m in trained_on_it}
+    assert [m for m in range(4) if (copy / f"shadow-{m}").exists()] == [
+        m for m in range(4) if m not in trained_on_it]
+    after = np.load(copy / OUTPUTS_FILE)
+    assert np.isnan(after[:, :, 0]).all() and (after[:, :, 1:] == before[:, :, 1:]).all()
+    last = ledger.events(model_name="m")[-1]
+    assert last.event == "purged" and json.loads(last.detail)["what"] == SHADOWS
+    assert erase_batch_files(ledger, "m") == []  # erased once
+    with pytest.raises(OblivioError, match="1 of the request's images .* were erased"):
+        Shadows(copy, str(shadows["data"]), ["noise/train/001", "noise/train/000"])
+    others = [f"noise/train/{i:03d}" for i in range(30, 40)]
+    assert Shadows(copy, str(shadows["data"]), others).score_model(shadows["saw"]) == \
+        Shadows(shadows["shadows"], str(shadows["data"]), others).score_model(shadows["saw"])
+    again = runner.invoke(app, ["pool", "shadows", "--original", str(shadows["saw"]), "--data",
+                                str(shadows["data"]), "--out", str(copy), "--k", "4",
+                                "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert not any((copy / f"shadow-{m}").exists() for m in trained_on_it)  # not retrained
+
+
+def test_shadows_on_s3_forget_every_version(shadows: dict, s3_env: str) -> None:
+    """On a versioned bucket, the overwritten outputs' older version is erased too, and every
+    version of the erased shadows' weights."""
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    s3.create_bucket(Bucket="versioned")
+    s3.put_bucket_versioning(Bucket="versioned",
+                             VersioningConfiguration={"Status": "Enabled"})
+    for path in sorted(p for p in shadows["shadows"].rglob("*") if p.is_file()):
+        s3.upload_file(str(path), "versioned",
+                       f"shadows/{path.relative_to(shadows['shadows'])}")
+    receipt = erase_images("s3://versioned/shadows", ["noise/train/005"])
+    trained_on_it = np.flatnonzero(membership(90, 4, 0)[:, 5])
+    versions = s3.list_object_versions(Bucket="versioned", Prefix="shadows/")
+    keys = [v["Key"] for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])]
+    assert keys.count(f"shadows/{OUTPUTS_FILE}") == 1  # the old outputs are gone
+    assert not any(k.startswith(f"shadows/shadow-{m}/") for m in trained_on_it for k in keys)
+    assert any(k.startswith("shadows/shadow-") for k in keys)  # the others stay
+    assert f"shadows/{OUTPUTS_FILE}" in {o["name"] for o in receipt["objects"]}
+    with pytest.raises(OblivioError, match="were erased"):
+        Shadows("s3://versioned/shadows", str(shadows["data"]), ["noise/train/005"])

@@ -166,7 +166,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             instance_auc_z: Gate, images: spreads the loss attack's AUC may lie from 0.5.
             instance_auc_one_sided: Gate, images: fail only a result still familiar.
             shadows_uri: Images: the original's shadow models (`oblivio pool shadows`; empty:
-                none): match aims at them and the evaluation judges against them.
+                none): match aims at them, the evaluation judges against them, and once the batch
+                is over they forget the images it honoured.
             relearn_steps: Evaluation, classes: relearning cap in steps (0: off).
             device: cpu, cuda or auto.
             shards: Tasks the capture and the evaluation's training-split pass spread over.
@@ -179,7 +180,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         """
         claim = _configure(claim_batch(
             model_name=model_name, batch_root=batch_root, lease_minutes=lease_minutes,
-            max_attempts=max_attempts, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+            max_attempts=max_attempts, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            shadows_uri=shadows_uri),
             on_cluster=on_cluster, secret_name=secret_name, node_selector=node_selector,
             tolerations=tolerations, compute_cpu=compute_cpu, compute_memory=compute_memory,
             ledger=True)

@@ -58,7 +58,7 @@ def run_batch(name: str = "fashion-classifier", data: str | None = None,
     connect()  # an unreachable MLflow fails here, before anything is claimed
     me = owner()
     batch, run = claim_step(ledger, name, str(oblivio_home() / "batches"), lease, me,
-                            max_attempts)
+                            max_attempts, shadows=params.get("shadows_uri", ""))
     if batch is None:
         return BatchResult(None)
     result = BatchResult(batch.id, requests=[r.id for r in batch.requests])

@@ -17,12 +17,12 @@ from oblivio_pipeline.components import claim_batch
 RUN_ROOT = "pipeline-root/oblivio-deletion-batch/job-1"
 
 
-def claim(tmp_path: Path, model: str) -> tuple:
+def claim(tmp_path: Path, model: str, shadows: str = "") -> tuple:
     out = tmp_path / RUN_ROOT / "claim-batch" / "8141" / "claim"
     out.parent.mkdir(parents=True, exist_ok=True)
     return claim_batch.python_func(model_name=model, batch_root=str(tmp_path / "batches"),
                                    lease_minutes=60, max_attempts=3, job_id="job-1",
-                                   claim=dsl.Artifact(uri=str(out)))
+                                   shadows_uri=shadows, claim=dsl.Artifact(uri=str(out)))
 
 
 def test_claims_the_pending_requests_and_writes_their_ids(
@@ -33,7 +33,8 @@ def test_claims_the_pending_requests_and_writes_their_ids(
     ledger.submit(registered, "ids", ["train-2", "train-1"])
     ledger.submit(registered, "classes", ["3"])
     ledger.submit(registered, "ids", ["train-3"])
-    batch_id, token, hold, classes, ids_uri, classes_key, ids_key = claim(tmp_path, registered)
+    batch_id, token, hold, classes, ids_uri, classes_key, ids_key = claim(
+        tmp_path, registered, "s3://oblivio/shadows/fashion")
     assert batch_id.startswith("batch-") and classes == "3" and token == "1"
     assert json.loads(hold) == {"batch_id": batch_id, "owner": "kfp:job-1", "token": 1,
                                 "lease_s": 3600.0}
@@ -46,10 +47,11 @@ def test_claims_the_pending_requests_and_writes_their_ids(
     assert ledger.batch_row(batch_id)["owner"] == "kfp:job-1"
     assert {r.state for r in ledger.find()} == {"claimed"}
     assert claim(tmp_path, registered)[0] == ""  # claimed under a live lease: not twice
-    # the run's pipeline-root folder is recorded, to be erased once the batch is over
+    # the run's pipeline-root folder and the shadows it reads are recorded, for the batch's end
     ledger.fail(Claim(batch_id, "kfp:job-1", 1), "the run died", 3)
-    assert ledger.unerased_copies(registered) == [
-        (batch_id, "pipeline-root intermediates", str(tmp_path / RUN_ROOT))]
+    assert sorted(ledger.unerased_copies(registered)) == [
+        (batch_id, "pipeline-root intermediates", str(tmp_path / RUN_ROOT)),
+        (batch_id, "shadow models", "s3://oblivio/shadows/fashion")]
 
 
 def test_a_class_the_champion_already_forgot_is_honoured_at_once(

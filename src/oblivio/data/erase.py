@@ -66,12 +66,42 @@ def erase(uri: str, keep: str | None = None) -> dict:
     return {"where": uri, "objects": sorted(objects, key=lambda o: o["name"])}
 
 
+def erase_older_versions(uri: str) -> dict:
+    """Remove every version of the object at ``uri`` but the current one (an S3 key just
+    overwritten: a versioned bucket still serves what it held). A local file has no older
+    versions once replaced. Returns the receipt."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3":
+        return {"where": uri, "objects": []}
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    key = parsed.path.lstrip("/")
+    s3 = boto3.client("s3", endpoint_url=_endpoint())
+    try:
+        page = s3.list_object_versions(Bucket=parsed.netloc, Prefix=key)
+        old = [o for o in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+               if o["Key"] == key and not o["IsLatest"]]
+        if old:
+            s3.delete_objects(Bucket=parsed.netloc, Delete={"Quiet": True, "Objects": [
+                {"Key": key, "VersionId": o["VersionId"]} for o in old]})
+    except (BotoCoreError, ClientError) as exc:
+        raise OblivioError(f"erasing older versions of {uri}: {str(exc).splitlines()[0]}") \
+            from None
+    return {"where": uri, "objects": [{"name": key, "version": o["VersionId"],
+                                       "etag": o.get("ETag", "").strip('"') or None}
+                                      for o in old]}
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+
+
 def _erase_s3(bucket: str, prefix: str, uri: str, keep: str | None) -> dict:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3 = boto3.client("s3", endpoint_url=_endpoint())
     objects: list[dict] = []
     try:
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket,

@@ -16,8 +16,10 @@ lacks on memorised images: a retrain-like target for *that* image (unlearn/loss_
 A shadow saw half the data, a retrain all but the request: on typical images a retrain is the
 more confident. The gate is therefore judged on the memorised part, where both get an image
 wrong, and bench/pool.py measures how a retrain trained on everything fares against them.
-Shadows hold what the training set taught them, deleted images included: erase them with the
-model versions they serve.
+Shadows hold what the training set taught them, deleted images included. A deletion batch
+that used them records them as one of its copies, and once its requests are honoured
+:func:`erase_images` removes the weights of every shadow that trained on them and their columns
+of the outputs; what scoring needs of every other image stays.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pyarrow.fs import FileType
 
 from oblivio.data import Dataset, open_dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
-from oblivio.data.storage import first_line, is_local, read_bytes, resolve
+from oblivio.data.storage import first_line, is_local, read_bytes, resolve, write_bytes
 from oblivio.errors import OblivioError
 from oblivio.evaluation.gates import shadow_failures
 from oblivio.evaluation.pool import (
@@ -52,6 +54,7 @@ from oblivio.evaluation.pool import (
 
 SHADOWS_FILE = "shadows.json"
 OUTPUTS_FILE = "outputs.npy"
+TRAIN_IDS_FILE = "train_ids.parquet"  # the outputs' columns, in order
 
 
 def membership(size: int, k: int, seed: int) -> np.ndarray:
@@ -94,10 +97,13 @@ def build_shadows(data: str, out: str | os.PathLike[str], arch: str, recipe, k: 
         raise OblivioError(f"{out} is not empty and holds no shadows")
     out.mkdir(parents=True, exist_ok=True)
     plan.setdefault("seconds", {})
+    if not (out / TRAIN_IDS_FILE).exists():
+        write_sample_ids(out / TRAIN_IDS_FILE, train.sample_ids)
     keep = membership(len(train), k, seed)
-    for m in tqdm(range(k), desc="shadows", disable=not progress):
+    finished = (out / OUTPUTS_FILE).exists()  # erased weights are never trained again
+    for m in tqdm(range(k), desc="shadows", disable=not progress or finished):
         target = shadow_dir(out, m)
-        if (target / "metrics.json").exists():
+        if finished or (target / "metrics.json").exists():
             continue
         shutil.rmtree(target, ignore_errors=True)
         excluded = out / f"excluded-{m}.parquet"
@@ -172,6 +178,12 @@ class Shadows:
         keep = membership(len(train), k, self.plan["seed"])[:, self.rows]
         stored = read_bytes(f"{self.path.rstrip('/')}/{OUTPUTS_FILE}")
         scored = np.load(io.BytesIO(stored))[:, :, self.rows]  # no pickles: no code runs
+        erased = np.isnan(scored).any(axis=(0, 1))
+        if erased.any():
+            first = self.ids[int(np.flatnonzero(erased)[0])]
+            raise OblivioError(f"{int(erased.sum())} of the request's images (first: {first}) "
+                               f"were erased from the shadows in {self.path}: an earlier "
+                               "request for them was honoured")
         half = k // 2
         # per image, its in- and out-shadows' outputs: (k/2, 2, examples) each
         order = np.argsort(~keep, axis=0, kind="stable")  # in-shadows first
@@ -233,3 +245,39 @@ def shadow_evidence(shadows: str | os.PathLike[str], data: str, model: str | os.
     evidence = loaded.score_model(model, device)
     return {**loaded.summary(), "model": evidence, "max_tpr_excess": max_tpr_excess,
             "reasons": shadow_gate(evidence, max_tpr_excess)}
+
+
+def erase_images(shadows: str | os.PathLike[str], ids: Sequence[str],
+                 every_shadow: bool = False) -> dict:
+    """Make the shadows forget the images of honoured requests: erase the weights of every
+    shadow that trained on any of them (of every shadow with ``every_shadow``, for a class
+    request: each trained on half of every class), and set their columns of outputs.npy to
+    NaN, leaving no older version of it on S3. Scoring never needs the weights, so the shadows
+    still judge every other image. Returns the receipt."""
+    import pyarrow.compute as pc
+
+    from oblivio.data.erase import erase, erase_older_versions
+
+    plan = read_shadows(shadows)
+    base = os.fspath(shadows).rstrip("/")
+    order = read_sample_ids(_file(shadows, TRAIN_IDS_FILE)) if _file(shadows, TRAIN_IDS_FILE) \
+        else open_dataset(plan["data"]).split("train").sample_ids  # shadows built before it
+    positions = pc.index_in(pa.array(list(ids), pa.string()), value_set=order.cast(pa.string()))
+    rows = np.asarray(positions.drop_null(), dtype=np.int64)
+    keep = membership(plan["train_size"], plan["k"], plan["seed"])
+    hit = np.ones(plan["k"], bool) if every_shadow else keep[:, rows].any(1)
+    objects = []
+    for m in np.flatnonzero(hit):
+        objects += [{**o, "name": f"shadow-{m}/{o['name']}"} if is_local(base) else o
+                    for o in erase(f"{base}/shadow-{m}")["objects"]]  # S3: whole keys
+    uri = f"{base}/{OUTPUTS_FILE}"
+    if len(rows):
+        scored = np.load(io.BytesIO(read_bytes(uri)))
+        scored[:, :, rows] = np.nan
+        buffer = io.BytesIO()
+        np.save(buffer, scored)
+        write_bytes(uri, buffer.getvalue())
+        objects += erase_older_versions(uri)["objects"]
+    return {"where": base, "objects": objects, "images": len(rows),
+            "shadows_erased": [int(m) for m in np.flatnonzero(hit)],
+            "ids_sha256": ids_sha256(list(ids))}

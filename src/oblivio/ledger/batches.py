@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from oblivio.errors import OblivioError
+from oblivio.ledger.retention import SHADOWS
 from oblivio.ledger.store import Batch, Claim, LeaseLost, Ledger
 
 KINDS = ("classes", "ids")
@@ -78,8 +79,8 @@ def run_root_of(artifact_uri: str, job_id: str) -> str | None:
 
 
 def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelta,
-               owner: str, max_attempts: int = 3, run_root: str | None = ""
-               ) -> tuple[Batch | None, dict[str, str]]:
+               owner: str, max_attempts: int = 3, run_root: str | None = "",
+               shadows: str = "") -> tuple[Batch | None, dict[str, str]]:
     """Claim the next batch (a batch whose runs died ``max_attempts`` times fails instead).
     Returns it and what a run needs: ``batch_id`` ("" when nothing is pending), ``token``
     (the claim's fencing token), ``hold`` (the claim and its lease, for ``held``),
@@ -98,6 +99,8 @@ def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelt
                       "forget_ids_uri": "", "classes_key": "", "ids_key": ""}
     if run_root:
         ledger.record_copy(batch.claim, "pipeline-root intermediates", run_root)
+    if shadows:
+        ledger.record_copy(batch.claim, SHADOWS, shadows)
     elif run_root is None:
         print(f"warning: batch {batch.id}: the run's pipeline-root folder is not one oblivio "
               "recognises; its copies there are not erased by the batch", file=sys.stderr)

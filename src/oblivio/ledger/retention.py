@@ -2,9 +2,9 @@
 knows its data may become champion again, and such versions' weights can be deleted
 (``oblivio purge``) while their registry entries stay for the audit trail. Purge also erases
 the other copies oblivio made of what was deleted: finished batches' ids files and their
-Kubeflow runs' pipeline-root folders (also at the end of every batch), and on this machine the
-original's training directory. Each erasure is a
-``purged`` event with its receipt."""
+Kubeflow runs' pipeline-root folders (also at the end of every batch), what the shadow models a
+batch read know of the images it honoured, and on this machine the original's training
+directory. Each erasure is a ``purged`` event with its receipt."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from oblivio.errors import OblivioError
 from oblivio.ledger.store import Ledger
 
 KNOWS_DELETED, PURGED = "knows_deleted", "purged"
+SHADOWS = "shadow models"  # the copy a batch records for the shadows its runs read
 
 
 def unhonoured(ledger: Ledger, model_name: str, tags: dict[str, str]) -> list[str]:
@@ -77,9 +78,10 @@ def purge(ledger: Ledger, model_name: str, dry_run: bool = True) -> list[dict]:
 
 
 def erase_batch_files(ledger: Ledger, model_name: str, keep: str | None = None) -> list[dict]:
-    """Erase what every finished batch of the model left: its ids file, and the pipeline-root
+    """Erase what every finished batch of the model left: its ids file, the pipeline-root
     folders of its Kubeflow runs, every object version on S3 (``keep``: the calling step's own
-    folder, left to it), recording a receipt for each. Returns the receipts."""
+    folder, left to it), and what the shadows it read know of what it honoured, recording a
+    receipt for each. Returns the receipts."""
     from oblivio.data.erase import erase
 
     receipts = []
@@ -88,10 +90,24 @@ def erase_batch_files(ledger: Ledger, model_name: str, keep: str | None = None) 
         ledger.erased_ids_file(batch_id, receipt)
         receipts.append(receipt)
     for batch_id, what, uri in ledger.unerased_copies(model_name):
-        receipt = erase(uri, keep)
+        receipt = forget_in_shadows(ledger, batch_id, uri) if what == SHADOWS \
+            else erase(uri, keep)
         ledger.erased_copy(batch_id, uri, what, receipt)
         receipts.append(receipt)
     return receipts
+
+
+def forget_in_shadows(ledger: Ledger, batch_id: str, shadows: str) -> dict:
+    """Erase from the shadows what they know of the batch's honoured requests (none honoured:
+    nothing; its requests went back and a later batch erases them). Returns the receipt."""
+    from oblivio.evaluation.shadows import erase_images  # numpy, pyarrow: only when needed
+
+    honoured = ledger.find(batch_id=batch_id, state="honoured")
+    ids = [i for r in honoured if r.kind == "ids" for i in ledger.items_of(r.id)]
+    classes = any(r.kind == "classes" for r in honoured)
+    if not ids and not classes:
+        return {"where": shadows, "objects": [], "images": 0}
+    return erase_images(shadows, ids, every_shadow=classes)
 
 
 def erase_original_dir(ledger: Ledger, model_name: str) -> dict | None:
