@@ -201,18 +201,19 @@ def registered(sqlite_mlflow: str, trained_rgb) -> str:
     """``trained_rgb``'s model registered as ``tiny`` version 1, alias champion."""
     import mlflow
 
-    from oblivio.tracking.registry import CHAMPION, Lineage, log_model_version
+    from oblivio.deletion.promotion import register_champion
+    from oblivio.tracking.registry import Lineage
     from oblivio.tracking.store import connect
 
     with mlflow.start_run(experiment_id=connect()):
-        log_model_version(trained_rgb[1], "tiny", Lineage("trained"), alias=CHAMPION)
+        register_champion(trained_rgb[1], "tiny", Lineage("trained"))
     return "tiny"
 
 
 @pytest.fixture()
 def projected(trained_rgb, tmp_path: Path) -> Path:
     """``trained_rgb``'s model with class 1 forgotten (a fixed projection pair: no grid)."""
-    from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
+    from oblivio.unlearn.classes.forget import ProjectionSettings, forget_classes
 
     data, model_dir = trained_rgb
     out = tmp_path / "projected"

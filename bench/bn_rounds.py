@@ -36,7 +36,7 @@ from oblivio.evaluation.reestimate import ReestimateSettings, reestimated_accura
 from oblivio.models import load_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import Recipe
-from oblivio.unlearn.class_forgetting import ProjectionSettings, forget_classes
+from oblivio.unlearn.classes.forget import ProjectionSettings, forget_classes
 
 ATTACK = ReestimateSettings()  # what `oblivio evaluate` runs
 # exactly this many batch-norm rounds; "default": the cap, stopping on the validation rows

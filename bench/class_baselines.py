@@ -34,14 +34,11 @@ from common import (
 )
 
 from oblivio.training import Recipe
-from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline
-from oblivio.unlearn.class_forgetting import (
-    ProjectionSettings,
-    forget_by_contrast,
-    forget_classes,
-)
-from oblivio.unlearn.salun import SalunSettings
-from oblivio.unlearn.scrub import ScrubSettings
+from oblivio.unlearn.baselines.run import forget_with_baseline
+from oblivio.unlearn.baselines.salun import SalunSettings
+from oblivio.unlearn.baselines.scrub import ScrubSettings
+from oblivio.unlearn.classes.forget import ProjectionSettings, forget_by_contrast, forget_classes
+from oblivio.unlearn.tuning import BaselineSettings
 
 BUDGETS = {  # what each baseline may spend: epochs over D_r (finetune) or D_f (the others)
     "finetune": BaselineSettings(epochs=0.25, lr=0.01),

@@ -37,14 +37,14 @@ from reference_projection import reference_forget
 from oblivio.data import open_dataset
 from oblivio.models import load_model, save_model
 from oblivio.training import Recipe
-from oblivio.unlearn.class_forgetting import (
+from oblivio.unlearn.classes.forget import (
     ContrastSettings,
     ProjectionSettings,
     forget_by_contrast,
     forget_classes,
 )
-from oblivio.unlearn.layers import input_columns, projectable_layers
-from oblivio.unlearn.samples import draw_class_samples
+from oblivio.unlearn.classes.layers import input_columns, projectable_layers
+from oblivio.unlearn.classes.samples import draw_class_samples
 
 RETAIN_PER_CLASS, FORGET_SAMPLES, VAL_PER_CLASS, SEED = 100, 1000, 50, 0
 

@@ -25,7 +25,7 @@ from oblivio.data import open_dataset
 from oblivio.data.sample_ids import write_sample_ids
 from oblivio.evaluation.evaluate import evaluate
 from oblivio.evaluation.gates import Gates, check_gates
-from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
+from oblivio.unlearn.instances.matching import MatchSettings, forget_by_matching
 
 ROLES = ("original", "oracle", "model")  # the untouched original, the retrain, match
 

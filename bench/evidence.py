@@ -42,7 +42,7 @@ from oblivio.data import open_dataset
 from oblivio.evaluation.evaluate import forget_spec
 from oblivio.evaluation.metrics import CLASS_KEYS, compute_metrics
 from oblivio.training import Recipe
-from oblivio.unlearn.class_forgetting import forget_classes
+from oblivio.unlearn.classes.forget import forget_classes
 
 SHOWN = ["retain_test_acc", "forget_test_acc", "mia_efficacy_confidence", "mia_efficacy_entropy",
          "mia_efficacy_m_entropy", "mia_entropy_lr_member_rate", "mia_loss_lr_cv_acc",

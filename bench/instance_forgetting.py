@@ -47,10 +47,12 @@ from oblivio.models import load_model
 from oblivio.models.checkpoint import save_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import Recipe, recipe_for, train_to_dir
-from oblivio.unlearn.baselines import BaselineSettings, RelabelSettings, forget_with_baseline
+from oblivio.unlearn.baselines.run import forget_with_baseline
 from oblivio.unlearn.batchnorm import recalibrate_batchnorm
-from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
-from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
+from oblivio.unlearn.instances.l2ul import L2ULSettings, forget_instances
+from oblivio.unlearn.instances.matching import MatchSettings, forget_by_matching
+from oblivio.unlearn.instances.relabel import RelabelSettings
+from oblivio.unlearn.tuning import BaselineSettings
 
 RETAIN_EVAL = 5_000
 RESULTS = Path(__file__).resolve().parent / "results" / "instance_forgetting.json"

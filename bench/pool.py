@@ -45,12 +45,14 @@ from oblivio.evaluation.shadows import Shadows, build_shadows, shadow_gate
 from oblivio.models import load_model
 from oblivio.models.inference import accuracy
 from oblivio.training import recipe_for, train_to_dir
-from oblivio.unlearn.amun import AmunSettings, forget_by_amun
-from oblivio.unlearn.baselines import BaselineSettings, RelabelSettings, forget_with_baseline
-from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
-from oblivio.unlearn.loss_matching import MatchSettings, forget_by_matching
-from oblivio.unlearn.salun import SalunSettings
-from oblivio.unlearn.scrub import ScrubSettings
+from oblivio.unlearn.baselines.amun import AmunSettings, forget_by_amun
+from oblivio.unlearn.baselines.run import forget_with_baseline
+from oblivio.unlearn.baselines.salun import SalunSettings
+from oblivio.unlearn.baselines.scrub import ScrubSettings
+from oblivio.unlearn.instances.l2ul import L2ULSettings, forget_instances
+from oblivio.unlearn.instances.matching import MatchSettings, forget_by_matching
+from oblivio.unlearn.instances.relabel import RelabelSettings
+from oblivio.unlearn.tuning import BaselineSettings
 
 ROOT = Path(__file__).resolve().parent
 PART = 16

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from oblivio.data.reader import Split
-from oblivio.unlearn.layers import input_columns, projectable_layers, weight_matrix
+from oblivio.unlearn.classes.layers import input_columns, projectable_layers, weight_matrix
 
 
 @torch.inference_mode()

@@ -34,9 +34,9 @@ from oblivio.evaluation.ulira import logit_confidence, ulira
 from oblivio.models import load_model
 from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import recipe_for, train_to_dir
-from oblivio.unlearn.baselines import BASELINES, forget_with_baseline
-from oblivio.unlearn.instance_forgetting import forget_instances
-from oblivio.unlearn.loss_matching import forget_by_matching
+from oblivio.unlearn.baselines.run import BASELINES, forget_with_baseline
+from oblivio.unlearn.instances.l2ul import forget_instances
+from oblivio.unlearn.instances.matching import forget_by_matching
 
 
 def unlearn(method: str, model_dir: str, data: str, ids_file: str, out: str) -> dict:

@@ -20,7 +20,7 @@ from oblivio.data import open_dataset
 from oblivio.data.sample_ids import read_sample_ids
 from oblivio.models import load_model
 from oblivio.models.inference import accuracy, predict_logits
-from oblivio.unlearn.amun import AmunSettings, nearest_adversarial
+from oblivio.unlearn.baselines.amun import AmunSettings, nearest_adversarial
 
 runner = CliRunner()
 

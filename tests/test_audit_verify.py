@@ -14,16 +14,11 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from oblivio.cli import app
-from oblivio.ledger.batches import settle
+from oblivio.deletion.batches import settle
+from oblivio.deletion.promotion import register_champion
+from oblivio.deletion.verify import verify
 from oblivio.ledger.store import Ledger
-from oblivio.ledger.verify import verify
-from oblivio.tracking.registry import (
-    CHAMPION,
-    Lineage,
-    client,
-    log_model_version,
-    logged_model_id,
-)
+from oblivio.tracking.registry import CHAMPION, Lineage, client, logged_model_id
 from oblivio.tracking.store import connect
 
 runner = CliRunner()
@@ -36,9 +31,9 @@ def honoured(registered: str, trained_rgb) -> tuple[str, str]:
     request, _ = ledger.submit(registered, "classes", ["1"], ticket="GDPR-7")
     batch = ledger.claim(registered, "run", timedelta(hours=1))
     with mlflow.start_run(experiment_id=connect()):
-        log_model_version(trained_rgb[1], registered, Lineage(
+        register_champion(trained_rgb[1], registered, Lineage(
             "projection", forgotten_classes=[1], parent_version="1",
-            deletion_batch=f"{batch.id}.classes"), alias=CHAMPION)
+            deletion_batch=f"{batch.id}.classes"))
     assert settle(ledger, batch.claim, registered, "classes") == "2"
     return registered, request.id
 
@@ -71,7 +66,7 @@ def test_a_champion_moved_in_the_mlflow_ui_is_caught(honoured: tuple[str, str]) 
     # promoting the version that already is champion applies the deletion rule too
     again = runner.invoke(app, ["promote", model, "1"])
     assert again.exit_code == 2 and "still knows what honoured deletion request" in again.stderr
-    from oblivio.tracking.promotion import restore_honouring_champion
+    from oblivio.deletion.promotion import restore_honouring_champion
 
     assert restore_honouring_champion(model) == "2"  # put right by oblivio: recorded
     assert verify_cli(model)[0] == 0
@@ -115,7 +110,7 @@ def test_replaced_weights_are_caught(honoured: tuple[str, str]) -> None:
 
 
 def test_the_weights_file_name_is_the_checkpoints() -> None:
-    from oblivio.ledger import verify as check
+    from oblivio.deletion import verify as check
     from oblivio.models.checkpoint import WEIGHTS_FILE
 
     assert check.WEIGHTS_FILE == WEIGHTS_FILE

@@ -15,15 +15,11 @@ from oblivio.cli import app
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.models import build
-from oblivio.unlearn import statistics
-from oblivio.unlearn.alpha_selection import alpha_grid
-from oblivio.unlearn.class_forgetting import (
-    BatchNormRounds,
-    ProjectionSettings,
-    forget_classes,
-)
-from oblivio.unlearn.layers import projectable_layers
-from oblivio.unlearn.projection import (
+from oblivio.unlearn.classes import statistics
+from oblivio.unlearn.classes.alpha_selection import alpha_grid
+from oblivio.unlearn.classes.forget import BatchNormRounds, ProjectionSettings, forget_classes
+from oblivio.unlearn.classes.layers import projectable_layers
+from oblivio.unlearn.classes.projection import (
     NEGLIGIBLE,
     EigenOperator,
     Projector,
@@ -32,7 +28,7 @@ from oblivio.unlearn.projection import (
     grid_operators,
     importance,
 )
-from oblivio.unlearn.statistics import (
+from oblivio.unlearn.classes.statistics import (
     LayerStat,
     capture_sets,
     capture_statistics,
@@ -41,7 +37,7 @@ from oblivio.unlearn.statistics import (
     merge_statistics,
     save_statistics,
 )
-from oblivio.unlearn.subspaces import (
+from oblivio.unlearn.classes.subspaces import (
     basis_of,
     compute_subspaces,
     load_subspaces,
@@ -361,8 +357,8 @@ def test_direct_operators_match_the_eigenbasis_form(alphas: tuple[float, float])
 
 
 def test_alpha_selection_requires_forgetting_then_keeps_most() -> None:
-    from oblivio.unlearn.alpha_selection import GridPoint
-    from oblivio.unlearn.validation_scoring import winner as _winner
+    from oblivio.unlearn.classes.alpha_selection import GridPoint
+    from oblivio.unlearn.classes.validation_scoring import winner as _winner
 
     grid = [GridPoint(300, 10, 0.93, 0.04), GridPoint(300, 30, 0.91, 0.0),
             GridPoint(100, 10, 0.90, 0.0), GridPoint(1000, 100, 0.95, 0.2),
@@ -385,7 +381,7 @@ class Constant(nn.Module):
 
 
 def test_scoring_stops_once_the_outcome_is_settled() -> None:
-    from oblivio.unlearn.validation_scoring import accuracy_until as _accuracy_until
+    from oblivio.unlearn.classes.validation_scoring import accuracy_until as _accuracy_until
 
     split = split_of(random_images(200, 1, 4))  # every label is 0
     rows = np.arange(200)
@@ -426,7 +422,7 @@ class PairProjector:
 
 
 def test_grid_search_skips_dominated_pairs_and_keeps_the_best_forgetter() -> None:
-    from oblivio.unlearn.alpha_selection import select_alpha
+    from oblivio.unlearn.classes.alpha_selection import select_alpha
 
     n = 3000
     gen = torch.Generator().manual_seed(0)
@@ -565,7 +561,7 @@ def test_later_bn_rounds_shield_more_of_the_retain_subspace(trained_rgb, tmp_pat
     """Rounds after the first project with alpha_r x ``later_shield``: they remove what the
     first left, and the full pair again cost class 6 of Fashion-MNIST 1.45 points of retain
     accuracy (docs/benchmarks.md). Every round is made to miss here, so all three run."""
-    from oblivio.unlearn import class_forgetting
+    from oblivio.unlearn.classes import forget as class_forgetting
 
     applied = []
     real_apply = Projector.apply

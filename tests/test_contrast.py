@@ -1,4 +1,5 @@
-"""Class forgetting by energy contrast (oblivio.unlearn.contrast, docs/algorithms.md §1.7)."""
+"""Class forgetting by energy contrast (oblivio.unlearn.classes.contrast; docs/algorithms.md
+§1.7)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typer.testing import CliRunner
 
 import oblivio
 from oblivio.cli import app
-from oblivio.unlearn.class_forgetting import ContrastSettings, forget_by_contrast
-from oblivio.unlearn.contrast import RIDGE, ContrastProjector, contrast_basis
-from oblivio.unlearn.layers import layer_blocks
-from oblivio.unlearn.ratio_selection import later_rounds, select_ratio
-from oblivio.unlearn.statistics import LayerStat, Statistics, capture_statistics
+from oblivio.unlearn.classes.contrast import RIDGE, ContrastProjector, contrast_basis
+from oblivio.unlearn.classes.forget import ContrastSettings, forget_by_contrast
+from oblivio.unlearn.classes.layers import layer_blocks
+from oblivio.unlearn.classes.ratio_selection import later_rounds, select_ratio
+from oblivio.unlearn.classes.statistics import LayerStat, Statistics, capture_statistics
 from tests.test_class_forgetting import assert_forgot_class, split_of
 
 runner = CliRunner()

@@ -11,8 +11,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from oblivio.deletion.promotion import register_champion
 from oblivio.ledger.store import Ledger
-from oblivio.tracking.registry import CHAMPION, Lineage, client, log_model_version
+from oblivio.tracking.registry import Lineage, client
 from oblivio.tracking.runs import run_id_of, start_run
 from oblivio.tracking.store import connect
 
@@ -67,9 +68,8 @@ def test_the_control_steps_run_without_torch(registered: str, trained_rgb, tmp_p
     batch = claimed.stdout.split()[-1]
     assert ledger.get(request.id).state == "claimed"
     with mlflow.start_run(experiment_id=connect()):  # what the classes' part registers
-        log_model_version(trained_rgb[1], registered, Lineage(
-            "projection", forgotten_classes=[1], deletion_batch=f"{batch}.classes"),
-            alias=CHAMPION)
+        register_champion(trained_rgb[1], registered, Lineage(
+            "projection", forgotten_classes=[1], deletion_batch=f"{batch}.classes"))
     start_run("job-1", "batch", {})
     settled = without_torch(
         "from kfp import dsl\n"

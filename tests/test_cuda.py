@@ -13,14 +13,14 @@ import torch
 import oblivio
 from oblivio.data import open_dataset
 from oblivio.evaluation.outputs import collect_outputs
-from oblivio.unlearn.class_forgetting import (
+from oblivio.unlearn.classes.forget import (
     ContrastSettings,
     ProjectionSettings,
     forget_by_contrast,
     forget_classes,
 )
-from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
-from oblivio.unlearn.statistics import capture_statistics
+from oblivio.unlearn.classes.statistics import capture_statistics
+from oblivio.unlearn.instances.l2ul import L2ULSettings, forget_instances
 from tests.test_class_forgetting import assert_forgot_class
 from tests.test_instance_forgetting import _forget_acc, mislabelled  # noqa: F401
 

@@ -20,18 +20,20 @@ from oblivio.evaluation.evaluate import evaluate
 from oblivio.models import load_model
 from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import Recipe, train_to_dir
-from oblivio.unlearn.adversarial import adversarial_bank, l2_pgd, other_classes
-from oblivio.unlearn.baselines import BaselineSettings, forget_with_baseline, runner_up
+from oblivio.unlearn.baselines.run import forget_with_baseline
 from oblivio.unlearn.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from oblivio.unlearn.forgotten import given_ids
-from oblivio.unlearn.importance import anchor_weights, output_sensitivity
-from oblivio.unlearn.instance_forgetting import L2ULSettings, forget_instances
-from oblivio.unlearn.loss_matching import (
+from oblivio.unlearn.instances.adversarial import adversarial_bank, l2_pgd
+from oblivio.unlearn.instances.importance import anchor_weights, output_sensitivity
+from oblivio.unlearn.instances.l2ul import L2ULSettings, forget_instances
+from oblivio.unlearn.instances.matching import (
     MatchSettings,
     distance,
     forget_by_matching,
     rank_matched_targets,
 )
+from oblivio.unlearn.instances.relabel import runner_up
+from oblivio.unlearn.tuning import BaselineSettings, other_classes
 
 runner = CliRunner()
 MISLABELLED = 8
@@ -504,7 +506,7 @@ def test_neighbour_targets_give_an_image_the_loss_of_unseen_images_as_typical() 
     """An atypical image (none of its nearest retain images share its label) gets the loss of
     atypical unseen images, a typical one the loss of typical ones, whatever its own loss now:
     rank targets would give a memorised image, the most familiar, the lowest unseen loss."""
-    from oblivio.unlearn.loss_matching import LIKE_SAMPLES, neighbour_targets
+    from oblivio.unlearn.instances.matching import LIKE_SAMPLES, neighbour_targets
 
     unseen_agree = torch.cat([torch.ones(LIKE_SAMPLES), torch.zeros(LIKE_SAMPLES)])
     unseen_loss = torch.cat([torch.full((LIKE_SAMPLES,), 0.1), torch.full((LIKE_SAMPLES,), 3.0)])

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import mlflow
 
-from oblivio.tracking.registry import CHAMPION, Lineage, client, lineage, log_model_version
-from oblivio.tracking.runner import runner_alive
+from oblivio.deletion.promotion import register_champion
+from oblivio.runner import runner_alive
+from oblivio.tracking.registry import Lineage, client, lineage
 from oblivio.tracking.runs import JOB_TAG
 from oblivio.tracking.store import connect
 
@@ -57,7 +58,7 @@ def test_a_killed_run_takes_its_steps_down_and_is_closed_by_the_next(
         trained_rgb, sqlite_mlflow: str, tmp_path: Path) -> None:
     data, model_dir = trained_rgb
     with mlflow.start_run(experiment_id=connect()):
-        log_model_version(model_dir, "tiny", Lineage("trained"), alias=CHAMPION)
+        register_champion(model_dir, "tiny", Lineage("trained"))
     command = [sys.executable, "-c", RUN, str(data)]
     proc = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

@@ -14,7 +14,7 @@ import pytest
 
 from oblivio.data import open_dataset
 from oblivio.data.storage import STAGE, staged_dir
-from oblivio.tracking.runner import this_runner
+from oblivio.runner import this_runner
 from tests.datasets import make_idx_dir
 
 WRITER = """

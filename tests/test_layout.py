@@ -123,7 +123,7 @@ def test_what_touches_no_model_starts_without_torch(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "import oblivio.ledger.batches, oblivio.shards, oblivio.tracking.runs\n"
+        "import oblivio.deletion.batches, oblivio.shards, oblivio.tracking.runs\n"
         "from oblivio.cli import app\n"
         "for args, shown in ((['--help'], 'requests'), (['requests', 'list'], 'request'),\n"
         "                    (['methods'], 'projection')):\n"

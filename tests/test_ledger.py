@@ -13,9 +13,9 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import text
 
+from oblivio.deletion.batches import held, hold_of
 from oblivio.errors import OblivioError
 from oblivio.ledger import history
-from oblivio.ledger.batches import held, hold_of
 from oblivio.ledger.store import LeaseLost, Ledger, items_sha256
 from oblivio.unlearn.forgotten import forgotten_ids, provenance_after
 

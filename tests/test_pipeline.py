@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 import oblivio
 from oblivio.cli import app
+from oblivio.deletion.promotion import promote, register_champion
 from oblivio.evaluation.gates import Gates
-from oblivio.tracking.promotion import promote
 from oblivio.tracking.registry import CHAMPION, Lineage, client, lineage, log_model_version
 from oblivio.tracking.store import connect
 from tests.servers import free_port
@@ -32,7 +32,7 @@ SMALL = {"retain_per_class": 20, "forget_samples": 30, "val_per_class": 10,
 
 def register_original(name: str, model_dir: Path) -> None:
     with mlflow.start_run(experiment_id=connect()):
-        log_model_version(model_dir, name, Lineage("trained"), alias=CHAMPION)
+        register_champion(model_dir, name, Lineage("trained"))
 
 
 def test_pipeline_twice_extends_the_lineage(tracked: str, trained_rgb, tmp_path: Path) -> None:

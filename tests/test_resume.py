@@ -1,4 +1,4 @@
-"""Running a network from one of its blocks on (oblivio.unlearn.resume): what the contrast
+"""Running a network from one of its blocks on (oblivio.unlearn.classes.resume): what the contrast
 search uses to score and capture edits confined to the last blocks."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from torch import nn
 
 from oblivio.models.build import build
 from oblivio.models.inference import predict_logits
-from oblivio.unlearn.layers import block_root, layer_blocks, projectable_layers
-from oblivio.unlearn.resume import depth_views, resumed
-from oblivio.unlearn.statistics import capture_statistics
+from oblivio.unlearn.classes.layers import block_root, layer_blocks, projectable_layers
+from oblivio.unlearn.classes.resume import depth_views, resumed
+from oblivio.unlearn.classes.statistics import capture_statistics
 from tests.test_class_forgetting import random_images, split_of
 
 

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 import oblivio
 from oblivio.cli import app
+from oblivio.deletion import promotion
 from oblivio.errors import OblivioError
 from oblivio.ledger.store import Ledger
-from oblivio.tracking import promotion
 from oblivio.tracking.registry import CHAMPION, Lineage, client, log_model_version
 from oblivio.tracking.store import connect
 
@@ -82,7 +82,7 @@ def test_purge_erases_the_id_lists_older_runs_logged(
     """Runs of an older oblivio logged a deletion request's ids as ``samples/forget.parquet``;
     purge erases every such list whose ids the ledger holds for the model, and no other."""
     from oblivio.data.sample_ids import write_sample_ids
-    from oblivio.ledger.retention import erase_run_copies
+    from oblivio.deletion.purge import erase_run_copies
 
     monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger = Ledger()

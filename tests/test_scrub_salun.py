@@ -14,9 +14,9 @@ from oblivio.data import open_dataset
 from oblivio.errors import OblivioError
 from oblivio.models import load_model
 from oblivio.models.inference import accuracy
-from oblivio.unlearn.baselines import forget_with_baseline
-from oblivio.unlearn.salun import SalunSettings, saliency_masks
-from oblivio.unlearn.scrub import ScrubSettings, distill_kl
+from oblivio.unlearn.baselines.run import forget_with_baseline
+from oblivio.unlearn.baselines.salun import SalunSettings, saliency_masks
+from oblivio.unlearn.baselines.scrub import ScrubSettings, distill_kl
 
 runner = CliRunner()
 

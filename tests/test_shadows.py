@@ -15,16 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from oblivio.cli import app
+from oblivio.deletion.purge import SHADOWS, erase_batch_files
 from oblivio.errors import OblivioError
 from oblivio.evaluation.gates import SHADOWS_TPR, Gates, check_gates
-from oblivio.evaluation.shadows import (
-    OUTPUTS_FILE,
-    SHADOWS_FILE,
-    Shadows,
-    erase_images,
-    membership,
-)
-from oblivio.ledger.retention import SHADOWS, erase_batch_files
+from oblivio.evaluation.shadows import OUTPUTS_FILE, SHADOWS_FILE, Shadows, erase_images, membership
 from oblivio.ledger.store import Ledger
 
 runner = CliRunner()

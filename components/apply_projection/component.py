@@ -27,7 +27,7 @@ def apply_projection(model: dsl.Input[dsl.Model], dataset_uri: str,
         batch_hold: The deletion batch's claim from claim_batch ("" outside a batch): its
             lease is renewed while this step works, and the step fails once the batch is lost.
     """
-    from oblivio.ledger.batches import held
+    from oblivio.deletion.batches import held
     from oblivio.unlearn.steps import project_step
 
     with held(batch_hold):

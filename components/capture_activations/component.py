@@ -25,7 +25,7 @@ def capture_activations(model: dsl.Input[dsl.Model], dataset_uri: str,
     """
     import os
 
-    from oblivio.ledger.batches import held
+    from oblivio.deletion.batches import held
     from oblivio.unlearn.steps import capture_step
 
     with held(batch_hold):

@@ -39,7 +39,7 @@ def claim_batch(model_name: str, batch_root: str, lease_minutes: int, max_attemp
     import json
     from datetime import timedelta
 
-    from oblivio.ledger.batches import claim_step, run_root_of
+    from oblivio.deletion.batches import claim_step, run_root_of
     from oblivio.ledger.store import Ledger
 
     batch, run = claim_step(Ledger(), model_name, batch_root, timedelta(minutes=lease_minutes),

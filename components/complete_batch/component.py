@@ -27,7 +27,7 @@ def complete_batch(model_name: str, batch_id: str, token: str, job_id: str, max_
     import json
     import posixpath
 
-    from oblivio.ledger.batches import complete_step
+    from oblivio.deletion.batches import complete_step
     from oblivio.ledger.store import Claim, Ledger
 
     ledger = Ledger()

@@ -46,10 +46,10 @@ def evaluate_model(original: dsl.Input[dsl.Model], unlearned: dsl.Input[dsl.Mode
     """
     import shutil
 
+    from oblivio.deletion.batches import held
     from oblivio.evaluation.evaluate import evaluate_unlearned
     from oblivio.evaluation.relearn import RelearnSettings
     from oblivio.evaluation.report import markdown
-    from oblivio.ledger.batches import held
     from oblivio.tracking.runs import log_report, run_key
 
     parts = {"model": [a.path for a in unlearned_train],

@@ -20,8 +20,8 @@ def predict_outputs(model: dsl.Input[dsl.Model], dataset_uri: str, shard: int, s
         batch_hold: The deletion batch's claim from claim_batch ("" outside a batch): its
             lease is renewed while this step works, and the step fails once the batch is lost.
     """
+    from oblivio.deletion.batches import held
     from oblivio.evaluation.outputs import predict_shard
-    from oblivio.ledger.batches import held
 
     with held(batch_hold):
         outputs.metadata.update(predict_shard(model.path, dataset_uri, outputs.path, shard, shards,

@@ -37,8 +37,8 @@ def register_model(unlearned: dsl.Input[dsl.Model], report: dsl.Input[dsl.Artifa
     """
     import json
 
+    from oblivio.deletion.publish import register_unlearned
     from oblivio.evaluation.gates import Gates
-    from oblivio.tracking.publish import register_unlearned
     from oblivio.tracking.runs import run_key
 
     result = register_unlearned(unlearned.path, report.path, model_name, parent_version,

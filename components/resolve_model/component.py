@@ -29,7 +29,7 @@ def resolve_model(model_uri: str, job_id: str, job_name: str, deletion_batch: st
     Returns:
         The parent version number.
     """
-    from oblivio.tracking.publish import resolve_parent
+    from oblivio.deletion.publish import resolve_parent
     from oblivio.tracking.runs import run_key
 
     name = f"{job_name} {deletion_batch}" if deletion_batch else job_name

@@ -21,7 +21,7 @@ def settle_batch(model_name: str, batch_id: str, token: str, job_id: str, kind: 
     Returns:
         The champion's version number, which the next part starts from.
     """
-    from oblivio.ledger.batches import settle_step
+    from oblivio.deletion.batches import settle_step
     from oblivio.ledger.store import Claim, Ledger
 
     claim = Claim(batch_id, f"kfp:{job_id}", int(token))

@@ -31,7 +31,7 @@ def unlearn_instances(model: dsl.Input[dsl.Model], dataset_uri: str,
             none): each image is aimed at what the shadows that never saw it do on it, instead
             of the population's rank targets. The other methods do not read them.
     """
-    from oblivio.ledger.batches import held
+    from oblivio.deletion.batches import held
     from oblivio.unlearn.steps import instance_step
 
     aim = {"targets": "shadows", "shadows": shadows_uri} if shadows_uri else {}

@@ -694,8 +694,8 @@ def promote(
 ) -> None:
     """Make VERSION the champion if it passes the gates and honours every deletion the
     current champion honours (also how to roll back)."""
+    from oblivio.deletion.promotion import promote as run_promote
     from oblivio.evaluation.gates import Gates
-    from oblivio.tracking.promotion import promote as run_promote
     from oblivio.tracking.store import connect
 
     gates = Gates(max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
@@ -723,7 +723,7 @@ def _local_model(name: str, data: str | None, epochs: int = 1, device: str = "au
     Fashion-MNIST and registered first, as ``oblivio run`` does."""
     from pathlib import Path
 
-    from oblivio.tracking.store import oblivio_home
+    from oblivio.home import oblivio_home
     from oblivio_pipeline.local import ensure_dataset, ensure_registered
 
     dataset = Path(data) if data else ensure_dataset(oblivio_home(),
@@ -752,9 +752,9 @@ def requests_submit(
     another request: one error line, nothing recorded."""
     from datetime import date
 
-    from oblivio.ledger.intake import submit_request
+    from oblivio.deletion.intake import submit_request
+    from oblivio.home import oblivio_home
     from oblivio.ledger.store import Ledger, check_ticket
-    from oblivio.tracking.store import oblivio_home
     from oblivio_pipeline.local import ensure_dataset
 
     try:
@@ -890,8 +890,8 @@ def demo(
     training images, honour both in one deletion batch, print who honours what, the lineage
     and the audit; then `audit verify`, a champion moved by hand that verify catches, and
     promote putting it right. Either request not honoured: one error line, exit 2."""
-    from oblivio.ledger.audit import audit as run_audit
-    from oblivio.ledger.audit import render
+    from oblivio.deletion.audit import audit as run_audit
+    from oblivio.deletion.audit import render
     from oblivio.ledger.store import Ledger
     from oblivio_pipeline.demo import run_demo
 
@@ -921,7 +921,7 @@ def purge(
     (registry entries and lineage stay, for the audit); erase finished batches' ids files and,
     with version 1, this machine's training folder of the original. Each erasure is a receipt
     in the ledger's history."""
-    from oblivio.ledger.retention import purge as run_purge
+    from oblivio.deletion.purge import purge as run_purge
     from oblivio.ledger.store import Ledger
 
     rows = run_purge(Ledger(), model_name, dry_run)
@@ -958,7 +958,7 @@ def audit(
     if report is not None:
         if ticket is None:
             raise OblivioError("--report needs --ticket: a report is of one request")
-        from oblivio.ledger import request_report
+        from oblivio.deletion import request_report
         from oblivio.ledger.store import Ledger
 
         built = request_report.build(Ledger(), model_name, ticket)
@@ -968,8 +968,8 @@ def audit(
                 e.get("champion_honours") is False for e in built["requests"]):
             raise typer.Exit(1)
         return
-    from oblivio.ledger.audit import audit as run_audit
-    from oblivio.ledger.audit import render
+    from oblivio.deletion.audit import audit as run_audit
+    from oblivio.deletion.audit import render
     from oblivio.ledger.store import Ledger
 
     index = None
@@ -1002,8 +1002,8 @@ def audit_verify(
     """Recompute the history's hash chain and check the ledger's rows and the registry
     (champion, its weights, the lineage tags of every version the history names) against it.
     Exit 1 on any break, one line each."""
+    from oblivio.deletion.verify import push_metric, verify
     from oblivio.ledger.store import Ledger
-    from oblivio.ledger.verify import push_metric, verify
 
     verdict = verify(Ledger(), model_name, weights)
     if pushgateway:

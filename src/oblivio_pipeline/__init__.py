@@ -40,7 +40,7 @@ def _follow_local_runner() -> None:
     """Under ``oblivio run`` every step is a process started by the runner; a runner killed
     with SIGKILL cannot take them down, and a step left running alone could still register a
     model nobody asked for. So a step watches its runner and kills itself when it is gone."""
-    from oblivio.tracking.runner import RUNNER_ENV, runner_alive
+    from oblivio.runner import RUNNER_ENV, runner_alive
 
     runner = os.environ.get(RUNNER_ENV, "")
     if not runner or runner.endswith(f":{os.getpid()}"):

@@ -2,7 +2,7 @@
 request, forget the classes and then the images from the champion (one pipeline run each, so
 each version carries the evidence of its own request), and mark the requests honoured by the
 version that became champion; the Kubeflow batch pipeline does the same with the same library
-calls (``oblivio.ledger.batches``).
+calls (``oblivio.deletion.batches``).
 
 While a part runs, the lease is renewed every third of its length; every ledger write names the
 claim's fencing token, so a run that lost the batch (its lease ran out and another run took it
@@ -20,8 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from oblivio.errors import OblivioError
-from oblivio.ledger.batches import (
+from oblivio.deletion.batches import (
     KINDS,
     claim_step,
     complete_step,
@@ -29,8 +28,10 @@ from oblivio.ledger.batches import (
     part_key,
     settle_part,
 )
+from oblivio.errors import OblivioError
+from oblivio.home import oblivio_home
 from oblivio.ledger.store import LeaseLost, Ledger
-from oblivio.tracking.store import connect, oblivio_home
+from oblivio.tracking.store import connect
 
 
 @dataclass
@@ -49,9 +50,9 @@ def run_batch(name: str = "fashion-classifier", data: str | None = None,
               lease: timedelta = timedelta(hours=6), max_attempts: int = 3,
               ledger: Ledger | None = None, **params) -> BatchResult:
     """Honour what is pending for ``name``; nothing pending: no run, no version."""
+    from oblivio.deletion.publish import finish_registration
     from oblivio.evaluation.gates import Gates
-    from oblivio.tracking.publish import finish_registration, version_for_batch
-    from oblivio.tracking.registry import TAG
+    from oblivio.tracking.registry import TAG, version_for_batch
     from oblivio_pipeline.local import run_local
 
     ledger = ledger or Ledger()

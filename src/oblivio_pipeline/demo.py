@@ -51,7 +51,7 @@ def run_demo(name: str, data: str, seed: int = 0, images: int = 32, classes: str
              **params) -> DemoResult:
     """Submit a class request and ``images`` seeded training ids, honour both in one batch.
     Raises when either request is not honoured (its reason is the batch's)."""
-    from oblivio.ledger.intake import submit_request
+    from oblivio.deletion.intake import submit_request
     from oblivio.ledger.store import Ledger
     from oblivio.tracking.registry import versions
     from oblivio_pipeline.batch import run_batch
@@ -87,9 +87,9 @@ def tamper_drill(name: str) -> list[str]:
     MLflow (as its UI does), and verify must name the break; ``oblivio promote`` puts the
     honouring version back, and verify passes again. Returns what happened, for people; raises
     when a check does not answer as it must."""
+    from oblivio.deletion.promotion import promote
+    from oblivio.deletion.verify import verify
     from oblivio.ledger.store import Ledger
-    from oblivio.ledger.verify import verify
-    from oblivio.tracking.promotion import promote
     from oblivio.tracking.registry import CHAMPION, client
 
     ledger = Ledger()

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from oblivio.data.storage import is_local
+from oblivio.deletion.promotion import register_champion
 from oblivio.errors import OblivioError
-from oblivio.tracking.registry import CHAMPION, Lineage, forgotten, log_model_version
-from oblivio.tracking.runner import RUNNER_ENV, this_runner
+from oblivio.home import oblivio_home
+from oblivio.runner import RUNNER_ENV, this_runner
+from oblivio.tracking.registry import CHAMPION, Lineage, forgotten
 from oblivio.tracking.runs import close_abandoned_runs
-from oblivio.tracking.store import connect, oblivio_home
+from oblivio.tracking.store import connect
 
 #: Classes ``oblivio run`` forgets when none is given: the first one the champion still knows.
 DEMO_ORDER = (7, 2, 9, 5, 0, 1, 3, 4, 6, 8)
@@ -59,9 +61,8 @@ def ensure_registered(name: str, data: Path, home: Path, arch: str, epochs: int,
         metrics = json.loads((out / "metrics.json").read_text())
         mlflow.log_params({"arch": arch, "epochs": epochs, "seed": seed, "dataset": str(data)})
         mlflow.log_metric("test_acc", metrics["test_acc"])
-        log_model_version(out, name, Lineage(method="trained", params={"arch": arch,
-                                                                       "epochs": epochs}),
-                          alias=CHAMPION)
+        register_champion(out, name, Lineage(method="trained", params={"arch": arch,
+                                                                       "epochs": epochs}))
     return "trained and registered"
 
 

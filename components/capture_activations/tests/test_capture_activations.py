@@ -2,7 +2,7 @@ from pathlib import Path
 
 from kfp import dsl
 
-from oblivio.unlearn.statistics import load_statistics
+from oblivio.unlearn.classes.statistics import load_statistics
 from oblivio_pipeline.components import capture_activations
 
 

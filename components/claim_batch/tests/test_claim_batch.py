@@ -6,9 +6,10 @@ import pytest
 from kfp import dsl
 
 from oblivio.data.sample_ids import read_sample_ids
-from oblivio.ledger.batches import run_root_of
+from oblivio.deletion.batches import run_root_of
+from oblivio.deletion.promotion import register_champion
 from oblivio.ledger.store import Claim, Ledger
-from oblivio.tracking.registry import CHAMPION, Lineage, log_model_version
+from oblivio.tracking.registry import Lineage
 from oblivio.tracking.store import connect
 from oblivio_pipeline.components import claim_batch
 
@@ -63,9 +64,8 @@ def test_a_class_the_champion_already_forgot_is_honoured_at_once(
     met, _ = ledger.submit(registered, "classes", ["1"], "GDPR-1")
     left, _ = ledger.submit(registered, "classes", ["2"])
     with mlflow.start_run(experiment_id=connect()):  # a manual run forgets class 1
-        log_model_version(trained_rgb[1], registered, Lineage("projection",
-                                                              forgotten_classes=[1]),
-                          alias=CHAMPION)
+        register_champion(trained_rgb[1], registered, Lineage("projection",
+                                                              forgotten_classes=[1]))
     batch_id, _, _, classes, _, _, _ = claim(tmp_path, registered)
     assert classes == "2"
     honoured = ledger.get(met.id)

@@ -6,8 +6,9 @@ import mlflow
 import pytest
 from kfp import dsl
 
+from oblivio.deletion.promotion import register_champion
 from oblivio.ledger.store import LeaseLost, Ledger
-from oblivio.tracking.registry import CHAMPION, Lineage, log_model_version
+from oblivio.tracking.registry import Lineage
 from oblivio.tracking.store import connect
 from oblivio_pipeline.components import complete_batch
 
@@ -30,9 +31,9 @@ def test_completes_a_batch_once_every_part_is_champion(
     own = run_root / "complete-batch" / "13"
     own.mkdir(parents=True)
     with mlflow.start_run(experiment_id=connect()):
-        log_model_version(trained_rgb[1], registered, Lineage(
+        register_champion(trained_rgb[1], registered, Lineage(
             "match", forgotten_batches=["digest-of-the-ids"],
-            deletion_batch=f"{batch.id}.ids"), alias=CHAMPION)
+            deletion_batch=f"{batch.id}.ids"))
 
     def complete(job: str = "job-1") -> str:
         return complete_batch.python_func(model_name=registered, batch_id=batch.id, token="1",

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from kfp import dsl
 
-from oblivio.unlearn.statistics import load_statistics
-from oblivio.unlearn.subspaces import load_subspaces
+from oblivio.unlearn.classes.statistics import load_statistics
+from oblivio.unlearn.classes.subspaces import load_subspaces
 from oblivio_pipeline.components import compute_subspaces
 
 

@@ -5,7 +5,7 @@ import torch
 from kfp import dsl
 
 from oblivio.errors import OblivioError
-from oblivio.unlearn.statistics import load_statistics
+from oblivio.unlearn.classes.statistics import load_statistics
 from oblivio_pipeline.components import capture_activations, merge_statistics
 
 

@@ -5,6 +5,7 @@ import mlflow
 import pytest
 from kfp import dsl
 
+from oblivio.deletion.promotion import register_champion
 from oblivio.errors import OblivioError
 from oblivio.ledger.store import LeaseLost, Ledger
 from oblivio.tracking.registry import CHAMPION, Lineage, client, log_model_version
@@ -26,9 +27,8 @@ def test_settles_a_part_by_its_champion_version_or_sends_only_that_part_back(
 
     # what the classes' run leaves: a version registered under the part's key, champion
     with mlflow.start_run(experiment_id=connect()):
-        log_model_version(trained_rgb[1], registered, Lineage(
-            "projection", forgotten_classes=[1], deletion_batch=f"{batch.id}.classes"),
-            alias=CHAMPION)
+        register_champion(trained_rgb[1], registered, Lineage(
+            "projection", forgotten_classes=[1], deletion_batch=f"{batch.id}.classes"))
     # another job, or an older claim of this one, writes nothing
     for job, token in (("job-2", "1"), ("job-1", "0")):
         with pytest.raises(LeaseLost, match=f"batch {batch.id} is no longer this run's"):
@@ -69,9 +69,8 @@ def test_a_champion_moved_while_settling_goes_back_to_one_that_honours(
     ledger.submit(registered, "classes", ["1"])
     batch = ledger.claim(registered, "kfp:job-1", timedelta(hours=1))
     with mlflow.start_run(experiment_id=connect()):
-        log_model_version(trained_rgb[1], registered, Lineage(
-            "projection", forgotten_classes=[1], deletion_batch=f"{batch.id}.classes"),
-            alias=CHAMPION)
+        register_champion(trained_rgb[1], registered, Lineage(
+            "projection", forgotten_classes=[1], deletion_batch=f"{batch.id}.classes"))
     real = Ledger.honour
 
     def racing(self, claim, kind: str, version: str, **evidence) -> int:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from kfp import local
 
-from oblivio.ledger.intake import submit_request
+from oblivio.deletion.intake import submit_request
+from oblivio.deletion.verify import verify
 from oblivio.ledger.store import Ledger
-from oblivio.ledger.verify import verify
 from oblivio.tracking.registry import CHAMPION, client, lineage
 from oblivio.tracking.runs import JOB_TAG, run_id_of, run_key
 from oblivio_pipeline.pipelines.oblivio_deletion_batch.pipeline import (

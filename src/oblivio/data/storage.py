@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from oblivio.errors import OblivioError
-from oblivio.tracking.runner import pid_alive
+from oblivio.runner import pid_alive
 
 
 def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:

@@ -10,7 +10,7 @@ and 5% FPR against the out-shadows' own scores (each left out of the mean it is 
 against), per-example epsilon, KLoM, and the memorised part.
 
 Their out-shadows' mean phi per image (``mean_out``) is also the one thing loss matching
-lacks on memorised images: a retrain-like target for *that* image (unlearn/loss_matching.py,
+lacks on memorised images: a retrain-like target for *that* image (unlearn/instances/matching.py,
 ``--targets shadows``).
 
 A shadow saw half the data, a retrain all but the request: on typical images a retrain is the

@@ -46,6 +46,7 @@ from sqlalchemy.exc import (
 )
 
 from oblivio.errors import OblivioError
+from oblivio.home import oblivio_home
 from oblivio.ledger import history, schema
 from oblivio.ledger.tables import STATES, batches, copies, events, items, parts, requests
 
@@ -64,8 +65,6 @@ class LeaseLost(OblivioError):
 
 def ledger_url() -> str:
     """``OBLIVIO_LEDGER_URL``, else a SQLite file under the oblivio home."""
-    from oblivio.tracking.store import oblivio_home
-
     return os.environ.get(LEDGER_ENV) or f"sqlite:///{oblivio_home() / 'ledger.db'}"
 
 

@@ -96,23 +96,6 @@ def version_evidence(version) -> dict[str, str | None]:
             "lineage_sha256": lineage_sha256(version.tags)}
 
 
-def set_champion(name: str, version: str, why: str) -> None:
-    """Point ``champion`` at ``version`` and record the move in the ledger's history, so that
-    a move made anywhere else (the MLflow UI) is told apart by ``oblivio audit verify``."""
-    from mlflow.exceptions import MlflowException
-
-    from oblivio.ledger.store import Ledger
-
-    try:
-        previous = str(client().get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:  # no champion yet
-        previous = None
-    client().set_registered_model_alias(name, CHAMPION, version)
-    target = client().get_model_version(name, version)
-    Ledger().record(name, "champion", version=str(version), previous=previous, why=why,
-                    **version_evidence(target))
-
-
 def client():
     from mlflow import MlflowClient
 
@@ -138,9 +121,10 @@ def log_model_version(model_dir: str | os.PathLike[str], name: str, lineage: Lin
         pip_requirements=["torch", "timm", "oblivio"])
     tags = lineage.tags() | {f"{TAG}weights_sha256": cfg["weights_sha256"]}
     version = mlflow.register_model(info.model_uri, name, tags=tags)
-    if alias == CHAMPION:
-        set_champion(name, str(version.version), "registered as champion")
-    elif alias:
+    if alias == CHAMPION:  # a champion move is the deletion rule's, recorded in the ledger
+        raise OblivioError("register a champion with oblivio.deletion.promotion."
+                           "register_champion")
+    if alias:
         client().set_registered_model_alias(name, alias, version.version)
     return version
 
@@ -262,3 +246,19 @@ def lineage(name: str) -> list[dict]:
             "metrics": {k: metrics[k] for k in KEY_METRICS if k in metrics},
         })
     return rows
+
+
+def version_for_batch(name: str, deletion_batch: str):
+    """The version of ``name`` registered for ``deletion_batch``, or None."""
+    import re
+
+    from mlflow.exceptions import MlflowException
+
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,200}", deletion_batch):
+        raise OblivioError(f"deletion batch id {deletion_batch!r}: letters, digits and ._:- only")
+    try:
+        found = client().search_model_versions(
+            f"name = '{name}' and tags.`{TAG}deletion_batch` = '{deletion_batch}'")
+    except MlflowException as exc:
+        raise OblivioError(f"{name}: {exc.message.splitlines()[0]}") from None
+    return min(found, key=lambda v: int(v.version)) if found else None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from oblivio.errors import OblivioError
 from oblivio.evaluation.gates import flat_metrics
+from oblivio.runner import RUNNER_ENV, runner_alive
 from oblivio.tracking.registry import TAG, client
-from oblivio.tracking.runner import RUNNER_ENV, runner_alive
 from oblivio.tracking.store import connect
 
 JOB_TAG = f"{TAG}pipeline_run"

@@ -9,12 +9,9 @@ import os
 from pathlib import Path
 
 from oblivio.errors import OblivioError
+from oblivio.home import oblivio_home
 
 EXPERIMENT = "oblivio"
-
-
-def oblivio_home() -> Path:
-    return Path(os.environ.get("OBLIVIO_HOME") or Path.home() / ".oblivio").expanduser()
 
 
 def tracking_uri() -> str:

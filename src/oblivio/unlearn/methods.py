@@ -74,14 +74,14 @@ class Method:
 
 def _projection(model_dir: str, data: str, out: str, classes: str, ids_file: None,
                 settings: Any, device: str, progress: bool) -> dict:
-    from oblivio.unlearn.class_forgetting import forget_classes
+    from oblivio.unlearn.classes.forget import forget_classes
 
     return forget_classes(model_dir, data, classes, out, settings, device, progress=progress)
 
 
 def _contrast(model_dir: str, data: str, out: str, classes: str, ids_file: None,
               settings: Any, device: str, progress: bool) -> dict:
-    from oblivio.unlearn.class_forgetting import forget_by_contrast
+    from oblivio.unlearn.classes.forget import forget_by_contrast
 
     return forget_by_contrast(model_dir, data, classes, out, settings, device,
                               progress=progress)
@@ -89,21 +89,21 @@ def _contrast(model_dir: str, data: str, out: str, classes: str, ids_file: None,
 
 def _l2ul(model_dir: str, data: str, out: str, classes: None, ids_file: str, settings: Any,
           device: str, progress: bool) -> dict:
-    from oblivio.unlearn.instance_forgetting import forget_instances
+    from oblivio.unlearn.instances.l2ul import forget_instances
 
     return forget_instances(model_dir, data, ids_file, out, settings, device, progress)
 
 
 def _match(model_dir: str, data: str, out: str, classes: None, ids_file: str, settings: Any,
            device: str, progress: bool) -> dict:
-    from oblivio.unlearn.loss_matching import forget_by_matching
+    from oblivio.unlearn.instances.matching import forget_by_matching
 
     return forget_by_matching(model_dir, data, ids_file, out, settings, device, progress)
 
 
 def _amun(model_dir: str, data: str, out: str, classes: None, ids_file: str, settings: Any,
           device: str, progress: bool) -> dict:
-    from oblivio.unlearn.amun import forget_by_amun
+    from oblivio.unlearn.baselines.amun import forget_by_amun
 
     return forget_by_amun(model_dir, data, ids_file, out, settings, device, progress)
 
@@ -111,7 +111,7 @@ def _amun(model_dir: str, data: str, out: str, classes: None, ids_file: str, set
 def _baseline(name: str) -> Callable[..., dict]:
     def run(model_dir: str, data: str, out: str, classes: str | None, ids_file: str | None,
             settings: Any, device: str, progress: bool) -> dict:
-        from oblivio.unlearn.baselines import forget_with_baseline
+        from oblivio.unlearn.baselines.run import forget_with_baseline
 
         return forget_with_baseline(model_dir, data, out, name, classes, ids_file, settings,
                                     device, progress)
@@ -125,29 +125,29 @@ GRADIENT = ("epochs", "lr", "forget_target", "seed")
 
 def _registry() -> dict[str, Method]:
     both = frozenset({CLASSES, IDS})
-    base = "baselines:BaselineSettings"
+    base = "tuning:BaselineSettings"
     entries = [
-        Method("projection", frozenset({CLASSES}), "class_forgetting:ProjectionSettings",
+        Method("projection", frozenset({CLASSES}), "classes.forget:ProjectionSettings",
                ("alpha_r", "alpha_f", "forget_margin", "bn_rounds", *SAMPLING), _projection,
                "training-free scaled subspace projection (the default for classes)", True),
-        Method("contrast", frozenset({CLASSES}), "class_forgetting:ContrastSettings",
+        Method("contrast", frozenset({CLASSES}), "classes.forget:ContrastSettings",
                ("ratio", "rounds", "blocks", *SAMPLING), _contrast,
                "training-free energy contrast (the better choice for a ViT)", True),
-        Method("match", frozenset({IDS}), "loss_matching:MatchSettings",
+        Method("match", frozenset({IDS}), "instances.matching:MatchSettings",
                ("lr", "max_steps", "tolerance", "retain_guard", "reference", "targets",
                 "shadows", "recalibrate_bn", "seed"), _match,
                "move the images' losses to unseen images' losses, as a retrain would "
                "(the default for ids)", True),
-        Method("l2ul", frozenset({IDS}), "instance_forgetting:L2ULSettings",
+        Method("l2ul", frozenset({IDS}), "instances.l2ul:L2ULSettings",
                ("ablation", "variant", "bn", "mask", "eps", "adv_per_instance", "pgd_iters",
                 "max_epochs", "lr", "recalibrate_bn", "seed"), _l2ul,
                "adversarial examples + weight importance: misclassify or relabel (for "
                "memorised, mislabelled images)", True),
-        Method("relabel", frozenset({IDS}), "baselines:RelabelSettings",
+        Method("relabel", frozenset({IDS}), "instances.relabel:RelabelSettings",
                (*GRADIENT, "retain_guard"), _baseline("relabel"),
                "fine-tune the images towards the model's runner-up class, retain guard on "
                "(for mislabelled images: a retrain predicts their true class)", True),
-        Method("amun", frozenset({IDS}), "amun:AmunSettings",
+        Method("amun", frozenset({IDS}), "baselines.amun:AmunSettings",
                ("epochs", "lr", "eps", "pgd_iters", "seed"), _amun,
                "AMUN: fine-tune on the images and their nearest adversarial examples, "
                "labelled as the model mispredicts them"),
@@ -160,12 +160,13 @@ def _registry() -> dict[str, Method]:
                "gradient ascent on the forget set, descent on the retain set"),
         Method("random-label", both, base, GRADIENT, _baseline("random-label"),
                "fine-tune the forget set on random other labels"),
-        Method("scrub", both, "scrub:ScrubSettings",
+        Method("scrub", both, "baselines.scrub:ScrubSettings",
                ("epochs", "lr", "max_epochs", "retain_batches", "rewind", "seed"),
                _baseline("scrub"),
                "SCRUB: the original as teacher, away from it on D_f, with it on D_r; "
                "--rewind: SCRUB+R"),
-        Method("salun", both, "salun:SalunSettings", (*GRADIENT, "saliency"), _baseline("salun"),
+        Method("salun", both, "baselines.salun:SalunSettings", (*GRADIENT, "saliency"),
+               _baseline("salun"),
                "SalUn: random labels on the weights most salient to the forget loss"),
         Method("ssd", both, base, ("fisher_samples", "seed"), _baseline("ssd"),
                "selective synaptic dampening (training-free)"),

@@ -25,28 +25,28 @@ from oblivio.evaluation.shadows import check_shadows
 from oblivio.models.checkpoint import load_model
 from oblivio.shards import shard_rows
 from oblivio.training import resolve_device
-from oblivio.unlearn.alpha_selection import FORGET_MARGIN, alpha_pairs
-from oblivio.unlearn.class_forgetting import (
+from oblivio.unlearn.classes.alpha_selection import FORGET_MARGIN, alpha_pairs
+from oblivio.unlearn.classes.forget import (
     BatchNormRounds,
     ClassSampling,
     ProjectionSettings,
     contrast_and_save,
     project_and_save,
 )
-from oblivio.unlearn.class_plan import Plan, classes_after, plan_forgetting
-from oblivio.unlearn.grid_tables import alpha_grid_markdown, ratio_grid_markdown
-from oblivio.unlearn.methods import check_pipeline_params, method_for
-from oblivio.unlearn.projection import eigen_operators
-from oblivio.unlearn.ratio_selection import contrast_taus
-from oblivio.unlearn.requests import forgotten_classes, load_request
-from oblivio.unlearn.samples import ClassSamples
-from oblivio.unlearn.statistics import (
+from oblivio.unlearn.classes.grid_tables import alpha_grid_markdown, ratio_grid_markdown
+from oblivio.unlearn.classes.plan import Plan, classes_after, plan_forgetting
+from oblivio.unlearn.classes.projection import eigen_operators
+from oblivio.unlearn.classes.ratio_selection import contrast_taus
+from oblivio.unlearn.classes.samples import ClassSamples
+from oblivio.unlearn.classes.statistics import (
     capture_statistics,
     load_statistics,
     merge_statistics,
     save_statistics,
 )
-from oblivio.unlearn.subspaces import compute_subspaces, load_subspaces, save_subspaces
+from oblivio.unlearn.classes.subspaces import compute_subspaces, load_subspaces, save_subspaces
+from oblivio.unlearn.methods import check_pipeline_params, method_for
+from oblivio.unlearn.requests import forgotten_classes, load_request
 
 SETS = ("retain", "forget", "validation")
 PLAN_FILE = "plan.json"

@@ -11,9 +11,10 @@ import html
 import json
 from pathlib import Path
 
-from oblivio.ledger.audit import audit
+from oblivio.deletion.audit import audit
+from oblivio.deletion.verify import verify
+from oblivio.ledger.history import aware
 from oblivio.ledger.store import Ledger
-from oblivio.ledger.verify import verify
 
 
 def build(ledger: Ledger, model_name: str, ticket: str, weights: bool = True) -> dict:
@@ -35,7 +36,6 @@ def build(ledger: Ledger, model_name: str, ticket: str, weights: bool = True) ->
 
 
 def _event(row) -> dict:
-    from oblivio.ledger.history import aware
 
     return {"seq": row.seq, "at": aware(row.at).isoformat(timespec="seconds"),
             "event": row.event, "request_id": row.request_id, "batch_id": row.batch_id,
@@ -78,7 +78,6 @@ padding:.3rem .5rem;text-align:left;vertical-align:top;font-size:.9rem}th{backgr
 td{overflow-wrap:anywhere}.timeline td:nth-child(-n+3){white-space:nowrap}
 .ok{color:#05650f;font-weight:600}.bad{color:#b00020;font-weight:600}
 code{font-size:.85rem}"""
-
 
 def render_html(report: dict) -> str:
     """The report as one self-contained HTML page, every value escaped."""

@@ -25,9 +25,9 @@ from torch import nn
 from oblivio.errors import OblivioError
 from oblivio.models.inference import accuracy
 from oblivio.training import resolve_device, seed_everything
-from oblivio.unlearn.adversarial import l2_pgd
-from oblivio.unlearn.baselines import BaselineSettings, BatchDraw, _optimise
+from oblivio.unlearn.instances.adversarial import l2_pgd
 from oblivio.unlearn.requests import load_request, save_unlearned
+from oblivio.unlearn.tuning import BaselineSettings, BatchDraw, optimise
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def amun(model: nn.Module, split, forget_rows: np.ndarray, retain_rows: np.ndarr
         inputs = torch.cat([adv[keep], xr]).contiguous(memory_format=torch.channels_last)
         return ce(model(inputs), torch.cat([label[keep], yr]))
     steps = max(1, int(np.ceil(settings.epochs * pairs / size)))
-    result = _optimise(model, settings, steps, loss, None, "amun", progress)
+    result = optimise(model, settings, steps, loss, None, "amun", progress)
     return result | {"adversarial_found": int(found.sum()),
                      "adversarial_radius_median": float(np.nanmedian(radius))
                      if found.any() else None}

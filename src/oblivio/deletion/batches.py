@@ -19,9 +19,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+from oblivio.data.sample_ids import ids_sha256, write_sample_ids
+from oblivio.deletion.promotion import restore_honouring_champion
+from oblivio.deletion.purge import SHADOWS, erase_batch_files
 from oblivio.errors import OblivioError
-from oblivio.ledger.retention import SHADOWS
 from oblivio.ledger.store import Batch, Claim, LeaseLost, Ledger
+from oblivio.tracking.registry import (
+    CHAMPION,
+    TAG,
+    client,
+    forgotten,
+    resolve_version,
+    version_evidence,
+    version_for_batch,
+)
+from oblivio.tracking.store import connect
 
 KINDS = ("classes", "ids")
 
@@ -32,8 +44,6 @@ def part_key(batch_id: str, kind: str) -> str:
 
 
 def _champion(model_name: str):
-    from oblivio.tracking.registry import CHAMPION, resolve_version
-    from oblivio.tracking.store import connect
 
     connect()
     return resolve_version(f"models:/{model_name}@{CHAMPION}")
@@ -43,8 +53,6 @@ def honour_met(ledger: Ledger, batch: Batch) -> list[int]:
     """Honour at once, by the champion, the batch's class requests whose classes it has already
     forgotten (a manual promote, or ``oblivio run``, got there first). Returns the classes the
     batch still has to forget."""
-    from oblivio.tracking.registry import forgotten, version_evidence
-
     class_requests = [r for r in batch.requests if r.kind == "classes"]
     if not class_requests:
         return batch.classes
@@ -89,9 +97,6 @@ def claim_step(ledger: Ledger, model_name: str, batch_root: str, lease: timedelt
     ``<batch_root>/<batch>/ids.parquet``. ``run_root``: the Kubeflow run's pipeline-root
     folder, recorded to be erased once the batch is over ("": none, as for ``oblivio batch
     run``, which erases its own; None: not recognised, said on stderr)."""
-    from oblivio.data.sample_ids import ids_sha256, write_sample_ids
-    from oblivio.tracking.store import connect
-
     connect()  # an unreachable MLflow fails here, before anything is claimed
     batch = ledger.claim(model_name, owner, lease, max_claims=max_attempts)
     if batch is None:
@@ -167,10 +172,6 @@ def held(hold: str) -> Iterator[None]:
 def settle(ledger: Ledger, claim: Claim, model_name: str, kind: str) -> str:
     """Honour the batch's ``kind`` requests by the version counted for that part, which must be
     the champion; otherwise raise why not. Returns the version."""
-    from oblivio.tracking.publish import version_for_batch
-    from oblivio.tracking.registry import CHAMPION, TAG, client, version_evidence
-    from oblivio.tracking.store import connect
-
     connect()
     number = ledger.counted_version(claim.batch_id, kind)
     if number is None:
@@ -187,7 +188,6 @@ def settle(ledger: Ledger, claim: Claim, model_name: str, kind: str) -> str:
     ledger.honour(claim, kind, number, **version_evidence(version))
     # a promotion may have moved the champion since the check above, to a version that does
     # not honour what was just honoured: it goes back to one that does
-    from oblivio.tracking.promotion import restore_honouring_champion
 
     restore_honouring_champion(model_name)
     return number
@@ -219,8 +219,6 @@ def complete_step(ledger: Ledger, claim: Claim, model_name: str, max_attempts: i
     after the ledger recorded it, when any part of the batch failed, now or earlier: a
     retried step must not find nothing left to settle and pass, turning the run green.
     Returns the erasure receipts."""
-    from oblivio.ledger.retention import erase_batch_files
-
     for kind in kinds:
         settle_part(ledger, claim, model_name, kind, max_attempts, failure)
     receipts = erase_batch_files(ledger, model_name, keep)  # copies go once a batch is over

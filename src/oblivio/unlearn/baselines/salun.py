@@ -17,12 +17,7 @@ from torch import nn
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.training import seed_everything
-from oblivio.unlearn.adversarial import other_classes
-from oblivio.unlearn.baselines import (
-    BaselineSettings,
-    BatchDraw,
-    descend_to,
-)
+from oblivio.unlearn.tuning import BaselineSettings, BatchDraw, descend_to, other_classes
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.tensorfile import read_tensors, write_tensors
-from oblivio.unlearn.layers import LayerSpec, input_columns, projectable_layers
+from oblivio.unlearn.classes.layers import LayerSpec, input_columns, projectable_layers
 
 FORMAT = "oblivio-stats/1"
 

@@ -17,9 +17,12 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 
+from oblivio.deletion.rule import unhonoured
+from oblivio.errors import OblivioError
 from oblivio.ledger import history
-from oblivio.ledger.retention import unhonoured
 from oblivio.ledger.store import Ledger, Request
+from oblivio.tracking.registry import CHAMPION, TAG, client, lineage_sha256
+from oblivio.tracking.store import connect
 
 #: ``oblivio.models.checkpoint.WEIGHTS_FILE``, named here so that the check runs without torch
 WEIGHTS_FILE = "model.safetensors"
@@ -89,9 +92,6 @@ def _registry(ledger: Ledger, model_name: str, rows, weights: bool,
               facts: list[str]) -> list[str]:
     from mlflow.exceptions import MlflowException
 
-    from oblivio.errors import OblivioError
-    from oblivio.tracking.registry import CHAMPION, TAG, client, lineage_sha256
-    from oblivio.tracking.store import connect
 
     connect()
     try:
@@ -169,7 +169,6 @@ def push_metric(gateway: str, model_name: str, verdict: Verdict) -> None:
 
     import requests
 
-    from oblivio.errors import OblivioError
 
     body = ("# TYPE oblivio_audit_verify_breaks gauge\n"
             f"oblivio_audit_verify_breaks {len(verdict.breaks)}\n"

@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
-from oblivio.unlearn.projection import Projector
-from oblivio.unlearn.validation_scoring import (
+from oblivio.unlearn.classes.projection import Projector
+from oblivio.unlearn.classes.validation_scoring import (
     accuracy_until,
     by_class,
     check_forget_target,

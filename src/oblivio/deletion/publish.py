@@ -7,9 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
+from oblivio.deletion.promotion import promote
 from oblivio.errors import OblivioError
 from oblivio.evaluation.gates import Gates, check_gates, flat_metrics, verdict
-from oblivio.tracking.promotion import promote
 from oblivio.tracking.registry import (
     CANDIDATE,
     TAG,
@@ -19,9 +19,11 @@ from oblivio.tracking.registry import (
     forgotten,
     log_model_version,
     resolve_version,
+    version_for_batch,
 )
 from oblivio.tracking.runs import run_id_of, start_run
 from oblivio.tracking.store import connect
+from oblivio.unlearn.methods import check_pipeline_params
 
 
 def resolve_parent(model_uri: str, dst: str, job_id: str, job_name: str, params: dict) -> dict:
@@ -30,7 +32,6 @@ def resolve_parent(model_uri: str, dst: str, job_id: str, job_name: str, params:
     from mlflow.entities import LoggedModelInput
 
     from oblivio.models.checkpoint import read_config
-    from oblivio.unlearn.methods import check_pipeline_params
 
     check_pipeline_params(params)
     connect()
@@ -104,19 +105,3 @@ def finish_registration(name: str, version: str, gate: str, gates: Gates,
     client().set_model_version_tag(name, str(version), f"{TAG}promotion",
                                    result["promotion"][:5000])
     return result
-
-
-def version_for_batch(name: str, deletion_batch: str):
-    """The version of ``name`` registered for ``deletion_batch``, or None."""
-    import re
-
-    from mlflow.exceptions import MlflowException
-
-    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,200}", deletion_batch):
-        raise OblivioError(f"deletion batch id {deletion_batch!r}: letters, digits and ._:- only")
-    try:
-        found = client().search_model_versions(
-            f"name = '{name}' and tags.`{TAG}deletion_batch` = '{deletion_batch}'")
-    except MlflowException as exc:
-        raise OblivioError(f"{name}: {exc.message.splitlines()[0]}") from None
-    return min(found, key=lambda v: int(v.version)) if found else None

@@ -1,35 +1,34 @@
-"""Promotion through gates, and the deletion rule: a version may become ``champion`` only if it
-has forgotten everything the current champion has forgotten, so neither promotion nor rollback
-can bring deleted data back."""
+"""Promotion through gates, under the deletion rule: a version may become ``champion`` only if it
+has forgotten everything the current champion has forgotten and every honoured request, so
+neither promotion nor rollback can bring deleted data back. Every move of ``champion`` is
+recorded in the ledger's history, so that a move made anywhere else (the MLflow UI) is told
+apart by ``oblivio audit verify``."""
 
 from __future__ import annotations
 
-from mlflow.exceptions import MlflowException
+import os
 
+from oblivio.deletion.rule import deletion_conflicts, unhonoured
 from oblivio.errors import OblivioError
 from oblivio.evaluation.gates import Gates, check_gates, verdict
+from oblivio.ledger.store import Ledger
 from oblivio.tracking.registry import (
     CHAMPION,
     TAG,
+    Lineage,
     client,
-    forgotten,
+    log_model_version,
     resolve_version,
-    set_champion,
+    version_evidence,
+    versions,
 )
-
-
-def deletion_conflicts(candidate_tags: dict[str, str], champion_tags: dict[str, str]) -> list[str]:
-    """What the champion has forgotten that the candidate still knows."""
-    classes_c, batches_c = forgotten(candidate_tags)
-    classes_h, batches_h = forgotten(champion_tags)
-    out = [f"class {c}" for c in sorted(classes_h - classes_c)]
-    out += [f"deletion batch {b[:12]}" for b in sorted(batches_h - batches_c)]
-    return out
 
 
 def promote(name: str, version: str, gates: Gates | None = None) -> str:
     """Make ``version`` of ``name`` the champion if it passes the gates (unlearned versions)
     and honours every deletion the current champion honours. Returns a one-line summary."""
+    from mlflow.exceptions import MlflowException  # mlflow loads slowly: only when promoting
+
     gates = gates or Gates()
     target = resolve_version(f"models:/{name}/{version}")
     try:
@@ -69,9 +68,6 @@ def restore_honouring_champion(name: str) -> str | None:
     """After a request was honoured: if a promotion moved the champion, since that request's
     version was checked, to one that does not honour it, the champion goes to the newest
     version that honours everything. Returns the version it went to (None: nothing to do)."""
-    from oblivio.ledger.retention import unhonoured
-    from oblivio.ledger.store import Ledger
-
     champion = client().get_model_version_by_alias(name, CHAMPION)
     if not unhonoured(Ledger(), name, champion.tags):
         return None
@@ -83,10 +79,6 @@ def restore_honouring_champion(name: str) -> str | None:
 
 
 def _newest_honouring(name: str) -> str | None:
-    from oblivio.ledger.retention import unhonoured
-    from oblivio.ledger.store import Ledger
-    from oblivio.tracking.registry import versions
-
     ledger = Ledger()
     for version in reversed(versions(name)):
         if not unhonoured(ledger, name, version.tags):
@@ -96,10 +88,30 @@ def _newest_honouring(name: str) -> str | None:
 
 def _refuse_unhonoured(name: str, target, verb: str) -> None:
     """Deletion-monotone against the ledger: every honoured request must be forgotten."""
-    from oblivio.ledger.retention import unhonoured
-    from oblivio.ledger.store import Ledger
-
     missing = unhonoured(Ledger(), name, target.tags)
     if missing:
         raise OblivioError(f"{verb}: version {target.version} still knows what honoured deletion "
                            f"request(s) {', '.join(missing[:5])} removed")
+
+
+def set_champion(name: str, version: str, why: str) -> None:
+    """Point ``champion`` at ``version`` and record the move in the ledger's history, so that
+    a move made anywhere else (the MLflow UI) is told apart by ``oblivio audit verify``."""
+    from mlflow.exceptions import MlflowException  # as above
+
+    try:
+        previous = str(client().get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:  # no champion yet
+        previous = None
+    client().set_registered_model_alias(name, CHAMPION, version)
+    target = client().get_model_version(name, version)
+    Ledger().record(name, "champion", version=str(version), previous=previous, why=why,
+                    **version_evidence(target))
+
+
+def register_champion(model_dir: str | os.PathLike[str], name: str, lineage: Lineage):
+    """Register a model version (an original, trained here) straight as ``champion``, the move
+    recorded. Returns the version."""
+    version = log_model_version(model_dir, name, lineage)
+    set_champion(name, str(version.version), "registered as champion")
+    return version

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from oblivio.errors import OblivioError
-from oblivio.unlearn.layers import weight_matrix
-from oblivio.unlearn.statistics import LayerStat, Statistics
-from oblivio.unlearn.subspaces import Basis, LayerSubspaces, basis_of
+from oblivio.unlearn.classes.layers import weight_matrix
+from oblivio.unlearn.classes.statistics import LayerStat, Statistics
+from oblivio.unlearn.classes.subspaces import Basis, LayerSubspaces, basis_of
 
 
 def importance(energy: torch.Tensor, alpha: float) -> torch.Tensor:

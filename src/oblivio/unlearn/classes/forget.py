@@ -18,19 +18,19 @@ import torch
 
 from oblivio.errors import OblivioError
 from oblivio.training import resolve_device
-from oblivio.unlearn.alpha_selection import FORGET_MARGIN, alpha_pairs, select_alpha
 from oblivio.unlearn.batchnorm import batchnorm_layers, recalibrate_batchnorm
-from oblivio.unlearn.class_plan import (
+from oblivio.unlearn.classes.alpha_selection import FORGET_MARGIN, alpha_pairs, select_alpha
+from oblivio.unlearn.classes.contrast import ContrastProjector
+from oblivio.unlearn.classes.layers import block_root
+from oblivio.unlearn.classes.plan import (
     Plan,
     capture_plan,
     plan_forgetting,
     require_validation,
     save_class_model,
 )
-from oblivio.unlearn.contrast import ContrastProjector
-from oblivio.unlearn.layers import block_root
-from oblivio.unlearn.projection import Projector, direct_operators, grid_operators
-from oblivio.unlearn.ratio_selection import (
+from oblivio.unlearn.classes.projection import Projector, direct_operators, grid_operators
+from oblivio.unlearn.classes.ratio_selection import (
     RatioPoint,
     apply_rounds,
     contrast_depths,
@@ -39,9 +39,9 @@ from oblivio.unlearn.ratio_selection import (
     nothing_to_remove,
     select_ratio,
 )
-from oblivio.unlearn.resume import depth_views
-from oblivio.unlearn.statistics import Statistics
-from oblivio.unlearn.validation_scoring import accuracy_until, by_class
+from oblivio.unlearn.classes.resume import depth_views
+from oblivio.unlearn.classes.statistics import Statistics
+from oblivio.unlearn.classes.validation_scoring import accuracy_until, by_class
 
 
 @dataclass(frozen=True)
@@ -314,11 +314,11 @@ def contrast_and_save(plan: Plan, retain: Statistics, forget: Statistics,
 def forget_by_contrast(model_dir: str, data: str, classes: str | list[int], out: str,
                        settings: ContrastSettings = ContrastSettings(), device: str = "auto",
                        batch_size: int = 250, progress: bool = True) -> dict:
-    """Forget whole classes by energy contrast (``oblivio.unlearn.contrast``), the threshold,
-    the number of rounds (up to ``rounds``) and how many of the last blocks to edit chosen on
-    the validation split (``ratio="auto"``), or a fixed ratio applied ``rounds`` times to the
-    last ``blocks`` blocks (every layer for ``"auto"``); same samples, checks and model
-    directory as ``forget_classes``."""
+    """Forget whole classes by energy contrast (``classes.contrast``): the threshold, the number
+    of rounds (up to ``rounds``) and how many of the last blocks to edit chosen on the
+    validation split (``ratio="auto"``), or a fixed ratio applied ``rounds`` times to the last
+    ``blocks`` blocks (every layer for ``"auto"``); same samples, checks and model directory as
+    ``forget_classes``."""
     settings.check()
     device = resolve_device(device)
     start = time.perf_counter()

@@ -11,6 +11,8 @@ from datetime import date
 
 from oblivio.errors import OblivioError
 from oblivio.ledger.store import Ledger, Request
+from oblivio.tracking.registry import CHAMPION, TAG, client, forgotten, versions
+from oblivio.tracking.store import connect
 
 #: the evidence shown per version: accuracy and the attacks, and their gaps to the retrain
 #: oracle when the evaluation had one
@@ -41,9 +43,6 @@ def audit(ledger: Ledger, model_name: str, **which: str | int | None) -> list[di
     """One entry per matching request: its record, and when honoured, every version that
     honours it (with method, parameters, gate and evidence), the first, and the champion's
     standing."""
-    from oblivio.tracking.registry import CHAMPION, TAG, client, forgotten, versions
-    from oblivio.tracking.store import connect
-
     requests = find_requests(ledger, model_name, **which)
     connect()
     every = versions(model_name)
@@ -70,8 +69,6 @@ def audit(ledger: Ledger, model_name: str, **which: str | int | None) -> list[di
 
 
 def _evidence(version, aliases: dict[str, list[str]], tag: str) -> dict:
-    from oblivio.tracking.registry import client
-
     metrics = client().get_run(version.run_id).data.metrics if version.run_id else {}
     shown = {k: metrics[k] for k in EVIDENCE if k in metrics}
     shown |= {k: v for k, v in metrics.items() if k.endswith("_gap_to_oracle")}

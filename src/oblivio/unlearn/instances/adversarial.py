@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from oblivio.unlearn.tuning import other_classes
+
 
 def _l2_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
@@ -37,12 +39,6 @@ def l2_pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float =
             delta = delta * (eps / _l2_norm(delta)).clamp(max=1.0)
             delta = (x + delta).clamp(0, 1) - x
     return (x + delta).detach()
-
-
-def other_classes(labels: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:
-    """A class drawn uniformly from the classes other than each label (never a collision)."""
-    shift = torch.randint(1, num_classes, labels.shape, generator=gen)
-    return (labels.cpu() + shift) % num_classes
 
 
 def adversarial_bank(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,

@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 from oblivio.errors import OblivioError
 from oblivio.models.inference import accuracy
 from oblivio.training import resolve_device, seed_everything
-from oblivio.unlearn.adversarial import adversarial_bank, other_classes
 from oblivio.unlearn.batchnorm import recalibrate_batchnorm
-from oblivio.unlearn.importance import anchor_weights, output_sensitivity
+from oblivio.unlearn.instances.adversarial import adversarial_bank
+from oblivio.unlearn.instances.importance import anchor_weights, output_sensitivity
 from oblivio.unlearn.requests import load_request, save_unlearned
+from oblivio.unlearn.tuning import other_classes
 
 ABLATIONS = ("naive", "adv", "adv+imp")
 VARIANTS = ("misclassify", "relabel")

@@ -10,41 +10,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from oblivio.data.erase import erase
+from oblivio.data.sample_ids import ids_sha256, read_sample_ids
+from oblivio.deletion.rule import unhonoured
 from oblivio.errors import OblivioError
+from oblivio.home import oblivio_home
 from oblivio.ledger.store import Ledger
+from oblivio.tracking.registry import CHAMPION, TAG, client, logged_model_id, versions
+from oblivio.tracking.store import connect
 
 KNOWS_DELETED, PURGED = "knows_deleted", "purged"
 SHADOWS = "shadow models"  # the copy a batch records for the shadows its runs read
-
-
-def unhonoured(ledger: Ledger, model_name: str, tags: dict[str, str]) -> list[str]:
-    """The honoured requests of ``model_name`` that a version with these lineage tags has not
-    forgotten (a class request: each of its classes; an image request: the batch of images it
-    was honoured in)."""
-    from oblivio.tracking.registry import forgotten
-
-    classes, batches = forgotten(tags)
-    missing = []
-    digests: dict[str, str | None] = {}
-    for request in ledger.find(state="honoured", model_name=model_name):
-        if request.kind == "classes":
-            if not {int(c) for c in ledger.items_of(request.id)} <= classes:
-                missing.append(request.id)
-            continue
-        if request.batch_id not in digests:
-            digests[request.batch_id] = ledger.batch_row(request.batch_id)["ids_sha256"]
-        if digests[request.batch_id] not in batches:
-            missing.append(request.id)
-    return missing
 
 
 def purge(ledger: Ledger, model_name: str, dry_run: bool = True) -> list[dict]:
     """Tag every version that still knows honoured data (``oblivio.knows_deleted``: the
     requests), and unless ``dry_run`` delete its logged model's artifacts (the weights) and tag
     it ``oblivio.purged``. The champion is never purged: it would be a violation, reported."""
-    from oblivio.tracking.registry import CHAMPION, TAG, client, versions
-    from oblivio.tracking.store import connect
-
     connect()
     aliases = client().get_registered_model(model_name).aliases
     champion = str(aliases.get(CHAMPION, ""))
@@ -82,8 +64,6 @@ def erase_batch_files(ledger: Ledger, model_name: str, keep: str | None = None) 
     folders of its Kubeflow runs, every object version on S3 (``keep``: the calling step's own
     folder, left to it), and what the shadows it read know of what it honoured, recording a
     receipt for each. Returns the receipts."""
-    from oblivio.data.erase import erase
-
     receipts = []
     for batch_id, uri in ledger.unerased_ids_files(model_name):
         receipt = erase(uri)
@@ -113,9 +93,6 @@ def forget_in_shadows(ledger: Ledger, batch_id: str, shadows: str) -> dict:
 def erase_original_dir(ledger: Ledger, model_name: str) -> dict | None:
     """The directory this machine trained the original in (``$OBLIVIO_HOME/models``), erased
     once version 1 knows deleted data; None when there is none."""
-    from oblivio.data.erase import erase
-    from oblivio.tracking.store import oblivio_home
-
     folder = oblivio_home() / "models" / f"{model_name}-original"
     if not folder.exists():
         return None
@@ -133,7 +110,6 @@ def _erase_artifacts(location: str, path: str | None = None) -> dict:
 
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    from oblivio.data.erase import erase
 
     where = f"{location.rstrip('/')}/{path}" if path else location
     if urlparse(where).scheme in ("", "file", "s3"):
@@ -151,9 +127,6 @@ def erase_run_copies(ledger: Ledger, model_name: str) -> list[dict]:
     ledger holds for this model, with a receipt. Returns the receipts."""
     import tempfile
 
-    from oblivio.data.sample_ids import ids_sha256, read_sample_ids
-    from oblivio.tracking.registry import client
-    from oblivio.tracking.store import connect
 
     experiment = connect()
     receipts = []
@@ -184,8 +157,6 @@ def erase_run_copies(ledger: Ledger, model_name: str) -> list[dict]:
 def _delete_weights(version) -> str:
     """Delete the artifacts of the version's logged model (its weights, in both forms, every
     object version on S3). Returns where they were."""
-    from oblivio.tracking.registry import client, logged_model_id
-
     model_id = logged_model_id(version)
     if not model_id:  # registered from a run's artifacts, before logged models
         location = version.source

@@ -17,7 +17,7 @@ import torch
 
 from oblivio.errors import OblivioError
 from oblivio.tensorfile import read_tensors, write_tensors
-from oblivio.unlearn.statistics import LayerStat, Statistics
+from oblivio.unlearn.classes.statistics import LayerStat, Statistics
 
 FORMAT = "oblivio-subspaces/1"
 ENERGY_FLOOR = 1e-7

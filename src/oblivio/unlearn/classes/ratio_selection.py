@@ -13,10 +13,15 @@ from tqdm.auto import tqdm
 
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
-from oblivio.unlearn.contrast import RATIOS, ContrastBasis, ContrastProjector, contrast_bases
-from oblivio.unlearn.layers import last_blocks, layer_blocks, projectable_layers
-from oblivio.unlearn.statistics import Statistics
-from oblivio.unlearn.validation_scoring import (
+from oblivio.unlearn.classes.contrast import (
+    RATIOS,
+    ContrastBasis,
+    ContrastProjector,
+    contrast_bases,
+)
+from oblivio.unlearn.classes.layers import last_blocks, layer_blocks, projectable_layers
+from oblivio.unlearn.classes.statistics import Statistics
+from oblivio.unlearn.classes.validation_scoring import (
     accuracy_until,
     by_class,
     check_forget_target,

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from oblivio.errors import OblivioError
-from oblivio.unlearn.layers import last_blocks, layer_blocks, weight_matrix
-from oblivio.unlearn.statistics import LayerStat, Statistics
+from oblivio.unlearn.classes.layers import last_blocks, layer_blocks, weight_matrix
+from oblivio.unlearn.classes.statistics import LayerStat, Statistics
 
 RIDGE = 1e-4
 RATIOS = (64.0, 45.25, 32.0, 22.63, 16.0, 11.31, 8.0, 5.66, 4.0, 2.83, 2.0)

@@ -26,7 +26,7 @@ from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.models.inference import accuracy
 from oblivio.training import seed_everything
-from oblivio.unlearn.baselines import BaselineSettings, BatchDraw
+from oblivio.unlearn.tuning import BaselineSettings, BatchDraw
 
 
 @dataclass(frozen=True)

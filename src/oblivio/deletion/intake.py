@@ -10,6 +10,14 @@ from oblivio.data import open_dataset
 from oblivio.data.sample_ids import read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.ledger.store import Ledger, Request
+from oblivio.tracking.registry import (
+    CHAMPION,
+    forgotten,
+    model_exists,
+    resolve_version,
+    version_evidence,
+)
+from oblivio.tracking.store import connect
 
 
 def submit_request(ledger: Ledger, model_name: str, data: str, ids_uri: str | None = None,
@@ -19,15 +27,7 @@ def submit_request(ledger: Ledger, model_name: str, data: str, ids_uri: str | No
     has, leaving one to keep) and record it as pending; a class request the champion already
     meets is honoured at once by it. The same request again returns the one recorded. Returns
     (request, whether it is new)."""
-    from oblivio.tracking.registry import (
-        CHAMPION,
-        forgotten,
-        model_exists,
-        resolve_version,
-        version_evidence,
-    )
-    from oblivio.tracking.store import connect
-    from oblivio.unlearn.class_plan import classes_after
+    from oblivio.unlearn.classes.plan import classes_after
     from oblivio.unlearn.requests import train_rows_of
 
     if (ids_uri is None) == (classes is None):
