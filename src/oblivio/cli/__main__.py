@@ -1,0 +1,3 @@
+from oblivio.cli import app
+
+app()
