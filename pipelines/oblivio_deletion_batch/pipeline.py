@@ -23,7 +23,7 @@ run takes the batch over.
 
 from kfp import dsl
 
-from oblivio_pipeline import NEEDS_BACKEND
+from oblivio_pipeline import NEEDS_BACKEND, builds_quickly
 from oblivio_pipeline.components import claim_batch, complete_batch, settle_batch
 from oblivio_pipeline.pipelines.oblivio_unlearning.pipeline import (
     _configure,
@@ -31,6 +31,7 @@ from oblivio_pipeline.pipelines.oblivio_unlearning.pipeline import (
 )
 
 
+@builds_quickly
 def make_deletion_batch_pipeline(on_cluster: bool = True):
     """The pipeline; ``on_cluster=False`` leaves out the Kubernetes settings."""
     unlearning = make_unlearning_pipeline(on_cluster)

@@ -11,7 +11,7 @@ it fills in), as kfp-kubernetes and the upstream samples declare them."""
 from kfp import dsl, kubernetes
 from kfp.dsl import pipeline_channel
 
-from oblivio_pipeline import NEEDS_BACKEND
+from oblivio_pipeline import NEEDS_BACKEND, builds_quickly
 from oblivio_pipeline.components import (
     apply_contrast,
     apply_projection,
@@ -88,6 +88,7 @@ def _configure(task: dsl.PipelineTask, on_cluster: bool, secret_name: str,
     return task
 
 
+@builds_quickly
 def make_unlearning_pipeline(on_cluster: bool = True):
     """The pipeline; ``on_cluster=False`` leaves out the Kubernetes settings for kfp.local."""
 

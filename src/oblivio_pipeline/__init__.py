@@ -5,9 +5,12 @@ library never imports this package; each component body is one call into the lib
 import functools
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
 
 from kfp import dsl
 
@@ -34,6 +37,47 @@ NEEDS_BACKEND = f"Needs Kubeflow Pipelines {MIN_BACKEND} or newer."
 component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_package=False)
 control_component = functools.partial(dsl.component, base_image=CONTROL_IMAGE,
                                       install_kfp_package=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _FrameNames:
+    """``inspect`` as kfp's pipeline_task module sees it while a pipeline is built, but with a
+    ``stack()`` that only names each frame's function (what kfp reads of it)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    @staticmethod
+    def stack(context: int = 1) -> list[tuple]:
+        frame, frames = sys._getframe(1), []
+        while frame is not None:
+            frames.append((frame, None, None, frame.f_code.co_name))
+            frame = frame.f_back
+        return frames
+
+
+def builds_quickly(make: F) -> F:
+    """Build a pipeline without kfp's setters calling ``inspect.stack()``. kfp 2.17's
+    ``PipelineTask`` setters (``set_cpu_request``, ``add_node_selector_constraint``, ...) call
+    it only to name their caller in an error message, and it reads every frame's source,
+    scanning ``sys.modules`` once per frame: the unlearning pipeline's 78 calls took 6 s in a
+    fresh process and over a minute inside the test suite, once torch, MLflow and the tests had
+    loaded thousands of modules, on every ``oblivio run``. The error message is unchanged."""
+    import kfp.dsl.pipeline_task as tasks
+
+    @functools.wraps(make)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        real = tasks.inspect
+        tasks.inspect = _FrameNames(real)
+        try:
+            return make(*args, **kwargs)
+        finally:
+            tasks.inspect = real
+    return wrapper  # type: ignore[return-value]
 
 
 def _follow_local_runner() -> None:
