@@ -20,6 +20,8 @@ from oblivio.tracking.registry import CHAMPION, client, lineage, model_exists
 from tests.servers import free_port
 from tests.test_pipeline import LENIENT, SMALL, register_original
 
+pytestmark = pytest.mark.kfp_local  # pipelines under kfp.local: make test-fast leaves them out
+
 runner = CliRunner()
 FAST = {**LENIENT, **SMALL, "instance_max_steps": 5, "device": "cpu"}
 

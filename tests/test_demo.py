@@ -20,6 +20,8 @@ from oblivio.ledger.store import Ledger
 from oblivio.tracking.registry import CHAMPION, client, lineage
 from tests.test_pipeline import register_original
 
+pytestmark = pytest.mark.kfp_local  # pipelines under kfp.local: make test-fast leaves them out
+
 runner = CliRunner()
 
 

@@ -11,12 +11,15 @@ import time
 from pathlib import Path
 
 import mlflow
+import pytest
 
 from oblivio.deletion.promotion import register_champion
 from oblivio.runner import runner_alive
 from oblivio.tracking.registry import Lineage, client, lineage
 from oblivio.tracking.runs import JOB_TAG
 from oblivio.tracking.store import connect
+
+pytestmark = pytest.mark.kfp_local  # pipelines under kfp.local: make test-fast leaves them out
 
 #: ``oblivio run`` as a process, with sample counts that fit the small test dataset.
 RUN = ("import sys; from oblivio_pipeline.local import run_local; "

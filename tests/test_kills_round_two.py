@@ -168,6 +168,7 @@ def _statuses(store: Path) -> list[str]:
         return [row[0] for row in db.execute("SELECT status FROM runs")]
 
 
+@pytest.mark.kfp_local
 def test_ctrl_c_of_a_real_run_closes_its_runs_and_registers_nothing(
         registered: str, trained_rgb, sqlite_mlflow: str) -> None:
     """Ctrl-C in a terminal: SIGINT to the whole foreground group, the command and its kfp

@@ -18,6 +18,8 @@ from oblivio.tracking.store import connect
 from tests.servers import free_port, start_mlflow_server
 from tests.test_pipeline import LENIENT, SMALL, register_original
 
+pytestmark = pytest.mark.kfp_local  # pipelines under kfp.local: make test-fast leaves them out
+
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
            "AWS_DEFAULT_REGION": "us-east-1"}
 

@@ -21,6 +21,8 @@ from oblivio.tracking.registry import CHAMPION, Lineage, client, lineage, log_mo
 from oblivio.tracking.store import connect
 from tests.servers import free_port
 
+pytestmark = pytest.mark.kfp_local  # pipelines under kfp.local: make test-fast leaves them out
+
 runner = CliRunner()
 LENIENT = {"max_forget_acc": 1.0, "max_retain_drop": 1.0, "min_mia_efficacy": 0.0,
            "max_reestimated_forget_acc": 1.0,

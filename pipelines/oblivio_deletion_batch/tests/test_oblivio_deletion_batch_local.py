@@ -22,6 +22,8 @@ from oblivio_pipeline.pipelines.oblivio_deletion_batch.pipeline import (
 )
 from tests.test_pipeline import LENIENT, SMALL, register_original
 
+pytestmark = pytest.mark.kfp_local  # pipelines under kfp.local: make test-fast leaves them out
+
 
 def test_the_batch_pipeline_honours_a_class_and_images_once(
         sqlite_mlflow: str, trained_rgb, tmp_path: Path,
