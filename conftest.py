@@ -172,7 +172,7 @@ def job(sqlite_mlflow: str) -> str:
 @pytest.fixture()
 def class_samples(trained_rgb, tmp_path: Path) -> Path:
     """The sample step's folder for forgetting class 1 from ``trained_rgb`` (small sets)."""
-    from oblivio.unlearn.steps import sample_step
+    from oblivio.steps import sample_step
 
     data, model_dir = trained_rgb
     out = tmp_path / "samples"
@@ -184,7 +184,7 @@ def class_samples(trained_rgb, tmp_path: Path) -> Path:
 @pytest.fixture()
 def class_statistics(trained_rgb, class_samples: Path, tmp_path: Path) -> tuple[Path, Path]:
     """Retain and forget statistics of ``class_samples`` (the capture step, twice)."""
-    from oblivio.unlearn.steps import capture_step
+    from oblivio.steps import capture_step
 
     data, model_dir = trained_rgb
     paths = []

@@ -44,11 +44,11 @@ from oblivio.data import open_dataset
 from oblivio.data.sample_ids import read_sample_ids
 from oblivio.evaluation.attacks import auc_band, familiarity_auc, loss_lr_cv_accuracy
 from oblivio.models import load_model
+from oblivio.models.batchnorm import recalibrate_batchnorm
 from oblivio.models.checkpoint import save_model
 from oblivio.models.inference import predict_logits
 from oblivio.training import Recipe, recipe_for, train_to_dir
 from oblivio.unlearn.baselines.run import forget_with_baseline
-from oblivio.unlearn.batchnorm import recalibrate_batchnorm
 from oblivio.unlearn.instances.l2ul import L2ULSettings, forget_instances
 from oblivio.unlearn.instances.matching import MatchSettings, forget_by_matching
 from oblivio.unlearn.instances.relabel import RelabelSettings

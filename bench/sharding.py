@@ -32,7 +32,7 @@ from oblivio.data.sample_ids import write_sample_ids
 from oblivio.data.write import write_classes, write_split
 from oblivio.evaluation.outputs import gather_shards, predict_shard
 from oblivio.models.checkpoint import read_config
-from oblivio.unlearn.steps import capture_step, merge_statistics_step
+from oblivio.steps import capture_step, merge_statistics_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fashion_mnist, isolated, trained

@@ -513,8 +513,8 @@ def test_batchnorm_round_survives_recalibration_on_kept_data(trained_rgb,
     attack) brings the forgotten class back; with it (the default) the class stays
     forgotten, and the published statistics are those kept data gives."""
     from oblivio.data import open_dataset
+    from oblivio.models.batchnorm import recalibrate_batchnorm
     from oblivio.models.inference import predict_logits
-    from oblivio.unlearn.batchnorm import recalibrate_batchnorm
 
     data, model_dir = trained_rgb
     ds = open_dataset(data)

@@ -228,7 +228,7 @@ def test_reestimate_finds_a_class_hidden_in_the_statistics(trained_rgb,
     from oblivio.data import open_dataset
     from oblivio.evaluation.reestimate import reestimated_accuracy
     from oblivio.models import build, load_model
-    from oblivio.unlearn.batchnorm import batchnorm_layers
+    from oblivio.models.batchnorm import batchnorm_layers
 
     data, original = trained_rgb
     ds = open_dataset(data)

@@ -18,11 +18,11 @@ from oblivio.data.write import write_classes, write_split
 from oblivio.errors import OblivioError
 from oblivio.evaluation.evaluate import evaluate
 from oblivio.models import load_model
+from oblivio.models.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from oblivio.models.forgotten import given_ids
 from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import Recipe, train_to_dir
 from oblivio.unlearn.baselines.run import forget_with_baseline
-from oblivio.unlearn.batchnorm import batchnorm_layers, recalibrate_batchnorm
-from oblivio.unlearn.forgotten import given_ids
 from oblivio.unlearn.instances.adversarial import adversarial_bank, l2_pgd
 from oblivio.unlearn.instances.importance import anchor_weights, output_sensitivity
 from oblivio.unlearn.instances.l2ul import L2ULSettings, forget_instances

@@ -17,7 +17,7 @@ from oblivio.deletion.batches import held, hold_of
 from oblivio.errors import OblivioError
 from oblivio.ledger import history
 from oblivio.ledger.store import LeaseLost, Ledger, items_sha256
-from oblivio.unlearn.forgotten import forgotten_ids, provenance_after
+from oblivio.models.forgotten import forgotten_ids, provenance_after
 
 HOUR = timedelta(hours=1)
 

@@ -33,7 +33,7 @@ def apply_contrast(model: dsl.Input[dsl.Model], dataset_uri: str,
             lease is renewed while this step works, and the step fails once the batch is lost.
     """
     from oblivio.deletion.batches import held
-    from oblivio.unlearn.steps import contrast_step
+    from oblivio.steps import contrast_step
 
     with held(batch_hold):
         prov = contrast_step(model.path, dataset_uri, retain_statistics.path,

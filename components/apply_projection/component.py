@@ -28,7 +28,7 @@ def apply_projection(model: dsl.Input[dsl.Model], dataset_uri: str,
             lease is renewed while this step works, and the step fails once the batch is lost.
     """
     from oblivio.deletion.batches import held
-    from oblivio.unlearn.steps import project_step
+    from oblivio.steps import project_step
 
     with held(batch_hold):
         prov = project_step(model.path, dataset_uri, subspaces.path, samples.path, unlearned.path,

@@ -26,7 +26,7 @@ def capture_activations(model: dsl.Input[dsl.Model], dataset_uri: str,
     import os
 
     from oblivio.deletion.batches import held
-    from oblivio.unlearn.steps import capture_step
+    from oblivio.steps import capture_step
 
     with held(batch_hold):
         summary = capture_step(model.path, dataset_uri, os.path.join(samples.path,

@@ -14,7 +14,7 @@ def compute_subspaces(retain_statistics: dsl.Input[dsl.Artifact],
         forget_statistics: Statistics of the forget samples.
         subspaces: Per-layer eigenbases (safetensors).
     """
-    from oblivio.unlearn.steps import subspaces_step
+    from oblivio.steps import subspaces_step
 
     subspaces.metadata.update(subspaces_step(retain_statistics.path, forget_statistics.path,
                                              subspaces.path))

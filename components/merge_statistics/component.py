@@ -14,7 +14,7 @@ def merge_statistics(parts: dsl.Input[list[dsl.Artifact]],
         parts: The shards' statistics from capture_activations, in shard order.
         statistics: Per-layer statistics of the whole list (safetensors).
     """
-    from oblivio.unlearn.steps import merge_statistics_step
+    from oblivio.steps import merge_statistics_step
 
     summary = merge_statistics_step([p.path for p in parts], statistics.path)
     statistics.metadata.update({"set": parts[0].metadata.get("set", ""), **summary})

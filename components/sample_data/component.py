@@ -26,8 +26,8 @@ def sample_data(model: dsl.Input[dsl.Model], dataset_uri: str, forget_classes: s
         deletion_batch: The deletion-batch part the run honours ("" for none).
         samples: A folder of retain/forget/validation Parquet id lists and plan.json.
     """
+    from oblivio.steps import sample_request_step
     from oblivio.tracking.runs import log_sample_sets, run_key
-    from oblivio.unlearn.steps import sample_request_step
 
     samples.metadata.update(sample_request_step(
         model.path, dataset_uri, forget_classes, forget_ids_uri, samples.path, retain_per_class,

@@ -32,7 +32,7 @@ def unlearn_instances(model: dsl.Input[dsl.Model], dataset_uri: str,
             of the population's rank targets. The other methods do not read them.
     """
     from oblivio.deletion.batches import held
-    from oblivio.unlearn.steps import instance_step
+    from oblivio.steps import instance_step
 
     aim = {"targets": "shadows", "shadows": shadows_uri} if shadows_uri else {}
     options = {"match": {"max_steps": max_steps, **aim},

@@ -36,7 +36,7 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
     Returns:
         The registered version the alias pointed at when checked.
     """
-    from oblivio.unlearn.steps import check_request_step
+    from oblivio.steps import check_request_step
 
     return check_request_step(model_uri, dataset_uri, forget_classes, forget_ids_uri, {
         "class_method": class_method, "instance_method": instance_method,

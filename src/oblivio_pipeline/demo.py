@@ -34,8 +34,8 @@ def draw_ids(name: str, data: str, count: int, seed: int) -> list[str]:
     """``count`` training ids the champion has not forgotten, drawn with ``seed`` and the number
     it has forgotten: the same home and seed give the same draw, a longer lineage a new one."""
     from oblivio.data import open_dataset
+    from oblivio.models.forgotten import forgotten_ids
     from oblivio.tracking.registry import CHAMPION, version_config
-    from oblivio.unlearn.forgotten import forgotten_ids
 
     champion = f"models:/{name}@{CHAMPION}"
     done = forgotten_ids(version_config(champion), champion)

@@ -99,8 +99,8 @@ def run_local(name: str = "fashion-classifier", forget_classes: str | None = Non
     from kfp import local
 
     from oblivio.evaluation.gates import Gates
+    from oblivio.steps import check_request_step
     from oblivio.unlearn.methods import check_pipeline_params
-    from oblivio.unlearn.steps import check_request_step
     from oblivio_pipeline.pipelines.oblivio_unlearning import make_unlearning_pipeline
 
     # the run's settings, checked before anything (a training of the original) happens

@@ -5,7 +5,7 @@ from kfp import dsl
 
 import oblivio
 from oblivio.errors import OblivioError
-from oblivio.unlearn.steps import subspaces_step
+from oblivio.steps import subspaces_step
 from oblivio_pipeline.components import apply_projection
 
 

@@ -6,7 +6,7 @@ from kfp import dsl
 import oblivio
 from oblivio.data.sample_ids import ids_sha256
 from oblivio.errors import OblivioError
-from oblivio.unlearn.steps import sample_instances_step
+from oblivio.steps import sample_instances_step
 from oblivio_pipeline.components import unlearn_instances
 
 

@@ -151,7 +151,7 @@ def forget(
     """Forget whole classes or individual training images; every method writes the same model
     directory, evaluated by `oblivio evaluate`."""
     from oblivio.data.storage import check_output_dir
-    from oblivio.unlearn.forgotten import given_ids
+    from oblivio.models.forgotten import given_ids
     from oblivio.unlearn.methods import method_for
 
     check_output_dir(out, [model, data, forget_ids, *(forgotten_ids or [])], force)

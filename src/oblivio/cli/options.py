@@ -22,6 +22,20 @@ DataOption = Annotated[str | None, typer.Option(
     help="Dataset (default: Fashion-MNIST, converted under the oblivio home).")]
 
 
+MaxForgetAcc = Annotated[float, typer.Option(help="Gate: forget accuracy.")]
+MaxRetainDrop = Annotated[float, typer.Option(help="Gate: retain drop.")]
+MinMiaEfficacy = Annotated[float, typer.Option(help="Gate: MIA-efficacy.")]
+MaxReestimatedForgetAcc = Annotated[float, typer.Option(
+    help="Gate: forget accuracy once batch norm is re-estimated on kept data.")]
+InstanceMaxTestDrop = Annotated[float, typer.Option(
+    help="Gate for sample ids: test accuracy drop.")]
+InstanceAucZ = Annotated[float, typer.Option(
+    help="Gate for sample ids: spreads the loss attack's AUC may lie from 0.5.")]
+InstanceAucOneSided = Annotated[bool, typer.Option(
+    help="Gate for sample ids: fail only a result still familiar (mislabelled or poisoned "
+         "images, which a retrain makes stranger than unseen ones).")]
+
+
 def local_model(name: str, data: str | None, epochs: int = 1, device: str = "auto",
                  seed: int = 0) -> str:
     """The dataset, with ``name`` registered: on a fresh machine the original is trained on

@@ -12,6 +12,13 @@ import typer
 from oblivio.cli.app import app, one_line_errors
 from oblivio.cli.options import (
     ForgottenIds,
+    InstanceAucOneSided,
+    InstanceAucZ,
+    InstanceMaxTestDrop,
+    MaxForgetAcc,
+    MaxReestimatedForgetAcc,
+    MaxRetainDrop,
+    MinMiaEfficacy,
     ShadowsOption,
     print_lineage,
 )
@@ -167,18 +174,13 @@ def run(
              "their labels).")] = "match",
     alpha_mode: Annotated[str, typer.Option(help="auto or fixed.")] = "auto",
     promote: Annotated[bool, typer.Option(help="Promote to champion when gates pass.")] = True,
-    max_forget_acc: Annotated[float, typer.Option(help="Gate: forget accuracy.")] = 0.01,
-    max_retain_drop: Annotated[float, typer.Option(help="Gate: retain drop.")] = 0.025,
-    min_mia_efficacy: Annotated[float, typer.Option(help="Gate: MIA-efficacy.")] = 0.9,
-    max_reestimated_forget_acc: Annotated[float, typer.Option(
-        help="Gate: forget accuracy once batch norm is re-estimated on kept data.")] = 0.01,
-    instance_max_test_drop: Annotated[float, typer.Option(
-        help="Gate for sample ids: test accuracy drop.")] = 0.005,
-    instance_auc_z: Annotated[float, typer.Option(
-        help="Gate for sample ids: spreads the loss attack's AUC may lie from 0.5.")] = 2.576,
-    instance_auc_one_sided: Annotated[bool, typer.Option(
-        help="Gate for sample ids: fail only a result still familiar (mislabelled or poisoned "
-             "images, which a retrain makes stranger than unseen ones).")] = False,
+    max_forget_acc: MaxForgetAcc = 0.01,
+    max_retain_drop: MaxRetainDrop = 0.025,
+    min_mia_efficacy: MinMiaEfficacy = 0.9,
+    max_reestimated_forget_acc: MaxReestimatedForgetAcc = 0.01,
+    instance_max_test_drop: InstanceMaxTestDrop = 0.005,
+    instance_auc_z: InstanceAucZ = 2.576,
+    instance_auc_one_sided: InstanceAucOneSided = False,
     shadows: ShadowsOption = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     shards: Annotated[int, typer.Option(
@@ -186,7 +188,7 @@ def run(
              "(the same result for any count).")] = 1,
 ) -> None:
     """Run the unlearning pipeline locally (kfp.local) against the local MLflow."""
-    from oblivio.unlearn.forgotten import given_ids
+    from oblivio.models.forgotten import given_ids
     from oblivio_pipeline.local import run_local
 
     with given_ids(forgotten_ids):

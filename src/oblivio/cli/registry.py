@@ -8,6 +8,13 @@ import typer
 
 from oblivio.cli.app import app, one_line_errors
 from oblivio.cli.options import (
+    InstanceAucOneSided,
+    InstanceAucZ,
+    InstanceMaxTestDrop,
+    MaxForgetAcc,
+    MaxReestimatedForgetAcc,
+    MaxRetainDrop,
+    MinMiaEfficacy,
     print_lineage,
 )
 
@@ -27,18 +34,13 @@ def lineage(name: Annotated[str, typer.Argument(help="Registered model name.")])
 def promote(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[str, typer.Argument(help="Version to make champion.")],
-    max_forget_acc: Annotated[float, typer.Option(help="Gate: forget accuracy.")] = 0.01,
-    max_retain_drop: Annotated[float, typer.Option(help="Gate: retain drop.")] = 0.025,
-    min_mia_efficacy: Annotated[float, typer.Option(help="Gate: MIA-efficacy.")] = 0.9,
-    max_reestimated_forget_acc: Annotated[float, typer.Option(
-        help="Gate: forget accuracy once batch norm is re-estimated on kept data.")] = 0.01,
-    instance_max_test_drop: Annotated[float, typer.Option(
-        help="Gate for sample ids: test accuracy drop.")] = 0.005,
-    instance_auc_z: Annotated[float, typer.Option(
-        help="Gate for sample ids: spreads the loss attack's AUC may lie from 0.5.")] = 2.576,
-    instance_auc_one_sided: Annotated[bool, typer.Option(
-        help="Gate for sample ids: fail only a result still familiar (mislabelled or poisoned "
-             "images, which a retrain makes stranger than unseen ones).")] = False,
+    max_forget_acc: MaxForgetAcc = 0.01,
+    max_retain_drop: MaxRetainDrop = 0.025,
+    min_mia_efficacy: MinMiaEfficacy = 0.9,
+    max_reestimated_forget_acc: MaxReestimatedForgetAcc = 0.01,
+    instance_max_test_drop: InstanceMaxTestDrop = 0.005,
+    instance_auc_z: InstanceAucZ = 2.576,
+    instance_auc_one_sided: InstanceAucOneSided = False,
 ) -> None:
     """Make VERSION the champion if it passes the gates and honours every deletion the
     current champion honours (also how to roll back)."""

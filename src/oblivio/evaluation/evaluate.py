@@ -39,8 +39,8 @@ from oblivio.evaluation.relearn import RelearnSettings, relearn
 from oblivio.evaluation.report import write_report
 from oblivio.evaluation.shadows import Shadows, judged_part, shadow_evidence
 from oblivio.models.checkpoint import check_fits, load_model, read_config
+from oblivio.models.forgotten import forgotten_ids, recorded_ids
 from oblivio.training import resolve_device
-from oblivio.unlearn.forgotten import forgotten_ids, recorded_ids
 
 
 def forget_spec(dataset: Dataset, classes: str | list[int] | None,

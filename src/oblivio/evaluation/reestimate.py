@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from oblivio.data.reader import Split
+from oblivio.models.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from oblivio.models.inference import predict_logits
-from oblivio.unlearn.batchnorm import batchnorm_layers, recalibrate_batchnorm
 
 REESTIMATE_KEYS = ["reestimated_forget_test_acc", "reestimated_retain_test_acc"]
 

@@ -24,7 +24,7 @@ from oblivio.data.sample_ids import ids_sha256, read_sample_ids
 from oblivio.errors import OblivioError
 from oblivio.models.build import ImageClassifier
 from oblivio.models.checkpoint import check_fits, load_model, save_model
-from oblivio.unlearn.forgotten import forgotten_ids, provenance_after, refuse_again
+from oblivio.models.forgotten import forgotten_ids, provenance_after, refuse_again
 
 
 def peak_memory(device: str) -> dict[str, float]:

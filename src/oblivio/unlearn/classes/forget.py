@@ -5,7 +5,7 @@ on a validation split drawn from the training data (never the test split), and w
 unlearned model directory.
 
 The stages live in their own modules (``class_plan``, ``statistics``, ``alpha_selection``,
-``ratio_selection``) so the pipeline can run each as its own step (``oblivio.unlearn.steps``).
+``ratio_selection``) so the pipeline can run each as its own step (``oblivio.steps``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from oblivio.errors import OblivioError
+from oblivio.models.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from oblivio.training import resolve_device
-from oblivio.unlearn.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from oblivio.unlearn.classes.alpha_selection import FORGET_MARGIN, alpha_pairs, select_alpha
 from oblivio.unlearn.classes.contrast import ContrastProjector
 from oblivio.unlearn.classes.layers import block_root

@@ -12,10 +12,10 @@ from torch import nn
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import save_model
+from oblivio.models.forgotten import carried
 from oblivio.training import seed_everything
 from oblivio.unlearn.classes.samples import ClassSamples, draw_class_samples
 from oblivio.unlearn.classes.statistics import Statistics, capture_sets
-from oblivio.unlearn.forgotten import carried
 from oblivio.unlearn.requests import forgotten_classes, load_matching, peak_memory
 
 

@@ -19,9 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oblivio.errors import OblivioError
+from oblivio.models.batchnorm import recalibrate_batchnorm
 from oblivio.models.inference import accuracy
 from oblivio.training import resolve_device, seed_everything
-from oblivio.unlearn.batchnorm import recalibrate_batchnorm
 from oblivio.unlearn.instances.adversarial import adversarial_bank
 from oblivio.unlearn.instances.importance import anchor_weights, output_sensitivity
 from oblivio.unlearn.requests import load_request, save_unlearned

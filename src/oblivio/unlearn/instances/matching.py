@@ -50,10 +50,10 @@ from oblivio.errors import OblivioError
 from oblivio.evaluation.attacks import familiarity_auc
 from oblivio.evaluation.shadows import Shadows
 from oblivio.evaluation.ulira import phi_of
+from oblivio.models.batchnorm import recalibrate_batchnorm
 from oblivio.models.checkpoint import check_fits
 from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import resolve_device, seed_everything
-from oblivio.unlearn.batchnorm import recalibrate_batchnorm
 from oblivio.unlearn.guard import RetainGuard
 from oblivio.unlearn.requests import load_request, save_unlearned
 

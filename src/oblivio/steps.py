@@ -1,5 +1,5 @@
 """Forgetting as separately runnable steps over files, one per pipeline step
-(docs/architecture.md):
+(docs/architecture.md), above the methods, the evaluation and the registry it glues together:
 classes: sample -> capture (retain and forget, each over shards, merged) -> subspaces ->
 project, or sample -> capture -> contrast;
 instances: sample (check the deletion request) -> unlearn.
@@ -21,9 +21,13 @@ from oblivio.data import open_dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
 from oblivio.data.storage import staged_dir, write_bytes
 from oblivio.errors import OblivioError
+from oblivio.evaluation.gates import Gates
 from oblivio.evaluation.shadows import check_shadows
 from oblivio.models.checkpoint import load_model
+from oblivio.models.forgotten import forgotten_ids, refuse_again
 from oblivio.shards import shard_rows
+from oblivio.tracking.registry import forgotten, resolve_version, version_config
+from oblivio.tracking.store import connect
 from oblivio.training import resolve_device
 from oblivio.unlearn.classes.alpha_selection import FORGET_MARGIN, alpha_pairs
 from oblivio.unlearn.classes.forget import (
@@ -46,7 +50,7 @@ from oblivio.unlearn.classes.statistics import (
 )
 from oblivio.unlearn.classes.subspaces import compute_subspaces, load_subspaces, save_subspaces
 from oblivio.unlearn.methods import check_pipeline_params, method_for
-from oblivio.unlearn.requests import forgotten_classes, load_request
+from oblivio.unlearn.requests import forgotten_classes, load_request, train_rows_of
 
 SETS = ("retain", "forget", "validation")
 PLAN_FILE = "plan.json"
@@ -235,12 +239,6 @@ def check_request_step(model_uri: str, data: str, forget_classes: str, ids_uri: 
     choices (``check_pipeline_params``), the registered model, the dataset, the classes (known
     to the dataset, not already forgotten by the model) or the deletion request (training ids
     of the dataset). The pipeline runs it first and never retries it: a retry cannot fix it."""
-    from oblivio.evaluation.gates import Gates
-    from oblivio.tracking.registry import forgotten, resolve_version, version_config
-    from oblivio.tracking.store import connect
-    from oblivio.unlearn.forgotten import forgotten_ids, refuse_again
-    from oblivio.unlearn.requests import train_rows_of
-
     check_pipeline_params({**params, "forget_ids_uri": ids_uri})
     Gates(**{k: v for k, v in params.items() if k in Gates.__dataclass_fields__})
     connect()

@@ -118,7 +118,7 @@ def refuse_again(new_ids: Sequence[str], done: Sequence[str], where: str) -> Non
 def _from_ledger(sha256: str) -> list[str] | None:
     """One deletion's ids as the ledger holds them; None when it does not (or no ledger is
     configured: opening one would create an empty ledger)."""
-    from oblivio.ledger.store import LEDGER_ENV, Ledger, ledger_url
+    from oblivio.ledger.store import LEDGER_ENV, Ledger, ledger_url  # SQLAlchemy: only here
 
     url = ledger_url()
     if LEDGER_ENV not in os.environ and not Path(url.removeprefix("sqlite:///")).exists():
