@@ -62,7 +62,7 @@ def test_the_control_steps_run_without_torch(registered: str, trained_rgb, tmp_p
         "from oblivio_pipeline.components import claim_batch\n"
         f"out = claim_batch.python_func(model_name={registered!r}, "
         f"batch_root={str(tmp_path / 'batches')!r}, lease_minutes=60, max_attempts=3, "
-        f"job_id='job-1', claim=dsl.Artifact(uri={str(claim_out / 'claim')!r}))\n"
+        f"job_id='job-1', shadows_uri='', claim=dsl.Artifact(uri={str(claim_out / 'claim')!r}))\n"
         "print(out[0])")
     assert claimed.returncode == 0, claimed.stderr
     batch = claimed.stdout.split()[-1]
