@@ -180,6 +180,12 @@ def test_an_honoured_batch_erases_what_its_shadows_know_of_it(
     last = ledger.events(model_name="m")[-1]
     assert last.event == "purged" and json.loads(last.detail)["what"] == SHADOWS
     assert erase_batch_files(ledger, "m") == []  # erased once
+    ledger.submit("m", "ids", ["noise/train/002"])
+    gone = ledger.claim("m", "me", timedelta(hours=1))
+    ledger.record_copy(gone.claim, SHADOWS, str(tmp_path / "removed-by-its-owner"))
+    ledger.honour(gone.claim, "ids", "3")
+    assert erase_batch_files(ledger, "m") == [  # nothing there: no batch is held up by it
+        {"where": str(tmp_path / "removed-by-its-owner"), "objects": [], "images": 0}]
     with pytest.raises(OblivioError, match="1 of the request's images .* were erased"):
         Shadows(copy, str(shadows["data"]), ["noise/train/001", "noise/train/000"])
     others = [f"noise/train/{i:03d}" for i in range(30, 40)]

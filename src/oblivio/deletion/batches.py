@@ -44,7 +44,6 @@ def part_key(batch_id: str, kind: str) -> str:
 
 
 def _champion(model_name: str):
-
     connect()
     return resolve_version(f"models:/{model_name}@{CHAMPION}")
 

@@ -110,7 +110,6 @@ def _erase_artifacts(location: str, path: str | None = None) -> dict:
 
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-
     where = f"{location.rstrip('/')}/{path}" if path else location
     if urlparse(where).scheme in ("", "file", "s3"):
         return erase(where)
@@ -126,7 +125,6 @@ def erase_run_copies(ledger: Ledger, model_name: str) -> list[dict]:
     (``samples/forget.parquet``; runs now log only the plan, by digest): each one whose ids the
     ledger holds for this model, with a receipt. Returns the receipts."""
     import tempfile
-
 
     experiment = connect()
     receipts = []

@@ -36,7 +36,6 @@ def build(ledger: Ledger, model_name: str, ticket: str, weights: bool = True) ->
 
 
 def _event(row) -> dict:
-
     return {"seq": row.seq, "at": aware(row.at).isoformat(timespec="seconds"),
             "event": row.event, "request_id": row.request_id, "batch_id": row.batch_id,
             "detail": json.loads(row.detail), "hash": row.hash}

@@ -92,7 +92,6 @@ def _registry(ledger: Ledger, model_name: str, rows, weights: bool,
               facts: list[str]) -> list[str]:
     from mlflow.exceptions import MlflowException
 
-
     connect()
     try:
         champion = client().get_model_version_by_alias(model_name, CHAMPION)
@@ -168,7 +167,6 @@ def push_metric(gateway: str, model_name: str, verdict: Verdict) -> None:
     import time
 
     import requests
-
 
     body = ("# TYPE oblivio_audit_verify_breaks gauge\n"
             f"oblivio_audit_verify_breaks {len(verdict.breaks)}\n"

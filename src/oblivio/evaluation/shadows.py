@@ -253,14 +253,20 @@ def erase_images(shadows: str | os.PathLike[str], ids: Sequence[str],
     shadow that trained on any of them (of every shadow with ``every_shadow``, for a class
     request: each trained on half of every class), and set their columns of outputs.npy to
     NaN, leaving no older version of it on S3. Scoring never needs the weights, so the shadows
-    still judge every other image. Returns the receipt."""
+    still judge every other image. Where no shadows are left (the folder was removed, or
+    never held any) there is nothing to erase: an empty receipt, so that one gone folder does
+    not hold up every later batch. Returns the receipt."""
     import pyarrow.compute as pc
 
     from oblivio.data.erase import erase, erase_older_versions
 
-    plan = read_shadows(shadows)
     base = os.fspath(shadows).rstrip("/")
-    order = read_sample_ids(_file(shadows, TRAIN_IDS_FILE)) if _file(shadows, TRAIN_IDS_FILE) \
+    plan_uri = _file(shadows, SHADOWS_FILE)
+    if plan_uri is None:
+        return {"where": base, "objects": [], "images": 0}
+    plan = json.loads(read_bytes(plan_uri))
+    order_uri = _file(shadows, TRAIN_IDS_FILE)
+    order = read_sample_ids(order_uri) if order_uri \
         else open_dataset(plan["data"]).split("train").sample_ids  # shadows built before it
     positions = pc.index_in(pa.array(list(ids), pa.string()), value_set=order.cast(pa.string()))
     rows = np.asarray(positions.drop_null(), dtype=np.int64)
@@ -270,8 +276,8 @@ def erase_images(shadows: str | os.PathLike[str], ids: Sequence[str],
     for m in np.flatnonzero(hit):
         objects += [{**o, "name": f"shadow-{m}/{o['name']}"} if is_local(base) else o
                     for o in erase(f"{base}/shadow-{m}")["objects"]]  # S3: whole keys
-    uri = f"{base}/{OUTPUTS_FILE}"
-    if len(rows):
+    uri = _file(shadows, OUTPUTS_FILE)
+    if len(rows) and uri is not None:  # unfinished shadows have no outputs yet
         scored = np.load(io.BytesIO(read_bytes(uri)))
         scored[:, :, rows] = np.nan
         buffer = io.BytesIO()
