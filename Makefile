@@ -96,18 +96,25 @@ image:
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# A crash in native code kills pytest before its summary: then the test it was running and the
-# top of every thread's stack (conftest.py writes both) are printed last.
+# The suite runs in TEST_WORKERS processes (pytest-xdist; worksteal hands a finished worker
+# the other's queued tests). Most of a local pipeline run is its steps' Python start-up, on one
+# core, so two workers keep both cores of a CI machine busy.
+TEST_WORKERS ?= 2
+PYTEST = OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) OBLIVIO_CHECKOV=$(CHECKOV) \
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist worksteal
+
+# A crash in native code kills a pytest process before its summary: then the test it was
+# running and the top of every thread's stack (conftest.py writes both, per worker) are printed.
 test: setup fashion-mnist postgresql helm checkov lint
 	@rm -f .pytest_cache/crash-*.txt
-	OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) OBLIVIO_CHECKOV=$(CHECKOV) $(VENV)/bin/pytest || { rc=$$?; \
-		if [ -s .pytest_cache/crash-stacks.txt ]; then head -c 6000 .pytest_cache/crash-stacks.txt; \
-		echo; echo "pytest died (exit $$rc) in $$(cat .pytest_cache/crash-test.txt)"; fi; exit $$rc; }
+	$(PYTEST) || { rc=$$?; for stacks in .pytest_cache/crash-stacks-*.txt; do \
+		if [ -s $$stacks ]; then head -c 6000 $$stacks; echo; \
+		echo "crashed in $$(cat $${stacks/stacks/test})"; fi; done; exit $$rc; }
 
 # The inner loop: everything but the pipelines run under kfp's local runner (about half the
 # suite's time). CI runs `make test`.
 test-fast: setup fashion-mnist postgresql helm checkov lint
-	OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) OBLIVIO_CHECKOV=$(CHECKOV) $(VENV)/bin/pytest -m "not kfp_local"
+	$(PYTEST) -m "not kfp_local"
 
 # The main job, locally, as a platform engineer runs it: the ledger is brought to this code's
 # schema (a home made by an older oblivio keeps its records); on a fresh machine it converts

@@ -5,6 +5,7 @@ as a real ``mlflow server`` process on loopback."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from oblivio.data.fashion_mnist import DEFAULT_IDX_DIR, convert
 from tests.datasets import make_rgb_dataset
 
 #: Where a crash in native code leaves its trace: the running test's id, and every thread's
-#: stack (faulthandler). A SIGABRT or SIGSEGV ends pytest before its summary, and a CI log's
-#: tail holds only the bottom of that stack; `make test` prints both files when pytest fails.
+#: stack (faulthandler). A SIGABRT or SIGSEGV ends a pytest process before its summary, and a CI
+#: log's tail holds only the bottom of that stack; `make test` prints both files when pytest
+#: fails. One pair per process: each pytest-xdist worker (gw0, gw1, ...) has its own.
 CRASH_DIR = Path(__file__).parent / ".pytest_cache"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's faulthandler plugin, which points it at stderr
@@ -25,11 +28,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
     CRASH_DIR.mkdir(exist_ok=True)
     # left open to the end of the process: a crash at exit is still written down
-    faulthandler.enable(open(CRASH_DIR / "crash-stacks.txt", "w"), all_threads=True)
+    faulthandler.enable(open(CRASH_DIR / f"crash-stacks-{WORKER}.txt", "w"),
+                        all_threads=True)
 
 
 def pytest_runtest_logstart(nodeid: str) -> None:
-    (CRASH_DIR / "crash-test.txt").write_text(nodeid + "\n")
+    (CRASH_DIR / f"crash-test-{WORKER}.txt").write_text(nodeid + "\n")
 
 
 @pytest.fixture(scope="module")
