@@ -32,7 +32,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
 
 from oblivio.data import open_dataset
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
@@ -160,6 +159,8 @@ def spread(values: np.ndarray) -> float:
 
 def llr(x: np.ndarray, mu_in: np.ndarray, sd_in: float, mu_out: np.ndarray,
          sd_out: float) -> np.ndarray:
+    from scipy.stats import norm  # 1 s to import: only where scores are made, not in every step
+
     return (norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out))
 
 
@@ -167,6 +168,8 @@ def gdp_epsilon(mu: np.ndarray | float, delta: float = DELTA) -> np.ndarray:
     """The epsilon at ``delta`` of a mechanism whose two outputs are unit Gaussians ``mu``
     apart (Dong, Roth and Su's mu-GDP): delta(eps) = Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu -
     mu/2), solved for eps by bisection, every mu at once (delta(eps) falls as eps grows)."""
+    from scipy.stats import norm  # 1 s to import: only where scores are made, not in every step
+
     mu = np.maximum(np.asarray(mu, np.float64), 1e-12)
 
     def excess(eps: np.ndarray) -> np.ndarray:
