@@ -96,12 +96,13 @@ image:
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist; worksteal hands a finished worker
-# the other's queued tests). Most of a local pipeline run is its steps' Python start-up, on one
-# core, so two workers keep both cores of a CI machine busy.
+# The suite runs in TEST_WORKERS processes (pytest-xdist, each on one compute thread: see
+# conftest.py); tests that share a module's expensive fixture share a worker (xdist_group).
+# Most of a local pipeline run is its steps' Python start-up on one core, so two workers keep
+# both cores of a CI machine busy.
 TEST_WORKERS ?= 2
 PYTEST = OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) OBLIVIO_CHECKOV=$(CHECKOV) \
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist worksteal
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # A crash in native code kills a pytest process before its summary: then the test it was
 # running and the top of every thread's stack (conftest.py writes both, per worker) are printed.

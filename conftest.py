@@ -6,7 +6,8 @@ as a real ``mlflow server`` process on loopback."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,28 @@ def pytest_runtest_logstart(nodeid: str) -> None:
     (CRASH_DIR / f"crash-test-{WORKER}.txt").write_text(nodeid + "\n")
 
 
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+              make: Callable[[Path], object]) -> Path:
+    """A session fixture's folder, made by ``make`` once for the whole run: under pytest-xdist
+    the first worker to ask makes it in the run's shared temp folder while the others wait on
+    its lock (a trained model is seconds to minutes; each worker training its own copy was
+    that again, beside the other worker's tests)."""
+    if WORKER == "main":
+        root = tmp_path_factory.mktemp(name)
+        make(root)
+        return root
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / name
+    with FileLock(f"{root}.lock"):
+        if not (root / ".made").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            make(root)
+            (root / ".made").touch()
+    return root
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 endpoint on loopback: moto's server."""
@@ -81,9 +104,7 @@ def fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real Fashion-MNIST in the dataset contract."""
     if not Path(DEFAULT_IDX_DIR, "train-images-idx3-ubyte.gz").exists():
         pytest.fail("Fashion-MNIST IDX files missing: run `make test` (it installs them)")
-    out = tmp_path_factory.mktemp("fashion-mnist")
-    convert(str(out))
-    return out
+    return made_once(tmp_path_factory, "fashion-mnist", lambda out: convert(str(out)))
 
 
 @pytest.fixture(scope="session")
@@ -104,11 +125,13 @@ def trained_rgb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 4-class RGB dataset and a resnet18 trained on it for 3 epochs (seconds)."""
     from oblivio.training import Recipe, train_to_dir
 
-    root = tmp_path_factory.mktemp("trained-rgb")
-    data = make_rgb_dataset(root / "data", classes=4, per_class=60, size=16)
-    train_to_dir(str(data), "resnet18", str(root / "model"),
-                 Recipe(epochs=3, batch_size=32, lr=0.05), device="cpu", progress=False)
-    return data, root / "model"
+    def make(root: Path) -> None:
+        data = make_rgb_dataset(root / "data", classes=4, per_class=60, size=16)
+        train_to_dir(str(data), "resnet18", str(root / "model"),
+                     Recipe(epochs=3, batch_size=32, lr=0.05), device="cpu", progress=False)
+
+    root = made_once(tmp_path_factory, "trained-rgb", make)
+    return root / "data", root / "model"
 
 
 @pytest.fixture()
@@ -250,21 +273,24 @@ def memorised(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from oblivio.data.write import write_classes, write_split
     from oblivio.training import Recipe, train_to_dir
 
-    root = tmp_path_factory.mktemp("mem")
-    rng = np.random.default_rng(0)
+    def make(root: Path) -> None:
+        rng = np.random.default_rng(0)
+        data = root / "data"
+        for split, n in (("train", 90), ("test", 90)):
+            images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+            write_split(str(data), split, [f"noise/{split}/{i:03d}" for i in range(n)],
+                        rng.integers(0, 3, n), images)
+        write_classes(str(data), "noise", ["a", "b", "c"])
+        forget = [f"noise/train/{i:03d}" for i in range(24)]
+        write_sample_ids(root / "forget.parquet", forget)
+        recipe = Recipe(epochs=20, batch_size=16, lr=0.05, flip=False, label_smoothing=0.0,
+                        weight_decay=0.0)
+        train_to_dir(str(data), "resnet18", str(root / "saw"), recipe, device="cpu",
+                     progress=False)
+        train_to_dir(str(data), "resnet18", str(root / "never"), recipe,
+                     exclude_ids=str(root / "forget.parquet"), device="cpu", progress=False)
+
+    root = made_once(tmp_path_factory, "mem", make)
     data = root / "data"
-    for split, n in (("train", 90), ("test", 90)):
-        images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
-        write_split(str(data), split, [f"noise/{split}/{i:03d}" for i in range(n)],
-                    rng.integers(0, 3, n), images)
-    write_classes(str(data), "noise", ["a", "b", "c"])
-    forget = [f"noise/train/{i:03d}" for i in range(24)]
-    write_sample_ids(root / "forget.parquet", forget)
-    recipe = Recipe(epochs=20, batch_size=16, lr=0.05, flip=False, label_smoothing=0.0,
-                    weight_decay=0.0)
-    train_to_dir(str(data), "resnet18", str(root / "saw"), recipe, device="cpu",
-                 progress=False)
-    train_to_dir(str(data), "resnet18", str(root / "never"), recipe,
-                 exclude_ids=str(root / "forget.parquet"), device="cpu", progress=False)
     return {"data": data, "ids": root / "forget.parquet", "saw": root / "saw",
             "never": root / "never", "root": root}

@@ -37,55 +37,69 @@ def register_original(name: str, model_dir: Path) -> None:
         register_champion(model_dir, name, Lineage("trained"))
 
 
-def test_pipeline_twice_extends_the_lineage(tracked: str, trained_rgb, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny(mlflow_server: str, trained_rgb, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Model "tiny" after two runs of the pipeline: class 1 by projection (version 2, one
+    pass), then class 2 by contrast (version 3). One lineage for the tests that read it: a
+    local run is a minute of step start-ups, so it runs once (with pytest-xdist, the tests share
+    one worker: their ``xdist_group``)."""
     from oblivio_pipeline.local import run_local
 
     data, model_dir = trained_rgb
-    register_original("tiny", model_dir)
-    for classes, method in (("1", "projection"), ("2", "contrast")):
-        run_local("tiny", classes, str(data), device="cpu", class_method=method, **SMALL,
-                  **LENIENT)
-    rows = lineage("tiny")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        env.setenv("OBLIVIO_HOME", str(tmp_path_factory.mktemp("tiny-home")))
+        register_original("tiny", model_dir)
+        for classes, method in (("1", "projection"), ("2", "contrast")):
+            run_local("tiny", classes, str(data), device="cpu", class_method=method, **SMALL,
+                      **LENIENT)
+    return "tiny"
+
+
+@pytest.mark.xdist_group("tiny")
+def test_pipeline_twice_extends_the_lineage(tracked: str, tiny: str) -> None:
+    rows = lineage(tiny)
     assert [r["version"] for r in rows] == ["1", "2", "3"]
     assert [r["parent"] for r in rows] == [None, "1", "2"]
     assert [r["forgotten_classes"] for r in rows] == ["", "1", "1,2"]
     assert rows[2]["aliases"] == ["candidate", "champion"] and rows[1]["aliases"] == []
     assert rows[2]["gate"] == "passed" and "forget_test_acc" in rows[2]["metrics"]
-    v3 = client().get_model_version("tiny", "3")
+    v3 = client().get_model_version(tiny, "3")
     run = client().get_run(v3.run_id)
     assert run.info.status == "FINISHED" and run.data.params["forget_classes"] == "2"
     assert run.data.params["class_method"] == "contrast"
     assert v3.tags["oblivio.pipeline_run"] and v3.tags["oblivio.method"] == "contrast"
-    assert client().get_model_version("tiny", "2").tags["oblivio.method"] == "projection"
+    assert client().get_model_version(tiny, "2").tags["oblivio.method"] == "projection"
     artifacts = {a.path for a in client().list_artifacts(v3.run_id, "report")}
     assert {"report/report.json", "report/report.html", "report/plots"} <= artifacts
     assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"retain-samples",
                                                                     "forget-samples"}
-    ours = oblivio.load_model("models:/tiny@champion")
-    theirs = mlflow.pytorch.load_model("models:/tiny/3")
+    ours = oblivio.load_model(f"models:/{tiny}@champion")
+    theirs = mlflow.pytorch.load_model(f"models:/{tiny}/3")
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(theirs(x), ours(x), rtol=1e-4, atol=1e-4)
     assert ours.config["provenance"]["forgotten_classes"] == [1, 2]
-    result = runner.invoke(app, ["lineage", "tiny"])
+    result = runner.invoke(app, ["lineage", tiny])
     assert result.exit_code == 0 and "champion" in result.stdout
 
 
-def test_shards_give_what_one_pass_gives(tracked: str, trained_rgb) -> None:
-    """The same request from the same version, once in one pass and once over 3 shards
-    (ParallelFor fan-out, Collected reduce, under kfp's local runner): the same weights, up
-    to float sums, and the same evaluation."""
+@pytest.mark.xdist_group("tiny")
+def test_shards_give_what_one_pass_gives(tracked: str, trained_rgb, tiny: str) -> None:
+    """The request of tiny's version 2 (class 1 from the same original, in one pass) again,
+    over 3 shards (ParallelFor fan-out, Collected reduce, under kfp's local runner): the same
+    weights, up to float sums, and the same evaluation."""
     from oblivio_pipeline.local import run_local
 
     data, model_dir = trained_rgb
     register_original("sharded", model_dir)
-    for shards in (1, 3):
-        run_local("sharded", "1", str(data), device="cpu", promote=False, shards=shards,
-                  **SMALL, **LENIENT)  # champion stays version 1
-    one, three = (oblivio.load_model(f"models:/sharded/{v}") for v in ("2", "3"))
+    run_local("sharded", "1", str(data), device="cpu", promote=False, shards=3, **SMALL,
+              **LENIENT)  # champion stays version 1
+    one, three = (oblivio.load_model(f"models:/{name}/2") for name in (tiny, "sharded"))
     assert one.config["provenance"]["alpha"] == three.config["provenance"]["alpha"]
     for key, value in one.state_dict().items():
         torch.testing.assert_close(three.state_dict()[key], value, rtol=1e-4, atol=1e-5)
-    runs = [client().get_run(client().get_model_version("sharded", v).run_id) for v in "23"]
+    runs = [client().get_run(client().get_model_version(name, "2").run_id)
+            for name in (tiny, "sharded")]
     for key in ("forget_test_acc", "retain_train_acc", "mia_efficacy_confidence"):
         assert runs[1].data.metrics[key] == pytest.approx(runs[0].data.metrics[key], abs=1e-6)
 
