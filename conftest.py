@@ -27,22 +27,22 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 def pytest_configure(config: pytest.Config) -> None:
     import faulthandler
 
-    if WORKER != "main":  # one of several pytest-xdist workers sharing the cores
-        single_threaded()
+    if getattr(config.option, "numprocesses", None):  # pytest-xdist's controller, -n N
+        passive_threads()
     CRASH_DIR.mkdir(exist_ok=True)
     # left open to the end of the process: a crash at exit is still written down
     faulthandler.enable(open(CRASH_DIR / f"crash-stacks-{WORKER}.txt", "w"),
                         all_threads=True)
 
 
-def single_threaded() -> None:
-    """One compute thread in this process and the pipeline steps it starts. Two workers whose
-    torch each spins on every core made the compute-bound tests 4-7 times slower than one
-    worker alone (test_cli_forgets_ids_from_a_text_file: 55 s alone, 404 s beside another)."""
-    import torch
-
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
+def passive_threads() -> None:
+    """Compute threads that sleep, not spin, while they wait: two workers whose torch threads
+    each spin on both cores made the compute-bound tests 4-7 times slower than one worker
+    alone (test_cli_forgets_ids_from_a_text_file: 55 s alone, 404 s beside another). Set in
+    the controlling process, before any worker (or pipeline step it starts) loads OpenMP.
+    The thread count stays the machine's: one thread trains other models, and the worlds the
+    memorisation tests are sized on are these."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def pytest_runtest_logstart(nodeid: str) -> None:
