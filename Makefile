@@ -96,10 +96,10 @@ image:
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist, each on one compute thread: see
-# conftest.py); tests that share a module's expensive fixture share a worker (xdist_group).
-# Most of a local pipeline run is its steps' Python start-up on one core, so two workers keep
-# both cores of a CI machine busy.
+# The suite runs in TEST_WORKERS processes (pytest-xdist; their OpenMP threads sleep while they
+# wait, see conftest.py); tests that share a module's expensive fixture share a worker
+# (xdist_group). Most of a local pipeline run is its steps' Python start-up on one core, so two
+# workers keep both cores of a CI machine busy.
 TEST_WORKERS ?= 2
 PYTEST = OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) OBLIVIO_CHECKOV=$(CHECKOV) \
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
