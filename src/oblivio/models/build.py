@@ -3,13 +3,15 @@
 Every model takes float images in [0, 1], shape (N, C, H, W). ``pretrained=False`` always:
 nothing is downloaded. Known architectures get an adaptation for small inputs; any other timm
 name is built as timm defines it.
+
+timm is imported where a network is made: it loads torchvision and torch._dynamo (about 2 s),
+which the pipeline steps that only read a model directory's config or statistics never need.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import timm
 import torch
 from torch import nn
 
@@ -43,6 +45,8 @@ def _resnet(name: str) -> Callable[[int, int, int], nn.Module]:
     # of every stage, which costs 2x per training epoch and 4x in activation capture (measured),
     # more than the accuracy it buys.
     def make(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+        import timm
+
         return timm.create_model(name, pretrained=False, num_classes=num_classes,
                                  in_chans=in_chans)
     return make
@@ -69,6 +73,8 @@ def _vgg_small(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
 
 def _vit(name: str) -> Callable[[int, int, int], nn.Module]:
     def make(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+        import timm
+
         patch = 4 if img_size <= 64 else 16
         return timm.create_model(name, pretrained=False, num_classes=num_classes,
                                  in_chans=in_chans, img_size=img_size, patch_size=patch)
@@ -105,6 +111,8 @@ def build(arch: str, num_classes: int, in_chans: int = 1, img_size: int = 28,
         raise OblivioError(f"normalisation has {len(norm['mean'])} channels, model {in_chans}")
     make = ADAPTED.get(arch)
     if make is None:
+        import timm
+
         if arch not in timm.list_models():
             raise OblivioError(
                 f"unknown architecture {arch!r}; try one of {', '.join(sorted(ADAPTED))} "
