@@ -169,7 +169,9 @@ def linear_stats_case(shared: float) -> tuple[nn.Linear, Projector, torch.Tensor
     ``shared`` of e0)."""
     gen = torch.Generator().manual_seed(0)
     d = 8
-    layer = nn.Linear(d, 5)
+    with torch.random.fork_rng():  # the layer's weights, not the tests run before, decide
+        torch.manual_seed(0)
+        layer = nn.Linear(d, 5)
     retain = torch.zeros(200, d)
     retain[:, :3] = torch.rand(200, 3, generator=gen)
     forget = torch.zeros(200, d)
