@@ -1,7 +1,8 @@
 """Deletion requests end to end, as a platform engineer runs them: intake through the CLI, a batch
 honoured by the local pipeline against a real ``mlflow server``, the audit; and the faults a
 batch must survive (a run killed after registering, a gate that fails, MLflow down) without
-losing a request or honouring one twice."""
+losing a request or honouring one twice. The images' part is also the test of the pipeline's
+instance branch (what it registers, and what ``oblivio run`` then refuses)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import oblivio
 from oblivio.cli import app
+from oblivio.data.sample_ids import ids_sha256
 from oblivio.errors import OblivioError
 from oblivio.ledger.store import LeaseLost, Ledger
 from oblivio.tracking.registry import CHAMPION, client, lineage, model_exists
@@ -120,6 +123,36 @@ def test_requests_are_honoured_once_through_a_killed_run(
     # nothing pending: no run, no version, exit 0
     nothing = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data)])
     assert nothing.exit_code == 0 and nothing.stdout.strip() == "nothing pending"
+
+    # the images' part took the pipeline's instance branch: match, judged on the images against
+    # unseen ones, the request recorded by digest (the ids stay in the request and the ledger)
+    digest = ids_sha256(ids)
+    v3 = {r["version"]: r for r in lineage("batched")}["3"]
+    assert v3["method"] == "match" and v3["gate"] == "passed"
+    assert {"forget_train_acc", "mia_loss_auc"} <= set(v3["metrics"])
+    tags = client().get_model_version("batched", "3").tags
+    assert tags["oblivio.forget_ids_sha256"] == tags["oblivio.forgotten_batches"] == digest
+    assert json.loads(tags["oblivio.params"])["params"]["max_steps"] == 5
+    provenance = oblivio.load_model("models:/batched/3").config["provenance"]
+    assert (provenance["forgotten_ids_sha256"], provenance["forgotten_ids_count"]) == (digest, 3)
+    # `oblivio run` outside a batch: test-split ids, and the same images again, are refused
+    # before any step; the ledger names them, and without it the user must (--forgotten-ids)
+    def run(*args: str):
+        return runner.invoke(app, ["run", "--model-name", "batched", "--data", str(data),
+                                   "--forget-ids", *args])
+
+    out = run(str(tmp_path / "test-ids.txt"))
+    assert out.exit_code == 2 and "names test-split sample ids" in out.stderr
+    again = "3 sample id(s) are already forgotten by models:/batched/3"
+    out = run(str(tmp_path / "ids.txt"))
+    assert out.exit_code == 2 and again in out.stderr
+    with monkeypatch.context() as no_ledger:
+        no_ledger.delenv("OBLIVIO_LEDGER_URL")
+        out = run(str(tmp_path / "ids.txt"))
+        assert out.exit_code == 2 and "recorded by digest" in out.stderr
+        out = run(str(tmp_path / "ids.txt"), "--forgotten-ids", str(tmp_path / "ids.txt"))
+        assert out.exit_code == 2 and again in out.stderr
+    assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]
 
     # the audit: by ticket, image and class; version 3 honours both (it descends from 2)
     code, again, err = submit("--data", str(data), "--ids", str(tmp_path / "ids.txt"))

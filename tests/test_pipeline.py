@@ -1,13 +1,16 @@
-"""The pipeline as users run it: the local kfp runner against a real ``mlflow server`` process,
-the registry's lineage, gates and the deletion rule. (The compiled spec is checked beside the
+"""The pipeline as users run it: the local kfp runner against a real ``mlflow server`` process
+(artifacts on its disk, or proxied to a real S3 endpoint as clusters run it), the registry's
+lineage, gates and the deletion rule. (The compiled spec is checked beside the
 pipeline, in pipelines/oblivio_unlearning/tests.)"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import mlflow
 import pytest
 import torch
@@ -19,7 +22,7 @@ from oblivio.deletion.promotion import promote, register_champion
 from oblivio.evaluation.gates import Gates
 from oblivio.tracking.registry import CHAMPION, Lineage, client, lineage, log_model_version
 from oblivio.tracking.store import connect
-from tests.servers import free_port
+from tests.servers import free_port, start_mlflow_server
 
 pytestmark = pytest.mark.kfp_local  # pipelines under kfp.local: make test-fast leaves them out
 
@@ -27,6 +30,8 @@ runner = CliRunner()
 LENIENT = {"max_forget_acc": 1.0, "max_retain_drop": 1.0, "min_mia_efficacy": 0.0,
            "max_reestimated_forget_acc": 1.0,
            "instance_max_test_drop": 1.0, "instance_auc_z": 1000.0}
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1"}
 STEPS = 50  # match's cap in the shadows' test
 SMALL = {"retain_per_class": 20, "forget_samples": 30, "val_per_class": 10,
          "val_forget_samples": 20}
@@ -83,68 +88,69 @@ def test_pipeline_twice_extends_the_lineage(tracked: str, tiny: str) -> None:
     assert result.exit_code == 0 and "champion" in result.stdout
 
 
+@pytest.fixture(scope="module")
+def s3_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(MLflow URL, S3 endpoint): MLflow the way clusters run it, a real ``mlflow server
+    --artifacts-destination s3://mlflow/artifacts`` on a real S3 endpoint (moto's server)."""
+    from moto.server import ThreadedMotoServer
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=int(endpoint.rsplit(":", 1)[1]))
+    s3.start()
+    boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_KEYS.items()
+                                                  if k != "AWS_DEFAULT_REGION"},
+                 region_name="us-east-1").create_bucket(Bucket="mlflow")
+    try:
+        with start_mlflow_server(tmp_path_factory.mktemp("mlflow-s3"), "s3://mlflow/artifacts",
+                                 {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": endpoint}) as uri:
+            yield uri, endpoint
+    finally:
+        s3.stop()
+
+
 @pytest.mark.xdist_group("tiny")
-def test_shards_give_what_one_pass_gives(tracked: str, trained_rgb, tiny: str) -> None:
-    """The request of tiny's version 2 (class 1 from the same original, in one pass) again,
-    over 3 shards (ParallelFor fan-out, Collected reduce, under kfp's local runner): the same
-    weights, up to float sums, and the same evaluation."""
+def test_shards_and_s3_give_what_one_pass_gives(
+        mlflow_server: str, s3_mlflow: tuple[str, str], trained_rgb, tiny: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request of tiny's version 2 (class 1 from the same original, in one pass, artifacts
+    on the server's disk) again, over 3 shards (ParallelFor fan-out, Collected reduce, under
+    kfp's local runner), against the S3-backed server with no S3 credentials of the client's
+    own (the server proxies every artifact): the same weights, up to float sums, the same
+    evaluation and lineage, and the models in the bucket."""
     from oblivio_pipeline.local import run_local
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    connect()
+    one = oblivio.load_model(f"models:/{tiny}/2")
+    one_metrics = client().get_run(client().get_model_version(tiny, "2").run_id).data.metrics
+
+    uri, endpoint = s3_mlflow
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
+    for key in (*S3_KEYS, "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)  # the client reaches S3 only through MLflow
+    connect()
     data, model_dir = trained_rgb
     register_original("sharded", model_dir)
-    run_local("sharded", "1", str(data), device="cpu", promote=False, shards=3, **SMALL,
-              **LENIENT)  # champion stays version 1
-    one, three = (oblivio.load_model(f"models:/{name}/2") for name in (tiny, "sharded"))
+    run_local("sharded", "1", str(data), device="cpu", shards=3, **SMALL, **LENIENT)
+    rows = lineage("sharded")
+    assert [(r["version"], r["parent"]) for r in rows] == [("1", None), ("2", "1")]
+    assert rows[1]["aliases"] == ["candidate", "champion"] and rows[1]["gate"] == "passed"
+    three = oblivio.load_model(f"models:/sharded@{CHAMPION}")  # through the server's proxy
+    assert three.config["provenance"]["method"] == "projection"
     assert one.config["provenance"]["alpha"] == three.config["provenance"]["alpha"]
     for key, value in one.state_dict().items():
         torch.testing.assert_close(three.state_dict()[key], value, rtol=1e-4, atol=1e-5)
-    runs = [client().get_run(client().get_model_version(name, "2").run_id)
-            for name in (tiny, "sharded")]
+    metrics = client().get_run(client().get_model_version("sharded", "2").run_id).data.metrics
     for key in ("forget_test_acc", "retain_train_acc", "mia_efficacy_confidence"):
-        assert runs[1].data.metrics[key] == pytest.approx(runs[0].data.metrics[key], abs=1e-6)
-
-
-def test_a_deletion_request_takes_the_instance_branch(tracked: str, trained_rgb,
-                                                      tmp_path: Path) -> None:
-    from oblivio.data.sample_ids import ids_sha256
-    from oblivio_pipeline.local import run_local
-
-    data, model_dir = trained_rgb
-    register_original("deletions", model_dir)
-    ids = ["rgb/train/0000", "rgb/train/0061", "rgb/train/0122"]
-    (tmp_path / "request.txt").write_text("\n".join(ids) + "\n")
-    result = run_local("deletions", None, str(data), device="cpu",
-                       forget_ids=str(tmp_path / "request.txt"), instance_max_steps=5,
-                       **LENIENT)
-    assert "deletion request" in result["forgot"]
-    rows = lineage("deletions")
-    assert [r["version"] for r in rows] == ["1", "2"] and rows[1]["method"] == "match"
-    v2 = client().get_model_version("deletions", "2")
-    assert v2.tags["oblivio.forget_ids_sha256"] == ids_sha256(ids)
-    assert v2.tags["oblivio.forgotten_batches"] == ids_sha256(ids)
-    # judged on the images against unseen ones (quality: unit tests and the bench)
-    assert {"forget_train_acc", "mia_loss_auc"} <= set(rows[1]["metrics"])
-    assert rows[1]["gate"] == "passed" and "champion" in rows[1]["aliases"]
-    assert json.loads(v2.tags["oblivio.params"])["params"]["max_steps"] == 5
-    provenance = oblivio.load_model("models:/deletions/2").config["provenance"]
-    assert (provenance["forgotten_ids_sha256"], provenance["forgotten_ids_count"]) == (
-        ids_sha256(ids), 3)  # by digest: the ids stay in the request's file and the ledger
-    bad = tmp_path / "bad.txt"
-    bad.write_text("rgb/test/0001\n")
-    out = runner.invoke(app, ["run", "--model-name", "deletions", "--data", str(data),
-                              "--forget-ids", str(bad)])
-    assert out.exit_code == 2 and "names test-split sample ids" in out.stderr
-    # the same images again are refused before any step: the champion records them by digest,
-    # so without the ledger that honoured them the user names them (--forgotten-ids)
-    request = str(tmp_path / "request.txt")
-    out = runner.invoke(app, ["run", "--model-name", "deletions", "--data", str(data),
-                              "--forget-ids", request])
-    assert out.exit_code == 2 and "recorded by digest" in out.stderr
-    out = runner.invoke(app, ["run", "--model-name", "deletions", "--data", str(data),
-                              "--forget-ids", request, "--forgotten-ids", request])
-    assert out.exit_code == 2 and "3 sample id(s) are already forgotten by models:/deletions/2" \
-        in out.stderr
-    assert [r["version"] for r in lineage("deletions")] == ["1", "2"]
+        assert metrics[key] == pytest.approx(one_metrics[key], abs=1e-6)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket="mlflow", Prefix="artifacts/") for o in page.get("Contents", [])]
+    weights = [k for k in keys if k.endswith("model.safetensors")]
+    assert len(weights) >= 2, keys  # the original and the unlearned version, in the bucket
+    assert any(k.endswith("report/report.md") for k in keys)
 
 
 def test_shadows_aim_match_and_gate_the_request(tracked: str, trained_rgb,
