@@ -47,7 +47,7 @@ def test_the_control_lock_is_current_and_leaves_torch_out() -> None:
 def test_the_block_holds() -> None:
     """The control: what needs torch fails in the blocked interpreter."""
     found = without_torch("import oblivio.models")
-    assert found.returncode != 0 and "import of timm halted" in found.stderr
+    assert found.returncode != 0 and "import of torch halted" in found.stderr
 
 
 def test_the_control_steps_run_without_torch(registered: str, trained_rgb, tmp_path: Path,

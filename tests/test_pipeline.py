@@ -46,8 +46,8 @@ def register_original(name: str, model_dir: Path) -> None:
 def tiny(mlflow_server: str, trained_rgb, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Model "tiny" after two runs of the pipeline: class 1 by projection (version 2, one
     pass), then class 2 by contrast (version 3). One lineage for the tests that read it: a
-    local run is a minute of step start-ups, so it runs once (with pytest-xdist, the tests share
-    one worker: their ``xdist_group``)."""
+    local run is a minute of step start-ups, so it runs once (with pytest-xdist, make test's
+    ``--dist loadfile`` keeps this file's tests on one worker)."""
     from oblivio_pipeline.local import run_local
 
     data, model_dir = trained_rgb
@@ -61,7 +61,6 @@ def tiny(mlflow_server: str, trained_rgb, tmp_path_factory: pytest.TempPathFacto
     return "tiny"
 
 
-@pytest.mark.xdist_group("tiny")
 def test_pipeline_twice_extends_the_lineage(tracked: str, tiny: str) -> None:
     rows = lineage(tiny)
     assert [r["version"] for r in rows] == ["1", "2", "3"]
@@ -108,7 +107,6 @@ def s3_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
         s3.stop()
 
 
-@pytest.mark.xdist_group("tiny")
 def test_shards_and_s3_give_what_one_pass_gives(
         mlflow_server: str, s3_mlflow: tuple[str, str], trained_rgb, tiny: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

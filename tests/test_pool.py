@@ -21,8 +21,6 @@ from oblivio.evaluation.pool import build_pool, gdp_epsilon
 from oblivio.training import Recipe, train_to_dir
 
 runner = CliRunner()
-# one worker builds the module's pool (about a minute of training) and runs every test of it
-pytestmark = pytest.mark.xdist_group("pool")
 
 
 @pytest.fixture(scope="module")

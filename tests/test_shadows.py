@@ -22,8 +22,6 @@ from oblivio.evaluation.shadows import OUTPUTS_FILE, SHADOWS_FILE, Shadows, eras
 from oblivio.ledger.store import Ledger
 
 runner = CliRunner()
-# one worker trains the module's shadows and runs every test of it
-pytestmark = pytest.mark.xdist_group("shadows")
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,17 @@
-"""The suite's own scheduling, as `make test` runs it (pytest-xdist, ``--dist loadgroup``): the
-tests of one ``xdist_group`` share a worker, so a module fixture that costs minutes (a pipeline
-run, a pool of retrains) is built once. With pytest 9.2 and pytest-xdist 3.8 the marks were
-ignored without a word (pytest-xdist issue 1386) and those fixtures were built on both workers;
-this fails when an upgrade brings that back."""
+"""The suite's own scheduling, as `make test` runs it (pytest-xdist, ``--dist loadfile``): a test
+file's tests share a worker, so a module fixture that costs minutes (a pipeline run, a pool of
+retrains) is made once. ``--dist loadgroup`` was used before: with pytest 9.2 and pytest-xdist
+3.8 it ignores every ``xdist_group`` mark without a word (pytest-xdist issue 1386), and those
+fixtures were made on both workers. This fails if an upgrade breaks loadfile the same way."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = '''
 import os
@@ -22,30 +25,28 @@ def log(what):
 def costly():
     log("built")
 
-@pytest.mark.xdist_group("costly")
-def test_first(costly):
-    log("first")
-
-@pytest.mark.xdist_group("costly")
-def test_second(costly):
-    log("second")
-
-@pytest.mark.parametrize("i", range(6))
-def test_other(i):
-    pass
+@pytest.mark.parametrize("i", range(4))
+def test_reads_it(costly, i):
+    log("test")
 '''
 
 
-def test_a_group_runs_on_one_worker_and_builds_its_fixture_once(tmp_path: Path) -> None:
-    (tmp_path / "test_probe.py").write_text(PROBE)
+def test_a_files_tests_run_on_one_worker_and_make_its_fixture_once(tmp_path: Path) -> None:
+    dist = re.search(r"--dist (\w+)", (ROOT / "Makefile").read_text()).group(1)
+    assert dist == "loadfile"  # what this probes
+    for name in ("test_probe.py", "test_other.py"):
+        (tmp_path / name).write_text(PROBE)
     log = tmp_path / "log"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup",
-         "-p", "no:cacheprovider", "-c", "/dev/null", "--rootdir", str(tmp_path),
-         str(tmp_path / "test_probe.py")],
+        [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", dist,
+         "-p", "no:cacheprovider", "-c", "/dev/null", "--rootdir", str(tmp_path), "."],
         cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PROBE_LOG": str(log)},
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:]
     lines = [line.split() for line in log.read_text().splitlines()]
-    assert sorted(what for what, _ in lines) == ["built", "first", "second"]
-    assert len({worker for _, worker in lines}) == 1, lines
+    assert sorted(what for what, _ in lines) == ["built"] * 2 + ["test"] * 8  # once per file
+    runs: dict[str, list[str]] = {}
+    for what, worker in lines:
+        runs.setdefault(worker, []).append(what)
+    # each file's 4 tests on the worker that made its fixture (both files may share one)
+    assert all(seen.count("test") == 4 * seen.count("built") for seen in runs.values()), lines
