@@ -99,8 +99,8 @@ lint: setup
 # The suite runs in TEST_WORKERS processes (pytest-xdist; their OpenMP threads sleep while they
 # wait, see conftest.py); a test file's tests share a worker (--dist loadfile), so a module's
 # expensive fixture (a pipeline run, a pool of retrains) is made once. Files go out in
-# collection order, where conftest.py puts the long pipeline files first (xdist's own order,
-# most tests first, sent the long single tests out last, one worker idle beside them). Most of
+# collection order (pyproject's testpaths), not xdist's largest-first: its largest are the files
+# of many quick tests, and the long single tests came last, one worker idle beside them. Most of
 # a local pipeline run is its steps' Python start-up on one core, so two workers keep both
 # cores busy.
 TEST_WORKERS ?= 2

@@ -45,15 +45,6 @@ def passive_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The pipelines under kfp.local first, each file's tests kept together and in order: make
-    test hands whole files to its workers in this order (--dist loadfile
-    --no-loadscope-reorder), so the long ones start at once and the many quick ones fill the
-    end. In name order test_pipeline.py's 7 minutes came last, beside an idle worker; in
-    xdist's most-tests-first order, the demo and the deletion batch did."""
-    items.sort(key=lambda item: item.get_closest_marker("kfp_local") is None)
-
-
 def pytest_runtest_logstart(nodeid: str) -> None:
     (CRASH_DIR / f"crash-test-{WORKER}.txt").write_text(nodeid + "\n")
 
