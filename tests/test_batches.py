@@ -143,15 +143,15 @@ def test_requests_are_honoured_once_through_a_killed_run(
 
     out = run(str(tmp_path / "test-ids.txt"))
     assert out.exit_code == 2 and "names test-split sample ids" in out.stderr
-    again = "3 sample id(s) are already forgotten by models:/batched/3"
+    forgotten = "3 sample id(s) are already forgotten by models:/batched/3"
     out = run(str(tmp_path / "ids.txt"))
-    assert out.exit_code == 2 and again in out.stderr
+    assert out.exit_code == 2 and forgotten in out.stderr
     with monkeypatch.context() as no_ledger:
         no_ledger.delenv("OBLIVIO_LEDGER_URL")
         out = run(str(tmp_path / "ids.txt"))
         assert out.exit_code == 2 and "recorded by digest" in out.stderr
         out = run(str(tmp_path / "ids.txt"), "--forgotten-ids", str(tmp_path / "ids.txt"))
-        assert out.exit_code == 2 and again in out.stderr
+        assert out.exit_code == 2 and forgotten in out.stderr
     assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]
 
     # the audit: by ticket, image and class; version 3 honours both (it descends from 2)

@@ -88,23 +88,16 @@ def test_pipeline_twice_extends_the_lineage(tracked: str, tiny: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def s3_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def s3_mlflow(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[str, str]]:
     """(MLflow URL, S3 endpoint): MLflow the way clusters run it, a real ``mlflow server
-    --artifacts-destination s3://mlflow/artifacts`` on a real S3 endpoint (moto's server)."""
-    from moto.server import ThreadedMotoServer
-
-    endpoint = f"http://127.0.0.1:{free_port()}"
-    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=int(endpoint.rsplit(":", 1)[1]))
-    s3.start()
-    boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_KEYS.items()
-                                                  if k != "AWS_DEFAULT_REGION"},
+    --artifacts-destination s3://mlflow/artifacts`` on the module's S3 endpoint (moto)."""
+    boto3.client("s3", endpoint_url=s3_endpoint, **{k.lower(): v for k, v in S3_KEYS.items()
+                                                     if k != "AWS_DEFAULT_REGION"},
                  region_name="us-east-1").create_bucket(Bucket="mlflow")
-    try:
-        with start_mlflow_server(tmp_path_factory.mktemp("mlflow-s3"), "s3://mlflow/artifacts",
-                                 {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": endpoint}) as uri:
-            yield uri, endpoint
-    finally:
-        s3.stop()
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-s3"), "s3://mlflow/artifacts",
+                             {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}) as uri:
+        yield uri, s3_endpoint
 
 
 def test_shards_and_s3_give_what_one_pass_gives(
