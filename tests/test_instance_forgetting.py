@@ -324,7 +324,7 @@ def test_cli_forgets_ids_from_a_text_file(mislabelled: dict, tmp_path: Path) -> 
                                  str(mislabelled["data"]), "--out", str(tmp_path / "u"),
                                  "--forget-ids", str(mislabelled["ids_txt"]), "--device", "cpu",
                                  "--method", "l2ul", "--adv-per-instance", "2", "--pgd-iters", "10",
-                                 "--max-epochs", "400", "--lr", "0.01"])
+                                 "--max-epochs", "50", "--lr", "0.01"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["method"] == "l2ul" and summary["forget_ids_count"] == MISLABELLED
@@ -414,10 +414,13 @@ def test_guarded_neggrad_keeps_the_retain_images(memorised: dict, tmp_path: Path
     data, ids = str(memorised["data"]), str(memorised["ids"])
     train = open_dataset(data).split("train")
     retain = np.setdiff1d(np.arange(len(train)), train.indices(read_sample_ids(ids)))
-    def neggrad(name: str, guard: float | None) -> dict:
+
+    def neggrad(name: str, guard: float | None) -> dict:  # a step per epoch: 24 images
+        # as published, the retain accuracy is below 0.5 from step 60 here (NaN by step 100);
+        # guarded, the run ends on its halvings after about 40 steps
         return forget_with_baseline(str(memorised["saw"]), data, str(tmp_path / name),
                                     "neggrad+", ids_file=ids, settings=BaselineSettings(
-                                        epochs=400, lr=0.5, retain_guard=guard),
+                                        epochs=100, lr=0.5, retain_guard=guard),
                                     device="cpu", progress=False)
 
     guarded = neggrad("guarded", 0.1)
