@@ -112,15 +112,10 @@ TEST_WORKERS ?= 2
 PYTEST = OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) OBLIVIO_CHECKOV=$(CHECKOV) \
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
-# The project's own modules are compiled first: an editable install compiles none of them,
-# and where PYTHONDONTWRITEBYTECODE is set (these machines) every step's process would compile
-# them again (about 0.4 s each). A crash in native code kills a pytest process before its
-# summary: then the test it was running and the top of every thread's stack (conftest.py
-# writes both, per worker) are printed.
-COMPILE = $(PY) -m compileall -q src components pipelines >/dev/null
+# A crash in native code kills a pytest process before its summary: then the test it was
+# running and the top of every thread's stack (conftest.py writes both, per worker) are printed.
 test: tools lint
 	@rm -f .pytest_cache/crash-*.txt
-	@$(COMPILE)
 	$(PYTEST) || { rc=$$?; for stacks in .pytest_cache/crash-stacks-*.txt; do \
 		if [ -s $$stacks ]; then head -c 6000 $$stacks; echo; \
 		echo "crashed in $$(cat $${stacks/stacks/test})"; fi; done; exit $$rc; }
@@ -128,7 +123,6 @@ test: tools lint
 # The inner loop: everything but the pipelines run under kfp's local runner (about half the
 # suite's time). CI runs `make test`.
 test-fast: tools lint
-	@$(COMPILE)
 	$(PYTEST) -m "not kfp_local"
 
 # The main job, locally, as a platform engineer runs it: the ledger is brought to this code's
