@@ -1,11 +1,15 @@
 """The pipeline as users run it: the local kfp runner against a real ``mlflow server`` process
-(artifacts on its disk, or proxied to a real S3 endpoint as clusters run it), the registry's
-lineage, gates and the deletion rule. (The compiled spec is checked beside the
-pipeline, in pipelines/oblivio_unlearning/tests.)"""
+(artifacts on its disk, or proxied to a real S3 endpoint as clusters run it), a run killed
+with SIGKILL and run again, the registry's lineage, gates and the deletion rule. (The compiled
+spec is checked beside the pipeline, in pipelines/oblivio_unlearning/tests.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +24,9 @@ import oblivio
 from oblivio.cli import app
 from oblivio.deletion.promotion import promote, register_champion
 from oblivio.evaluation.gates import Gates
+from oblivio.runner import runner_alive
 from oblivio.tracking.registry import CHAMPION, Lineage, client, lineage, log_model_version
+from oblivio.tracking.runs import RUNNER_TAG
 from oblivio.tracking.store import connect
 from tests.servers import free_port, start_mlflow_server
 
@@ -42,26 +48,128 @@ def register_original(name: str, model_dir: Path) -> None:
         register_champion(model_dir, name, Lineage("trained"))
 
 
+#: ``oblivio run`` as a process: tiny's first request (class 1 by projection).
+RUN = ("import sys; from oblivio_pipeline.local import run_local; run_local('tiny', '1', "
+       f"sys.argv[1], device='cpu', **{ {**SMALL, **LENIENT}!r})")
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid``, with its command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                try:
+                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(
+                        b"\0", b" ").decode()
+                except OSError:
+                    found[child] = ""
+                frontier.append(child)
+    return found
+
+
+def gone(pid: int) -> bool:
+    return not runner_alive(f"{os.uname().nodename}:{pid}")
+
+
+def kill_at_capture(command: list[str]) -> dict:
+    """Start ``command`` (a local run), SIGKILL it once its capture step runs, and wait up to
+    15 s for its steps to go down with it; returns the killed runner and the steps left."""
+    proc = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # until a step after the run was opened
+            steps = descendants(proc.pid)
+            if any("capture_activations" in line for line in steps.values()):
+                break
+            assert proc.poll() is None, "the run ended before the capture step"
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no capture step within 240 s")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 15
+        while not all(gone(pid) for pid in steps) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return {"runner": f"{os.uname().nodename}:{proc.pid}",
+                "left": {pid: line[:80] for pid, line in steps.items() if not gone(pid)}}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.fixture(scope="module")
-def tiny(mlflow_server: str, trained_rgb, tmp_path_factory: pytest.TempPathFactory) -> str:
+def tiny(trained_rgb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Model "tiny" after two runs of the pipeline: class 1 by projection (version 2, one
-    pass), then class 2 by contrast (version 3). One lineage for the tests that read it: a
-    local run is a minute of step start-ups, so it runs once (with pytest-xdist, make test's
-    ``--dist loadfile`` keeps this file's tests on one worker)."""
+    pass), then class 2 by contrast (version 3); one lineage for the tests that read it (a
+    local run is a minute of step start-ups; make test's ``--dist loadfile`` keeps this file's
+    tests on one worker). The first run is started as ``oblivio run``'s process and killed
+    with SIGKILL at its capture step; version 2 is the re-run's (a process too), which closes
+    what the kill left. On an ``mlflow server`` of its own: another test's run on a shared
+    server would close the killed run first. Yields the server, the name, and what the kill
+    left (the steps still up, the abandoned run as the kill left it) and the re-run printed."""
     from oblivio_pipeline.local import run_local
 
     data, model_dir = trained_rgb
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-        env.setenv("OBLIVIO_HOME", str(tmp_path_factory.mktemp("tiny-home")))
-        register_original("tiny", model_dir)
-        for classes, method in (("1", "projection"), ("2", "contrast")):
-            run_local("tiny", classes, str(data), device="cpu", class_method=method, **SMALL,
-                      **LENIENT)
-    return "tiny"
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-tiny")) as uri:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MLFLOW_TRACKING_URI", uri)
+            env.setenv("OBLIVIO_HOME", str(tmp_path_factory.mktemp("tiny-home")))
+            register_original("tiny", model_dir)
+            command = [sys.executable, "-c", RUN, str(data)]
+            killed = kill_at_capture(command)
+            [abandoned] = client().search_runs(
+                [connect()], f"tags.`{RUNNER_TAG}` = '{killed['runner']}'")
+            killed["versions"] = [r["version"] for r in lineage("tiny")]
+            rerun = subprocess.run(command, env=os.environ.copy(), capture_output=True,
+                                   text=True, timeout=600)
+            versions = [r["version"] for r in lineage("tiny")]
+            if rerun.returncode == 0:
+                run_local("tiny", "2", str(data), device="cpu", class_method="contrast",
+                          **SMALL, **LENIENT)
+        yield {"uri": uri, "name": "tiny", "killed": killed, "abandoned": abandoned,
+               "rerun": rerun, "versions_after_rerun": versions}
 
 
-def test_pipeline_twice_extends_the_lineage(tracked: str, tiny: str) -> None:
+@pytest.fixture()
+def on_tiny(tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """tiny's server as this test's tracking URI; the model's name."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny["uri"])
+    monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
+    connect()
+    return tiny["name"]
+
+
+def test_a_killed_run_takes_its_steps_down_and_is_closed_by_the_next(tiny: dict,
+                                                                      on_tiny: str) -> None:
+    """A run killed with SIGKILL: its steps go down with it, its MLflow run does not stay
+    RUNNING forever, and a re-run registers exactly one new version. Real processes, a real
+    SIGKILL."""
+    left = tiny["killed"]["left"]
+    assert not left, f"steps outlived their killed runner: {left}"
+    assert tiny["abandoned"].info.status == "RUNNING"  # what a kill leaves behind
+    assert tiny["killed"]["versions"] == ["1"]
+    assert tiny["rerun"].returncode == 0, tiny["rerun"].stderr[-2000:]
+    assert "KILLED: the oblivio run that ran it is gone" in tiny["rerun"].stderr
+    closed = client().get_run(tiny["abandoned"].info.run_id)
+    assert closed.info.status == "KILLED"
+    assert "it was killed" in closed.data.tags["oblivio.failure"]
+    assert tiny["versions_after_rerun"] == ["1", "2"]  # one version, from the re-run
+
+
+def test_pipeline_twice_extends_the_lineage(on_tiny: str) -> None:
+    tiny = on_tiny
     rows = lineage(tiny)
     assert [r["version"] for r in rows] == ["1", "2", "3"]
     assert [r["parent"] for r in rows] == [None, "1", "2"]
@@ -101,7 +209,7 @@ def s3_mlflow(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_shards_and_s3_give_what_one_pass_gives(
-        mlflow_server: str, s3_mlflow: tuple[str, str], trained_rgb, tiny: str, tmp_path: Path,
+        s3_mlflow: tuple[str, str], trained_rgb, tiny: dict, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The request of tiny's version 2 (class 1 from the same original, in one pass, artifacts
     on the server's disk) again, over 3 shards (ParallelFor fan-out, Collected reduce, under
@@ -110,10 +218,10 @@ def test_shards_and_s3_give_what_one_pass_gives(
     evaluation and lineage, and the models in the bucket."""
     from oblivio_pipeline.local import run_local
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny["uri"])
     connect()
-    one = oblivio.load_model(f"models:/{tiny}/2")
-    one_metrics = client().get_run(client().get_model_version(tiny, "2").run_id).data.metrics
+    one = oblivio.load_model("models:/tiny/2")
+    one_metrics = client().get_run(client().get_model_version("tiny", "2").run_id).data.metrics
 
     uri, endpoint = s3_mlflow
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
