@@ -46,7 +46,7 @@ def test_the_control_lock_is_current_and_leaves_torch_out() -> None:
 
 def test_the_block_holds() -> None:
     """The control: what needs torch fails in the blocked interpreter."""
-    found = without_torch("import oblivio.models")
+    found = without_torch("from oblivio.models import load_model")
     assert found.returncode != 0 and "import of torch halted" in found.stderr
 
 

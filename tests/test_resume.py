@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from oblivio.models.build import build
 from oblivio.models.inference import predict_logits
+from oblivio.models.networks import build
 from oblivio.unlearn.classes.layers import block_root, layer_blocks, projectable_layers
 from oblivio.unlearn.classes.resume import depth_views, resumed
 from oblivio.unlearn.classes.statistics import capture_statistics

@@ -14,7 +14,7 @@ from oblivio.errors import OblivioError
 if TYPE_CHECKING:
     import torch
 
-    from oblivio.models.build import ImageClassifier
+    from oblivio.models.networks import ImageClassifier
 
 __all__ = ["OblivioError", "load_model", "save_model"]
 

@@ -18,13 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from oblivio.data import open_dataset
-from oblivio.data.sample_ids import ids_sha256, read_sample_ids, write_sample_ids
+from oblivio.data.sample_ids import (
+    ids_sha256,
+    read_sample_ids,
+    train_rows_of,
+    write_sample_ids,
+)
 from oblivio.data.storage import staged_dir, write_bytes
 from oblivio.errors import OblivioError
 from oblivio.evaluation.gates import Gates
 from oblivio.evaluation.shadows import check_shadows
 from oblivio.models.checkpoint import load_model
-from oblivio.models.forgotten import forgotten_ids, refuse_again
+from oblivio.models.forgotten import classes_after, forgotten_ids, refuse_again
 from oblivio.shards import shard_rows
 from oblivio.tracking.registry import forgotten, resolve_version, version_config
 from oblivio.tracking.store import connect
@@ -38,7 +43,7 @@ from oblivio.unlearn.classes.forget import (
     project_and_save,
 )
 from oblivio.unlearn.classes.grid_tables import alpha_grid_markdown, ratio_grid_markdown
-from oblivio.unlearn.classes.plan import Plan, classes_after, plan_forgetting
+from oblivio.unlearn.classes.plan import Plan, plan_forgetting
 from oblivio.unlearn.classes.projection import eigen_operators
 from oblivio.unlearn.classes.ratio_selection import contrast_taus
 from oblivio.unlearn.classes.samples import ClassSamples
@@ -50,7 +55,7 @@ from oblivio.unlearn.classes.statistics import (
 )
 from oblivio.unlearn.classes.subspaces import compute_subspaces, load_subspaces, save_subspaces
 from oblivio.unlearn.methods import check_pipeline_params, method_for
-from oblivio.unlearn.requests import forgotten_classes, load_request, train_rows_of
+from oblivio.unlearn.requests import forgotten_classes, load_request
 
 SETS = ("retain", "forget", "validation")
 PLAN_FILE = "plan.json"

@@ -23,9 +23,9 @@ from oblivio.data import open_dataset, storage
 from oblivio.data.reader import Split
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids
 from oblivio.errors import OblivioError
-from oblivio.models.build import ImageClassifier, build
 from oblivio.models.checkpoint import save_model
 from oblivio.models.inference import accuracy
+from oblivio.models.networks import ImageClassifier, build
 
 
 @dataclass(frozen=True)

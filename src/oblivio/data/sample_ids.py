@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -11,6 +12,11 @@ import pyarrow.parquet as pq
 
 from oblivio.data import storage
 from oblivio.errors import OblivioError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from oblivio.data.reader import Dataset, Split
 
 
 def read_sample_ids(uri: str | os.PathLike[str]) -> pa.Array:
@@ -56,3 +62,16 @@ def ids_sha256(ids: pa.Array | list[str]) -> str:
     """SHA-256 of the sorted ids, one per line: names a deletion request without listing it."""
     values = sorted(ids.to_pylist() if isinstance(ids, pa.Array) else ids)
     return hashlib.sha256("".join(f"{v}\n" for v in values).encode()).hexdigest()
+
+
+def train_rows_of(dataset: Dataset, train: Split, ids: pa.Array, where: str) -> np.ndarray:
+    """Row indices of training ids; ids of the test split get their own error, since a
+    deletion request can only name images the model was trained on."""
+    unknown = pc.invert(pc.is_in(ids, value_set=train.sample_ids))
+    if pc.any(unknown).as_py():
+        missing = pc.filter(ids, unknown)
+        in_test = pc.filter(missing, pc.is_in(missing, value_set=dataset.split("test").sample_ids))
+        if len(in_test):
+            raise OblivioError(f"{where} names test-split sample ids (e.g. {in_test[0]}); a "
+                               "deletion request can only name training images")
+    return train.indices(ids)  # unknown ids: one error that lists them

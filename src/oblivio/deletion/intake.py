@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import date
 
 from oblivio.data import open_dataset
-from oblivio.data.sample_ids import read_sample_ids
+from oblivio.data.sample_ids import read_sample_ids, train_rows_of
 from oblivio.errors import OblivioError
 from oblivio.ledger.store import Ledger, Request
+from oblivio.models.forgotten import classes_after
 from oblivio.tracking.registry import (
     CHAMPION,
     forgotten,
@@ -27,9 +28,6 @@ def submit_request(ledger: Ledger, model_name: str, data: str, ids_uri: str | No
     has, leaving one to keep) and record it as pending; a class request the champion already
     meets is honoured at once by it. The same request again returns the one recorded. Returns
     (request, whether it is new)."""
-    from oblivio.unlearn.classes.plan import classes_after
-    from oblivio.unlearn.requests import train_rows_of
-
     if (ids_uri is None) == (classes is None):
         raise OblivioError("a request names sample ids (--ids) or classes (--classes), one of them")
     if deadline is not None and deadline < date.today():

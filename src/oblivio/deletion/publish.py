@@ -10,6 +10,7 @@ from pathlib import Path
 from oblivio.deletion.promotion import promote
 from oblivio.errors import OblivioError
 from oblivio.evaluation.gates import Gates, check_gates, flat_metrics, verdict
+from oblivio.models.config import read_config
 from oblivio.tracking.registry import (
     CANDIDATE,
     TAG,
@@ -30,8 +31,6 @@ def resolve_parent(model_uri: str, dst: str, job_id: str, job_name: str, params:
     """Download the registered model ``model_uri`` to ``dst``, start the job's MLflow run and
     log the parent model as its input. Returns the parent's name and version."""
     from mlflow.entities import LoggedModelInput
-
-    from oblivio.models.checkpoint import read_config
 
     check_pipeline_params(params)
     connect()
@@ -54,8 +53,6 @@ def register_unlearned(model_dir: str, report_dir: str, name: str, parent_versio
     registered for it (a run that died before recording its outcome) is returned instead, and
     promoted if it passed and was not yet."""
     import mlflow
-
-    from oblivio.models.checkpoint import read_config  # torch: not for the ledger's steps
 
     connect()
     if deletion_batch:

@@ -1,6 +1,21 @@
-"""Classifiers: timm architectures for small images, and the model directory contract."""
+"""Classifiers: timm architectures for small images, and the model directory contract.
 
-from oblivio.models.build import ImageClassifier, build
-from oblivio.models.checkpoint import load_model, read_config, save_model
+The names below are loaded on first use, so that ``oblivio.models.config`` and
+``oblivio.models.forgotten`` (what a step reads of a model without running it) import without
+torch."""
 
-__all__ = ["ImageClassifier", "build", "load_model", "read_config", "save_model"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {"ImageClassifier": "networks", "build": "networks", "load_model": "checkpoint",
+          "save_model": "checkpoint", "read_config": "config"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -19,13 +19,8 @@ from safetensors.torch import save as save_safetensors
 
 from oblivio.data import storage
 from oblivio.errors import OblivioError
-from oblivio.models.build import ImageClassifier, build
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-FORMAT = "oblivio-model/1"
-_REQUIRED = ("arch", "num_classes", "in_chans", "img_size", "normalization", "class_names",
-             "weights_sha256")
+from oblivio.models.config import CONFIG_FILE, FORMAT, WEIGHTS_FILE, read_config
+from oblivio.models.networks import ImageClassifier, build
 
 
 def sha256(data: bytes) -> str:
@@ -78,19 +73,6 @@ def save_model(model: ImageClassifier, path: str | os.PathLike[str], *, arch: st
         storage.write_bytes(storage.join(staged, WEIGHTS_FILE), blob)
         storage.write_bytes(storage.join(staged, CONFIG_FILE),
                             json.dumps(config, indent=2, sort_keys=True).encode())
-    return config
-
-
-def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The validated ``config.json`` of a model directory."""
-    raw = storage.read_bytes(storage.join(os.fspath(path), CONFIG_FILE))
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise OblivioError(f"model {os.fspath(path)}: {CONFIG_FILE} is not valid JSON") from exc
-    missing = [k for k in _REQUIRED if not isinstance(config, dict) or k not in config]
-    if missing:
-        raise OblivioError(f"model {os.fspath(path)}: {CONFIG_FILE} lacks {', '.join(missing)}")
     return config
 
 

@@ -124,3 +124,17 @@ def _from_ledger(sha256: str) -> list[str] | None:
     if LEDGER_ENV not in os.environ and not Path(url.removeprefix("sqlite:///")).exists():
         return None
     return Ledger(url).ids_with_sha256(sha256)
+
+
+def classes_after(where: str, new: list[int], already: list[int] | set[int],
+                  names: list[str]) -> list[int]:
+    """Every class forgotten once ``new`` is: none of ``new`` forgotten before (that request
+    would do nothing), and at least one class left to keep."""
+    again = sorted(set(new) & set(already))
+    if again:
+        raise OblivioError(f"{where} has already forgotten class(es) "
+                           f"{', '.join(f'{c} ({names[c]})' for c in again)}")
+    forget_all = sorted(set(new) | set(already))
+    if len(forget_all) >= len(names):
+        raise OblivioError("cannot forget every class: nothing would be left to keep")
+    return forget_all

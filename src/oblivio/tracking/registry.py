@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oblivio.errors import OblivioError
+from oblivio.models.config import CONFIG_FILE, WEIGHTS_FILE, read_config
 
 TAG = "oblivio."
 CHAMPION, CANDIDATE = "champion", "candidate"
@@ -109,7 +110,7 @@ def log_model_version(model_dir: str | os.PathLike[str], name: str, lineage: Lin
     import mlflow
     import numpy as np
 
-    from oblivio.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model
+    from oblivio.models.checkpoint import load_model  # torch: not for the control steps
 
     model = load_model(model_dir)
     cfg = model.config
@@ -169,7 +170,6 @@ def version_config(uri: str) -> dict:
     what a check needs, without downloading the weights, and without a progress bar."""
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
-    from oblivio.models.checkpoint import CONFIG_FILE, read_config
     from oblivio.tracking.store import connect
 
     connect()

@@ -13,18 +13,16 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from oblivio.data import open_dataset
 from oblivio.data.checks import ensure_checked
 from oblivio.data.reader import Dataset, Split
-from oblivio.data.sample_ids import ids_sha256, read_sample_ids
+from oblivio.data.sample_ids import ids_sha256, read_sample_ids, train_rows_of
 from oblivio.errors import OblivioError
-from oblivio.models.build import ImageClassifier
 from oblivio.models.checkpoint import check_fits, load_model, save_model
 from oblivio.models.forgotten import forgotten_ids, provenance_after, refuse_again
+from oblivio.models.networks import ImageClassifier
 
 
 def peak_memory(device: str) -> dict[str, float]:
@@ -71,19 +69,6 @@ class ForgetRequest:
 def forgotten_classes(config: dict) -> list[int]:
     """Classes a model directory has already forgotten, from its provenance."""
     return list(config.get("provenance", {}).get("forgotten_classes", []))
-
-
-def train_rows_of(dataset: Dataset, train: Split, ids: pa.Array, where: str) -> np.ndarray:
-    """Row indices of training ids; ids of the test split get their own error, since a
-    deletion request can only name images the model was trained on."""
-    unknown = pc.invert(pc.is_in(ids, value_set=train.sample_ids))
-    if pc.any(unknown).as_py():
-        missing = pc.filter(ids, unknown)
-        in_test = pc.filter(missing, pc.is_in(missing, value_set=dataset.split("test").sample_ids))
-        if len(in_test):
-            raise OblivioError(f"{where} names test-split sample ids (e.g. {in_test[0]}); a "
-                               "deletion request can only name training images")
-    return train.indices(ids)  # unknown ids: one error that lists them
 
 
 def load_matching(model_dir: str, data: str, device: str) -> tuple[ImageClassifier, Dataset]:

@@ -15,8 +15,8 @@ from torch import nn
 
 from oblivio.data.unseen import reference_images
 from oblivio.errors import OblivioError
-from oblivio.models.build import build
 from oblivio.models.inference import accuracy
+from oblivio.models.networks import build
 from oblivio.training import recipe_for, resolve_device, seed_everything, train
 from oblivio.unlearn.baselines.gradient import finetune, neggrad, random_label
 from oblivio.unlearn.baselines.salun import salun

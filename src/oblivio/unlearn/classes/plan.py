@@ -12,7 +12,7 @@ from torch import nn
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import save_model
-from oblivio.models.forgotten import carried
+from oblivio.models.forgotten import carried, classes_after
 from oblivio.training import seed_everything
 from oblivio.unlearn.classes.samples import ClassSamples, draw_class_samples
 from oblivio.unlearn.classes.statistics import Statistics, capture_sets
@@ -29,20 +29,6 @@ class Plan:
     forget_all: list[int]
     sets: ClassSamples
     retain_per_class: int
-
-
-def classes_after(where: str, new: list[int], already: list[int] | set[int],
-                  names: list[str]) -> list[int]:
-    """Every class forgotten once ``new`` is: none of ``new`` forgotten before (that request
-    would do nothing), and at least one class left to keep."""
-    again = sorted(set(new) & set(already))
-    if again:
-        raise OblivioError(f"{where} has already forgotten class(es) "
-                           f"{', '.join(f'{c} ({names[c]})' for c in again)}")
-    forget_all = sorted(set(new) | set(already))
-    if len(forget_all) >= len(names):
-        raise OblivioError("cannot forget every class: nothing would be left to keep")
-    return forget_all
 
 
 def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
