@@ -54,7 +54,6 @@ def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
     return Plan(model, train, new, forget_all, sets, retain_per_class)
 
 
-
 def require_validation(plan: Plan) -> None:
     """A setting chosen on validation needs validation rows of kept and forgotten classes;
     say so before any capture (small datasets run out of rows after retain and forget)."""
@@ -90,7 +89,6 @@ def save_class_model(plan: Plan, out: str, started: float, provenance: dict) -> 
                img_size=config["img_size"], parent_fingerprint=config["weights_sha256"],
                provenance=provenance)
     return provenance
-
 
 
 def capture_plan(plan: Plan, start: float, batch_size: int, device: str, progress: bool,
