@@ -68,14 +68,15 @@ def time_capture(model: Path, data: Path, ids: Path, work: Path, shards: int) ->
 
 
 def time_predict(model: Path, data: Path, work: Path, shards: int, all_parts: bool) -> dict:
-    _, seconds, peak = isolated(predict_shard, str(model), str(data),
-                                str(work / f"pred-{shards}-0"), 0, shards, "cpu")
+    _, seconds, peak = isolated(predict_shard, [str(model)], str(data),
+                                [str(work / f"pred-{shards}-0")], 0, shards, "cpu")
     result = {"shard_seconds": seconds, "peak_rss_mb": peak}
     if all_parts:
         parts = [work / f"pred-{shards}-0"]
         for s in range(1, shards):
             parts.append(work / f"pred-{shards}-{s}")
-            isolated(predict_shard, str(model), str(data), str(parts[-1]), s, shards, "cpu")
+            isolated(predict_shard, [str(model)], str(data), [str(parts[-1])], s, shards,
+                     "cpu")
         start = time.perf_counter()
         gather_shards([str(p) for p in parts], read_config(model)["weights_sha256"],
                       len(open_dataset(data).split("train")))

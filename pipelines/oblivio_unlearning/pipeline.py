@@ -247,15 +247,14 @@ def make_unlearning_pipeline(on_cluster: bool = True):
 
             def evaluate_and_register(unlearned) -> None:
                 with dsl.ParallelFor(shard_list, parallelism=PARALLEL_SHARDS) as shard:
-                    predicted = {role: _configure(predict_outputs(
-                        model=m, dataset_uri=dataset_uri, shard=shard, shards=shards,
-                        device=device, batch_hold=batch_hold), **cluster, gpu_count=gpu_count,
-                        retries=2).set_display_name(f"predict {role}")
-                        for role, m in (("original", model), ("unlearned", unlearned))}
+                    predicted = _configure(predict_outputs(
+                        original=model, unlearned=unlearned, dataset_uri=dataset_uri,
+                        shard=shard, shards=shards, device=device, batch_hold=batch_hold),
+                        **cluster, gpu_count=gpu_count, retries=2)
                 evaluated = _configure(evaluate_model(
                     original=model, unlearned=unlearned,
-                    original_train=dsl.Collected(predicted["original"].outputs["outputs"]),
-                    unlearned_train=dsl.Collected(predicted["unlearned"].outputs["outputs"]),
+                    original_train=dsl.Collected(predicted.outputs["original_outputs"]),
+                    unlearned_train=dsl.Collected(predicted.outputs["unlearned_outputs"]),
                     dataset_uri=dataset_uri, forget_ids_uri=forget_ids_uri, device=device,
                     job_id=job_id, deletion_batch=deletion_batch,
                     relearn_steps=relearn_steps, batch_hold=batch_hold,

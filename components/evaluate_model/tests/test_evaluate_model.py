@@ -17,12 +17,14 @@ def test_judges_what_the_model_forgot_and_logs_it(trained_rgb, projected: Path, 
     data, model_dir = trained_rgb
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
     summary, html = tmp_path / "summary.md", tmp_path / "report.html"
-    parts = {}
-    for role, path in (("original", model_dir), ("unlearned", projected)):
-        parts[role] = [dsl.Artifact(uri=str(tmp_path / f"{role}{i}")) for i in range(2)]
-        for i, part in enumerate(parts[role]):
-            predict_outputs.python_func(model=dsl.Model(uri=str(path)), dataset_uri=str(data),
-                                        shard=i, shards=2, device="cpu", outputs=part)
+    parts = {role: [dsl.Artifact(uri=str(tmp_path / f"{role}{i}")) for i in range(2)]
+             for role in ("original", "unlearned")}
+    for i in range(2):
+        predict_outputs.python_func(original=dsl.Model(uri=str(model_dir)),
+                                    unlearned=dsl.Model(uri=str(projected)),
+                                    dataset_uri=str(data), shard=i, shards=2, device="cpu",
+                                    original_outputs=parts["original"][i],
+                                    unlearned_outputs=parts["unlearned"][i])
     evaluate_model.python_func(original=dsl.Model(uri=str(model_dir)),
                                unlearned=dsl.Model(uri=str(projected)),
                                original_train=parts["original"],

@@ -58,26 +58,31 @@ def collect_outputs(model: nn.Module, split: Split, rows: np.ndarray | None = No
 FORMAT = "oblivio-outputs/1"
 
 
-def predict_shard(model_dir: str, data: str, out_file: str, shard: int = 0, shards: int = 1,
-                  device: str = "auto", progress: bool = False) -> dict:
-    """Outputs of a model on slice ``shard`` of ``shards`` of the training split, as one
-    safetensors file: the evaluation's one pass over the training split, spread over nodes."""
+def predict_shard(model_dirs: list[str], data: str, out_files: list[str], shard: int = 0,
+                  shards: int = 1, device: str = "auto", progress: bool = False) -> list[dict]:
+    """Outputs of each model on slice ``shard`` of ``shards`` of the training split, one
+    safetensors file each: the evaluation's one pass over the training split, spread over
+    nodes. The parent and the unlearned model go through one task, so the slice is read and
+    decoded once and one pod (one GPU) serves both."""
     from oblivio.data import open_dataset
     from oblivio.models.checkpoint import load_model
     from oblivio.shards import shard_rows
     from oblivio.training import resolve_device
 
+    if len(model_dirs) != len(out_files):
+        raise OblivioError("one output file per model")
     device = resolve_device(device)
-    model = load_model(model_dir, device)
+    models = [load_model(m, device) for m in model_dirs]  # a bad model before any work
     train = open_dataset(data).split("train")
     rows = shard_rows(np.arange(len(train)), shard, shards)
-    outputs = collect_outputs(model, train, rows, device=device, progress=progress,
-                              desc=f"predict train {shard + 1}/{shards}")
-    write_tensors(out_file, {"logits": outputs.logits, "features": outputs.features,
-                             "labels": outputs.labels}, FORMAT, {
-        "weights_sha256": model.config["weights_sha256"], "shard": str(shard),
-        "shards": str(shards), "start": str(int(rows[0])), "split_rows": str(len(train))})
-    return {"shard": shard, "shards": shards, "rows": len(rows)}
+    for model, out_file in zip(models, out_files):
+        outputs = collect_outputs(model, train, rows, device=device, progress=progress,
+                                  desc=f"predict train {shard + 1}/{shards}")
+        write_tensors(out_file, {"logits": outputs.logits, "features": outputs.features,
+                                 "labels": outputs.labels}, FORMAT, {
+            "weights_sha256": model.config["weights_sha256"], "shard": str(shard),
+            "shards": str(shards), "start": str(int(rows[0])), "split_rows": str(len(train))})
+    return [{"shard": shard, "shards": shards, "rows": len(rows)} for _ in models]
 
 
 def gather_shards(part_files: list[str], weights_sha256: str, split_rows: int) -> Outputs:
