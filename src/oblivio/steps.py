@@ -43,7 +43,7 @@ from oblivio.unlearn.classes.forget import (
     project_and_save,
 )
 from oblivio.unlearn.classes.grid_tables import alpha_grid_markdown, ratio_grid_markdown
-from oblivio.unlearn.classes.plan import Plan, plan_forgetting
+from oblivio.unlearn.classes.plan import Plan, draw_classes
 from oblivio.unlearn.classes.projection import eigen_operators
 from oblivio.unlearn.classes.ratio_selection import contrast_taus
 from oblivio.unlearn.classes.samples import ClassSamples
@@ -55,7 +55,7 @@ from oblivio.unlearn.classes.statistics import (
 )
 from oblivio.unlearn.classes.subspaces import compute_subspaces, load_subspaces, save_subspaces
 from oblivio.unlearn.methods import check_pipeline_params, method_for
-from oblivio.unlearn.requests import forgotten_classes, load_request
+from oblivio.unlearn.requests import check_request, forgotten_classes
 
 SETS = ("retain", "forget", "validation")
 PLAN_FILE = "plan.json"
@@ -68,8 +68,8 @@ def sample_step(model_dir: str, data: str, classes: str | list[int], out_dir: st
     """Draw the retain, forget and validation sets; write each as sample ids (Parquet) plus
     ``plan.json`` (the classes to forget now and in all, and the capture's column budget, so
     every shard of the capture keeps the same columns as ``forget_classes`` would)."""
-    plan = plan_forgetting(model_dir, data, classes, retain_per_class, forget_samples,
-                           val_per_class, seed, "cpu", val_forget_samples)
+    plan = draw_classes(model_dir, data, classes, retain_per_class, forget_samples,
+                        val_per_class, seed, val_forget_samples)
     summary = {"forget_classes": plan.forget_new, "forgotten_classes": plan.forget_all,
                "retain_per_class": retain_per_class, "seed": seed,
                "column_budget": column_budget or None,
@@ -97,7 +97,7 @@ def sample_request_step(model_dir: str, data: str, forget_classes: str, ids_uri:
 def sample_instances_step(model_dir: str, data: str, ids_uri: str, out_dir: str) -> dict:
     """Check a deletion request against the model and data (known training ids, none already
     forgotten) and keep it as ``forget.parquet`` beside ``plan.json``."""
-    request = load_request(model_dir, data, ids_file=ids_uri)
+    request = check_request(model_dir, data, ids_file=ids_uri)
     summary = {"mode": "instance", "forget_ids_count": len(request.ids),
                "forget_ids_sha256": ids_sha256(request.ids),
                "forgotten_ids_count": len(request.forgotten_ids)}
@@ -233,8 +233,9 @@ def _plan_of(model_dir: str, data: str, samples_dir: str, device: str) -> tuple[
     train = open_dataset(data).split("train")
     rows = {name: train.indices(read_sample_ids(Path(samples_dir, f"{name}.parquet")))
             for name in SETS}
-    plan = Plan(model, train, summary["forget_classes"], summary["forgotten_classes"],
-                ClassSamples(*(np.asarray(rows[n]) for n in SETS)), summary["retain_per_class"])
+    plan = Plan(train, summary["forget_classes"], summary["forgotten_classes"],
+                ClassSamples(*(np.asarray(rows[n]) for n in SETS)), summary["retain_per_class"],
+                model)
     return plan, summary
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from oblivio.data.reader import Dataset, Split
 from oblivio.data.sample_ids import ids_sha256, read_sample_ids, train_rows_of
 from oblivio.errors import OblivioError
 from oblivio.models.checkpoint import check_fits, load_model, save_model
+from oblivio.models.config import read_config
 from oblivio.models.forgotten import forgotten_ids, provenance_after, refuse_again
 from oblivio.models.networks import ImageClassifier
 
@@ -34,10 +35,12 @@ def peak_memory(device: str) -> dict[str, float]:
 
 
 @dataclass
-class ForgetRequest:
-    """One request against one model: classes or training sample ids, never both."""
+class CheckedRequest:
+    """One request against one model, checked against the model's config and the data:
+    classes or training sample ids, never both. The steps that only draw or keep the rows
+    (the pipeline's sample step) need no weights, so they never load them."""
 
-    model: ImageClassifier
+    config: dict
     dataset: Dataset
     train: Split
     classes: list[int]
@@ -66,30 +69,42 @@ class ForgetRequest:
         return self.forget_rows[~np.isin(labels, self.forgotten_classes)]
 
 
+@dataclass
+class ForgetRequest(CheckedRequest):
+    """A checked request with the model it is made against, loaded."""
+
+    model: ImageClassifier
+
+
 def forgotten_classes(config: dict) -> list[int]:
     """Classes a model directory has already forgotten, from its provenance."""
     return list(config.get("provenance", {}).get("forgotten_classes", []))
 
 
-def load_matching(model_dir: str, data: str, device: str) -> tuple[ImageClassifier, Dataset]:
-    """The model and its dataset, checked to fit each other (classes, image shape)."""
-    model = load_model(model_dir, device)
+def open_matching(model_dir: str, data: str) -> tuple[dict, Dataset]:
+    """The model directory's config and its dataset, checked to fit each other (classes, image
+    shape), without loading the weights."""
+    config = read_config(model_dir)
     dataset = open_dataset(data)
-    check_fits(model.config, dataset, f"model {model_dir}")
+    check_fits(config, dataset, f"model {model_dir}")
     ensure_checked(dataset)
-    return model, dataset
+    return config, dataset
 
 
-def load_request(model_dir: str, data: str, classes: str | list[int] | None = None,
-                 ids_file: str | os.PathLike[str] | None = None, device: str = "cpu"
-                 ) -> ForgetRequest:
-    """Load the model and data and check the request: exactly one of classes and ids; known,
-    training-split, not yet forgotten; something left to keep."""
+def load_matching(model_dir: str, data: str, device: str) -> tuple[ImageClassifier, Dataset]:
+    """The model and its dataset, checked to fit each other."""
+    _, dataset = open_matching(model_dir, data)
+    return load_model(model_dir, device), dataset
+
+
+def check_request(model_dir: str, data: str, classes: str | list[int] | None = None,
+                  ids_file: str | os.PathLike[str] | None = None) -> CheckedRequest:
+    """Check the request against the model's config and the data: exactly one of classes and
+    ids; known, training-split, not yet forgotten; something left to keep."""
     if (classes is None) == (ids_file is None):
         raise OblivioError("give exactly one of --classes and --forget-ids")
     started = time.perf_counter()
-    model, dataset = load_matching(model_dir, data, device)
-    config = model.config
+    config, dataset = open_matching(model_dir, data)
     train = dataset.split("train")
     done_classes, done_ids = forgotten_classes(config), forgotten_ids(config, model_dir)
     labels = train.labels.numpy()
@@ -115,8 +130,18 @@ def load_request(model_dir: str, data: str, classes: str | list[int] | None = No
         keep[train.indices(all_ids)] = False
     if not keep.any():
         raise OblivioError("the request leaves no training data to keep")
-    return ForgetRequest(model, dataset, train, new_classes, all_classes, new_ids, all_ids,
-                         forget_rows, np.flatnonzero(keep), started)
+    return CheckedRequest(config, dataset, train, new_classes, all_classes, new_ids, all_ids,
+                          forget_rows, np.flatnonzero(keep), started)
+
+
+def load_request(model_dir: str, data: str, classes: str | list[int] | None = None,
+                 ids_file: str | os.PathLike[str] | None = None, device: str = "cpu"
+                 ) -> ForgetRequest:
+    """Check the request (``check_request``), then load the model it is made against."""
+    checked = check_request(model_dir, data, classes, ids_file)
+    model = load_model(model_dir, device)
+    return ForgetRequest(**{f.name: getattr(checked, f.name) for f in fields(checked)},
+                         model=model)
 
 
 def save_unlearned(request: ForgetRequest, out: str, method: str, params: dict,

@@ -4,26 +4,26 @@ its statistics, and the model directory every class method writes at the end."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
 from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
-from oblivio.models.checkpoint import save_model
+from oblivio.models.checkpoint import load_model, save_model
 from oblivio.models.forgotten import carried, classes_after
 from oblivio.training import seed_everything
 from oblivio.unlearn.classes.samples import ClassSamples, draw_class_samples
 from oblivio.unlearn.classes.statistics import Statistics, capture_sets
-from oblivio.unlearn.requests import forgotten_classes, load_matching, peak_memory
+from oblivio.unlearn.requests import forgotten_classes, open_matching, peak_memory
 
 
 @dataclass
-class Plan:
-    """A checked forgetting request: the model, its data and the sample rows to use."""
+class ClassDraw:
+    """A checked class-forgetting request and the sample rows drawn for it: all that the
+    pipeline's sample step needs, made from the model's config without its weights."""
 
-    model: nn.Module
     train: Split
     forget_new: list[int]
     forget_all: list[int]
@@ -31,14 +31,21 @@ class Plan:
     retain_per_class: int
 
 
-def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
-                    retain_per_class: int = 100, forget_samples: int = 1000,
-                    val_per_class: int = 50, seed: int = 0, device: str = "cpu",
-                    val_forget_samples: int = 250) -> Plan:
-    """Load and check everything, then draw the sample sets. Classes the model has already
-    forgotten stay forgotten and are never drawn as retain or validation samples."""
-    model, dataset = load_matching(model_dir, data, device)
-    config = model.config
+@dataclass
+class Plan(ClassDraw):
+    """A class draw with the model it is made against, loaded."""
+
+    model: nn.Module
+
+
+def draw_classes(model_dir: str, data: str, classes: str | list[int],
+                 retain_per_class: int = 100, forget_samples: int = 1000,
+                 val_per_class: int = 50, seed: int = 0,
+                 val_forget_samples: int = 250) -> ClassDraw:
+    """Check the request against the model's config and the data, then draw the sample sets.
+    Classes the model has already forgotten stay forgotten and are never drawn as retain or
+    validation samples."""
+    config, dataset = open_matching(model_dir, data)
     new = dataset.class_indices(classes)
     already = forgotten_classes(config)
     forget_all = classes_after(f"model {model_dir}", new, already, dataset.classes)
@@ -51,7 +58,18 @@ def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
     labels[torch.isin(labels, torch.tensor(already or [-1]))] = -1  # drawn by no one
     sets = draw_class_samples(labels, dataset.num_classes, new, retain_per_class,
                               forget_samples, val_per_class, seed, val_forget_samples)
-    return Plan(model, train, new, forget_all, sets, retain_per_class)
+    return ClassDraw(train, new, forget_all, sets, retain_per_class)
+
+
+def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
+                    retain_per_class: int = 100, forget_samples: int = 1000,
+                    val_per_class: int = 50, seed: int = 0, device: str = "cpu",
+                    val_forget_samples: int = 250) -> Plan:
+    """Draw the sample sets (``draw_classes``), then load the model they are drawn for."""
+    draw = draw_classes(model_dir, data, classes, retain_per_class, forget_samples,
+                        val_per_class, seed, val_forget_samples)
+    return Plan(**{f.name: getattr(draw, f.name) for f in fields(draw)},
+                model=load_model(model_dir, device))
 
 
 def require_validation(plan: Plan) -> None:
