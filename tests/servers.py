@@ -26,7 +26,8 @@ def start_mlflow_server(root: Path, artifacts: str | None = None,
                         extra_args: list[str] | None = None) -> Iterator[str]:
     """``mlflow server`` (SQLite backend; artifacts under ``root``, or at ``artifacts``, e.g.
     an s3:// URI, proxied by the server; ``env`` adds to its environment, ``extra_args`` to its
-    options); yields its URL."""
+    options); yields its URL. Without MLflow's server jobs, as the chart runs it: their seven
+    Huey consumers would each import MLflow at every start, on the cores the tests need."""
     import os
 
     port = free_port()
@@ -35,7 +36,8 @@ def start_mlflow_server(root: Path, artifacts: str | None = None,
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", artifacts or str(root / "artifacts"), "--workers", "1",
          *(extra_args or [])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
     uri = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -50,6 +52,31 @@ def start_mlflow_server(root: Path, artifacts: str | None = None,
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid``, with its command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                try:
+                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(
+                        b"\0", b" ").decode()
+                except OSError:
+                    found[child] = ""
+                frontier.append(child)
+    return found
 
 
 def postgres_bin() -> Path | None:

@@ -429,8 +429,10 @@ def test_the_test_pod_and_the_hook_run_against_kubeflow_with_the_token(
 def test_the_mlflow_server_migrates_and_answers_only_its_service_names(
         helm: str, tmp_path: Path) -> None:
     """The chart's MLflow commands, run here: the init container's `mlflow db upgrade`, then
-    `mlflow server` with the rendered --allowed-hosts (a real server): the Service names get
-    answers, any other Host header 403, and the helm test's check passes."""
+    `mlflow server` with the rendered --allowed-hosts and environment (a real server): the
+    Service names get answers, any other Host header 403, the server runs no job consumers
+    (nine processes would not fit the pod's memory limit), and the helm test's check passes."""
+    import os
     import re
     import sys
 
@@ -438,7 +440,7 @@ def test_the_mlflow_server_migrates_and_answers_only_its_service_names(
 
     from oblivio_pipeline.schedule import Target, check
     from tests.kfp_stub import serve_kfp_stub
-    from tests.servers import start_mlflow_server
+    from tests.servers import descendants, start_mlflow_server
 
     docs = by_kind(rendered(helm, FULL, tmp_path))
     pod = docs["Deployment/release-oblivio-mlflow"]["spec"]["template"]["spec"]
@@ -450,11 +452,18 @@ def test_the_mlflow_server_migrates_and_answers_only_its_service_names(
                    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
                    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
                    "MLFLOW_S3_ENDPOINT_URL": "AWS_ENDPOINT_URL"}  # never the ledger's URL
+    plain = {e["name"]: e["value"] for e in pod["containers"][0]["env"]
+             if e["name"].startswith("MLFLOW_") and "value" in e}
+    assert plain == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     hosts = re.search(r'--allowed-hosts "([^"]+)"', pod["containers"][0]["args"][0]).group(1)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", store], check=True,
                    capture_output=True, timeout=300)
-    with start_mlflow_server(tmp_path, extra_args=["--allowed-hosts", hosts]) as uri:
+    with start_mlflow_server(tmp_path, env=plain, extra_args=["--allowed-hosts", hosts]) as uri:
+        port = f"--port {uri.rsplit(':', 1)[1]} "
+        (server,) = [pid for pid, line in descendants(os.getpid()).items()
+                     if "mlflow server" in line and port in line]
+        assert [line for line in descendants(server).values() if "huey" in line] == []
         search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
         for host in ("release-oblivio-mlflow.team-a.svc:5000", "release-oblivio-mlflow:5000"):
             assert requests.get(search, headers={"Host": host}, timeout=10).status_code == 200
