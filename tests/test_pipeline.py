@@ -28,7 +28,7 @@ from oblivio.runner import runner_alive
 from oblivio.tracking.registry import CHAMPION, Lineage, client, lineage, log_model_version
 from oblivio.tracking.runs import RUNNER_TAG
 from oblivio.tracking.store import connect
-from tests.servers import free_port, start_mlflow_server
+from tests.servers import descendants, free_port, start_mlflow_server
 
 pytestmark = pytest.mark.kfp_local  # pipelines under kfp.local: make test-fast leaves them out
 
@@ -48,34 +48,9 @@ def register_original(name: str, model_dir: Path) -> None:
         register_champion(model_dir, name, Lineage("trained"))
 
 
-#: ``oblivio run`` as a process: tiny's first request (class 1 by projection).
+#: ``oblivio run`` as a process: tiny's first request (class 1 by projection, over 2 shards).
 RUN = ("import sys; from oblivio_pipeline.local import run_local; run_local('tiny', '1', "
-       f"sys.argv[1], device='cpu', **{ {**SMALL, **LENIENT}!r})")
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every process below ``pid``, with its command line."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                try:
-                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(
-                        b"\0", b" ").decode()
-                except OSError:
-                    found[child] = ""
-                frontier.append(child)
-    return found
+       f"sys.argv[1], device='cpu', shards=2, **{ {**SMALL, **LENIENT}!r})")
 
 
 def gone(pid: int) -> bool:
@@ -110,22 +85,29 @@ def kill_at_capture(command: list[str]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny(trained_rgb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Model "tiny" after two runs of the pipeline: class 1 by projection (version 2, one
-    pass), then class 2 by contrast (version 3); one lineage for the tests that read it (a
-    local run is a minute of step start-ups; make test's ``--dist loadfile`` keeps this file's
-    tests on one worker). The first run is started as ``oblivio run``'s process and killed
-    with SIGKILL at its capture step; version 2 is the re-run's (a process too), which closes
-    what the kill left. On an ``mlflow server`` of its own: another test's run on a shared
-    server would close the killed run first. Yields the server, the name, and what the kill
-    left (the steps still up, the abandoned run as the kill left it) and the re-run printed."""
-    from oblivio_pipeline.local import run_local
-
+def tiny(trained_rgb, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[dict]:
+    """Model "tiny" after the pipeline's class 1 by projection over 2 shards (version 2), on
+    MLflow the way clusters run it: a real ``mlflow server --artifacts-destination s3://...``
+    on a real S3 endpoint (moto), and no S3 credentials of the client's own (the server
+    proxies every artifact). One run for the tests that read it (a local run is a minute of
+    step start-ups; make test's ``--dist loadfile`` keeps this file's tests on one worker).
+    The run is first started as ``oblivio run``'s process and killed with SIGKILL at its
+    capture step; version 2 is the re-run's (a process too), which closes what the kill
+    left. The server is tiny's own: another test's run on a shared server would close the
+    killed run first. Yields the server, the S3 endpoint, what the kill left (the steps still
+    up, the abandoned run as the kill left it) and what the re-run printed."""
     data, model_dir = trained_rgb
-    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-tiny")) as uri:
+    boto3.client("s3", endpoint_url=s3_endpoint, **{k.lower(): v for k, v in S3_KEYS.items()
+                                                     if k != "AWS_DEFAULT_REGION"},
+                 region_name="us-east-1").create_bucket(Bucket="mlflow")
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-tiny"), "s3://mlflow/artifacts",
+                             {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}) as uri:
         with pytest.MonkeyPatch.context() as env:
             env.setenv("MLFLOW_TRACKING_URI", uri)
             env.setenv("OBLIVIO_HOME", str(tmp_path_factory.mktemp("tiny-home")))
+            for key in (*S3_KEYS, "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
+                env.delenv(key, raising=False)  # the client reaches S3 only through MLflow
             register_original("tiny", model_dir)
             command = [sys.executable, "-c", RUN, str(data)]
             killed = kill_at_capture(command)
@@ -134,12 +116,8 @@ def tiny(trained_rgb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
             killed["versions"] = [r["version"] for r in lineage("tiny")]
             rerun = subprocess.run(command, env=os.environ.copy(), capture_output=True,
                                    text=True, timeout=600)
-            versions = [r["version"] for r in lineage("tiny")]
-            if rerun.returncode == 0:
-                run_local("tiny", "2", str(data), device="cpu", class_method="contrast",
-                          **SMALL, **LENIENT)
-        yield {"uri": uri, "name": "tiny", "killed": killed, "abandoned": abandoned,
-               "rerun": rerun, "versions_after_rerun": versions}
+        yield {"uri": uri, "s3": s3_endpoint, "killed": killed, "abandoned": abandoned,
+               "rerun": rerun}
 
 
 @pytest.fixture()
@@ -147,8 +125,10 @@ def on_tiny(tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """tiny's server as this test's tracking URI; the model's name."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny["uri"])
     monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
+    for key in (*S3_KEYS, "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
     connect()
-    return tiny["name"]
+    return "tiny"
 
 
 def test_a_killed_run_takes_its_steps_down_and_is_closed_by_the_next(tiny: dict,
@@ -165,85 +145,48 @@ def test_a_killed_run_takes_its_steps_down_and_is_closed_by_the_next(tiny: dict,
     closed = client().get_run(tiny["abandoned"].info.run_id)
     assert closed.info.status == "KILLED"
     assert "it was killed" in closed.data.tags["oblivio.failure"]
-    assert tiny["versions_after_rerun"] == ["1", "2"]  # one version, from the re-run
+    assert [r["version"] for r in lineage(on_tiny)] == ["1", "2"]  # one, from the re-run
 
 
-def test_pipeline_twice_extends_the_lineage(on_tiny: str) -> None:
-    tiny = on_tiny
-    rows = lineage(tiny)
-    assert [r["version"] for r in rows] == ["1", "2", "3"]
-    assert [r["parent"] for r in rows] == [None, "1", "2"]
-    assert [r["forgotten_classes"] for r in rows] == ["", "1", "1,2"]
-    assert rows[2]["aliases"] == ["candidate", "champion"] and rows[1]["aliases"] == []
-    assert rows[2]["gate"] == "passed" and "forget_test_acc" in rows[2]["metrics"]
-    v3 = client().get_model_version(tiny, "3")
-    run = client().get_run(v3.run_id)
-    assert run.info.status == "FINISHED" and run.data.params["forget_classes"] == "2"
-    assert run.data.params["class_method"] == "contrast"
-    assert v3.tags["oblivio.pipeline_run"] and v3.tags["oblivio.method"] == "contrast"
-    assert client().get_model_version(tiny, "2").tags["oblivio.method"] == "projection"
-    artifacts = {a.path for a in client().list_artifacts(v3.run_id, "report")}
-    assert {"report/report.json", "report/report.html", "report/plots"} <= artifacts
-    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"retain-samples",
-                                                                    "forget-samples"}
-    ours = oblivio.load_model(f"models:/{tiny}@champion")
-    theirs = mlflow.pytorch.load_model(f"models:/{tiny}/3")
-    x = torch.rand(2, 3, 16, 16)
-    torch.testing.assert_close(theirs(x), ours(x), rtol=1e-4, atol=1e-4)
-    assert ours.config["provenance"]["forgotten_classes"] == [1, 2]
-    result = runner.invoke(app, ["lineage", tiny])
-    assert result.exit_code == 0 and "champion" in result.stdout
+def test_shards_and_s3_give_what_one_pass_gives(tiny: dict, on_tiny: str, trained_rgb,
+                                                tmp_path: Path) -> None:
+    """tiny's version 2, made over 2 shards (ParallelFor fan-out, Collected reduce, under
+    kfp's local runner) on the S3-backed server, against the same steps run here in one pass
+    (one capture per sample list, one prediction of the training split): the same weights, up
+    to float sums, the same evaluation; the lineage, and the models in the bucket."""
+    from oblivio.evaluation.evaluate import evaluate_unlearned
+    from oblivio.evaluation.gates import flat_metrics
+    from oblivio.steps import capture_step, project_step, sample_step, subspaces_step
 
-
-@pytest.fixture(scope="module")
-def s3_mlflow(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[tuple[str, str]]:
-    """(MLflow URL, S3 endpoint): MLflow the way clusters run it, a real ``mlflow server
-    --artifacts-destination s3://mlflow/artifacts`` on the module's S3 endpoint (moto)."""
-    boto3.client("s3", endpoint_url=s3_endpoint, **{k.lower(): v for k, v in S3_KEYS.items()
-                                                     if k != "AWS_DEFAULT_REGION"},
-                 region_name="us-east-1").create_bucket(Bucket="mlflow")
-    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-s3"), "s3://mlflow/artifacts",
-                             {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}) as uri:
-        yield uri, s3_endpoint
-
-
-def test_shards_and_s3_give_what_one_pass_gives(
-        s3_mlflow: tuple[str, str], trained_rgb, tiny: dict, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The request of tiny's version 2 (class 1 from the same original, in one pass, artifacts
-    on the server's disk) again, over 2 shards (ParallelFor fan-out, Collected reduce, under
-    kfp's local runner), against the S3-backed server with no S3 credentials of the client's
-    own (the server proxies every artifact): the same weights, up to float sums, the same
-    evaluation and lineage, and the models in the bucket."""
-    from oblivio_pipeline.local import run_local
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny["uri"])
-    connect()
-    one = oblivio.load_model("models:/tiny/2")
-    one_metrics = client().get_run(client().get_model_version("tiny", "2").run_id).data.metrics
-
-    uri, endpoint = s3_mlflow
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
-    for key in (*S3_KEYS, "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"):
-        monkeypatch.delenv(key, raising=False)  # the client reaches S3 only through MLflow
-    connect()
-    data, model_dir = trained_rgb
-    register_original("sharded", model_dir)
-    run_local("sharded", "1", str(data), device="cpu", shards=2, **SMALL, **LENIENT)
-    rows = lineage("sharded")
+    data, model_dir = str(trained_rgb[0]), str(trained_rgb[1])
+    rows = lineage(on_tiny)
     assert [(r["version"], r["parent"]) for r in rows] == [("1", None), ("2", "1")]
     assert rows[1]["aliases"] == ["candidate", "champion"] and rows[1]["gate"] == "passed"
-    three = oblivio.load_model(f"models:/sharded@{CHAMPION}")  # through the server's proxy
-    assert three.config["provenance"]["method"] == "projection"
-    assert one.config["provenance"]["alpha"] == three.config["provenance"]["alpha"]
-    for key, value in one.state_dict().items():
-        torch.testing.assert_close(three.state_dict()[key], value, rtol=1e-4, atol=1e-5)
-    metrics = client().get_run(client().get_model_version("sharded", "2").run_id).data.metrics
+    assert rows[1]["forgotten_classes"] == "1" and "forget_test_acc" in rows[1]["metrics"]
+    sharded = oblivio.load_model(f"models:/{on_tiny}@{CHAMPION}")  # through the server's proxy
+    assert sharded.config["provenance"]["method"] == "projection"
+
+    one = tmp_path / "one"
+    sample_step(model_dir, data, "1", str(one / "samples"), SMALL["retain_per_class"],
+                SMALL["forget_samples"], SMALL["val_per_class"], SMALL["val_forget_samples"])
+    for which in ("retain", "forget"):
+        capture_step(model_dir, data, str(one / "samples" / f"{which}.parquet"),
+                     str(one / f"{which}.safetensors"), device="cpu")
+    subspaces_step(str(one / "retain.safetensors"), str(one / "forget.safetensors"),
+                   str(one / "subspaces.safetensors"))
+    project_step(model_dir, data, str(one / "subspaces.safetensors"), str(one / "samples"),
+                 str(one / "model"), device="cpu")
+    unsharded = oblivio.load_model(one / "model")
+    assert sharded.config["provenance"]["alpha"] == unsharded.config["provenance"]["alpha"]
+    for key, value in unsharded.state_dict().items():
+        torch.testing.assert_close(sharded.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    expected = flat_metrics(evaluate_unlearned(str(one / "model"), data, tmp_path / "report",
+                                               model_dir, "cpu"))
+    metrics = client().get_run(client().get_model_version(on_tiny, "2").run_id).data.metrics
     for key in ("forget_test_acc", "retain_train_acc", "mia_efficacy_confidence"):
-        assert metrics[key] == pytest.approx(one_metrics[key], abs=1e-6)
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6)
+
+    s3 = boto3.client("s3", endpoint_url=tiny["s3"], region_name="us-east-1",
                       aws_access_key_id="test", aws_secret_access_key="test")
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket="mlflow", Prefix="artifacts/") for o in page.get("Contents", [])]

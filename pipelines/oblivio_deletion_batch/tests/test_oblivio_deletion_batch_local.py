@@ -1,17 +1,24 @@
 """The deletion-batch pipeline itself, the one compiled for Kubeflow, run end to end by kfp's
 local runner (every step a subprocess, against MLflow on SQLite and a SQLite ledger): it claims
-a class request and an image request, forgets the class and then the images, and marks each
-request honoured by its own version; run again with nothing pending, it changes nothing. The
-Kubernetes settings are left out (``on_cluster=False``): kfp.local ignores them."""
+a class request and an image request, forgets the class (by contrast: the pipeline's other
+class method, beside the projection the other local runs take) and then the images, and
+marks each request honoured by its own version; run again with nothing pending, it changes
+nothing. The Kubernetes settings are left out (``on_cluster=False``): kfp.local ignores
+them."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import mlflow
 import pytest
+import torch
 from kfp import local
+from typer.testing import CliRunner
 
+import oblivio
+from oblivio.cli import app
 from oblivio.deletion.intake import submit_request
 from oblivio.deletion.verify import verify
 from oblivio.ledger.store import Ledger
@@ -41,15 +48,35 @@ def test_the_batch_pipeline_honours_a_class_and_images_once(
     pipeline = make_deletion_batch_pipeline(on_cluster=False)
     arguments = {"model_name": "local-batch", "dataset_uri": str(data),
                  "batch_root": str(tmp_path / "batches"), "device": "cpu", "gpu_count": "0",
-                 "instance_max_steps": 5, **SMALL, **LENIENT}
+                 "class_method": "contrast", "instance_max_steps": 5, **SMALL, **LENIENT}
     pipeline(**arguments)
 
     honoured = {r.id: (r.state, r.version) for r in Ledger().find()}
     assert honoured == {classes.id: ("honoured", "2"), images.id: ("honoured", "3")}
     rows = lineage("local-batch")
     assert [(r["version"], r["parent"]) for r in rows] == [("1", None), ("2", "1"), ("3", "2")]
-    assert rows[2]["forgotten_classes"] == "1"  # the images' part started from version 2
+    assert [r["forgotten_classes"] for r in rows] == ["", "1", "1"]  # images from version 2
+    assert rows[2]["aliases"] == ["candidate", "champion"] and rows[1]["aliases"] == []
+    assert rows[1]["gate"] == "passed" and "forget_test_acc" in rows[1]["metrics"]
     assert str(client().get_model_version_by_alias("local-batch", CHAMPION).version) == "3"
+    # the class part: its method, parameters, report and sample sets in its MLflow run
+    v2 = client().get_model_version("local-batch", "2")
+    run = client().get_run(v2.run_id)
+    assert run.data.params["forget_classes"] == "1"
+    assert run.data.params["class_method"] == "contrast"
+    assert v2.tags["oblivio.pipeline_run"] and v2.tags["oblivio.method"] == "contrast"
+    artifacts = {a.path for a in client().list_artifacts(v2.run_id, "report")}
+    assert {"report/report.json", "report/report.html", "report/plots"} <= artifacts
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"retain-samples",
+                                                                    "forget-samples"}
+    # the registered model is the same network to oblivio and to MLflow's own loader
+    ours = oblivio.load_model("models:/local-batch@champion")
+    theirs = mlflow.pytorch.load_model("models:/local-batch/3")
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(theirs(x), ours(x), rtol=1e-4, atol=1e-4)
+    assert ours.config["provenance"]["forgotten_classes"] == [1]
+    shown = CliRunner().invoke(app, ["lineage", "local-batch"])
+    assert shown.exit_code == 0 and "champion" in shown.stdout
     # each part logged into its own MLflow run of the job, closed as finished
     batch = Ledger().get(images.id).batch_id
     parts = [client().get_model_version("local-batch", v) for v in ("2", "3")]
