@@ -106,11 +106,12 @@ lint: setup
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; their OpenMP threads sleep while they
 # wait, see conftest.py); a test file's tests share a worker (--dist loadfile), so a module's
-# expensive fixture (a pipeline run, a pool of retrains) is made once. Most of a local pipeline
-# run is its steps' Python start-up on one core, so two workers keep both cores busy.
+# expensive fixture (a pipeline run, a pool of retrains) is made once, and files are handed out
+# in conftest.py's order, longest first (--no-loadscope-reorder). Most of a local pipeline run
+# is its steps' Python start-up on one core, so two workers keep both cores busy.
 TEST_WORKERS ?= 2
 PYTEST = OBLIVIO_REQUIRE_POSTGRES=1 OBLIVIO_HELM=$(HELM) OBLIVIO_CHECKOV=$(CHECKOV) \
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # A crash in native code kills a pytest process before its summary: then the test it was
 # running and the top of every thread's stack (conftest.py writes both, per worker) are printed.
