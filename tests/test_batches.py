@@ -1,8 +1,10 @@
 """Deletion requests end to end, as a platform engineer runs them: intake through the CLI, a batch
 honoured by the local pipeline against a real ``mlflow server``, the audit; and the faults a
-batch must survive (a run killed after registering, a gate that fails, MLflow down) without
-losing a request or honouring one twice. The images' part is also the test of the pipeline's
-instance branch (what it registers, and what ``oblivio run`` then refuses)."""
+batch must survive (a run taken over, a class part whose gate fails, a run killed after
+registering its images' version, MLflow down) without losing a request or honouring one twice.
+The images' part is also the test of the pipeline's instance branch (what it registers, and
+what ``oblivio run`` then refuses). A class honoured by a batch, and the images after it, is
+make demo's sequence (tests/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ def test_requests_are_honoured_once_through_a_killed_run(
     data, model_dir = trained_rgb
     monkeypatch.setenv("OBLIVIO_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     register_original("batched", model_dir)
+    # nothing pending: no run, no version, exit 0
+    nothing = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data)])
+    assert nothing.exit_code == 0 and nothing.stdout.strip() == "nothing pending"
     ids = ["rgb/train/0000", "rgb/train/0061", "rgb/train/0122"]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     (tmp_path / "test-ids.txt").write_text("rgb/test/0001\n")
@@ -87,8 +92,11 @@ def test_requests_are_honoured_once_through_a_killed_run(
     assert {Ledger().get(r).state for r in (class_request, ids_request)} == {"claimed"}
     assert [r["version"] for r in lineage("batched")] == ["1"]
 
-    # the run dies after registering the images' version, before recording it: its lease
-    # runs out, and the next run takes the same batch over and finds that version
+    # the next run's class part fails its gate: a near no-op edit (a tiny fixed forget alpha)
+    # leaves the class recognised, and the strictest gate a fraction allows fails it; its
+    # request goes back with the reason, and the images' part starts from the champion it left.
+    # That run dies after registering the images' version, before recording it: its lease runs
+    # out, and the next run takes the same batch over and finds that version
     real_honour = Ledger.honour
 
     def killed(self, claim, kind: str, version: str, **evidence) -> int:
@@ -96,19 +104,26 @@ def test_requests_are_honoured_once_through_a_killed_run(
             raise KeyboardInterrupt
         return real_honour(self, claim, kind, version, **evidence)
 
+    gated = {**FAST, "max_forget_acc": 0.0, "alpha_mode": "fixed", "alpha_r": 100.0,
+             "alpha_f": 1e-3}
     monkeypatch.setattr(Ledger, "honour", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_batch("batched", str(data), lease=timedelta(seconds=3), **FAST)
+        run_batch("batched", str(data), lease=timedelta(seconds=3), **gated)
     monkeypatch.setattr(Ledger, "honour", real_honour)
     time.sleep(3.1)  # the dead run's lease runs out
-    assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]
-    assert Ledger().get(class_request).state == "honoured"
+    rows = {r["version"]: r for r in lineage("batched")}
+    assert list(rows) == ["1", "2", "3"] and rows["3"]["parent"] == "1"
+    assert rows["2"]["gate"].startswith("failed: forget accuracy")
+    back = Ledger().get(class_request)
+    assert (back.state, back.attempts) == ("pending", 1) and "forget accuracy" in back.last_error
     assert Ledger().get(ids_request).state == "claimed"
-    result = run_batch("batched", str(data), **FAST)
-    assert result.honoured == {"ids": "3"} and result.reports == []  # no second run
-    assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]
+    with pytest.raises(OblivioError, match=r"did not become champion: failed: forget accuracy"
+                                           r".*1 request\(s\) back to pending"):
+        run_batch("batched", str(data), **FAST)  # the batch failed in part: it says so
+    assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]  # no second run
     ledger = Ledger()
-    assert (ledger.get(class_request).version, ledger.get(ids_request).version) == ("2", "3")
+    assert ledger.get(ids_request).state == "honoured" and ledger.get(ids_request).version == "3"
+    assert ledger.get(class_request).state == "pending"
     assert ledger.batch_row(ledger.get(ids_request).batch_id)["claims"] == 3
     assert str(client().get_model_version_by_alias("batched", CHAMPION).version) == "3"
     # no copy outlives the batch: its ids file and every run's pipeline-root folder are
@@ -120,9 +135,6 @@ def test_requests_are_honoured_once_through_a_killed_run(
     assert {r["what"] for r in receipts} == {"batch ids file", "pipeline-root intermediates"}
     assert any(o["name"].endswith("model.safetensors") for r in receipts
                for o in r["objects"])
-    # nothing pending: no run, no version, exit 0
-    nothing = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data)])
-    assert nothing.exit_code == 0 and nothing.stdout.strip() == "nothing pending"
 
     # the images' part took the pipeline's instance branch: match, judged on the images against
     # unseen ones, the request recorded by digest (the ids stay in the request and the ledger)
@@ -154,7 +166,7 @@ def test_requests_are_honoured_once_through_a_killed_run(
         assert out.exit_code == 2 and forgotten in out.stderr
     assert [r["version"] for r in lineage("batched")] == ["1", "2", "3"]
 
-    # the audit: by ticket, image and class; version 3 honours both (it descends from 2)
+    # the audit: by ticket, image and class
     code, again, err = submit("--data", str(data), "--ids", str(tmp_path / "ids.txt"))
     assert (code, again, err) == (0, ids_request, f"already recorded: {ids_request} (honoured)")
     (tmp_path / "more.txt").write_text("\n".join([*ids, "rgb/train/0005"]) + "\n")
@@ -167,29 +179,23 @@ def test_requests_are_honoured_once_through_a_killed_run(
     assert [v["version"] for v in by_sample[0]["versions"]] == ["3"]
     assert by_sample[0]["versions"][0]["method"] == "match"
     assert "mia_loss_auc" in by_sample[0]["versions"][0]["evidence"]
+    # version 2 forgot class 1 but failed its gate: it honours nothing, and the request's
+    # audit says it is pending, with the reason
     by_class = json.loads(runner.invoke(app, ["audit", "--model-name", "batched", "--class", "1",
                                               "--json"]).stdout)
-    assert [v["version"] for v in by_class[0]["versions"]] == ["2", "3"]
-    assert by_class[0]["versions"][0]["gate"] == "passed"
+    assert [e["request"]["id"] for e in by_class] == [class_request]
+    assert by_class[0]["request"]["state"] == "pending" and "versions" not in by_class[0]
+    assert "forget accuracy" in by_class[0]["request"]["last_error"]
     text = runner.invoke(app, ["audit", "--model-name", "batched", "--ticket", "T-2"])
     assert text.exit_code == 0 and "champion (version 3) honours it" in text.stdout
     assert "deadline 2099-01-01" in text.stdout and "OVERDUE" not in text.stdout
     missing = runner.invoke(app, ["audit", "--model-name", "batched", "--ticket", "T-404"])
     assert missing.exit_code == 2 and "no request for ticket T-404" in missing.stderr
 
-    # a gate that fails sends the request back with the reason; MLflow down claims nothing
-    code, gated, _ = submit("--data", str(data), "--classes", "2")
-    with pytest.raises(OblivioError, match=r"did not become champion: failed: forget accuracy"
-                                           r".*1 request\(s\) back to pending"):
-        # a near no-op edit (a tiny fixed forget alpha) leaves the class recognised, and the
-        # strictest gate a fraction allows fails it
-        run_batch("batched", str(data), **{**FAST, "max_forget_acc": 0.0, "alpha_mode": "fixed",
-                                           "alpha_r": 100.0, "alpha_f": 1e-3})
-    back = Ledger().get(gated)
-    assert (back.state, back.attempts) == ("pending", 1) and "forget accuracy" in back.last_error
-    assert str(client().get_model_version_by_alias("batched", CHAMPION).version) == "3"
+    # MLflow down claims nothing
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     down = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data)])
     assert down.exit_code == 2 and down.stderr.startswith("error: MLflow at http://127.0.0.1:")
     assert len(down.stderr.strip().splitlines()) == 1
-    assert (Ledger().get(gated).state, Ledger().get(gated).attempts) == ("pending", 1)
+    back = Ledger().get(class_request)
+    assert (back.state, back.attempts) == ("pending", 1)
