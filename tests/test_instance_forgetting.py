@@ -517,3 +517,37 @@ def test_neighbour_targets_give_an_image_the_loss_of_unseen_images_as_typical() 
     assert targets.tolist() == pytest.approx([3.0, 0.1, 0.1])
     start = torch.tensor([0.001, 0.5, 0.2])  # the atypical image is the most familiar now
     assert rank_matched_targets(start, unseen_loss)[0] < 0.2 < targets[0]
+
+
+@pytest.mark.parametrize(("method", "caps"), [
+    ("match", ["--max-steps", "1000000", "--tolerance", "0", "--lr", "1e-6"]),
+    ("l2ul", ["--max-epochs", "1000000", "--lr", "1e-9", "--adv-per-instance", "1",
+              "--pgd-iters", "1"]),
+    ("scrub", ["--epochs", "100000"]),
+    ("neggrad+", ["--epochs", "100000", "--lr", "1e-9"])])
+def test_max_seconds_ends_the_steps_where_the_budget_ends(memorised: dict, tmp_path: Path,
+                                                          method: str, caps: list[str]) -> None:
+    """--max-seconds, a wall-clock budget, ends each loop (match's, L2UL's, SCRUB's and the
+    shared one) long before a cap it could not reach, with steps so small that no target
+    stops it first; the run says so and its model is written."""
+    result = runner.invoke(app, ["forget", "--model", str(memorised["saw"]), "--data",
+                                 str(memorised["data"]), "--forget-ids", str(memorised["ids"]),
+                                 "--out", str(tmp_path / "u"), "--device", "cpu", "--method",
+                                 method, "--max-seconds", "1", *caps])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["deadline_hit"] and 0 < summary["steps"] < 100000
+    assert "stopped at --max-seconds" in result.stderr
+    assert load_model(tmp_path / "u").config["provenance"]["deadline_hit"]
+
+
+def test_max_seconds_is_refused_where_it_cannot_apply(memorised: dict, tmp_path: Path) -> None:
+    for args, error in ((["--method", "ssd", "--max-seconds", "5"], "does not apply"),
+                        (["--method", "match", "--max-seconds", "0"],
+                         "max seconds must be positive")):
+        result = runner.invoke(app, ["forget", "--model", str(memorised["saw"]), "--data",
+                                     str(memorised["data"]), "--forget-ids",
+                                     str(memorised["ids"]), "--out", str(tmp_path / "u"),
+                                     "--device", "cpu", *args])
+        assert result.exit_code == 2 and error in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "u").exists()

@@ -140,6 +140,10 @@ def forget(
         help="match, l2ul and the gradient baselines: learning rate (default 1e-3 for l2ul, "
              "5e-4 for scrub, 0.013 for salun, 0.01 for match and the other baselines).")]
         = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        help="match, l2ul, relabel, amun and the gradient baselines but ssd: stop the steps "
+             "after this many seconds, where they are (a budget in wall-clock time, on top of "
+             "the method's own cap; default: none).")] = None,
     fisher_samples: Annotated[int | None, typer.Option(
         help="ssd: training samples for the Fisher of D (default: all).")] = None,
     seed: Annotated[int | None, typer.Option(
@@ -169,7 +173,7 @@ def forget(
         "max_epochs": max_epochs, "mask": mask, "eps": eps, "max_steps": max_steps,
         "tolerance": tolerance, "retain_guard": retain_guard, "reference": reference,
         "targets": targets, "shadows": shadows, "recalibrate_bn": recalibrate_bn,
-        "epochs": epochs, "lr": lr,
+        "epochs": epochs, "lr": lr, "max_seconds": max_seconds,
         "fisher_samples": fisher_samples, "retain_batches": retain_batches, "rewind": rewind,
         "saliency": saliency, "seed": seed})
     with given_ids(forgotten_ids):
@@ -178,6 +182,9 @@ def forget(
         print(f"warning: {chosen.name} stopped after {len(result['halved_at'])} undone steps: "
               "even the smallest step raised the retain images' loss more than --retain-guard "
               "allows, so the images are only partly forgotten", file=sys.stderr)
+    elif result.get("deadline_hit"):
+        print(f"warning: {chosen.name} stopped at --max-seconds before reaching its target",
+              file=sys.stderr)
     elif result.get("cap_hit"):
         cap = {"match": "--max-steps", "l2ul": "--max-epochs"}.get(chosen.name, "--epochs")
         print(f"warning: {chosen.name} stopped at its cap before reaching its target "
@@ -185,7 +192,8 @@ def forget(
     shown = {k: result[k] for k in ("method", "forget_classes", "forgotten_classes",
                                     "forget_ids_count", "alpha", "ratio", "rounds", "blocks",
                                     "validation",
-                                    "steps", "cap_hit", "forget_acc", "auc_start",
+                                    "steps", "cap_hit", "deadline_hit", "forget_acc",
+                                    "auc_start",
                                     "auc_end", "forgotten_acc")
              if k in result}
     print(json.dumps({"out": out, **shown,

@@ -120,7 +120,7 @@ def _baseline(name: str) -> Callable[..., dict]:
 
 SAMPLING = ("retain_per_class", "forget_samples", "val_per_class", "val_forget_samples",
             "column_budget", "forget_target", "seed")
-GRADIENT = ("epochs", "lr", "forget_target", "seed")
+GRADIENT = ("epochs", "lr", "forget_target", "max_seconds", "seed")
 
 
 def _registry() -> dict[str, Method]:
@@ -135,12 +135,12 @@ def _registry() -> dict[str, Method]:
                "training-free energy contrast (the better choice for a ViT)", True),
         Method("match", frozenset({IDS}), "instances.matching:MatchSettings",
                ("lr", "max_steps", "tolerance", "retain_guard", "reference", "targets",
-                "shadows", "recalibrate_bn", "seed"), _match,
+                "shadows", "recalibrate_bn", "max_seconds", "seed"), _match,
                "move the images' losses to unseen images' losses, as a retrain would "
                "(the default for ids)", True),
         Method("l2ul", frozenset({IDS}), "instances.l2ul:L2ULSettings",
                ("ablation", "variant", "bn", "mask", "eps", "adv_per_instance", "pgd_iters",
-                "max_epochs", "lr", "recalibrate_bn", "seed"), _l2ul,
+                "max_epochs", "lr", "recalibrate_bn", "max_seconds", "seed"), _l2ul,
                "adversarial examples + weight importance: misclassify or relabel (for "
                "memorised, mislabelled images)", True),
         Method("relabel", frozenset({IDS}), "instances.relabel:RelabelSettings",
@@ -148,10 +148,11 @@ def _registry() -> dict[str, Method]:
                "fine-tune the images towards the model's runner-up class, retain guard on "
                "(for mislabelled images: a retrain predicts their true class)", True),
         Method("amun", frozenset({IDS}), "baselines.amun:AmunSettings",
-               ("epochs", "lr", "eps", "pgd_iters", "seed"), _amun,
+               ("epochs", "lr", "eps", "pgd_iters", "max_seconds", "seed"), _amun,
                "AMUN: fine-tune on the images and their nearest adversarial examples, "
                "labelled as the model mispredicts them"),
-        Method("finetune", both, base, ("epochs", "lr", "seed"), _baseline("finetune"),
+        Method("finetune", both, base, ("epochs", "lr", "max_seconds", "seed"),
+               _baseline("finetune"),
                "fine-tune on the retain set"),
         Method("neggrad", both, base, (*GRADIENT, "retain_guard"),
                _baseline("neggrad"), "gradient ascent on the forget set"),
@@ -161,7 +162,8 @@ def _registry() -> dict[str, Method]:
         Method("random-label", both, base, GRADIENT, _baseline("random-label"),
                "fine-tune the forget set on random other labels"),
         Method("scrub", both, "baselines.scrub:ScrubSettings",
-               ("epochs", "lr", "max_epochs", "retain_batches", "rewind", "seed"),
+               ("epochs", "lr", "max_epochs", "retain_batches", "rewind", "max_seconds",
+                "seed"),
                _baseline("scrub"),
                "SCRUB: the original as teacher, away from it on D_f, with it on D_r; "
                "--rewind: SCRUB+R"),

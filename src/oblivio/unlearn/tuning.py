@@ -1,11 +1,14 @@
 """The fine-tuning loop every gradient method shares (the baselines, relabel, SalUn, AMUN):
 batches drawn without replacement, SGD with cosine decay, a stopping rule checked after each
 step, and the retain guard that undoes a harmful step and halves the step size. Budgets are in
-epochs over the data a method learns from, so a run states what it cost."""
+epochs over the data a method learns from, so a run states what it cost; a wall-clock cap
+(``max_seconds``, shared by every iterative method) stops the steps where a budget in time
+ends, so methods can be compared, or a deletion bounded, at equal seconds."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,11 +41,13 @@ class BaselineSettings:
     # raise the loss of 256 retain images by more than this x the test split's mean loss, and
     # halves the step (oblivio.unlearn.guard), at most 8 times
     retain_guard: float | None = None
+    max_seconds: float | None = None  # wall-clock cap on the steps; None: the epochs alone
     seed: int = 0
 
     def check(self) -> None:
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
             raise OblivioError("epochs, learning rate and batch size must be positive")
+        check_max_seconds(self.max_seconds)
         if self.forget_target is not None and not 0 <= self.forget_target <= 1:
             raise OblivioError(f"forget target must be in [0, 1], got {self.forget_target}")
         if self.retain_guard is not None and self.retain_guard <= 0:
@@ -52,6 +57,24 @@ class BaselineSettings:
         if self.fisher_samples is not None and self.fisher_samples < 1:
             raise OblivioError(f"--fisher-samples must be at least 1 (leave it out for all), "
                                f"got {self.fisher_samples}")
+
+
+def check_max_seconds(seconds: float | None) -> None:
+    if seconds is not None and not seconds > 0:
+        raise OblivioError(f"max seconds must be positive, got {seconds}")
+
+
+class Deadline:
+    """The wall-clock cap of a method's steps, from when its loop starts (None: no cap).
+    ``passed()`` is checked after a step, so the step under way always finishes."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.end = None if seconds is None else time.perf_counter() + seconds
+        self.hit = False
+
+    def passed(self) -> bool:
+        self.hit = self.hit or (self.end is not None and time.perf_counter() >= self.end)
+        return self.hit
 
 
 class BatchDraw:
@@ -86,18 +109,20 @@ def optimise(model: nn.Module, settings: BaselineSettings, steps: int,
               desc: str, progress: bool, guard: RetainGuard | None = None,
               masks: dict[str, torch.Tensor] | None = None) -> dict:
     """SGD (momentum 0.9, cosine decay over the budget) for up to ``steps`` steps, stopping as
-    soon as ``stop()`` holds after a step; with a ``guard``, a step it undoes halves the step
-    size (and clears the momentum), and the 9th undone step ends the run; with ``masks`` (per
-    parameter name) only the masked gradients are kept."""
+    soon as ``stop()`` holds after a step or ``settings.max_seconds`` have passed; with a
+    ``guard``, a step it undoes halves the step size (and clears the momentum), and the 9th
+    undone step ends the run; with ``masks`` (per parameter name) only the masked gradients are
+    kept."""
     params = dict(model.named_parameters())
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9,
                                 weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
     done = stop() if stop else False
     taken = 0
+    deadline = Deadline(settings.max_seconds)
     for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress or done,
                   dynamic_ncols=True):
-        if done:
+        if done or deadline.passed():
             break
         model.train()
         loss = loss_of()
@@ -119,7 +144,8 @@ def optimise(model: nn.Module, settings: BaselineSettings, steps: int,
         done = stop() if stop else False
     model.eval()
     result = {"steps": taken, "budget_steps": steps, "stopped_early": bool(stop and done),
-              "cap_hit": bool(stop and not done)}
+              "cap_hit": bool(stop and not done),
+              "deadline_hit": deadline.hit and not (stop and done)}
     if guard is not None:
         result |= guard.report(model) | {"guard_stopped": len(guard.halved_at) > MAX_HALVINGS}
     return result

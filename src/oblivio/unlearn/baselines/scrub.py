@@ -26,7 +26,7 @@ from oblivio.data.reader import Split
 from oblivio.errors import OblivioError
 from oblivio.models.inference import accuracy
 from oblivio.training import seed_everything
-from oblivio.unlearn.tuning import BaselineSettings, BatchDraw
+from oblivio.unlearn.tuning import BaselineSettings, BatchDraw, Deadline
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,17 @@ def scrub(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: 
     bar = tqdm(total=total, desc="scrub", unit="step", disable=not progress,
                dynamic_ncols=True)
     max_steps = min_steps = 0
+    deadline = Deadline(settings.max_seconds)
     for epoch in range(epochs):
+        if deadline.passed():
+            break
         model.train()
         phases = ([("max", per_pass)] if epoch < settings.max_epochs else []) + [
             ("min", retain_steps)]
         for phase, steps in phases:
             for _ in range(steps):
+                if deadline.passed():  # the epoch ends here, and is kept as it is
+                    break
                 x, y = forget() if phase == "max" else retain()
                 logits = model(x)
                 with torch.no_grad():
@@ -117,7 +122,7 @@ def scrub(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: 
     bar.close()
     model.eval()
     result = {"steps": max_steps + min_steps, "max_steps": max_steps, "min_steps": min_steps,
-              "retain_batches_per_epoch": retain_steps}
+              "retain_batches_per_epoch": retain_steps, "deadline_hit": deadline.hit}
     if settings.rewind:
         unseen = _error(teacher, *reference, device)
         errors = [error for error, _ in kept]

@@ -25,7 +25,7 @@ from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.instances.adversarial import adversarial_bank
 from oblivio.unlearn.instances.importance import anchor_weights, output_sensitivity
 from oblivio.unlearn.requests import load_request, save_unlearned
-from oblivio.unlearn.tuning import other_classes
+from oblivio.unlearn.tuning import Deadline, check_max_seconds, other_classes
 
 ABLATIONS = ("naive", "adv", "adv+imp")
 VARIANTS = ("misclassify", "relabel")
@@ -64,6 +64,7 @@ class L2ULSettings:
     weight_decay: float = 1e-4
     lam: float = 1.0
     max_epochs: int = 300
+    max_seconds: float | None = None  # wall-clock cap on the steps; None: max_epochs alone
     mask: str = "eval"
     joint_pass: bool = False
     recalibrate_bn: int = 0
@@ -82,6 +83,7 @@ class L2ULSettings:
             raise OblivioError("eps and the learning rate must be positive")
         if self.recalibrate_bn < 0:
             raise OblivioError("recalibrate-bn is a number of batches, at least 0")
+        check_max_seconds(self.max_seconds)
 
     def per_instance(self, num_classes: int) -> int:
         if self.adv_per_instance is not None:
@@ -166,7 +168,8 @@ def unlearn_instances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_cl
     nb = min(settings.adv_batch, len(bank_x)) if use_adv else 0
     bar = tqdm(total=settings.max_epochs * steps_per_epoch, desc="unlearn", unit="step",
                disable=not progress, dynamic_ncols=True)
-    while not done and epoch < settings.max_epochs:
+    deadline = Deadline(settings.max_seconds)
+    while not done and epoch < settings.max_epochs and not deadline.hit:
         epoch += 1
         order = torch.randperm(len(x), generator=gen).to(device)
         for i in range(steps_per_epoch):
@@ -201,12 +204,13 @@ def unlearn_instances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_cl
             bar.update()
             pred = _predictions(model, x)
             done = finished(pred)
-            if done:
+            if done or deadline.passed():
                 break
     bar.close()
     model.eval()
     seconds["unlearn"] = time.perf_counter() - t
     return {"steps": steps, "epochs": epoch, "cap_hit": not done,
+            "deadline_hit": deadline.hit and not done,
             "forget_acc": float((pred == y).float().mean()),
             "new_labels": targets.cpu().tolist() if relabel else None,
             "seconds": seconds}

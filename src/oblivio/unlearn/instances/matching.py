@@ -56,6 +56,7 @@ from oblivio.models.inference import accuracy, predict_logits
 from oblivio.training import resolve_device, seed_everything
 from oblivio.unlearn.guard import RetainGuard
 from oblivio.unlearn.requests import load_request, save_unlearned
+from oblivio.unlearn.tuning import Deadline, check_max_seconds
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class MatchSettings:
     guard_samples: int = 256  # retain images that guard the rest of the data
     max_halvings: int = 8  # undone steps before matching stops where it is
     recalibrate_bn: int = 0
+    max_seconds: float | None = None  # wall-clock cap on the steps; None: max_steps alone
     reference: str | None = None  # dataset whose test split holds unseen images; None: own
     targets: str = "rank"  # or "neighbours" (unseen images of its typicality), "shadows"
     shadows: str | None = None  # with targets "shadows": `oblivio pool shadows`' directory
@@ -93,6 +95,7 @@ class MatchSettings:
             raise OblivioError(f"tolerance must be in [0, 1), got {self.tolerance}")
         if self.recalibrate_bn < 0:
             raise OblivioError("recalibrate-bn is a number of batches, at least 0")
+        check_max_seconds(self.max_seconds)
         if self.targets not in ("rank", "neighbours", "shadows"):
             raise OblivioError(f"targets must be rank, neighbours or shadows, got "
                                f"{self.targets!r}")
@@ -235,7 +238,8 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
     steps = 0
     bar = tqdm(total=settings.max_steps, desc="match unseen", unit="step",
                disable=not progress, dynamic_ncols=True)
-    while history[-1] > tolerance and steps < settings.max_steps:
+    deadline = Deadline(settings.max_seconds)
+    while history[-1] > tolerance and steps < settings.max_steps and not deadline.hit:
         f_idx = torch.randperm(len(forget_rows), generator=gen)[:nf]
         r_idx = torch.randint(len(retain_rows), (settings.batch_size,), generator=gen)
         x, y = split.batch(np.concatenate([forget_rows[f_idx.numpy()],
@@ -249,7 +253,9 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
         optimizer.step()
         steps += 1
         bar.update()
-        if steps % check_every == 0 or steps == settings.max_steps:
+        # the last step before the cap or the deadline is checked too: none goes unguarded
+        last = steps == settings.max_steps or deadline.passed()
+        if steps % check_every == 0 or last:
             if not guard.holds(model, steps):  # undone since the last check
                 if len(guard.halved_at) > settings.max_halvings:
                     break
@@ -262,7 +268,8 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
     bar.close()
     model.eval()
     end_loss = _losses(model, split, forget_rows, device)
-    return {"steps": steps, "cap_hit": history[-1] > tolerance, "tolerance": tolerance,
+    return {"steps": steps, "cap_hit": history[-1] > tolerance,
+            "deadline_hit": deadline.hit and history[-1] > tolerance, "tolerance": tolerance,
             "final_lr": lr, "guard_stopped": len(guard.halved_at) > settings.max_halvings,
             **guard.report(model),
             "distance_start": history[0], "distance_end": history[-1],
