@@ -20,7 +20,9 @@ untouched original (each "with" model), must fail. Each method unlearns every "w
 which is then scored against the pool without the model it came from. Cost is the method's
 seconds against the mean retrain's, on this machine, in process. Writes
 ``bench/results/pool-<size>-e<epochs>-k<k>.json``; members are cached in ``bench/out/pool/`` so
-a run resumes."""
+a run resumes. With ``--budget S`` every method gets the same wall-clock budget instead
+(``max_seconds``, its own cap raised tenfold so that the budget ends it unless its own
+stopping rule does first), written to ``...-budget<S>.json``."""
 
 from __future__ import annotations
 
@@ -70,9 +72,22 @@ METHODS = {
 }
 
 
+#: Each setting's own cap (steps or epochs): with --budget it is raised tenfold, so that the
+#: budget, not the cap, ends a method that has no stopping rule of its own.
+CAPS = {MatchSettings: "max_steps", L2ULSettings: "max_epochs"}
+
+
+def budgeted(settings, seconds: float | None):
+    """``settings`` with a wall-clock budget of ``seconds`` and ten times its own cap."""
+    if seconds is None:
+        return settings
+    cap = CAPS.get(type(settings), "epochs")
+    return replace(settings, max_seconds=seconds, **{cap: getattr(settings, cap) * 10})
+
+
 def unlearn(method: str, model: Path, data: Path, reference: Path, ids: Path,
-            out: Path, shadows: Path) -> dict:
-    settings = METHODS[method]
+            out: Path, shadows: Path, budget: float | None = None) -> dict:
+    settings = budgeted(METHODS[method], budget)
     if method.startswith("match"):
         if settings.shadows is not None:
             settings = replace(settings, shadows=str(shadows))
@@ -133,6 +148,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--excess", type=float, default=0.02)
     parser.add_argument("--requests", nargs="*", default=["mixed", "mislabelled"])
+    parser.add_argument("--budget", type=float, default=None,
+                        help="equal wall-clock budgets: every method stops its steps after "
+                             "this many seconds (--max-seconds; own caps raised tenfold); "
+                             "written to pool-...-budget<seconds>.json")
     args = parser.parse_args()
 
     bench = prepare(ROOT / "out", args.train_size)
@@ -149,12 +168,14 @@ def main() -> None:
                 "mislabelled": {}}
     train = open_dataset(bench.data).split("train")
     test = open_dataset(bench.data).split("test")
-    target = ROOT / "results" / f"pool-{args.train_size}-e{args.epochs}-k{args.k}.json"
+    budget = f"-budget{args.budget:g}" if args.budget else ""
+    target = ROOT / "results" / f"pool-{args.train_size}-e{args.epochs}-k{args.k}{budget}.json"
     results: dict = {"train_size": args.train_size, "epochs": args.epochs, "k": args.k,
                      "held": args.held, "label_smoothing": 0.0, "arch": "resnet18",
                      "machine": f"{platform.processor() or platform.machine()}, CPU, "
                                 f"{__import__('os').cpu_count()} cores",
                      "timing": "in process (library call, model load to model write)",
+                     "budget_seconds": args.budget,
                      "shadows": {"k": args.shadows, "seconds": shadow_plan["seconds"]},
                      "requests": {}}
     if target.exists():  # a run for some requests or methods adds to the last one
@@ -205,15 +226,16 @@ def main() -> None:
         for method in args.methods:
             runs = []
             for i in range(args.k):
-                out = work / f"{name}-{method.replace(', ', '-')}-{i}"
+                out = work / f"{name}-{method.replace(', ', '-')}{budget}-{i}"
                 if not (out / "bench.json").exists():
                     shutil.rmtree(out, ignore_errors=True)
                     prov, wall, _ = isolated(unlearn, method, member_dir(pool_dir, "with", i),
                                              bench.data, bench.validation, ids_file, out,
-                                             shadows_dir)
+                                             shadows_dir, args.budget)
                     (out / "bench.json").write_text(json.dumps(
                         {"seconds": prov["seconds"]["total"], "wall": wall,
-                         "steps": prov.get("steps")}))
+                         "steps": prov.get("steps"),
+                         "deadline_hit": bool(prov.get("deadline_hit"))}))
                 timing = json.loads((out / "bench.json").read_text())
                 judged = judge(pool, shadows, parts, outputs(out, open_dataset(bench.data),
                                                              pool.rows), i, calibration,

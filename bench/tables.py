@@ -199,6 +199,38 @@ def _avg(records: list[dict], key: str) -> float:
     return sum(r[key] for r in records) / len(records)
 
 
+def _judged(runs: list[dict], part: str) -> tuple[str, str, str]:
+    """Models passing the pool's gate, TPR at 1% FPR on ``part`` and test drop, mean (worst)."""
+    if not runs:
+        return "-", "-", "-"
+    return (f"{sum(not r['reasons'] for r in runs)}/{len(runs)}",
+            _mean_worst([r["evidence"][part]["tpr_at_1pct_fpr"] for r in runs], max),
+            _mean_worst([r["test_drop_points"] for r in runs], max))
+
+
+def pool_budget(name: str = "pool-2000-e20-k3-budget10.json") -> str:
+    """bench/pool.py --budget: every method with the same wall-clock budget, beside the same
+    method on its own budget (the pool table's JSON): models passing the pool's gate, TPR at
+    1% FPR on the memorised part, test drop, and the seconds spent."""
+    budgeted = json.loads((ROOT / "bench" / "results" / name).read_text())
+    measured = json.loads((ROOT / "bench" / "results" / POOL_RESULT).read_text())
+    header = ["request", "method", "pool gate", "own budget",
+              "TPR@1%, memorised, mean (worst)", "own budget", "test drop (worst)",
+              "own budget", "seconds (runs the budget ended)", "own budget"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for request, record in budgeted["requests"].items():
+        part = "memorised" if record["memorised_by_pool"] else "all"
+        for method, runs in record["methods"].items():
+            own = measured["requests"][request]["methods"].get(method, [])
+            spent = (f"{_avg(runs, 'seconds'):.1f} "
+                     f"({sum(r['deadline_hit'] for r in runs)}/{len(runs)})")
+            rows.append("| " + " | ".join([
+                request, method,
+                *(x for pair in zip(_judged(runs, part), _judged(own, part)) for x in pair),
+                spent, f"{_avg(own, 'seconds'):.1f}" if own else "-"]) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def sharding() -> str:
     """bench/sharding.py: the seconds of one shard of capture and of the training-split
     prediction, per image count and shard count, and the reduce where it was timed."""
@@ -520,7 +552,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
     "sharding": sharding, "demo_runs": demo_runs, "demo_gate": demo_gate,
     "ledger_race": ledger_race, "pool": pool_table, "readme_pool": readme_pool,
-    "pool_shadows": shadows_table}
+    "pool_shadows": shadows_table, "pool_budget": pool_budget}
 
 
 def render(text: str) -> str:
