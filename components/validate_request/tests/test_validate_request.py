@@ -1,3 +1,4 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,37 @@ CHOICES = {"class_method": "projection", "instance_method": "match", "alpha_mode
            "ratio_mode": "auto", "relearn_steps": 0, "shards": 1, "max_forget_acc": 0.01,
            "max_retain_drop": 0.025, "min_mia_efficacy": 0.9, "max_reestimated_forget_acc": 0.01,
            "instance_max_test_drop": 0.005, "instance_auc_z": 2.576}
+
+
+@pytest.fixture(scope="module")
+def store(trained_rgb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One MLflow store on SQLite with ``trained_rgb``'s model registered as ``tiny``, for the
+    whole module: validation only reads the registry (a registration per case was 4 s)."""
+    import mlflow
+
+    from oblivio.deletion.promotion import register_champion
+    from oblivio.tracking.registry import Lineage
+    from oblivio.tracking.store import connect
+
+    root = tmp_path_factory.mktemp("validate")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        env.setenv("OBLIVIO_HOME", str(root / "home"))
+        with mlflow.start_run(experiment_id=connect()):
+            register_champion(trained_rgb[1], "tiny", Lineage("trained"))
+    yield uri
+
+
+@pytest.fixture()
+def registered(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's store as this test's tracking URI; the model's name."""
+    from oblivio.tracking.store import connect
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("OBLIVIO_HOME", str(tmp_path / "home"))
+    connect()
+    return "tiny"
 
 
 def check(registered: str, data: Path, classes: str = "1", ids: str = "", **choices) -> str:
