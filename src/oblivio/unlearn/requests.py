@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -91,12 +91,6 @@ def open_matching(model_dir: str, data: str) -> tuple[dict, Dataset]:
     return config, dataset
 
 
-def load_matching(model_dir: str, data: str, device: str) -> tuple[ImageClassifier, Dataset]:
-    """The model and its dataset, checked to fit each other."""
-    _, dataset = open_matching(model_dir, data)
-    return load_model(model_dir, device), dataset
-
-
 def check_request(model_dir: str, data: str, classes: str | list[int] | None = None,
                   ids_file: str | os.PathLike[str] | None = None) -> CheckedRequest:
     """Check the request against the model's config and the data: exactly one of classes and
@@ -140,8 +134,7 @@ def load_request(model_dir: str, data: str, classes: str | list[int] | None = No
     """Check the request (``check_request``), then load the model it is made against."""
     checked = check_request(model_dir, data, classes, ids_file)
     model = load_model(model_dir, device)
-    return ForgetRequest(**{f.name: getattr(checked, f.name) for f in fields(checked)},
-                         model=model)
+    return ForgetRequest(**vars(checked), model=model)
 
 
 def save_unlearned(request: ForgetRequest, out: str, method: str, params: dict,

@@ -4,7 +4,7 @@ its statistics, and the model directory every class method writes at the end."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -68,8 +68,7 @@ def plan_forgetting(model_dir: str, data: str, classes: str | list[int],
     """Draw the sample sets (``draw_classes``), then load the model they are drawn for."""
     draw = draw_classes(model_dir, data, classes, retain_per_class, forget_samples,
                         val_per_class, seed, val_forget_samples)
-    return Plan(**{f.name: getattr(draw, f.name) for f in fields(draw)},
-                model=load_model(model_dir, device))
+    return Plan(**vars(draw), model=load_model(model_dir, device))
 
 
 def require_validation(plan: Plan) -> None:
