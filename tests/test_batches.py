@@ -192,6 +192,12 @@ def test_requests_are_honoured_once_through_a_killed_run(
     missing = runner.invoke(app, ["audit", "--model-name", "batched", "--ticket", "T-404"])
     assert missing.exit_code == 2 and "no request for ticket T-404" in missing.stderr
 
+    # a bad budget claims nothing either
+    bad = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data),
+                              "--instance-max-seconds", "-1"])
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "instance max seconds must be 0 or more" in bad.stderr
+    assert (Ledger().get(class_request).attempts, Ledger().held_batches("batched")) == (1, [])
     # MLflow down claims nothing
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     down = runner.invoke(app, ["batch", "run", "--model-name", "batched", "--data", str(data)])

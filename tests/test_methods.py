@@ -72,6 +72,10 @@ def test_the_pipeline_branches_come_from_the_registry() -> None:
         check_pipeline_params({"instance_method": "x"})
     with pytest.raises(OblivioError, match="ratio mode must be auto or fixed, got 'grid'"):
         check_pipeline_params({"ratio_mode": "grid"})
+    check_pipeline_params({"instance_max_seconds": 0.0})  # no budget
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(OblivioError, match="instance max seconds must be 0 or more"):
+            check_pipeline_params({"instance_max_seconds": bad})
 
 
 def test_cli_lists_the_methods() -> None:

@@ -8,7 +8,8 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
                      alpha_mode: str, ratio_mode: str, relearn_steps: int, shards: int,
                      max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
                      max_reestimated_forget_acc: float, instance_max_test_drop: float,
-                     instance_auc_z: float, shadows_uri: str = "") -> str:
+                     instance_auc_z: float, shadows_uri: str = "",
+                     instance_max_seconds: float = 0.0) -> str:
     """Check everything about the run that no retry can fix, before any other step: the
     choices, the registered model, the dataset, and the classes or the deletion request.
     The pipeline never retries this step.
@@ -32,6 +33,7 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
         instance_auc_z: Gate: spreads from 0.5 (a positive number).
         shadows_uri: The original's shadow models ("" for none): finished, and trained on
             this dataset's training split.
+        instance_max_seconds: The instance method's budget in seconds (0 or more; 0: none).
 
     Returns:
         The registered version the alias pointed at when checked.
@@ -45,4 +47,5 @@ def validate_request(model_uri: str, dataset_uri: str, forget_classes: str,
         "max_retain_drop": max_retain_drop, "min_mia_efficacy": min_mia_efficacy,
         "max_reestimated_forget_acc": max_reestimated_forget_acc,
         "instance_max_test_drop": instance_max_test_drop,
-        "instance_auc_z": instance_auc_z, "shadows_uri": shadows_uri})["version"]
+        "instance_auc_z": instance_auc_z, "instance_max_seconds": instance_max_seconds,
+        "shadows_uri": shadows_uri})["version"]

@@ -42,6 +42,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         classes_key: str, ids_key: str, model_name: str, dataset_uri: str, max_attempts: int,
         retain_per_class: int, forget_samples: int, val_per_class: int,
         val_forget_samples: int, class_method: str, instance_method: str, instance_max_steps: int,
+        instance_max_seconds: float,
         max_forget_acc: float, max_retain_drop: float, min_mia_efficacy: float,
         max_reestimated_forget_acc: float, instance_max_test_drop: float, instance_auc_z: float,
         instance_auc_one_sided: bool, shadows_uri: str,
@@ -59,7 +60,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
                   "retain_per_class": retain_per_class, "forget_samples": forget_samples,
                   "val_per_class": val_per_class, "val_forget_samples": val_forget_samples,
                   "class_method": class_method, "instance_method": instance_method,
-                  "instance_max_steps": instance_max_steps, "max_forget_acc": max_forget_acc,
+                  "instance_max_steps": instance_max_steps,
+                  "instance_max_seconds": instance_max_seconds, "max_forget_acc": max_forget_acc,
                   "max_retain_drop": max_retain_drop, "min_mia_efficacy": min_mia_efficacy,
                   "max_reestimated_forget_acc": max_reestimated_forget_acc,
                   "instance_max_test_drop": instance_max_test_drop,
@@ -123,6 +125,7 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
         class_method: str = "projection",
         instance_method: str = "match",
         instance_max_steps: int = 200,
+        instance_max_seconds: float = 0.0,
         max_forget_acc: float = 0.01,
         max_retain_drop: float = 0.025,
         min_mia_efficacy: float = 0.9,
@@ -158,6 +161,8 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             class_method: Classes: projection or contrast.
             instance_method: Images: match, relabel (for mislabelled images) or l2ul.
             instance_max_steps: Images, match: cap on steps.
+            instance_max_seconds: Images: wall-clock budget on the method's steps (0: none);
+                the version records when it ended them, and the gates judge it as any other.
             max_forget_acc: Gate: highest forget-class test accuracy.
             max_retain_drop: Gate: largest retain test accuracy drop vs the parent.
             min_mia_efficacy: Gate: lowest MIA-efficacy (confidence), classes.
@@ -197,8 +202,9 @@ def make_deletion_batch_pipeline(on_cluster: bool = True):
             retain_per_class=retain_per_class, forget_samples=forget_samples,
             val_per_class=val_per_class, val_forget_samples=val_forget_samples,
             class_method=class_method, instance_method=instance_method,
-            instance_max_steps=instance_max_steps, max_forget_acc=max_forget_acc,
-            max_retain_drop=max_retain_drop, min_mia_efficacy=min_mia_efficacy,
+            instance_max_steps=instance_max_steps, instance_max_seconds=instance_max_seconds,
+            max_forget_acc=max_forget_acc, max_retain_drop=max_retain_drop,
+            min_mia_efficacy=min_mia_efficacy,
             max_reestimated_forget_acc=max_reestimated_forget_acc,
             instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
             instance_auc_one_sided=instance_auc_one_sided, shadows_uri=shadows_uri,

@@ -129,6 +129,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
         instance_max_steps: int = 200,
         instance_ablation: str = "adv+imp",
         instance_max_epochs: int = 300,
+        instance_max_seconds: float = 0.0,
         shadows_uri: str = "",
         relearn_steps: int = 0,
         promote: bool = True,
@@ -191,6 +192,9 @@ def make_unlearning_pipeline(on_cluster: bool = True):
             instance_ablation: Instance branch, l2ul: adv+imp, adv or naive.
             instance_max_epochs: Instance branch, l2ul and relabel: cap on epochs over the
                 request.
+            instance_max_seconds: Instance branch: wall-clock budget on the method's steps
+                (0: none); the step under way when it runs out is the last, and the version
+                records deadline_hit. The gates judge the result as any other.
             shadows_uri: Instance branch: the original's shadow models (`oblivio pool
                 shadows`, directory or s3:// URI; empty: none). match aims each image at what
                 the shadows that never saw it do on it, and the evaluation judges the request
@@ -231,7 +235,7 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                 min_mia_efficacy=min_mia_efficacy,
                 max_reestimated_forget_acc=max_reestimated_forget_acc,
                 instance_max_test_drop=instance_max_test_drop, instance_auc_z=instance_auc_z,
-                shadows_uri=shadows_uri), **cluster)
+                instance_max_seconds=instance_max_seconds, shadows_uri=shadows_uri), **cluster)
             validated.set_caching_options(False)  # the alias moves
             resolved = _configure(resolve_model(
                 model_uri=f"models:/{model_name}@{model_alias}", job_id=job_id, job_name=job_name,
@@ -314,7 +318,8 @@ def make_unlearning_pipeline(on_cluster: bool = True):
                     model=model, dataset_uri=dataset_uri, samples=samples,
                     method=instance_method, max_steps=instance_max_steps,
                     ablation=instance_ablation, max_epochs=instance_max_epochs, seed=seed,
-                    device=device, batch_hold=batch_hold, shadows_uri=shadows_uri), **cluster,
+                    device=device, batch_hold=batch_hold, shadows_uri=shadows_uri,
+                    max_seconds=instance_max_seconds), **cluster,
                     gpu_count=gpu_count)
                 evaluate_and_register(forgot.outputs["unlearned"])
 

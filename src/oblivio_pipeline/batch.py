@@ -53,8 +53,11 @@ def run_batch(name: str = "fashion-classifier", data: str | None = None,
     from oblivio.deletion.publish import finish_registration
     from oblivio.evaluation.gates import Gates
     from oblivio.tracking.registry import TAG, version_for_batch
+    from oblivio.unlearn.methods import check_pipeline_params
     from oblivio_pipeline.local import run_local
 
+    gates = Gates(**{k: params[k] for k in Gates.__dataclass_fields__ if k in params})
+    check_pipeline_params(params)  # a bad choice claims nothing
     ledger = ledger or Ledger()
     connect()  # an unreachable MLflow fails here, before anything is claimed
     me = owner()
@@ -65,7 +68,6 @@ def run_batch(name: str = "fashion-classifier", data: str | None = None,
     result = BatchResult(batch.id, requests=[r.id for r in batch.requests])
     print(f"claimed {batch.id}: {len(batch.requests)} request(s), claim {batch.claims}, "
           f"lease until {batch.lease_until:%Y-%m-%d %H:%M} UTC", file=sys.stderr)
-    gates = Gates(**{k: params[k] for k in Gates.__dataclass_fields__ if k in params})
     arguments = {"classes": {"forget_classes": run["forget_classes"]},
                  "ids": {"forget_ids": run["forget_ids_uri"]}}
     for kind in (k for k in KINDS if next(iter(arguments[k].values()))):

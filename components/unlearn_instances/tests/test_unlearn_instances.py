@@ -32,6 +32,33 @@ def test_forgets_the_request_with_each_method_and_records_it(trained_rgb, tmp_pa
     assert unlearned.metadata["method"] == method
 
 
+@pytest.mark.parametrize("method", ["l2ul", "relabel"])  # match: no step on these images
+def test_a_budget_in_seconds_ends_the_steps(trained_rgb, tmp_path: Path, method: str) -> None:
+    """The pipeline's instance_max_seconds: far below one step, so the first step is the last,
+    long before a cap it could not reach; the model and the artifact record that the budget,
+    not the method, ended it. 0 is no budget: the (small) cap ends the steps."""
+    data, model_dir = trained_rgb
+    (tmp_path / "request.txt").write_text("rgb/train/0000\nrgb/train/0061\n")
+    sample_instances_step(str(model_dir), str(data), str(tmp_path / "request.txt"),
+                          str(tmp_path / "samples"))
+    runs = {}
+    for budget, cap in ((1e-6, 500), (0.0, 3)):
+        unlearned = dsl.Model(uri=str(tmp_path / f"unlearned-{budget}"))
+        unlearn_instances.python_func(
+            model=dsl.Model(uri=str(model_dir)), dataset_uri=str(data),
+            samples=dsl.Dataset(uri=str(tmp_path / "samples")), method=method,
+            max_steps=cap, ablation="adv+imp", max_epochs=cap, seed=0, device="cpu",
+            unlearned=unlearned, max_seconds=budget)
+        prov = oblivio.load_model(unlearned.path).config["provenance"]
+        runs[budget] = prov, unlearned.metadata
+    prov, metadata = runs[1e-6]
+    assert prov["params"]["max_seconds"] == 1e-6
+    assert prov["steps"] == 1 and prov["deadline_hit"] and metadata["deadline_hit"]
+    prov, metadata = runs[0.0]
+    assert prov["params"]["max_seconds"] is None
+    assert prov["steps"] > 1 and not metadata["deadline_hit"]
+
+
 def test_a_class_method_is_refused_before_any_work(trained_rgb, tmp_path: Path) -> None:
     data, model_dir = trained_rgb
     (tmp_path / "request.txt").write_text("rgb/train/0000\n")

@@ -48,7 +48,8 @@ def test_the_batch_pipeline_honours_a_class_and_images_once(
     pipeline = make_deletion_batch_pipeline(on_cluster=False)
     arguments = {"model_name": "local-batch", "dataset_uri": str(data),
                  "batch_root": str(tmp_path / "batches"), "device": "cpu", "gpu_count": "0",
-                 "class_method": "contrast", "instance_max_steps": 5, **SMALL, **LENIENT}
+                 "class_method": "contrast", "instance_max_steps": 5,
+                 "instance_max_seconds": 600.0, **SMALL, **LENIENT}
     pipeline(**arguments)
 
     honoured = {r.id: (r.state, r.version) for r in Ledger().find()}
@@ -75,6 +76,9 @@ def test_the_batch_pipeline_honours_a_class_and_images_once(
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(theirs(x), ours(x), rtol=1e-4, atol=1e-4)
     assert ours.config["provenance"]["forgotten_classes"] == [1]
+    # the batch's budget reached the images' method, which ended by its cap, not the budget
+    assert ours.config["provenance"]["params"]["max_seconds"] == 600.0
+    assert ours.config["provenance"]["deadline_hit"] is False
     shown = CliRunner().invoke(app, ["lineage", "local-batch"])
     assert shown.exit_code == 0 and "champion" in shown.stdout
     # each part logged into its own MLflow run of the job, closed as finished

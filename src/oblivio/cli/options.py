@@ -31,6 +31,9 @@ InstanceMaxTestDrop = Annotated[float, typer.Option(
     help="Gate for sample ids: test accuracy drop.")]
 InstanceAucZ = Annotated[float, typer.Option(
     help="Gate for sample ids: spreads the loss attack's AUC may lie from 0.5.")]
+InstanceMaxSeconds = Annotated[float, typer.Option(
+    help="Sample ids: wall-clock budget on the method's steps (0: none); the step under way "
+         "when it runs out is the last, the version records it, the gates judge the result.")]
 InstanceAucOneSided = Annotated[bool, typer.Option(
     help="Gate for sample ids: fail only a result still familiar (mislabelled or poisoned "
          "images, which a retrain makes stranger than unseen ones).")]

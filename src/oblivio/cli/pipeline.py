@@ -14,6 +14,7 @@ from oblivio.cli.options import (
     ForgottenIds,
     InstanceAucOneSided,
     InstanceAucZ,
+    InstanceMaxSeconds,
     InstanceMaxTestDrop,
     MaxForgetAcc,
     MaxReestimatedForgetAcc,
@@ -181,6 +182,7 @@ def run(
     instance_max_test_drop: InstanceMaxTestDrop = 0.005,
     instance_auc_z: InstanceAucZ = 2.576,
     instance_auc_one_sided: InstanceAucOneSided = False,
+    instance_max_seconds: InstanceMaxSeconds = 0.0,
     shadows: ShadowsOption = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     shards: Annotated[int, typer.Option(
@@ -200,7 +202,8 @@ def run(
                            max_reestimated_forget_acc=max_reestimated_forget_acc,
                            instance_max_test_drop=instance_max_test_drop,
                            instance_auc_z=instance_auc_z,
-                           instance_auc_one_sided=instance_auc_one_sided, shards=shards,
+                           instance_auc_one_sided=instance_auc_one_sided,
+                           instance_max_seconds=instance_max_seconds, shards=shards,
                            shadows_uri=shadows or "")
     print(result["report"])
     print(f"forgot {result['forgot']}")

@@ -12,6 +12,7 @@ import typer
 from oblivio.cli.app import app, one_line_errors
 from oblivio.cli.options import (
     DataOption,
+    InstanceMaxSeconds,
     ModelName,
     ShadowsOption,
     local_model,
@@ -138,6 +139,7 @@ def batch_run(
     epochs: Annotated[int, typer.Option(
         help="Epochs of the original model when it has to be trained first.")] = 1,
     shadows: ShadowsOption = None,
+    instance_max_seconds: InstanceMaxSeconds = 0.0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Honour every pending request once: claim them, forget the classes then the images from
@@ -153,7 +155,8 @@ def batch_run(
     ledger = Ledger()
     dataset = local_model(model_name, data, epochs, device)
     result = run_batch(model_name, dataset, timedelta(minutes=lease_minutes), max_attempts,
-                       ledger, device=device, shadows_uri=shadows or "")
+                       ledger, device=device, shadows_uri=shadows or "",
+                       instance_max_seconds=instance_max_seconds)
     if result.batch is None:
         held = ledger.held_batches(model_name)
         print("nothing pending" + "".join(

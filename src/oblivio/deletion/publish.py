@@ -71,7 +71,8 @@ def register_unlearned(model_dir: str, report_dir: str, name: str, parent_versio
     lineage = Lineage(
         method=prov.get("method", "unknown"),
         params={k: prov[k] for k in ("alpha", "alpha_mode", "forget_target", "forget_margin",
-                                     "samples", "seed", "solver", "params", "steps", "cap_hit")
+                                     "samples", "seed", "solver", "params", "steps", "cap_hit",
+                                     "deadline_hit")
                 if k in prov},
         parent_version=str(parent_version),
         forget_classes=prov.get("forget_classes", []),

@@ -226,3 +226,6 @@ def check_pipeline_params(params: dict) -> None:
     if params.get("relearn_steps", 0) < 0:
         raise OblivioError("relearn steps must be 0 or more (0: off), got "
                            f"{params['relearn_steps']}")
+    if not params.get("instance_max_seconds", 0) >= 0:  # NaN too
+        raise OblivioError("instance max seconds must be 0 or more (0: no budget), got "
+                           f"{params['instance_max_seconds']}")

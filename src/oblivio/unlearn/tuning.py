@@ -122,7 +122,7 @@ def optimise(model: nn.Module, settings: BaselineSettings, steps: int,
     deadline = Deadline(settings.max_seconds)
     for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress or done,
                   dynamic_ncols=True):
-        if done or deadline.passed():
+        if done:
             break
         model.train()
         loss = loss_of()
@@ -142,6 +142,8 @@ def optimise(model: nn.Module, settings: BaselineSettings, steps: int,
                 group["lr"] /= 2
             optimizer.state.clear()
         done = stop() if stop else False
+        if deadline.passed():  # after the step, as the other loops: a budget takes one at least
+            break
     model.eval()
     result = {"steps": taken, "budget_steps": steps, "stopped_early": bool(stop and done),
               "cap_hit": bool(stop and not done),

@@ -95,15 +95,13 @@ def scrub(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: 
     max_steps = min_steps = 0
     deadline = Deadline(settings.max_seconds)
     for epoch in range(epochs):
-        if deadline.passed():
+        if deadline.hit:
             break
         model.train()
         phases = ([("max", per_pass)] if epoch < settings.max_epochs else []) + [
             ("min", retain_steps)]
         for phase, steps in phases:
             for _ in range(steps):
-                if deadline.passed():  # the epoch ends here, and is kept as it is
-                    break
                 x, y = forget() if phase == "max" else retain()
                 logits = model(x)
                 with torch.no_grad():
@@ -117,6 +115,10 @@ def scrub(model: nn.Module, split: Split, forget_rows: np.ndarray, retain_rows: 
                 max_steps += phase == "max"
                 min_steps += phase == "min"
                 bar.update()
+                if deadline.passed():  # the epoch ends after this step, and is kept as it is
+                    break
+            if deadline.hit:
+                break
         if settings.rewind:
             keep()
     bar.close()

@@ -298,7 +298,7 @@ def forget_by_matching(model_dir: str, data: str, ids_file: str, out: str,
     t = time.perf_counter()
     recipe = request.model.config.get("provenance", {}).get("training", {}).get("recipe", {})
     live = request.live_forget_rows
-    result = {"steps": 0, "cap_hit": False}  # every image went with its class already
+    result = {"steps": 0, "cap_hit": False, "deadline_hit": False}  # all went with a class
     if len(live):
         phi_targets = None
         if settings.targets == "shadows":
