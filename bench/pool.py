@@ -62,6 +62,9 @@ METHODS = {
     "match": MatchSettings(),
     "match, neighbour targets": MatchSettings(targets="neighbours"),
     "match, shadow targets": MatchSettings(targets="shadows", shadows="<set in main>"),
+    # the stop before 2026-12-08: the mean distance alone, not also the shadow gate
+    "match, shadow targets, mean rule": MatchSettings(targets="shadows",
+                                                      shadows="<set in main>"),
     "relabel": RelabelSettings(),
     "l2ul": L2ULSettings(),
     "neggrad+, guarded": BaselineSettings(epochs=100, retain_guard=0.1),
@@ -88,6 +91,10 @@ def budgeted(settings, seconds: float | None):
 def unlearn(method: str, model: Path, data: Path, reference: Path, ids: Path,
             out: Path, shadows: Path, budget: float | None = None) -> dict:
     settings = budgeted(METHODS[method], budget)
+    if method.endswith("mean rule"):  # this process only: isolated() runs it apart
+        import oblivio.unlearn.instances.matching as matching
+
+        matching.SHADOW_TPR_CEILING = 1.0
     if method.startswith("match"):
         if settings.shadows is not None:
             settings = replace(settings, shadows=str(shadows))
@@ -148,6 +155,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--excess", type=float, default=0.02)
     parser.add_argument("--requests", nargs="*", default=["mixed", "mislabelled"])
+    parser.add_argument("--results", default=None,
+                        help="the JSON's name in bench/results (default: from the settings)")
     parser.add_argument("--budget", type=float, default=None,
                         help="equal wall-clock budgets: every method stops its steps after "
                              "this many seconds (--max-seconds; own caps raised tenfold); "
@@ -169,7 +178,8 @@ def main() -> None:
     train = open_dataset(bench.data).split("train")
     test = open_dataset(bench.data).split("test")
     budget = f"-budget{args.budget:g}" if args.budget else ""
-    target = ROOT / "results" / f"pool-{args.train_size}-e{args.epochs}-k{args.k}{budget}.json"
+    target = ROOT / "results" / (
+        args.results or f"pool-{args.train_size}-e{args.epochs}-k{args.k}{budget}.json")
     results: dict = {"train_size": args.train_size, "epochs": args.epochs, "k": args.k,
                      "held": args.held, "label_smoothing": 0.0, "arch": "resnet18",
                      "machine": f"{platform.processor() or platform.machine()}, CPU, "

@@ -84,6 +84,8 @@ def instance(name: str = "instance_forgetting.json") -> str:
 
 
 POOL_RESULT = "pool-2000-e20-k3.json"
+#: The same world rebuilt on another CPU (2026-12-08): match's stop rules on its models.
+POOL_REBUILT = "pool-2000-e20-k3-rebuilt.json"
 
 
 def _pool_rows(request: dict) -> list[tuple[str, list[dict], list[bool], list[float],
@@ -552,7 +554,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "instance_memorising": lambda: instance("instance_forgetting-5000-e20-ls0.json"),
     "sharding": sharding, "demo_runs": demo_runs, "demo_gate": demo_gate,
     "ledger_race": ledger_race, "pool": pool_table, "readme_pool": readme_pool,
-    "pool_shadows": shadows_table, "pool_budget": pool_budget}
+    "pool_shadows": shadows_table, "pool_budget": pool_budget,
+    "pool_rebuilt": lambda: pool_table(POOL_REBUILT),
+    "pool_rebuilt_shadows": lambda: shadows_table(POOL_REBUILT)}
 
 
 def render(text: str) -> str:

@@ -67,7 +67,9 @@ def test_the_original_fails_its_shadows_and_a_retrain_passes(shadows: dict,
     original = evaluate(shadows, shadows["saw"], tmp_path / "original")
     evidence = original["shadows"]
     assert evidence["k"] == 4 and evidence["negatives_per_example"] == 2
-    assert evidence["memorised"] >= 8  # 2 shadows a side: wide spreads, a third clears 2
+    # 2 shadows a side: wide spreads, and a quarter or more clears 2 (7 to 9 of the 24: the
+    # count moves with the CPU's kernels, which train the noise world a little differently)
+    assert evidence["memorised"] >= 6
     assert evidence["model"]["memorised"]["tpr_at_1pct_fpr"] >= 0.3
     assert original[SHADOWS_TPR] == evidence["model"]["memorised"]["tpr_at_1pct_fpr"]
     assert not original["gate"]["passed"]
@@ -93,10 +95,14 @@ def test_match_aimed_at_the_shadows_passes_them(shadows: dict, tmp_path: Path) -
     assert provenance["params"]["targets"] == "shadows"
     assert not provenance["cap_hit"] and provenance["distance_end"] <= 0.5  # in spreads
     assert provenance["distance_start"] > 1
+    # it stopped where the shadow gate passes, not only where the mean came close
+    assert provenance["shadows_tpr_start"] > 0.03 >= provenance["shadows_tpr_end"]
     expected = Shadows(shadows["shadows"], str(shadows["data"]), shadows["ids"]).mean_out
     assert provenance["target_phi_mean"] == pytest.approx(expected.mean(), rel=1e-5)
     report = evaluate(shadows, out, tmp_path / "report")
     assert report["shadows"]["reasons"] == []
+    assert report["shadows"]["model"]["memorised"]["tpr_at_1pct_fpr"] == pytest.approx(
+        provenance["shadows_tpr_end"])
 
 
 def test_shadows_on_s3_judge_as_the_directory_does(shadows: dict, s3_env: str) -> None:

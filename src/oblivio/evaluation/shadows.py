@@ -214,6 +214,14 @@ class Shadows:
             float(self.mean_in[mask].mean()) if mask.any() else None)
             for part, mask in parts.items()}
 
+    def judged_tpr(self, phi: np.ndarray) -> float:
+        """TPR at 1% FPR of the part the gate judges (:func:`judged_part`), from the request's
+        phi alone: what match checks while it works, so that it stops where the gate that will
+        judge it passes, not only where the images are close on average."""
+        mask = self.memorised if self.memorised.any() else np.ones_like(self.memorised)
+        scores = llr(phi, self.mean_in, self.spread_in, self.mean_out, self.spread_out)
+        return float(np.mean(scores[mask] > np.quantile(self.negatives[:, mask], 0.99)))
+
     def score_model(self, model: str | os.PathLike[str], device: str = "cpu",
                     parts: dict[str, np.ndarray] | None = None) -> dict:
         return self.score(outputs(model, self.dataset, self.rows, device), parts)

@@ -36,6 +36,7 @@ retrain is in the tail, which the distance sees.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -48,6 +49,7 @@ from oblivio.data.reader import Split
 from oblivio.data.unseen import reference_images
 from oblivio.errors import OblivioError
 from oblivio.evaluation.attacks import familiarity_auc
+from oblivio.evaluation.gates import Gates
 from oblivio.evaluation.shadows import Shadows
 from oblivio.evaluation.ulira import phi_of
 from oblivio.models.batchnorm import recalibrate_batchnorm
@@ -125,6 +127,7 @@ def rank_matched_targets(forget_loss: torch.Tensor, unseen_loss: torch.Tensor) -
 
 NEIGHBOURS, NEIGHBOUR_POOL, LIKE_SAMPLES = 10, 2000, 20
 SHADOW_TOLERANCE = 0.5  # shadow targets: mean distance, in the out-shadows' phi spreads
+SHADOW_TPR_CEILING = 0.01 + Gates().pool_max_tpr_excess  # and the shadow gate's own bar
 
 
 @torch.no_grad()
@@ -182,10 +185,13 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
                  retain_rows: np.ndarray, unseen: Split, settings: MatchSettings, device: str,
                  label_smoothing: float = 0.0, progress: bool = True,
                  unseen_rows: np.ndarray | None = None,
-                 phi_targets: tuple[torch.Tensor, float] | None = None) -> dict:
+                 phi_targets: tuple[torch.Tensor, float, Callable[[np.ndarray], float]] |
+                 None = None) -> dict:
     """Move the forget rows' losses onto rank-matched unseen losses (model changed in place),
-    or their phi onto ``phi_targets`` (one per forget row, and the spread that measures how
-    close: a retrain-like phi per image, from shadows). The reference is drawn from
+    or their phi onto ``phi_targets`` (one per forget row, the spread that measures how close,
+    and the shadows' TPR of a phi: a retrain-like phi per image, from shadows; the steps go on
+    until that TPR is within the shadow gate too, since a mean close enough can leave one
+    memorised image recognisable). The reference is drawn from
     ``unseen_rows`` (all of ``unseen`` when None): after a class is forgotten, its unseen
     images have losses no kept image has, and as targets they would push typical images off
     their labels and inflate the guard's budget."""
@@ -209,13 +215,14 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
     auc_start = familiarity_auc(start_loss.numpy(), unseen_np)
     tolerance = settings.tolerance
     if phi_targets is not None:  # each image's own target, in spreads of the shadows' phi
-        targets, scale = phi_targets[0].float(), phi_targets[1]
+        targets, scale, judged_tpr = phi_targets[0].float(), phi_targets[1], phi_targets[2]
         term, kind = phi_of, "phi"
         tolerance = SHADOW_TOLERANCE if tolerance is None else tolerance
 
         def gap() -> float:
-            return float((_phis(model, split, forget_rows, device) - targets).abs().mean()
-                         / scale)
+            phis = _phis(model, split, forget_rows, device)
+            tprs.append(judged_tpr(phis.numpy()))
+            return float((phis - targets).abs().mean() / scale)
     else:
         term, kind = nn.CrossEntropyLoss(reduction="none"), "loss"
         if tolerance is None:
@@ -225,6 +232,11 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
             return distance(_losses(model, split, forget_rows, device), targets)
     start_mean = float(targets.mean()), float(
         (_phis(model, split, forget_rows, device) if kind == "phi" else start_loss).mean())
+    tprs: list[float] = []  # the shadows' judged TPR at each check (shadow targets)
+
+    def settled() -> bool:
+        return history[-1] <= tolerance and (not tprs or tprs[-1] <= SHADOW_TPR_CEILING)
+
     history = [gap()]
     on_device = targets.to(device)
     guard = RetainGuard(model, split, retain_rows, settings.retain_guard,
@@ -239,7 +251,7 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
     bar = tqdm(total=settings.max_steps, desc="match unseen", unit="step",
                disable=not progress, dynamic_ncols=True)
     deadline = Deadline(settings.max_seconds)
-    while history[-1] > tolerance and steps < settings.max_steps and not deadline.hit:
+    while not settled() and steps < settings.max_steps and not deadline.hit:
         f_idx = torch.randperm(len(forget_rows), generator=gen)[:nf]
         r_idx = torch.randint(len(retain_rows), (settings.batch_size,), generator=gen)
         x, y = split.batch(np.concatenate([forget_rows[f_idx.numpy()],
@@ -268,8 +280,9 @@ def match_unseen(model: nn.Module, split: Split, forget_rows: np.ndarray,
     bar.close()
     model.eval()
     end_loss = _losses(model, split, forget_rows, device)
-    return {"steps": steps, "cap_hit": history[-1] > tolerance,
-            "deadline_hit": deadline.hit and history[-1] > tolerance, "tolerance": tolerance,
+    return {"steps": steps, "cap_hit": not settled(),
+            "deadline_hit": deadline.hit and not settled(), "tolerance": tolerance,
+            **({"shadows_tpr_start": tprs[0], "shadows_tpr_end": tprs[-1]} if tprs else {}),
             "final_lr": lr, "guard_stopped": len(guard.halved_at) > settings.max_halvings,
             **guard.report(model),
             "distance_start": history[0], "distance_end": history[-1],
@@ -303,7 +316,8 @@ def forget_by_matching(model_dir: str, data: str, ids_file: str, out: str,
         phi_targets = None
         if settings.targets == "shadows":
             shadows = Shadows(settings.shadows, data, request.train.ids_at(live))
-            phi_targets = torch.as_tensor(shadows.mean_out), shadows.spread_out
+            phi_targets = (torch.as_tensor(shadows.mean_out), shadows.spread_out,
+                           shadows.judged_tpr)
         result = match_unseen(model, request.train, live, request.retain_rows, unseen,
                               settings, device, recipe.get("label_smoothing", 0.0), progress,
                               np.intersect1d(rows, request.known_rows(unseen)), phi_targets)
